@@ -1,0 +1,3 @@
+from ._cli import serve
+
+serve(prog_name="python -m sim_server")

@@ -1,0 +1,80 @@
+"""``serve``: the server's command line, mounted as ``vtpoll serve`` and ``python -m sim_server``.
+
+The options are generated from :class:`ServerSettings` fields, so a new setting is a new flag.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ._server import run_server
+from ._settings import ServerSettings
+
+_HELP = {
+    "host": "Address to listen on.",
+    "port": "Port to listen on; 0 picks a free one (the URL is printed on the first line).",
+    "completion_time": "Seconds a job takes when its creation does not say.",
+    "error_rate": "Share of jobs that end in error when their creation does not say.",
+    "seed": "Seed for outcomes, auto-created jobs and the fault sequence.",
+    "auto_create": "Create unknown job IDs on first sight instead of answering 404.",
+    "max_wait": "Longest a long-poll (Prefer: wait=N) is held, seconds; 0 turns long-poll off.",
+    "fault_500": "Probability per status request of a 500.",
+    "fault_502": "Probability per status request of a 502.",
+    "fault_503": "Probability per status request of a 503 with Retry-After.",
+    "fault_429": "Probability per status request of a 429 with Retry-After.",
+    "fault_slow": "Probability per status request of answering --slow-delay seconds late.",
+    "slow_delay": "Delay of a slow response, seconds.",
+    "fault_drop": "Probability per status request of closing the connection mid-response.",
+    "fault_garbage": "Probability per status request of a malformed body.",
+    "rate_limit": "Requests per second allowed per API key (else per client address).",
+    "burst": "Token bucket size of the rate limit (default: one second's worth).",
+    "api_key": "Require this key as 'Authorization: Bearer KEY' or 'X-Api-Key: KEY'.",
+    "db": "SQLite file that keeps jobs across restarts.",
+    "workers": "Worker processes (they share jobs through the database).",
+}
+
+
+def _option(name: str, default: Any) -> Any:
+    flag = "--" + name.replace("_", "-")
+    kwargs: dict[str, Any] = {"help": _HELP[name], "show_default": True}
+    if isinstance(default, bool):
+        return click.option(f"{flag}/--no-{flag[2:]}", default=default, **kwargs)
+    if name == "db":
+        return click.option(flag, type=click.Path(dir_okay=False, path_type=Path), **kwargs)
+    if name == "api_key":
+        return click.option(flag, envvar="SIM_SERVER_API_KEY", show_envvar=True, help=_HELP[name])
+    if name in ("rate_limit",):
+        return click.option(flag, type=float, **kwargs)
+    if name in ("burst",):
+        return click.option(flag, type=int, **kwargs)
+    return click.option(flag, type=type(default), default=default, **kwargs)
+
+
+def _settings_options(func: Any) -> Any:
+    defaults = ServerSettings()
+    for f in reversed(fields(ServerSettings)):
+        func = _option(f.name, getattr(defaults, f.name))(func)
+    return func
+
+
+@click.command("serve")
+@_settings_options
+def serve(**options: Any) -> None:
+    """Run the simulation server in the foreground until Ctrl-C."""
+    try:
+        settings = ServerSettings(**options)
+    except ValueError as exc:
+        raise click.UsageError(_as_flag(str(exc))) from None
+    raise SystemExit(run_server(settings))
+
+
+def _as_flag(message: str) -> str:
+    """Name the option the user typed, not the field behind it."""
+    name, sep, rest = message.partition(" ")
+    if sep and name in {f.name for f in fields(ServerSettings)}:
+        return "--" + name.replace("_", "-") + " " + rest
+    return message

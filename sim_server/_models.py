@@ -1,0 +1,65 @@
+"""Request and response shapes: the OpenAPI document is generated from these, and creation
+requests are validated with them, so the document and the behaviour cannot disagree."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ._settings import MAX_BATCH, MAX_DURATION
+
+JobId = Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,128}$", min_length=1, max_length=128)]
+
+
+class CreateJob(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: JobId | None = Field(None, description="Chosen ID; generated when absent")
+    duration: float | None = Field(
+        None,
+        ge=0,
+        le=MAX_DURATION,
+        allow_inf_nan=False,
+        description="Seconds from creation to the final state (default: the completion time)",
+    )
+    outcome: Literal["completed", "error"] | None = Field(
+        None, description="Final state; drawn from the server's error rate when absent"
+    )
+
+
+class JobView(BaseModel):
+    job_id: str
+    result: Literal["pending", "completed", "error"]
+    progress: float = Field(ge=0, le=1)
+    elapsed: float = Field(ge=0)
+    eta: float = Field(ge=0, description="Seconds until the final state; 0 once reached")
+
+
+class BatchView(BaseModel):
+    jobs: list[JobView]
+    unknown: list[str] = Field(description="Requested IDs that name no job")
+
+
+class LegacyStatus(BaseModel):
+    result: Literal["pending", "completed", "error"]
+
+
+class BatchQuery(BaseModel):
+    ids: str = Field(description=f"Comma-separated job IDs, at most {MAX_BATCH}")
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="Machine-readable kind of error")
+    detail: str = Field(description="What was wrong, for a person")
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    jobs: int
+
+
+class PreferHeader(BaseModel):
+    prefer: str | None = Field(
+        None, description="RFC 7240 preferences; wait=N holds a pending answer up to N seconds"
+    )
