@@ -115,6 +115,8 @@ class SimState:
             if settings.rate_limit is not None
             else None
         )
+        self._holds: set[anyio.CancelScope] = set()
+        self._released = False
         self.started_at = clock()
         self.default_job = Job(
             "default",
@@ -160,18 +162,30 @@ class SimState:
         wakes it at the exact moment the job completes.
         """
         now = self.clock()
-        if not jobs or any(j.result_at(now) != "pending" for j in jobs):
+        if self._released or not jobs or any(j.result_at(now) != "pending" for j in jobs):
             return
         deadline = now + wait
         target = min(min(j.completes_at for j in jobs), deadline)
         self.metrics.long_polls.inc()
         self.metrics.long_polls_held.inc()
-        try:
-            # The loop only absorbs a wall clock that drifts from the monotonic sleep clock.
-            while (delta := target - self.clock()) > 0:  # noqa: ASYNC110 - a timer, not a flag
-                await anyio.sleep(delta)
-        finally:
-            self.metrics.long_polls_held.dec()
+        with anyio.CancelScope() as scope:
+            self._holds.add(scope)
+            try:
+                # The loop only absorbs a wall clock that drifts from the monotonic sleep clock.
+                while (delta := target - self.clock()) > 0:  # noqa: ASYNC110 - a timer, not a flag
+                    await anyio.sleep(delta)
+            finally:
+                self._holds.discard(scope)
+                self.metrics.long_polls_held.dec()
+
+    def release_holds(self) -> None:
+        """Answer every held long-poll now, and hold no more: the server is shutting down.
+
+        Without this a graceful shutdown would wait for the holds, then cut them with a 500.
+        """
+        self._released = True
+        for scope in list(self._holds):
+            scope.cancel()
 
     def record(self, job: Job, now: float) -> None:
         self.metrics.record_check(job.job_id, final=job.result_at(now) != "pending")

@@ -14,7 +14,7 @@ import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypedDict
 
 Outcome = Literal["completed", "error"]
 Result = Literal["pending", "completed", "error"]
@@ -28,6 +28,14 @@ def valid_job_id(job_id: str) -> bool:
 
 def new_job_id() -> str:
     return f"job-{secrets.token_hex(8)}"
+
+
+class JobViewDict(TypedDict):
+    job_id: str
+    result: Result
+    progress: float
+    elapsed: float
+    eta: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +52,7 @@ class Job:
     def result_at(self, now: float) -> Result:
         return "pending" if now < self.completes_at else self.outcome
 
-    def view(self, now: float) -> dict[str, object]:
+    def view(self, now: float) -> JobViewDict:
         """The job as ``GET /jobs/{id}`` shows it at server time ``now``."""
         elapsed = max(0.0, now - self.created_at)
         done = now >= self.completes_at

@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
 import os
+import signal
 import socket
-import sys
 import tempfile
+import threading
 from pathlib import Path
 from types import TracebackType
-from typing import Any, cast
+from typing import Any
 
 import anyio
-import sniffio
-from anyio.abc import TaskGroup, TaskStatus
 from hypercorn.config import Config
 
 from ._app import create_app, sim_state
 from ._settings import ServerSettings
 
 SETTINGS_ENV = "SIM_SERVER_SETTINGS"
+
+logger = logging.getLogger("sim_server")
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -53,21 +57,30 @@ def hypercorn_config(sock: socket.socket) -> Config:
 
 
 class TranslationServer:
-    """The simulation server, embedded in the running trio or asyncio program.
+    """The simulation server, embedded in a trio or asyncio program.
 
     ``async with TranslationServer(completion_time=5) as server: ... server.url ...``, or
-    ``await server.start(port=0)`` ... ``await server.stop()`` from the same task.
-    Keyword arguments are the fields of :class:`ServerSettings`.
+    ``url = await server.start()`` ... ``await server.stop()``. Keyword arguments are the
+    fields of :class:`ServerSettings`; the port defaults to 0, a free one.
+
+    The server runs on its own asyncio event loop in a thread of its own. That keeps
+    ``start()`` and ``stop()`` free of task-nesting rules (they may be called from any task, in
+    any order relative to the caller's own nurseries), works the same under trio and asyncio,
+    and keeps the server's timers out of reach of the client's event loop.
     """
 
     def __init__(self, settings: ServerSettings | None = None, **kwargs: Any) -> None:
         if settings is not None and kwargs:
             raise TypeError("pass either settings or keyword arguments, not both")
+        kwargs.setdefault("port", 0)
         self.settings = settings or ServerSettings(**kwargs)
         self._url: str | None = None
-        self._tg: TaskGroup | None = None
-        self._shutdown: anyio.Event | None = None
-        self._stopped: anyio.Event | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._shutdown: asyncio.Event | None = None
+        self._serving: asyncio.Task[None] | None = None
+        self._error: BaseException | None = None
         self.app: Any = None
 
     def __repr__(self) -> str:
@@ -80,71 +93,76 @@ class TranslationServer:
         return self._url
 
     async def start(self, *, host: str | None = None, port: int | None = None) -> str:
-        """Start serving and return the base URL (port 0, the default, picks a free port)."""
-        if self._tg is not None:
+        """Start serving and return the base URL."""
+        if self._thread is not None:
             raise RuntimeError("the server is already running")
         sock = bind_socket(host or self.settings.host, self.settings.port if port is None else port)
-        self._url = url_of(sock)
-        backend = sniffio.current_async_library()
-        self.app = create_app(self.settings, backend="trio" if backend == "trio" else "asyncio")
-        config = hypercorn_config(sock)
-        self._shutdown = anyio.Event()
-        self._stopped = anyio.Event()
-        tg = anyio.create_task_group()
-        await tg.__aenter__()
-        self._tg = tg
+        url = url_of(sock)
+        self.app = create_app(self.settings, backend="asyncio")
+        self._ready.clear()
+        self._error = None
+        self._thread = threading.Thread(
+            target=self._run, args=(hypercorn_config(sock),), name=f"sim-server {url}", daemon=True
+        )
+        self._thread.start()
         try:
-            await tg.start(self._serve, config, backend)
+            await anyio.to_thread.run_sync(self._ready.wait)
         except BaseException:
-            self._tg = None
-            tg.cancel_scope.cancel()
-            await tg.__aexit__(*sys.exc_info())
+            await self.stop()
             raise
-        return self._url
+        if self._error is not None:
+            await self.stop()
+            raise RuntimeError(f"the server failed to start: {self._error!r}") from self._error
+        self._url = url
+        return url
 
-    async def _serve(self, config: Config, backend: str, *, task_status: TaskStatus[None]) -> None:
-        assert self._shutdown is not None
-        assert self._stopped is not None
+    def _run(self, config: Config) -> None:
+        async def main() -> None:
+            from hypercorn.asyncio import serve
+
+            self._loop = asyncio.get_running_loop()
+            self._shutdown = asyncio.Event()
+            self._serving = asyncio.current_task()
+            # The socket already listens, so connections made from now on queue until
+            # hypercorn accepts them: the server is usable as soon as start() returns.
+            self._ready.set()
+            await serve(self.app, config, shutdown_trigger=self._shutdown.wait)
+
         try:
-            if backend == "trio":
-                from hypercorn.trio import serve as trio_serve
-
-                async def started(*, task_status: TaskStatus[None]) -> None:
-                    await trio_serve(
-                        self.app,
-                        config,
-                        shutdown_trigger=self._shutdown.wait,  # type: ignore[union-attr]
-                        task_status=cast(Any, task_status),
-                    )
-
-                async with anyio.create_task_group() as inner:
-                    await inner.start(started)
-                    task_status.started()
-            else:
-                from hypercorn.asyncio import serve as asyncio_serve
-
-                # The socket already listens, so connections made from now on queue until
-                # hypercorn accepts them: the server is usable as soon as start() returns.
-                task_status.started()
-                await asyncio_serve(self.app, config, shutdown_trigger=self._shutdown.wait)
+            asyncio.run(main())
+        except asyncio.CancelledError:
+            pass  # stop() cut a graceful shutdown short
+        except BaseException as exc:  # reported to start() or logged: a thread has no caller
+            self._error = exc
+            logger.exception("the simulation server stopped with an error")
         finally:
-            self._stopped.set()
+            self._ready.set()
 
     async def stop(self) -> None:
-        """Stop serving: let requests in progress finish for up to a second, then cut them."""
-        tg, self._tg = self._tg, None
-        if tg is None:
+        """Stop serving: requests in progress get about a second to finish, then are cut."""
+        thread, self._thread = self._thread, None
+        if thread is None:
             return
-        assert self._shutdown is not None
-        assert self._stopped is not None
-        self._shutdown.set()
-        with anyio.move_on_after(2.0, shield=True):
-            await self._stopped.wait()
-        tg.cancel_scope.cancel()
-        await tg.__aexit__(None, None, None)
+        loop, shutdown = self._loop, self._shutdown
+        if loop is not None and shutdown is not None:
+            state = sim_state(self.app)
+
+            def begin_shutdown() -> None:
+                state.release_holds()
+                shutdown.set()
+
+            with contextlib.suppress(RuntimeError):  # the loop may have closed already
+                loop.call_soon_threadsafe(begin_shutdown)
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(thread.join, 2.0)
+            if thread.is_alive() and loop is not None and self._serving is not None:
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(self._serving.cancel)
+                await anyio.to_thread.run_sync(thread.join, 5.0)
         if self.app is not None:
             sim_state(self.app).store.close()
         self._url = None
+        self._loop = self._shutdown = self._serving = None
 
     async def __aenter__(self) -> TranslationServer:
         await self.start()
@@ -175,13 +193,36 @@ def run_server(settings: ServerSettings) -> int:
         )
     sock = bind_socket(settings.host, settings.port)
     print(url_of(sock), flush=True)
-    os.environ[SETTINGS_ENV] = json.dumps(settings.to_dict())
     config = hypercorn_config(sock)
-    config.application_path = "sim_server._worker:app"
-    config.workers = 0 if settings.workers == 1 else settings.workers
     config.errorlog = "-"
+    if settings.workers == 1:
+        asyncio.run(_serve_until_signalled(create_app(settings, backend="asyncio"), config))
+        return 0
+    os.environ[SETTINGS_ENV] = json.dumps(settings.to_dict())
+    config.application_path = "sim_server._worker:app"
+    config.workers = settings.workers
     try:
         return run(config)
     finally:
         if tmp is not None:
             tmp.cleanup()
+
+
+async def _serve_until_signalled(app: Any, config: Config) -> None:
+    """Serve until SIGINT or SIGTERM, then answer held long-polls and shut down gracefully."""
+    from hypercorn.asyncio import serve
+
+    shutdown = asyncio.Event()
+    state = sim_state(app)
+
+    def begin_shutdown() -> None:
+        state.release_holds()
+        shutdown.set()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, begin_shutdown)
+    try:
+        await serve(app, config, shutdown_trigger=shutdown.wait)
+    finally:
+        state.store.close()

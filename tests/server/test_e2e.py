@@ -1,0 +1,142 @@
+"""The real server on 127.0.0.1 port 0: embedded from trio and asyncio, and as a process."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import anyio
+import httpx
+import pytest
+import trio
+
+from sim_server import TranslationServer
+from tests.helpers import server_process, wait_healthy
+
+
+async def create_poll_and_long_poll(url: str) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=5) as client:
+        r = await client.post("/jobs", json={"job_id": "e2e", "duration": 0.3, "outcome": "error"})
+        assert r.status_code == 201
+        result = None
+        for _ in range(100):  # bounded: 100 polls of at most 50 ms
+            result = (await client.get("/jobs/e2e")).json()["result"]
+            if result != "pending":
+                break
+            await anyio.sleep(0.05)
+        assert result == "error"
+
+        r = await client.post("/jobs", json={"job_id": "held", "duration": 0.5})
+        created = time.monotonic()
+        r = await client.get("/jobs/held", headers={"Prefer": "wait=5"})
+        waited = time.monotonic() - created
+        assert r.json()["result"] == "completed"
+        assert r.headers["preference-applied"] == "wait=5"
+        # Woken by completion, not by the 5 s wait running out.
+        assert 0.45 <= waited < 2.0
+
+
+async def test_embedded_from_trio():
+    """async with TranslationServer() serves on a free port from a trio program."""
+    with trio.fail_after(20):
+        async with TranslationServer(completion_time=1, error_rate=0) as server:
+            assert server.url.startswith("http://127.0.0.1:")
+            assert not server.url.endswith(":8000")
+            await create_poll_and_long_poll(server.url)
+        with pytest.raises(RuntimeError, match="not running"):
+            server.url  # noqa: B018
+
+
+def test_embedded_from_asyncio():
+    """start()/stop() serve from an asyncio program too."""
+
+    async def main() -> None:
+        server = TranslationServer(completion_time=1, error_rate=0)
+        url = await server.start(port=0)
+        try:
+            async with asyncio.timeout(20):
+                await create_poll_and_long_poll(url)
+        finally:
+            await server.stop()
+
+    asyncio.run(main())
+
+
+async def test_stop_answers_held_long_polls_promptly():
+    """Stopping with long-polls held answers them (still pending) at once and stops quickly."""
+    with trio.fail_after(20):
+        server = TranslationServer(max_wait=60)
+        await server.start(port=0)
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            await client.post("/jobs", json={"job_id": "long", "duration": 600})
+
+            async def hold() -> None:
+                r = await client.get("/jobs/long", headers={"Prefer": "wait=60"})
+                assert r.status_code == 200
+                assert r.json()["result"] == "pending"
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(hold)
+                await trio.sleep(0.2)
+                started = trio.current_time()
+                await server.stop()
+                assert trio.current_time() - started < 1.0
+
+
+async def test_dropped_connection_over_the_wire():
+    """The drop fault closes the connection mid-body: httpx raises RemoteProtocolError."""
+    with trio.fail_after(20):
+        async with (
+            TranslationServer(fault_drop=1.0, auto_create=True) as server,
+            httpx.AsyncClient(base_url=server.url, timeout=5) as client,
+        ):
+            with pytest.raises(httpx.RemoteProtocolError):
+                await client.get("/jobs/x")
+            # The server is still fine for requests that are not faulted.
+            assert (await client.get("/healthz")).status_code == 200
+
+
+def test_restart_with_db_keeps_jobs(tmp_path):
+    """python -m sim_server --db: jobs made before a restart are there after it, with their age."""
+    db = str(tmp_path / "jobs.db")
+    with server_process("--db", db) as url:
+        wait_healthy(url)
+        r = httpx.post(f"{url}/jobs", json={"job_id": "keep", "duration": 3600, "outcome": "error"})
+        assert r.status_code == 201
+        done = httpx.post(f"{url}/jobs", json={"job_id": "done", "duration": 0, "outcome": "error"})
+        assert done.status_code == 201
+    with server_process("--db", db) as url:
+        wait_healthy(url)
+        kept = httpx.get(f"{url}/jobs/keep").json()
+        assert kept["result"] == "pending"
+        assert kept["elapsed"] > 0
+        assert httpx.get(f"{url}/jobs/done").json()["result"] == "error"
+        assert httpx.post(f"{url}/jobs", json={"job_id": "keep"}).status_code == 409
+
+
+def test_two_workers_share_jobs():
+    """With --workers 2 a job made through one worker is found by whichever answers next."""
+    with server_process("--workers", "2") as url:
+        wait_healthy(url)
+        with httpx.Client(base_url=url, timeout=5) as client:
+            ids = [f"w{i}" for i in range(20)]
+            for job_id in ids:
+                assert client.post("/jobs", json={"job_id": job_id}).status_code == 201
+        # A fresh connection per read spreads the reads over both workers.
+        for job_id in ids:
+            assert httpx.get(f"{url}/jobs/{job_id}", timeout=5).status_code == 200
+
+
+def test_serve_rejects_bad_option_with_usage_error():
+    """A bad value is a one-line usage error naming the flag, exit code 2."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "sim_server", "--error-rate", "2"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 2
+    assert "Error: --error-rate must be a probability in [0, 1], got 2.0" in proc.stderr

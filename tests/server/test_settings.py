@@ -1,0 +1,59 @@
+"""Settings are validated at construction with messages naming the field and the value."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from sim_server import ServerSettings, TranslationServer
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"error_rate": 1.5}, "error_rate must be a probability in [0, 1], got 1.5"),
+        ({"fault_503": -0.1}, "fault_503 must be a probability in [0, 1], got -0.1"),
+        ({"completion_time": -1}, "completion_time must be a finite number >= 0, got -1"),
+        (
+            {"completion_time": float("inf")},
+            "completion_time must be a finite number >= 0, got inf",
+        ),
+        ({"max_wait": float("nan")}, "max_wait must be a finite number >= 0, got nan"),
+        ({"port": 70000}, "port must be an integer in [0, 65535], got 70000"),
+        ({"rate_limit": 0}, "rate_limit must be a finite number > 0, got 0"),
+        ({"rate_limit": 5, "burst": 0}, "burst must be an integer >= 1, got 0"),
+        ({"burst": 5}, "burst needs rate_limit to be set"),
+        ({"api_key": ""}, "api_key must not be empty"),
+        ({"workers": 0}, "workers must be an integer >= 1, got 0"),
+        (
+            {"fault_500": 0.6, "fault_drop": 0.6},
+            "the fault probabilities add up to 1.2, more than 1",
+        ),
+    ],
+)
+def test_invalid_settings_name_the_field(kwargs, message):
+    """Each bad setting is a ValueError naming the field and the bad value."""
+    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+        ServerSettings(**kwargs)
+
+
+def test_api_key_hidden_from_repr():
+    """The API key is not in the settings' repr."""
+    settings = ServerSettings(api_key="hunter2")
+    assert "hunter2" not in repr(settings)
+    assert "hunter2" not in repr(TranslationServer(settings))
+
+
+def test_round_trip_through_dict():
+    """Settings survive the trip to worker processes unchanged."""
+    from pathlib import Path
+
+    settings = ServerSettings(rate_limit=3.5, burst=4, db=Path("/tmp/x.db"), fault_slow=0.1)
+    assert ServerSettings.from_dict(settings.to_dict()) == settings
+
+
+def test_server_takes_settings_or_keywords_not_both():
+    """TranslationServer refuses an ambiguous mix of a settings object and keywords."""
+    with pytest.raises(TypeError, match="either settings or keyword arguments"):
+        TranslationServer(ServerSettings(), error_rate=0.5)
