@@ -41,6 +41,7 @@ from ._models import (
     JobView,
     LegacyStatus,
     PreferHeader,
+    SimOpenAPIProvider,
 )
 from ._ratelimit import Decision, TokenBuckets
 from ._settings import MAX_BATCH, MAX_BODY_BYTES, ServerSettings
@@ -226,6 +227,7 @@ def create_app(
         swagger_ui_path=None,
         redoc_ui_path=None,
         scalar_ui_path=None,
+        openapi_provider_class=SimOpenAPIProvider,
     )
     state = SimState(settings, clock or time.time)
     app.extensions["sim_server"] = state
@@ -406,9 +408,9 @@ def _register(app: Quart, state: SimState) -> None:
         raw = request.args.get("ids")
         if raw is None:
             raise ApiError(400, "missing_ids", "the ids query parameter is required: ?ids=a,b,c")
-        ids = list(dict.fromkeys(i.strip() for i in raw.split(",") if i.strip()))
-        if not ids:
+        if not raw:
             raise ApiError(400, "missing_ids", "the ids query parameter names no job ID")
+        ids = list(dict.fromkeys(raw.split(",")))
         if len(ids) > MAX_BATCH:
             raise ApiError(
                 400, "batch_too_large", f"at most {MAX_BATCH} job IDs per batch, got {len(ids)}"

@@ -3,17 +3,20 @@ requests are validated with them, so the document and the behaviour cannot disag
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from quart_schema import OpenAPIProvider
+from werkzeug.routing import BaseConverter
 
 from ._settings import MAX_BATCH, MAX_DURATION
 
-JobId = Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,128}$", min_length=1, max_length=128)]
+JobId = Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
 
 
 class CreateJob(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: ``"duration": false`` or ``"5"`` is a mistake to report, not a value to coerce.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     job_id: JobId | None = Field(None, description="Chosen ID; generated when absent")
     duration: float | None = Field(
@@ -45,8 +48,14 @@ class LegacyStatus(BaseModel):
     result: Literal["pending", "completed", "error"]
 
 
+JOB_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+BATCH_IDS_PATTERN = rf"^[A-Za-z0-9._:-]{{1,128}}(,[A-Za-z0-9._:-]{{1,128}}){{0,{MAX_BATCH - 1}}}$"
+
+
 class BatchQuery(BaseModel):
-    ids: str = Field(description=f"Comma-separated job IDs, at most {MAX_BATCH}")
+    ids: str = Field(
+        pattern=BATCH_IDS_PATTERN, description=f"Comma-separated job IDs, at most {MAX_BATCH}"
+    )
 
 
 class ErrorBody(BaseModel):
@@ -63,3 +72,28 @@ class PreferHeader(BaseModel):
     prefer: str | None = Field(
         None, description="RFC 7240 preferences; wait=N holds a pending answer up to N seconds"
     )
+
+
+class SimOpenAPIProvider(OpenAPIProvider):
+    """quart-schema's document, completed with what its decorators cannot say."""
+
+    def build_path_parameter(self, name: str, converter: BaseConverter) -> dict[str, Any]:
+        param = super().build_path_parameter(name, converter)
+        if name == "job_id":
+            param["schema"] = {"type": "string", "pattern": JOB_ID_PATTERN}
+        return param
+
+    def schema(self) -> dict[str, Any]:
+        doc = super().schema()
+        for param in doc["paths"].get("/jobs", {}).get("get", {}).get("parameters", []):
+            if param["name"] == "ids":
+                param["required"] = True
+        metrics = doc["paths"].get("/metrics", {}).get("get")
+        if metrics is not None:
+            metrics["responses"] = {
+                "200": {
+                    "description": "Prometheus text exposition format",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                }
+            }
+        return doc
