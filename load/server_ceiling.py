@@ -1,0 +1,154 @@
+"""The simulation server's ceiling: requests/s under wrk, and the cost of held long-polls.
+
+    uv run python load/server_ceiling.py [--workers 1 2] [--duration 10] [--holds 1000 5000]
+
+Starts ``python -m sim_server`` as a separate process for each measurement, points ``wrk`` (the
+Debian package) at ``GET /jobs/{id}`` of one pending job, then opens N plain TCP connections
+that each hold a ``Prefer: wait=60`` long-poll and reads the server's RSS before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import trio
+
+
+def start_server(*args: str) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sim_server", "--port", "0", "--completion-time", "3600", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert proc.stdout is not None
+    if not select.select([proc.stdout], [], [], 20)[0]:
+        proc.kill()
+        raise SystemExit("server printed no URL in 20 s")
+    url = proc.stdout.readline().strip()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("server not healthy in 20 s")
+
+
+def stop_server(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of a process and its children (the workers), KiB."""
+    total = 0
+    pids = [pid]
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    if children.exists():
+        pids += [int(p) for p in children.read_text().split()]
+    for p in pids:
+        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total
+
+
+def run_wrk(url: str, duration: int, connections: int, threads: int) -> float:
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", url],
+        capture_output=True, text=True, check=True, timeout=duration + 30,
+    ).stdout
+    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    assert match, out
+    return float(match.group(1))
+
+
+async def hold_many(host: str, port: int, n: int, url: str, pid: int) -> dict[str, float]:
+    request = (
+        f"GET /jobs/held HTTP/1.1\r\nHost: {host}\r\nPrefer: wait=60\r\n\r\n"
+    ).encode()
+    before = rss_kib(pid)
+    streams: list[trio.SocketStream] = []
+    started = time.monotonic()
+    with trio.fail_after(120):
+        for _ in range(n):
+            stream = await trio.open_tcp_stream(host, port)
+            await stream.send_all(request)
+            streams.append(stream)
+        async with httpx.AsyncClient(timeout=10) as client:
+            while True:  # bounded by fail_after above
+                text = (await client.get(f"{url}/metrics")).text
+                held = float(re.search(r"^sim_long_polls_held (\S+)$", text, re.M).group(1))  # type: ignore[union-attr]
+                if held >= n:
+                    break
+                await trio.sleep(0.2)
+    opened = time.monotonic() - started
+    await trio.sleep(1)
+    after = rss_kib(pid)
+    for stream in streams:
+        await stream.aclose()
+    return {
+        "held": n,
+        "open_s": round(opened, 2),
+        "rss_before_mib": round(before / 1024, 1),
+        "rss_after_mib": round(after / 1024, 1),
+        "kib_per_held": round((after - before) / n, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--holds", type=int, nargs="+", default=[1000, 5000])
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk not found: apt-get install wrk")
+
+    rows: list[dict[str, object]] = []
+    for workers in args.workers:
+        proc, url = start_server("--workers", str(workers))
+        try:
+            httpx.post(f"{url}/jobs", json={"job_id": "bench"}).raise_for_status()
+            rps = run_wrk(f"{url}/jobs/bench", args.duration, args.connections, args.threads)
+            rows.append({"measure": "wrk GET /jobs/{id}", "workers": workers, "requests_per_s": rps})
+            print(f"workers={workers}: {rps:,.0f} requests/s", flush=True)
+        finally:
+            stop_server(proc)
+
+    for n in args.holds:
+        proc, url = start_server("--max-wait", "60")
+        try:
+            httpx.post(f"{url}/jobs", json={"job_id": "held"}).raise_for_status()
+            host, port = url.removeprefix("http://").split(":")
+            row = trio.run(hold_many, host, int(port), n, url, proc.pid)
+            rows.append({"measure": "held long-polls", "workers": 1, **row})
+            print(f"held={n}: {row}", flush=True)
+        finally:
+            stop_server(proc)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
