@@ -73,7 +73,10 @@ def rss_kib(pid: int) -> int:
 def run_wrk(url: str, duration: int, connections: int, threads: int) -> float:
     out = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", url],
-        capture_output=True, text=True, check=True, timeout=duration + 30,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=duration + 30,
     ).stdout
     match = re.search(r"Requests/sec:\s+([\d.]+)", out)
     assert match, out
@@ -81,9 +84,7 @@ def run_wrk(url: str, duration: int, connections: int, threads: int) -> float:
 
 
 async def hold_many(host: str, port: int, n: int, url: str, pid: int) -> dict[str, float]:
-    request = (
-        f"GET /jobs/held HTTP/1.1\r\nHost: {host}\r\nPrefer: wait=60\r\n\r\n"
-    ).encode()
+    request = (f"GET /jobs/held HTTP/1.1\r\nHost: {host}\r\nPrefer: wait=60\r\n\r\n").encode()
     before = rss_kib(pid)
     streams: list[trio.SocketStream] = []
     started = time.monotonic()
@@ -131,7 +132,9 @@ def main() -> None:
         try:
             httpx.post(f"{url}/jobs", json={"job_id": "bench"}).raise_for_status()
             rps = run_wrk(f"{url}/jobs/bench", args.duration, args.connections, args.threads)
-            rows.append({"measure": "wrk GET /jobs/{id}", "workers": workers, "requests_per_s": rps})
+            rows.append(
+                {"measure": "wrk GET /jobs/{id}", "workers": workers, "requests_per_s": rps}
+            )
             print(f"workers={workers}: {rps:,.0f} requests/s", flush=True)
         finally:
             stop_server(proc)
