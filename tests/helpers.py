@@ -13,14 +13,19 @@ from contextlib import contextmanager
 
 
 @contextmanager
-def server_process(*args: str, timeout: float = 15.0) -> Iterator[str]:
-    """``python -m sim_server --port 0 ARGS``: yields its URL, stops it with SIGINT after."""
+def server_process(
+    *args: str, timeout: float = 15.0, env: dict[str, str] | None = None
+) -> Iterator[str]:
+    """``python -m sim_server --port 0 ARGS``: yields its URL, stops it with SIGINT after.
+
+    The server must exit 0 within 10 s of SIGINT, or the test fails.
+    """
     proc = subprocess.Popen(
         [sys.executable, "-m", "sim_server", "--host", "127.0.0.1", "--port", "0", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
     try:
         assert proc.stdout is not None
@@ -40,6 +45,7 @@ def server_process(*args: str, timeout: float = 15.0) -> Iterator[str]:
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
+    assert proc.returncode == 0, f"server exited with {proc.returncode} after SIGINT"
 
 
 def wait_healthy(url: str, timeout: float = 15.0) -> None:

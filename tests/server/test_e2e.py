@@ -140,3 +140,11 @@ def test_serve_rejects_bad_option_with_usage_error():
     )
     assert proc.returncode == 2
     assert "Error: --error-rate must be a probability in [0, 1], got 2.0" in proc.stderr
+
+
+def test_api_key_from_environment():
+    """SIM_SERVER_API_KEY sets the key when --api-key is not given."""
+    with server_process(env={"SIM_SERVER_API_KEY": "env-key-123"}) as url:
+        wait_healthy(url)
+        assert httpx.get(f"{url}/jobs/x").status_code == 401
+        assert httpx.get(f"{url}/jobs/x", headers={"X-Api-Key": "env-key-123"}).status_code == 404
