@@ -1,0 +1,80 @@
+"""Every exception the library raises.
+
+::
+
+    VideoTranslationError             base of everything raised here
+    ├── PollTimeout                   the job's deadline passed (also a builtin TimeoutError)
+    ├── JobNotFound                   404 / 410: the server does not know the job
+    ├── AuthenticationError           401 / 403: missing or wrong API key
+    ├── RequestRejected               any other 4xx, or a redirect to another origin
+    ├── RetriesExhausted              too many consecutive transient failures, or the retry
+    │                                 budget is spent; ``__cause__`` is the last failure
+    └── InvalidResponse               a body that is not a status (transient: retried first)
+
+Transport failures (httpx, h11) are turned into these at the boundary with ``raise ... from``;
+none of them reaches the caller undressed.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._models import StatusResponse
+
+
+class VideoTranslationError(Exception):
+    """Base class of the library's exceptions."""
+
+    def __init__(self, message: str, *, job_id: str | None = None) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+
+
+class PollTimeout(VideoTranslationError, TimeoutError):
+    """The job did not reach a final state before its deadline."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        job_id: str | None = None,
+        timeout: float | None = None,
+        last_status: StatusResponse | None = None,
+    ) -> None:
+        super().__init__(message, job_id=job_id)
+        self.timeout = timeout
+        #: The last status seen before the deadline, or None if no poll succeeded.
+        self.last_status = last_status
+
+
+class _HTTPError(VideoTranslationError):
+    def __init__(
+        self, message: str, *, job_id: str | None = None, status_code: int | None = None
+    ) -> None:
+        super().__init__(message, job_id=job_id)
+        self.status_code = status_code
+
+
+class JobNotFound(_HTTPError):
+    """The server answered 404 or 410 for this job."""
+
+
+class AuthenticationError(_HTTPError):
+    """The server answered 401 or 403: the API key is missing or wrong."""
+
+
+class RequestRejected(_HTTPError):
+    """The server refused the request for good (a 4xx other than 401/403/404/410/429)."""
+
+
+class InvalidResponse(_HTTPError):
+    """The server's answer was not a status: bad JSON, no or unknown ``result``."""
+
+
+class RetriesExhausted(VideoTranslationError):
+    """The job failed transiently too many times in a row; ``__cause__`` is the last failure."""
+
+    def __init__(self, message: str, *, job_id: str | None = None, attempts: int = 0) -> None:
+        super().__init__(message, job_id=job_id)
+        self.attempts = attempts
