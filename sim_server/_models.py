@@ -88,6 +88,9 @@ class SimOpenAPIProvider(OpenAPIProvider):
         for param in doc["paths"].get("/jobs", {}).get("get", {}).get("parameters", []):
             if param["name"] == "ids":
                 param["required"] = True
+        create = doc["paths"].get("/jobs", {}).get("post", {}).get("requestBody")
+        if create is not None:
+            create["required"] = False  # an empty body creates a job with every default
         metrics = doc["paths"].get("/metrics", {}).get("get")
         if metrics is not None:
             metrics["responses"] = {

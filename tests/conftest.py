@@ -6,10 +6,16 @@ from typing import Any
 import httpx
 import pytest
 import trio
+from hypothesis import settings
 
 from sim_server import ServerSettings, create_app
 from sim_server._app import SimState, sim_state
 from sim_server.testing import SimTransport
+
+# The suite must give the same verdict on every run: hypothesis explores the same examples
+# each time, and keeps no database of past failures between runs.
+settings.register_profile("deterministic", derandomize=True, database=None)
+settings.load_profile("deterministic")
 
 
 class Sim:
