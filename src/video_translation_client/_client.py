@@ -5,23 +5,29 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
 
 import anyio
 import httpx
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._backoff import Backoff, clamp_hint, default_random
+from ._batch import Batcher, BatchUnsupported
+from ._budget import RetryBudget
 from ._config import StatusPollingConfig
-from ._errors import PollTimeout, RetriesExhausted
+from ._errors import PollTimeout, RetriesExhausted, VideoTranslationError
 from ._http import Answer, StatusFetcher, Transient
-from ._models import JobStatus, StatusResponse
+from ._models import ClientStatistics, JobResult, JobStatus, Outcome, StatusResponse
+from ._ratelimit import RateLimiter
 
 logger = logging.getLogger("video_translation_client")
 
 StatusCallback = Callable[[StatusResponse], Awaitable[None] | None]
+#: What ``watch()`` yields: each status change, then each job's result.
+WatchEvent = StatusResponse | JobResult
 
 #: The last poll before a deadline is sent this long before it (or request_timeout, if
 #: shorter), so that its answer can arrive in time.
@@ -43,6 +49,9 @@ class _Job:
     attempts: int = 0
     failures: int = 0
     last: StatusResponse | None = field(default=None)
+    batcher: Batcher | None = None
+    long_poll: bool = True
+    listener: Callable[[StatusResponse], Awaitable[None]] | None = None
 
 
 class VideoTranslationClient:
@@ -60,7 +69,11 @@ class VideoTranslationClient:
         on_status_change: StatusCallback | None = None,
         *,
         api_key: str | None = None,
+        rate_limit: float | None = 50.0,
+        burst: int | None = None,
         max_in_flight: int = 16,
+        batch: bool | None = None,
+        batch_window: float = 0.005,
         http_client: httpx.AsyncClient | None = None,
         random: Callable[[], float] | None = None,
     ) -> None:
@@ -69,9 +82,27 @@ class VideoTranslationClient:
             raise ValueError(f"base_url must be an http:// or https:// URL, got {base_url!r}")
         if not isinstance(max_in_flight, int) or max_in_flight < 1:
             raise ValueError(f"max_in_flight must be an integer >= 1, got {max_in_flight!r}")
+        if rate_limit is not None and not (
+            isinstance(rate_limit, int | float) and 0 < rate_limit < math.inf
+        ):
+            raise ValueError(f"rate_limit must be a finite number > 0 or None, got {rate_limit!r}")
         if api_key is not None and (not api_key or "\n" in api_key or "\r" in api_key):
             raise ValueError("api_key must be a non-empty string without line breaks")
+        if not (isinstance(batch_window, int | float) and 0 <= batch_window <= 1):
+            raise ValueError(
+                f"batch_window must be a number of seconds in [0, 1], got {batch_window!r}"
+            )
+        if batch not in (None, True, False):
+            raise ValueError(f"batch must be True, False or None, got {batch!r}")
+        # RateLimiter validates rate and burst, with messages naming them.
+        self._rate = RateLimiter(rate_limit, burst)
         self.base_url = str(url).rstrip("/")
+        self.batch = batch
+        self.batch_window = batch_window
+        self._budget = RetryBudget()
+        self._requests = self._checks = self._retries = self._throttled = 0
+        self._pending = 0
+        self._ended = dict.fromkeys(Outcome, 0)
         self.config = config if config is not None else StatusPollingConfig()
         self.on_status_change = on_status_change
         self.max_in_flight = max_in_flight
@@ -206,7 +237,7 @@ class VideoTranslationClient:
 
         Whole seconds (RFC 7240's delta-seconds), never past the last-poll point.
         """
-        if self.config.long_poll <= 0 or self._long_poll_ok is False:
+        if self.config.long_poll <= 0 or self._long_poll_ok is False or not job.long_poll:
             return 0
         left = job.deadline - anyio.current_time() - self._margin()
         return max(0, int(min(self.config.long_poll, left)))
@@ -230,23 +261,41 @@ class VideoTranslationClient:
             await anyio.sleep_forever()  # the deadline cancels this: PollTimeout
 
     async def _check(self, http: httpx.AsyncClient, job: _Job, *, wait: int) -> StatusResponse:
-        """One status, transient failures retried up to ``max_retries`` consecutive times."""
+        """One status, transient failures retried up to ``max_retries`` consecutive times.
+
+        429s do not count towards ``max_retries``: they are flow control, answered by the
+        shared limiter's pause and lower rate, and the job's deadline still bounds them.
+        """
         while True:
             job.attempts += 1
+            if job.failures:
+                self._retries += 1
             try:
-                async with self._limiter():
-                    answer = await self._fetcher.fetch(
-                        http, job.job_id, wait=wait, limit=self.config.request_timeout + wait
-                    )
+                answer = await self._fetch(http, job, wait)
             except Transient as failure:
-                job.failures += 1
-                if job.failures > self.config.max_retries:
-                    raise RetriesExhausted(
-                        f"{_name(job.job_id)}: {job.failures} transient failures in a row, "
-                        f"the last: {failure.description}",
-                        job_id=job.job_id,
-                        attempts=job.attempts,
-                    ) from (failure.__cause__ or failure)
+                throttled = failure.status_code == 429
+                if failure.hint is not None and failure.status_code in (429, 503):
+                    # The whole client waits, not just this job: the server spoke for all.
+                    self._rate.pause(clamp_hint(failure.hint, self.config))
+                if throttled:
+                    self._throttled += 1
+                    self._rate.throttled()
+                else:
+                    job.failures += 1
+                    self._budget.record_failure()
+                    exhausted = job.failures > self.config.max_retries
+                    if exhausted or not self._budget.allows_retry():
+                        why = (
+                            f"{job.failures} transient failures in a row"
+                            if exhausted
+                            else "the client's retry budget is spent (the server is failing"
+                            " more than half of all requests)"
+                        )
+                        raise RetriesExhausted(
+                            f"{_name(job.job_id)}: {why}, the last: {failure.description}",
+                            job_id=job.job_id,
+                            attempts=job.attempts,
+                        ) from (failure.__cause__ or failure)
                 delay = (
                     clamp_hint(failure.hint, self.config)
                     if failure.hint is not None
@@ -265,11 +314,181 @@ class VideoTranslationClient:
                 continue
             job.failures = 0
             job.retry_backoff.reset()
+            self._budget.record_success()
             if wait and answer.status is JobStatus.PENDING:
                 self._long_poll_ok = answer.wait_applied is not None
             response = self._response(job, answer)
-            await self._notify(response)
+            await self._notify(response, job)
             return response
+
+    async def _fetch(self, http: httpx.AsyncClient, job: _Job, wait: int) -> Answer:
+        batcher = job.batcher
+        if batcher is not None and batcher.supported is not False and job.job_id is not None:
+            try:
+                return await batcher.fetch(job.job_id, wait)
+            except BatchUnsupported as exc:
+                if exc.missing:
+                    batcher.supported = False
+                    logger.info("the server has no batch endpoint; checking jobs one by one")
+        await self._rate.acquire()
+        async with self._limiter():
+            self._requests += 1
+            self._checks += 1
+            return await self._fetcher.fetch(
+                http, job.job_id, wait=wait, limit=self.config.request_timeout + wait
+            )
+
+    async def _send_batch(
+        self, http: httpx.AsyncClient, ids: list[str], wait: int
+    ) -> dict[str, Answer | BaseException]:
+        await self._rate.acquire()
+        async with self._limiter():
+            self._requests += 1
+            self._checks += len(ids)
+            return await self._fetcher.fetch_batch(
+                http, ids, wait=wait, limit=self.config.request_timeout + wait
+            )
+
+    # -- many jobs ---------------------------------------------------------------------------
+
+    async def poll_many(self, job_ids: Iterable[str]) -> list[JobResult]:
+        """Poll every job concurrently until each ends; one result per distinct ID, in order.
+
+        Never raises because a job failed: its result says ``failed`` (with the exception) or
+        ``timeout``. Cancelling the call cancels every job and leaves no task behind.
+        """
+        ids = _distinct(job_ids)
+        results: dict[str, JobResult] = {}
+        async with self._session() as http, anyio.create_task_group() as tg:
+            batcher = self._batcher(tg, http, len(ids))
+            long_poll = self._long_poll_fits(batcher, len(ids))
+
+            async def run(job_id: str) -> None:
+                results[job_id] = await self._run_job(http, job_id, batcher, long_poll, None)
+
+            for job_id in ids:
+                tg.start_soon(run, job_id)
+        return [results[job_id] for job_id in ids]
+
+    @asynccontextmanager
+    async def watch(
+        self, job_ids: Iterable[str], *, buffer: int = 256
+    ) -> AsyncIterator[MemoryObjectReceiveStream[WatchEvent]]:
+        """Poll every job; yield each status change and each final :class:`JobResult` as it
+        happens.
+
+        ``async with client.watch(ids) as events: async for event in events: ...``. The
+        stream is bounded (``buffer`` events): a slow reader slows the polling down rather than
+        letting events pile up. Leaving the block early cancels the jobs still running.
+        """
+        ids = _distinct(job_ids)
+        send, receive = anyio.create_memory_object_stream[WatchEvent](buffer)
+        async with self._session() as http, anyio.create_task_group() as tg:
+
+            async def run_all(send: MemoryObjectSendStream[WatchEvent]) -> None:
+                async with send, anyio.create_task_group() as jobs:
+                    batcher = self._batcher(jobs, http, len(ids))
+                    long_poll = self._long_poll_fits(batcher, len(ids))
+                    for job_id in ids:
+                        jobs.start_soon(self._watch_job, http, job_id, batcher, long_poll, send)
+
+            tg.start_soon(run_all, send)
+            try:
+                async with receive:
+                    yield receive
+            finally:
+                tg.cancel_scope.cancel()
+
+    async def _watch_job(
+        self,
+        http: httpx.AsyncClient,
+        job_id: str,
+        batcher: Batcher | None,
+        long_poll: bool,
+        send: MemoryObjectSendStream[WatchEvent],
+    ) -> None:
+        result = await self._run_job(http, job_id, batcher, long_poll, send.send)
+        await send.send(result)
+
+    def _long_poll_fits(self, batcher: Batcher | None, jobs: int) -> bool:
+        """Whether many jobs may long-poll: only if every job can hold a request at once.
+
+        A held request keeps its in-flight slot; with more jobs than slots, held requests
+        would starve the rest. Batched jobs re-ask at scattered times and would each hold a
+        small batch, so they rely on per-job hints (the ``eta`` of each job) instead.
+        """
+        return batcher is None and jobs <= self.max_in_flight
+
+    def _batcher(
+        self, tg: anyio.abc.TaskGroup, http: httpx.AsyncClient, jobs: int
+    ) -> Batcher | None:
+        if self.batch is False or (self.batch is None and jobs < 2):
+            return None
+
+        async def send(ids: list[str], wait: int) -> dict[str, Answer | BaseException]:
+            return await self._send_batch(http, ids, wait)
+
+        return Batcher(tg, send, window=self.batch_window)
+
+    async def _run_job(
+        self,
+        http: httpx.AsyncClient,
+        job_id: str,
+        batcher: Batcher | None,
+        long_poll: bool,
+        listener: Callable[[StatusResponse], Awaitable[None]] | None,
+    ) -> JobResult:
+        job = self._new_job(job_id)
+        job.batcher, job.long_poll, job.listener = batcher, long_poll, listener
+        self._pending += 1
+        try:
+            with anyio.CancelScope(deadline=job.deadline) as scope:
+                try:
+                    final = await self._poll(http, job)
+                except VideoTranslationError as exc:
+                    result = self._result(job, Outcome.FAILED, job.last, exc)
+                else:
+                    outcome = (
+                        Outcome.COMPLETED if final.status is JobStatus.COMPLETED else Outcome.ERROR
+                    )
+                    result = self._result(job, outcome, final, None)
+            if scope.cancelled_caught:
+                result = self._result(job, Outcome.TIMEOUT, job.last, self._timeout(job, scope))
+        finally:
+            self._pending -= 1
+        self._ended[result.outcome] += 1
+        return result
+
+    def _result(
+        self, job: _Job, outcome: Outcome, status: StatusResponse | None, error: Exception | None
+    ) -> JobResult:
+        assert job.job_id is not None
+        return JobResult(
+            job_id=job.job_id,
+            outcome=outcome,
+            status=status,
+            error=error,
+            attempts=job.attempts,
+            elapsed_time=anyio.current_time() - job.started,
+        )
+
+    def statistics(self) -> ClientStatistics:
+        """A frozen snapshot of this client's counters."""
+        rate = self._rate.statistics() if _in_async_context() else None
+        return ClientStatistics(
+            requests=self._requests,
+            status_checks=self._checks,
+            retries=self._retries,
+            throttled=self._throttled,
+            retries_denied=self._budget.denied,
+            current_rate=rate.current_rate if rate else self._rate.rate,
+            limiter_wait_time=rate.wait_time if rate else 0.0,
+            jobs_pending=self._pending,
+            jobs_completed=self._ended[Outcome.COMPLETED],
+            jobs_error=self._ended[Outcome.ERROR],
+            jobs_timeout=self._ended[Outcome.TIMEOUT],
+            jobs_failed=self._ended[Outcome.FAILED],
+        )
 
     def _response(self, job: _Job, answer: Answer) -> StatusResponse:
         response = StatusResponse(
@@ -283,7 +502,7 @@ class VideoTranslationClient:
         job.last = response
         return response
 
-    async def _notify(self, response: StatusResponse) -> None:
+    async def _notify(self, response: StatusResponse, job: _Job) -> None:
         previous = self._seen.get(response.job_id)
         if previous is response.status:
             return
@@ -299,6 +518,8 @@ class VideoTranslationClient:
             result = self.on_status_change(response)
             if inspect.isawaitable(result):
                 await result
+        if job.listener is not None:
+            await job.listener(response)
 
 
 def _check_id(job_id: object) -> None:
@@ -308,3 +529,20 @@ def _check_id(job_id: object) -> None:
 
 def _name(job_id: str | None) -> str:
     return "the default job" if job_id is None else f"job {job_id!r}"
+
+
+def _distinct(job_ids: Iterable[str]) -> list[str]:
+    if isinstance(job_ids, str):
+        raise TypeError("job_ids must be an iterable of IDs, not one string")
+    ids = list(dict.fromkeys(job_ids))
+    for job_id in ids:
+        _check_id(job_id)
+    return ids
+
+
+def _in_async_context() -> bool:
+    try:
+        anyio.current_time()
+    except Exception:  # no event loop running: statistics() called from sync code
+        return False
+    return True

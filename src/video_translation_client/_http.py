@@ -119,6 +119,53 @@ def _name(job_id: str | None) -> str:
     return "the default job" if job_id is None else f"job {job_id!r}"
 
 
+def _batch_answers(response: httpx.Response, ids: list[str]) -> dict[str, Answer | BaseException]:
+    """Per-job answers from a batch body ``{"jobs": [...], "unknown": [...]}``.
+
+    A pending job's hint is its own ``eta``: the response-wide ``Retry-After`` is the soonest
+    of all the jobs', which would make every other job ask too early.
+    """
+    code = response.status_code
+    try:
+        data = json.loads(response.content)
+        jobs = data["jobs"]
+        unknown = set(data.get("unknown", []))
+        if not isinstance(jobs, list):
+            raise TypeError("jobs is not a list")
+    except (ValueError, TypeError, KeyError, RecursionError) as exc:
+        raise Transient(f"malformed batch answer ({type(exc).__name__})", status_code=code) from exc
+    out: dict[str, Answer | BaseException] = {}
+    for entry in jobs:
+        if not isinstance(entry, dict) or not isinstance(entry.get("job_id"), str):
+            continue
+        job_id = entry["job_id"]
+        try:
+            status = JobStatus(entry.get("result"))
+        except (ValueError, TypeError):
+            out[job_id] = Transient(
+                f"unknown result for job {job_id!r} in a batch", status_code=code
+            )
+            continue
+        eta = entry.get("eta")
+        hint = float(eta) if isinstance(eta, int | float) and math.isfinite(eta) else None
+        out[job_id] = Answer(status, entry, hint if status is JobStatus.PENDING else None, None)
+    applied = _parse_wait_applied(response.headers.get("preference-applied"))
+    for job_id in ids:
+        if job_id in out:
+            answer = out[job_id]
+            if isinstance(answer, Answer) and applied is not None:
+                out[job_id] = Answer(answer.status, answer.payload, answer.hint, applied)
+        elif job_id in unknown:
+            out[job_id] = JobNotFound(
+                f"the server does not know job {job_id!r} (listed unknown in a batch)",
+                job_id=job_id,
+                status_code=404,
+            )
+        else:
+            out[job_id] = Transient(f"job {job_id!r} missing from a batch answer", status_code=code)
+    return out
+
+
 class StatusFetcher:
     def __init__(self, base_url: str, api_key: str | None) -> None:
         self.base = httpx.URL(base_url.rstrip("/"))
@@ -155,6 +202,46 @@ class StatusFetcher:
                 f"the request for {_name(job_id)} failed: {type(exc).__name__}", job_id=job_id
             ) from exc
         return self._classify(response, job_id)
+
+    async def fetch_batch(
+        self, http: httpx.AsyncClient, ids: list[str], *, wait: int, limit: float
+    ) -> dict[str, Answer | BaseException]:
+        """One batch request. Raises :class:`BatchUnsupported` if the server has no batch
+        endpoint, :class:`Transient` if the whole batch failed; otherwise maps each ID to its
+        answer, or to the error for that job alone."""
+        from ._batch import BatchUnsupported
+
+        headers = dict(self._headers)
+        if wait > 0:
+            headers["Prefer"] = f"wait={wait}"
+        query = "ids=" + ",".join(quote(i, safe="") for i in ids)
+        path = self.base.raw_path.rstrip(b"/") + b"/jobs"
+        url = self.base.copy_with(raw_path=path + b"?" + query.encode())
+        try:
+            with anyio.fail_after(limit):
+                response = await self._send(http, url, headers, limit, None)
+        except TimeoutError as exc:
+            raise Transient(f"no answer to a batch within {limit:g} s") from exc
+        except (httpx.TransportError, httpx.DecodingError) as exc:
+            kind = type(exc).__name__
+            raise Transient(f"{kind}: {exc}" if str(exc) else kind) from exc
+        except httpx.HTTPError as exc:
+            raise RequestRejected(f"a batch request failed: {type(exc).__name__}") from exc
+        code = response.status_code
+        if code in (404, 405, 501):
+            raise BatchUnsupported(f"batch request answered {code}", missing=True)
+        if code in (400, 414, 422, 431):
+            raise BatchUnsupported(f"batch request answered {code}", missing=False)
+        if code in (401, 403):
+            raise AuthenticationError(
+                f"the server refused the credentials for a batch ({code})", status_code=code
+            )
+        if code in TRANSIENT_STATUS or code >= 500:
+            hint = _hint(response) if code in (429, 503) else None
+            raise Transient(f"HTTP {code} for a batch of {len(ids)}", status_code=code, hint=hint)
+        if not 200 <= code < 300:
+            raise RequestRejected(f"the server rejected a batch ({code})", status_code=code)
+        return _batch_answers(response, ids)
 
     async def _send(
         self,

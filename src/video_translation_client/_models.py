@@ -38,3 +38,60 @@ class StatusResponse:
     @property
     def is_final(self) -> bool:
         return self.status.is_final
+
+
+class Outcome(enum.Enum):
+    """How the polling of one job ended."""
+
+    COMPLETED = "completed"
+    ERROR = "error"
+    #: The job's deadline passed while it was still pending.
+    TIMEOUT = "timeout"
+    #: Polling failed: unknown job, refused credentials, retries exhausted...
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class JobResult:
+    """The end of one job's polling in ``poll_many`` or ``watch``."""
+
+    job_id: str
+    outcome: Outcome
+    #: The final status (completed/error), else the last status seen, if any.
+    status: StatusResponse | None
+    #: What made the job fail (``outcome`` FAILED or TIMEOUT), else None.
+    error: Exception | None = field(default=None, compare=False)
+    #: Requests sent for this job.
+    attempts: int = 0
+    #: Seconds from the start of polling to the outcome.
+    elapsed_time: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is Outcome.COMPLETED
+
+
+@dataclass(frozen=True, slots=True)
+class ClientStatistics:
+    """A snapshot of a client's counters (``client.statistics()``)."""
+
+    #: HTTP requests sent (a batch counts once).
+    requests: int
+    #: Job status checks made (a batch of n counts n).
+    status_checks: int
+    #: Requests that were retries after a transient failure.
+    retries: int
+    #: Answers with status 429.
+    throttled: int
+    #: Retries refused by the client-wide retry budget.
+    retries_denied: int
+    #: The shared rate limiter's rate now (requests/s; ``inf`` if unlimited).
+    current_rate: float
+    #: Seconds requests spent waiting for the rate limiter, summed.
+    limiter_wait_time: float
+    #: Jobs being polled now, and jobs finished by outcome.
+    jobs_pending: int
+    jobs_completed: int
+    jobs_error: int
+    jobs_timeout: int
+    jobs_failed: int
