@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from video_translation_client import (
     AuthenticationError,
+    PollTimeout,
     InvalidResponse,
     JobNotFound,
     RequestRejected,
@@ -64,7 +65,6 @@ async def test_permanent_errors_raise_at_once(autojump_clock, code, exc, message
 
 
 TRANSIENT = [
-    pytest.param(error(429), "HTTP 429", id="429"),
     pytest.param(error(500), "HTTP 500", id="500"),
     pytest.param(error(502), "HTTP 502", id="502"),
     pytest.param(error(503), "HTTP 503", id="503"),
@@ -101,7 +101,9 @@ async def test_transient_failures_retried_then_exhausted(autojump_clock, step, d
         assert isinstance(info.value.__cause__, InvalidResponse)
 
 
-@pytest.mark.parametrize(("step", "description"), TRANSIENT)
+@pytest.mark.parametrize(
+    ("step", "description"), [*TRANSIENT, pytest.param(error(429), "HTTP 429", id="429")]
+)
 async def test_transient_failure_then_success(autojump_clock, step, description):
     """One transient failure, then an answer: the caller sees only the answer."""
     server = Scripted([step, status("completed")])
@@ -109,6 +111,20 @@ async def test_transient_failure_then_success(autojump_clock, step, description)
         client = VideoTranslationClient(URL, cfg(), http_client=http)
         done = await client.poll_until_complete("j")
     assert done.attempts == 2
+
+
+async def test_throttling_is_bounded_by_the_deadline_not_max_retries(autojump_clock):
+    """Persistent 429s are flow control: they slow the client down until the deadline."""
+    server = Scripted([error(429)])
+    async with server.client() as http:
+        client = VideoTranslationClient(
+            URL, cfg(max_retries=1, timeout=20), http_client=http, rate_limit=10
+        )
+        with pytest.raises(PollTimeout):
+            await client.poll_until_complete("j")
+        stats = client.statistics()
+    assert stats.throttled == len(server.log) > 2
+    assert stats.current_rate < 10
 
 
 async def test_request_timeout_is_a_cancel_scope(autojump_clock):
