@@ -5,8 +5,8 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -282,7 +282,6 @@ class VideoTranslationClient:
                     self._rate.throttled()
                 else:
                     job.failures += 1
-                    self._budget.record_failure()
                     exhausted = job.failures > self.config.max_retries
                     if exhausted or not self._budget.allows_retry():
                         why = (
@@ -314,7 +313,6 @@ class VideoTranslationClient:
                 continue
             job.failures = 0
             job.retry_backoff.reset()
-            self._budget.record_success()
             if wait and answer.status is JobStatus.PENDING:
                 self._long_poll_ok = answer.wait_applied is not None
             response = self._response(job, answer)
@@ -334,9 +332,21 @@ class VideoTranslationClient:
         async with self._limiter():
             self._requests += 1
             self._checks += 1
-            return await self._fetcher.fetch(
-                http, job.job_id, wait=wait, limit=self.config.request_timeout + wait
-            )
+            with self._budgeted():
+                return await self._fetcher.fetch(
+                    http, job.job_id, wait=wait, limit=self.config.request_timeout + wait
+                )
+
+    @contextmanager
+    def _budgeted(self) -> Iterator[None]:
+        """Charge the retry budget per request: a failed batch is one failure, not n."""
+        try:
+            yield
+        except Transient as failure:
+            if failure.status_code != 429:
+                self._budget.record_failure()
+            raise
+        self._budget.record_success()
 
     async def _send_batch(
         self, http: httpx.AsyncClient, ids: list[str], wait: int
@@ -345,9 +355,10 @@ class VideoTranslationClient:
         async with self._limiter():
             self._requests += 1
             self._checks += len(ids)
-            return await self._fetcher.fetch_batch(
-                http, ids, wait=wait, limit=self.config.request_timeout + wait
-            )
+            with self._budgeted():
+                return await self._fetcher.fetch_batch(
+                    http, ids, wait=wait, limit=self.config.request_timeout + wait
+                )
 
     # -- many jobs ---------------------------------------------------------------------------
 
@@ -383,21 +394,24 @@ class VideoTranslationClient:
         """
         ids = _distinct(job_ids)
         send, receive = anyio.create_memory_object_stream[WatchEvent](buffer)
-        async with self._session() as http, anyio.create_task_group() as tg:
-
-            async def run_all(send: MemoryObjectSendStream[WatchEvent]) -> None:
-                async with send, anyio.create_task_group() as jobs:
-                    batcher = self._batcher(jobs, http, len(ids))
-                    long_poll = self._long_poll_fits(batcher, len(ids))
-                    for job_id in ids:
-                        jobs.start_soon(self._watch_job, http, job_id, batcher, long_poll, send)
-
-            tg.start_soon(run_all, send)
-            try:
-                async with receive:
+        # The receiving end closes last: closing it while jobs still run would hit them with
+        # BrokenResourceError instead of the cancellation meant for them.
+        with receive:
+            async with self._session() as http, anyio.create_task_group() as tg:
+                tg.start_soon(self._watch_all, http, ids, send)
+                try:
                     yield receive
-            finally:
-                tg.cancel_scope.cancel()
+                finally:
+                    tg.cancel_scope.cancel()
+
+    async def _watch_all(
+        self, http: httpx.AsyncClient, ids: list[str], send: MemoryObjectSendStream[WatchEvent]
+    ) -> None:
+        async with send, anyio.create_task_group() as jobs:
+            batcher = self._batcher(jobs, http, len(ids))
+            long_poll = self._long_poll_fits(batcher, len(ids))
+            for job_id in ids:
+                jobs.start_soon(self._watch_job, http, job_id, batcher, long_poll, send)
 
     async def _watch_job(
         self,

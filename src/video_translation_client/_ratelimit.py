@@ -9,9 +9,9 @@ server's ``Retry-After``, and a rate that backs off on 429s), so this is written
   starves behind luckier ones.
 - **Pause**: ``pause(seconds)`` stops everyone until then (a 429/503 ``Retry-After``).
 - **Adaptive** (AIMD, as TCP congestion control and AWS SDKs' adaptive retry mode): each
-  ``throttled()`` multiplies the rate by ``decrease`` (at most once per ``cooldown``), and the
-  rate climbs back linearly, by ``recovery`` of the configured rate per second, to the
-  configured rate. A server that never throttles sees the full rate.
+  ``throttled()`` multiplies the rate by ``decrease`` (0.7, CUBIC's factor; at most once per
+  ``cooldown``), and the rate climbs back linearly, by ``recovery`` (a tenth) of the configured
+  rate per second, to the configured rate. A server that never throttles sees the full rate.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import math
 from dataclasses import dataclass
 
 import anyio
+
+_EPSILON = 1e-9
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +51,8 @@ class RateLimiter:
         rate: float | None,
         burst: int | None = None,
         *,
-        decrease: float = 0.5,
-        recovery: float = 0.05,
+        decrease: float = 0.7,
+        recovery: float = 0.1,
         cooldown: float = 1.0,
         min_rate: float | None = None,
     ) -> None:
@@ -122,8 +124,11 @@ class RateLimiter:
                     self._refill(now)
                     wait = self._paused_until - now
                     if wait <= 0:
-                        if self._tokens >= 1:
-                            self._tokens -= 1
+                        # The tolerance: a refill of 0.02 s x 50/s sums to 0.99999...; waiting
+                        # for the missing 1e-16 of a token would be a sleep too short for the
+                        # clock to see, forever.
+                        if self._tokens >= 1 - _EPSILON:
+                            self._tokens = max(0.0, self._tokens - 1)
                             self._acquired += 1
                             return
                         wait = (1 - self._tokens) / self._current

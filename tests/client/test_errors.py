@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 
 from video_translation_client import (
     AuthenticationError,
-    PollTimeout,
     InvalidResponse,
     JobNotFound,
+    PollTimeout,
     RequestRejected,
     RetriesExhausted,
     StatusPollingConfig,

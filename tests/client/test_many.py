@@ -1,0 +1,254 @@
+"""Many jobs at once: poll_many, watch, batching, the retry budget, cancellation."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+import trio
+
+from sim_server import Job
+from video_translation_client import (
+    JobNotFound,
+    JobResult,
+    Outcome,
+    PollTimeout,
+    RetriesExhausted,
+    StatusPollingConfig,
+    StatusResponse,
+    VideoTranslationClient,
+)
+
+from .scripted import Scripted, error, status
+
+URL = "http://sim"
+
+
+def cfg(**kwargs) -> StatusPollingConfig:
+    kwargs.setdefault("jitter", "none")
+    return StatusPollingConfig(**kwargs)
+
+
+def add_jobs(sim, specs: dict[str, tuple[float, str]]) -> None:
+    now = trio.current_time()
+    for job_id, (duration, outcome) in specs.items():
+        sim.state.store.add(Job(job_id, now, duration, outcome))  # type: ignore[arg-type]
+
+
+async def test_poll_many_results_in_input_order_deduplicated(autojump_clock, make_sim):
+    """One result per distinct ID in input order; failures and timeouts are results, not raised."""
+    sim = make_sim()
+    add_jobs(sim, {"a": (5, "completed"), "b": (2, "error"), "slow": (500, "completed")})
+    client = VideoTranslationClient(URL, cfg(timeout=60), http_client=sim.client)
+    results = await client.poll_many(["slow", "a", "missing", "b", "a"])
+    assert [r.job_id for r in results] == ["slow", "a", "missing", "b"]
+    assert [r.outcome for r in results] == [
+        Outcome.TIMEOUT,
+        Outcome.COMPLETED,
+        Outcome.FAILED,
+        Outcome.ERROR,
+    ]
+    assert isinstance(results[0].error, PollTimeout)
+    assert results[0].status is not None
+    assert isinstance(results[2].error, JobNotFound)
+    assert results[1].ok
+    assert not results[3].ok
+    stats = client.statistics()
+    assert (stats.jobs_completed, stats.jobs_error, stats.jobs_timeout, stats.jobs_failed) == (
+        1,
+        1,
+        1,
+        1,
+    )
+    assert stats.jobs_pending == 0
+
+
+async def test_each_job_has_its_own_deadline_and_schedule(autojump_clock, make_sim):
+    """Jobs finish at their own times, seen exactly at completion thanks to their hints."""
+    sim = make_sim(max_wait=0)
+    add_jobs(sim, {f"j{i}": (1 + i, "completed") for i in range(10)})
+    start = trio.current_time()
+    seen: dict[str, float] = {}
+
+    def on_change(resp: StatusResponse) -> None:
+        if resp.is_final:
+            seen[resp.job_id or ""] = trio.current_time() - start
+
+    client = VideoTranslationClient(
+        URL, cfg(), on_status_change=on_change, http_client=sim.client, batch=False
+    )
+    await client.poll_many([f"j{i}" for i in range(10)])
+    assert seen == {f"j{i}": pytest.approx(1 + i) for i in range(10)}
+    assert client.statistics().requests == 20  # two per job: the first look and the hinted one
+
+
+async def test_ten_thousand_jobs_end_with_their_true_outcome(autojump_clock, make_sim):
+    """10,000 jobs through the real app: every outcome true, far fewer requests than jobs."""
+    sim = make_sim(auto_create=True, completion_time=20, error_rate=0.1, seed=3)
+    ids = [f"job-{i}" for i in range(10_000)]
+    client = VideoTranslationClient(URL, cfg(timeout=120), http_client=sim.client)
+    results = await client.poll_many(ids)
+    truth = {job_id: sim.state.store.get(job_id).outcome for job_id in ids}
+    assert {r.job_id: r.outcome.value for r in results} == truth
+    stats = client.statistics()
+    assert stats.requests < len(ids) / 2
+    assert stats.status_checks >= len(ids) * 2
+
+
+async def test_checks_due_together_go_out_as_one_batch(autojump_clock, make_sim):
+    """250 jobs asked at once cost 3 batch requests of up to 100 IDs."""
+    sim = make_sim(max_wait=0)
+    add_jobs(sim, {f"b{i}": (10, "completed") for i in range(250)})
+    client = VideoTranslationClient(URL, cfg(), http_client=sim.client, rate_limit=None)
+    results = await client.poll_many([f"b{i}" for i in range(250)])
+    assert all(r.outcome is Outcome.COMPLETED for r in results)
+    assert client.statistics().requests == 6  # 3 at the start, 3 when they complete
+    assert client.statistics().status_checks == 500
+
+
+async def test_server_without_batch_endpoint_gets_single_requests(autojump_clock):
+    """A 404 on GET /jobs?ids= turns batching off: each job is checked on its own."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/jobs":
+            return error(404)
+        return status("completed")
+
+    server = Scripted([answer])
+    async with server.client() as http:
+        client = VideoTranslationClient(URL, cfg(), http_client=http)
+        results = await client.poll_many(["x", "y", "z"])
+    assert [r.outcome for r in results] == [Outcome.COMPLETED] * 3
+    paths = [r.url.path for _, r in server.log]
+    assert paths.count("/jobs") == 1
+    assert sorted(p for p in paths if p != "/jobs") == ["/jobs/x", "/jobs/y", "/jobs/z"]
+
+
+async def test_failed_batch_is_retried_like_a_single_request(autojump_clock, make_sim):
+    """A batch answered 503 is retried after its Retry-After, and every job still ends."""
+    sim = make_sim(fault_503=0.5, seed=1)
+    add_jobs(sim, {f"r{i}": (3, "error") for i in range(30)})
+    client = VideoTranslationClient(URL, cfg(max_retries=10), http_client=sim.client)
+    results = await client.poll_many([f"r{i}" for i in range(30)])
+    assert all(r.outcome is Outcome.ERROR for r in results)
+    assert client.statistics().retries > 0
+
+
+async def test_retry_after_pauses_every_job(autojump_clock):
+    """A 503 with Retry-After: 5 stops all the client's jobs until it passes."""
+    answers = iter([error(503, {"Retry-After": "5"})])
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return next(answers, None) or status("completed")
+
+    server = Scripted([answer])
+    start = trio.current_time()
+    async with server.client() as http:
+        # One request a second: the other jobs' first requests come after the 503.
+        client = VideoTranslationClient(
+            URL, cfg(), http_client=http, batch=False, rate_limit=1, burst=1
+        )
+        await client.poll_many(["p", "q", "r"])
+    times = [t - start for t, _ in server.log]
+    assert times == [0, 5, 6, 7]
+
+
+async def test_retry_budget_trips_when_the_server_is_down(autojump_clock):
+    """With every request failing, jobs fail fast and requests stay near one per job."""
+    server = Scripted([httpx.ConnectError("connection refused")])
+    start = trio.current_time()
+    async with server.client() as http:
+        client = VideoTranslationClient(
+            URL, cfg(max_retries=10), http_client=http, batch=False, rate_limit=None
+        )
+        results = await client.poll_many([f"d{i}" for i in range(500)])
+    assert all(r.outcome is Outcome.FAILED for r in results)
+    assert all(isinstance(r.error, RetriesExhausted) for r in results)
+    assert any("retry budget" in str(r.error) for r in results)
+    assert len(server.log) < 500 + 20
+    assert client.statistics().retries_denied > 400
+    assert trio.current_time() - start < 60
+
+
+async def test_watch_streams_changes_then_results(autojump_clock, make_sim):
+    """watch() yields each job's status changes, then its result, as they happen."""
+    sim = make_sim(max_wait=0)
+    add_jobs(sim, {"w1": (3, "completed"), "w2": (1, "error")})
+    client = VideoTranslationClient(URL, cfg(), http_client=sim.client)
+    events: list[tuple[str, str]] = []
+    async with client.watch(["w1", "w2"]) as stream:
+        async for event in stream:
+            if isinstance(event, JobResult):
+                events.append((event.job_id, "result:" + event.outcome.value))
+            else:
+                events.append((event.job_id or "", event.status.value))
+    assert [e for e in events if e[0] == "w1"] == [
+        ("w1", "pending"),
+        ("w1", "completed"),
+        ("w1", "result:completed"),
+    ]
+    assert [e for e in events if e[0] == "w2"] == [
+        ("w2", "pending"),
+        ("w2", "error"),
+        ("w2", "result:error"),
+    ]
+    assert events.index(("w2", "result:error")) < events.index(("w1", "completed"))
+
+
+async def test_watch_back_pressure_and_early_exit(autojump_clock, make_sim):
+    """A reader that stops reading stops the polling; leaving early cancels the jobs."""
+    sim = make_sim(max_wait=0)
+    add_jobs(sim, {f"s{i}": (5 + i, "completed") for i in range(50)})
+    client = VideoTranslationClient(URL, cfg(), http_client=sim.client, batch=False)
+    async with client.watch([f"s{i}" for i in range(50)], buffer=1) as stream:
+        first = await stream.receive()
+        await trio.sleep(100)  # not reading: jobs block on the full stream
+        checks = client.statistics().status_checks
+        await trio.sleep(100)
+        assert client.statistics().status_checks == checks
+    assert isinstance(first, StatusResponse)
+    assert client.statistics().jobs_pending == 0
+
+
+def count_tasks() -> int:
+    def walk(task: trio.lowlevel.Task) -> int:
+        return 1 + sum(walk(t) for n in task.child_nurseries for t in n.child_tasks)
+
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    return walk(root)
+
+
+async def test_cancelling_poll_many_leaves_nothing_behind(autojump_clock, make_sim):
+    """Cancelling the caller cancels every job; no task outlives the call."""
+    sim = make_sim()
+    add_jobs(sim, {f"c{i}": (1000, "completed") for i in range(300)})
+    before = count_tasks()
+    client = VideoTranslationClient(URL, cfg(timeout=None), http_client=sim.client)
+    with trio.move_on_after(30) as scope:
+        await client.poll_many([f"c{i}" for i in range(300)])
+    assert scope.cancelled_caught
+    await trio.testing.wait_all_tasks_blocked()
+    assert count_tasks() == before
+    assert client.statistics().jobs_pending == 0
+
+
+async def test_one_request_in_flight_per_slot(autojump_clock):
+    """No more than max_in_flight requests are ever outstanding."""
+    in_flight = peak = 0
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await trio.sleep(1)
+        in_flight -= 1
+        return status("completed")
+
+    server = Scripted([slow])
+    async with server.client() as http:
+        client = VideoTranslationClient(
+            URL, cfg(), http_client=http, max_in_flight=4, batch=False, rate_limit=None
+        )
+        await client.poll_many([f"f{i}" for i in range(40)])
+    assert peak == 4
+    assert len(server.log) == 40
