@@ -12,9 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import select
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -23,37 +21,8 @@ from pathlib import Path
 import httpx
 import trio
 
-
-def start_server(*args: str) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sim_server", "--port", "0", "--completion-time", "3600", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert proc.stdout is not None
-    if not select.select([proc.stdout], [], [], 20)[0]:
-        proc.kill()
-        raise SystemExit("server printed no URL in 20 s")
-    url = proc.stdout.readline().strip()
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("server not healthy in 20 s")
-
-
-def stop_server(proc: subprocess.Popen[str]) -> None:
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import server
 
 
 def rss_kib(pid: int) -> int:
@@ -128,27 +97,21 @@ def main() -> None:
 
     rows: list[dict[str, object]] = []
     for workers in args.workers:
-        proc, url = start_server("--workers", str(workers))
-        try:
+        with server("--completion-time", "3600", "--workers", str(workers)) as (url, _):
             httpx.post(f"{url}/jobs", json={"job_id": "bench"}).raise_for_status()
             rps = run_wrk(f"{url}/jobs/bench", args.duration, args.connections, args.threads)
             rows.append(
                 {"measure": "wrk GET /jobs/{id}", "workers": workers, "requests_per_s": rps}
             )
             print(f"workers={workers}: {rps:,.0f} requests/s", flush=True)
-        finally:
-            stop_server(proc)
 
     for n in args.holds:
-        proc, url = start_server("--max-wait", "60")
-        try:
+        with server("--completion-time", "3600", "--max-wait", "60") as (url, proc):
             httpx.post(f"{url}/jobs", json={"job_id": "held"}).raise_for_status()
             host, port = url.removeprefix("http://").split(":")
             row = trio.run(hold_many, host, int(port), n, url, proc.pid)
             rows.append({"measure": "held long-polls", "workers": 1, **row})
             print(f"held={n}: {row}", flush=True)
-        finally:
-            stop_server(proc)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
 

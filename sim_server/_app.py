@@ -349,7 +349,9 @@ def _register(app: Quart, state: SimState) -> None:
         return _json(job.view(now), 201, {"Location": f"/jobs/{job_id}"})
 
     async def _one(job_id: str) -> tuple[Job, float, dict[str, str]]:
-        job = state.require(job_id)
+        return await _answer(state.require(job_id))
+
+    async def _answer(job: Job) -> tuple[Job, float, dict[str, str]]:
         headers: dict[str, str] = {}
         wait = state.applied_wait()
         if wait is not None:
@@ -386,16 +388,7 @@ def _register(app: Quart, state: SimState) -> None:
     @document_response(LegacyStatus)
     async def legacy_status() -> Response:
         """The default job, whose clock starts with the server, in the original format."""
-        job = state.default_job
-        headers: dict[str, str] = {}
-        wait = state.applied_wait()
-        if wait is not None:
-            await state.hold([job], wait)
-            headers["Preference-Applied"] = f"wait={wait:g}"
-        now = state.clock()
-        state.record(job, now)
-        if job.result_at(now) == "pending":
-            headers.update(pending_hints(job.completes_at - now))
+        job, now, headers = await _answer(state.default_job)
         return _json({"result": job.result_at(now)}, 200, headers)
 
     @app.get("/jobs")
@@ -445,21 +438,23 @@ def _register(app: Quart, state: SimState) -> None:
         return _json({"jobs": [j.view(now) for j in jobs], "unknown": unknown}, 200, headers)
 
 
-def _authorized(key: bytes) -> bool:
-    supplied = request.headers.get("X-Api-Key")
+def _supplied_key(headers: Any) -> str | None:
+    """The API key a request carries: ``X-Api-Key``, else ``Authorization: Bearer``."""
+    supplied: str | None = headers.get("X-Api-Key")
     if supplied is None:
-        auth = request.headers.get("Authorization", "")
-        scheme, _, token = auth.partition(" ")
+        scheme, _, token = headers.get("Authorization", "").partition(" ")
         supplied = token.strip() if scheme.lower() == "bearer" else None
+    return supplied
+
+
+def _authorized(key: bytes) -> bool:
+    supplied = _supplied_key(request.headers)
     # compare_digest on bytes: constant time in the key's length, whatever the supplied value.
     return supplied is not None and hmac.compare_digest(supplied.encode("utf-8", "replace"), key)
 
 
 def _client_key(headers: Any, remote_addr: str | None) -> str:
-    supplied = headers.get("X-Api-Key")
-    if supplied is None:
-        scheme, _, token = headers.get("Authorization", "").partition(" ")
-        supplied = token.strip() if scheme.lower() == "bearer" and token.strip() else None
+    supplied = _supplied_key(headers)
     # Hash the key: the bucket table must not hold secrets in the clear.
     if supplied:
         return "key:" + hashlib.sha256(supplied.encode("utf-8", "replace")).hexdigest()[:16]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import anyio
 from anyio.abc import TaskGroup
 
-from ._http import Answer
+from ._http import Answer, Transient
 
 MAX_BATCH = 100
 
@@ -97,8 +97,6 @@ class Batcher:
 def _copy(exc: BaseException) -> BaseException:
     """A fresh exception per waiting job: one instance raised in many tasks would share (and
     garble) a single traceback."""
-    from ._http import Transient
-
     if isinstance(exc, BatchUnsupported):
         return BatchUnsupported(str(exc), missing=exc.missing)
     if isinstance(exc, Transient):

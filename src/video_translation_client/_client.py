@@ -19,7 +19,7 @@ from ._batch import Batcher, BatchUnsupported
 from ._budget import RetryBudget
 from ._config import StatusPollingConfig
 from ._errors import PollTimeout, RetriesExhausted, VideoTranslationError
-from ._http import Answer, StatusFetcher, Transient
+from ._http import Answer, StatusFetcher, Transient, _name
 from ._models import ClientStatistics, JobResult, JobStatus, Outcome, StatusResponse
 from ._ratelimit import RateLimiter
 
@@ -539,10 +539,6 @@ class VideoTranslationClient:
 def _check_id(job_id: object) -> None:
     if not isinstance(job_id, str) or not job_id:
         raise ValueError(f"job_id must be a non-empty string, got {job_id!r}")
-
-
-def _name(job_id: str | None) -> str:
-    return "the default job" if job_id is None else f"job {job_id!r}"
 
 
 def _distinct(job_ids: Iterable[str]) -> list[str]:

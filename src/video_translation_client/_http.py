@@ -180,17 +180,30 @@ class StatusFetcher:
         self, http: httpx.AsyncClient, job_id: str | None, *, wait: int, limit: float
     ) -> Answer:
         """One attempt, bounded by ``limit`` seconds as a cancel scope."""
+        response = await self._get(
+            http, status_path(job_id).encode(), wait, limit, _name(job_id), job_id
+        )
+        return self._classify(response, job_id)
+
+    async def _get(
+        self,
+        http: httpx.AsyncClient,
+        path: bytes,
+        wait: int,
+        limit: float,
+        what: str,
+        job_id: str | None,
+    ) -> httpx.Response:
+        """GET ``path`` under the base URL; transport failures become ours, nothing else."""
         headers = dict(self._headers)
         if wait > 0:
             headers["Prefer"] = f"wait={wait}"
-        url = self.base.copy_with(
-            raw_path=self.base.raw_path.rstrip(b"/") + status_path(job_id).encode()
-        )
+        url = self.base.copy_with(raw_path=self.base.raw_path.rstrip(b"/") + path)
         try:
             # httpx's own timeouts are not enforced by every transport: the cancel scope is
             # the guarantee, httpx's timeout a courtesy to the connection pool.
             with anyio.fail_after(limit):
-                response = await self._send(http, url, headers, limit, job_id)
+                return await self._send(http, url, headers, limit, job_id)
         except TimeoutError as exc:
             raise Transient(f"no answer within {limit:g} s") from exc
         except (httpx.TransportError, httpx.DecodingError) as exc:
@@ -199,9 +212,8 @@ class StatusFetcher:
             ) from exc
         except httpx.HTTPError as exc:
             raise RequestRejected(
-                f"the request for {_name(job_id)} failed: {type(exc).__name__}", job_id=job_id
+                f"the request for {what} failed: {type(exc).__name__}", job_id=job_id
             ) from exc
-        return self._classify(response, job_id)
 
     async def fetch_batch(
         self, http: httpx.AsyncClient, ids: list[str], *, wait: int, limit: float
@@ -211,22 +223,9 @@ class StatusFetcher:
         answer, or to the error for that job alone."""
         from ._batch import BatchUnsupported
 
-        headers = dict(self._headers)
-        if wait > 0:
-            headers["Prefer"] = f"wait={wait}"
         query = "ids=" + ",".join(quote(i, safe="") for i in ids)
-        path = self.base.raw_path.rstrip(b"/") + b"/jobs"
-        url = self.base.copy_with(raw_path=path + b"?" + query.encode())
-        try:
-            with anyio.fail_after(limit):
-                response = await self._send(http, url, headers, limit, None)
-        except TimeoutError as exc:
-            raise Transient(f"no answer to a batch within {limit:g} s") from exc
-        except (httpx.TransportError, httpx.DecodingError) as exc:
-            kind = type(exc).__name__
-            raise Transient(f"{kind}: {exc}" if str(exc) else kind) from exc
-        except httpx.HTTPError as exc:
-            raise RequestRejected(f"a batch request failed: {type(exc).__name__}") from exc
+        what = f"a batch of {len(ids)}"
+        response = await self._get(http, b"/jobs?" + query.encode(), wait, limit, what, None)
         code = response.status_code
         if code in (404, 405, 501):
             raise BatchUnsupported(f"batch request answered {code}", missing=True)
