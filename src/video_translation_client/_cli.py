@@ -87,7 +87,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     raise SystemExit(code if isinstance(code, int) else EXIT_OK)
 
 
-@click.group(no_args_is_help=True)
+class _Commands(click.Group):
+    """Loads ``serve`` only when asked for: the server's imports (Quart, hypercorn) take
+    most of a second, which every ``vtpoll watch`` would otherwise pay."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), "serve"])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name == "serve":
+            from sim_server._cli import serve
+
+            return serve
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_Commands, no_args_is_help=True)
 @click.version_option(package_name="video-translation-client")
 def cli() -> None:
     """Poll the status of many video translation jobs, and run the simulation server.
@@ -762,12 +777,3 @@ def demo(jobs: int, time_scale: float, seed: int, quiet: bool, output: Path | No
         highlight=False,
     )
     return EXIT_OK
-
-
-def _serve_command() -> click.Command:
-    from sim_server._cli import serve
-
-    return serve
-
-
-cli.add_command(_serve_command())

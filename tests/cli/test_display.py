@@ -1,0 +1,156 @@
+"""The live display's numbers and the plain and summary output, without a terminal."""
+
+from __future__ import annotations
+
+from io import StringIO
+
+import pytest
+from rich.console import Console
+
+from video_translation_client import (
+    ClientStatistics,
+    JobNotFound,
+    JobResult,
+    JobStatus,
+    Outcome,
+    StatusResponse,
+)
+from video_translation_client._display import (
+    Tally,
+    WatchDisplay,
+    plain_line,
+    summary_table,
+    wants_live,
+)
+
+
+def _stats(requests: int = 0) -> ClientStatistics:
+    return ClientStatistics(
+        requests=requests,
+        status_checks=requests,
+        retries=3,
+        throttled=4,
+        retries_denied=0,
+        current_rate=35.0,
+        limiter_wait_time=0.0,
+        jobs_pending=0,
+        jobs_completed=0,
+        jobs_error=0,
+        jobs_timeout=0,
+        jobs_failed=0,
+    )
+
+
+def _pending(job_id: str, hint: float | None) -> StatusResponse:
+    return StatusResponse(JobStatus.PENDING, job_id, 0.0, retry_after=hint)
+
+
+def _done(job_id: str, outcome: Outcome = Outcome.COMPLETED) -> JobResult:
+    return JobResult(job_id, outcome, None, attempts=2, elapsed_time=4.25)
+
+
+def test_time_left_follows_the_servers_hints():
+    """With hints, time left is until the latest job the server expects to end."""
+    tally = Tally(total=3, started=100.0)
+    tally.status(_pending("a", 5.0), now=100.0)
+    tally.status(_pending("b", 20.0), now=101.0)
+    assert tally.time_left(110.0) == pytest.approx(11.0)
+    tally.finished(_done("b"))
+    assert tally.time_left(110.0) == 0.0  # a's expected end is past: any moment now
+
+
+def test_time_left_without_hints_extrapolates_the_pace():
+    """Without hints, the remaining jobs are assumed to go at the pace so far."""
+    tally = Tally(total=4, started=0.0)
+    assert tally.time_left(5.0) is None
+    tally.finished(_done("a"))
+    assert tally.time_left(10.0) == pytest.approx(30.0)
+    for job_id in "bcd":
+        tally.finished(_done(job_id))
+    assert tally.time_left(12.0) == 0.0
+
+
+def test_requests_per_second_over_a_sliding_window():
+    """The rate is measured over the last couple of seconds, not since the start."""
+    tally = Tally(total=1, started=0.0)
+    assert tally.requests_per_second(0.0, 0) == 0.0
+    assert tally.requests_per_second(1.0, 100) == pytest.approx(100.0)
+    for second in range(2, 10):
+        tally.requests_per_second(float(second), 100 + 10 * (second - 1))
+    assert tally.requests_per_second(10.0, 190) == pytest.approx(10.0, rel=0.2)
+
+
+def test_plain_line_names_the_job_and_the_error():
+    """A plain line says ID, outcome, time, requests, and the error when there is one."""
+    assert plain_line(_done("a")) == "a completed after 4.2 s, 2 requests"
+    failed = JobResult("b", Outcome.FAILED, None, JobNotFound("b"), attempts=1)
+    assert plain_line(failed).startswith("b failed after 0.0 s, 1 request: JobNotFound: ")
+
+
+def test_summary_table_shows_counts_and_costs():
+    """The summary has every outcome, requests per job, retries, 429s and wall time."""
+    ended = {Outcome.COMPLETED: 7, Outcome.ERROR: 2, Outcome.TIMEOUT: 0, Outcome.FAILED: 1}
+    out = StringIO()
+    Console(file=out, width=60).print(summary_table(ended, _stats(25), 12.34, skipped=5))
+    text = out.getvalue()
+    for row in (
+        ("completed", "7"),
+        ("error", "2"),
+        ("failed", "1"),
+        ("already in results file", "5"),
+        ("requests per job", "2.50"),
+        ("retries", "3"),
+        ("429 answers", "4"),
+        ("wall time", "12.3 s"),
+    ):
+        line = next(line for line in text.splitlines() if f" {row[0]} " in line)
+        assert row[1] in line, (row, line)
+
+
+def test_live_only_on_a_terminal_without_quiet_or_no_color(monkeypatch: pytest.MonkeyPatch):
+    """Animation needs a terminal; --quiet or NO_COLOR turn it off."""
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    terminal = Console(file=StringIO(), force_terminal=True)
+    assert wants_live(terminal, quiet=False)
+    assert not wants_live(terminal, quiet=True)
+    assert not wants_live(Console(file=StringIO()), quiet=False)
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert not wants_live(terminal, quiet=False)
+
+
+def test_plain_display_prints_one_line_per_finished_job():
+    """Off a terminal: nothing for status changes, one line per finished job."""
+    out = StringIO()
+    with WatchDisplay(Console(file=out, width=200), 2, 0.0, live=False) as display:
+        display.status(_pending("a", 1.0), 0.0)
+        display.finished(_done("a"))
+        display.refresh(_stats(3), 1.0)
+        display.finished(_done("b", Outcome.ERROR))
+    assert out.getvalue().splitlines() == [
+        "a completed after 4.2 s, 2 requests",
+        "b error after 4.2 s, 2 requests",
+    ]
+
+
+def test_live_display_draws_counts_rates_and_times():
+    """On a terminal the display shows progress, counts by state, req/s, limit and times."""
+    out = StringIO()
+    console = Console(file=out, force_terminal=True, width=100)
+    with WatchDisplay(console, 4, 0.0, live=True) as display:
+        display.status(_pending("a", 9.0), 0.0)
+        display.finished(_done("b"))
+        display.finished(_done("c", Outcome.ERROR))
+        display.refresh(_stats(0), 0.0)
+        display.refresh(_stats(40), 2.0)
+    text = out.getvalue()
+    for piece in (
+        "2/4",
+        "2 pending",
+        "1 completed",
+        "1 error",
+        "20 req/s",
+        "limit 35/s",
+        "0:02 elapsed",
+        "~0:07 left",
+    ):
+        assert piece in text, piece

@@ -1,0 +1,212 @@
+"""Reading job-ID lists and the JSON Lines results file, without a network."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sim_server._models import JOB_ID_PATTERN
+from video_translation_client import JobNotFound, JobResult, JobStatus, Outcome, StatusResponse
+from video_translation_client._jobfile import (
+    JOB_ID_RE,
+    InputError,
+    ResultWriter,
+    file_lines,
+    load_previous,
+    open_results,
+    read_ids,
+    result_record,
+)
+
+
+def _result(job_id: str, outcome: Outcome = Outcome.COMPLETED) -> JobResult:
+    status = StatusResponse(JobStatus.COMPLETED, job_id, 1.5, attempts=2)
+    return JobResult(job_id, outcome, status, attempts=2, elapsed_time=1.5)
+
+
+def test_id_rule_is_the_servers():
+    """The command line accepts exactly the IDs the API accepts."""
+    assert f"^{JOB_ID_RE.pattern}$" == JOB_ID_PATTERN
+
+
+def test_blank_lines_and_comments_are_ignored():
+    """Blank lines, whole-line and trailing comments are not IDs."""
+    lines = ["# my jobs", "", "a-1", "   ", "b.2  # the second", "  c:3  "]
+    assert read_ids([("ids.txt", lines)]).ids == ["a-1", "b.2", "c:3"]
+
+
+def test_duplicates_are_dropped_and_counted():
+    """A repeated ID is polled once; the first repeat is named for the warning."""
+    ids = read_ids([("argument", ["a", "b"]), ("ids.txt", ["b", "a", "c", "a"])])
+    assert ids.ids == ["a", "b", "c"]
+    assert ids.duplicates == 3
+    assert ids.first_duplicate == ("ids.txt", 1, "b")
+
+
+def test_every_invalid_line_is_reported_with_its_number():
+    """All invalid lines are named together, so one run shows every mistake."""
+    lines = ["good", "has space", "ok", "x/y", "", "é"]
+    with pytest.raises(InputError) as info:
+        read_ids([("ids.txt", lines)])
+    message = str(info.value)
+    assert message.startswith("3 invalid job IDs")
+    assert "ids.txt:2 'has space'" in message
+    assert "ids.txt:4 'x/y'" in message
+    assert "ids.txt:6 'é'" in message
+    assert "\n" not in message
+
+
+def test_many_invalid_lines_are_summarised():
+    """Past ten, invalid lines are counted rather than listed: the message stays one line."""
+    with pytest.raises(InputError, match=r"25 invalid job IDs .* and 15 more$"):
+        read_ids([("f", [f"bad id {i}" for i in range(25)])])
+
+
+@given(st.lists(st.text(max_size=20), max_size=30))
+def test_read_ids_accepts_only_valid_ids(lines: list[str]):
+    """Whatever the lines, the result holds only IDs the API accepts, or it raises InputError."""
+    try:
+        ids = read_ids([("f", lines)]).ids
+    except InputError:
+        return
+    assert all(JOB_ID_RE.fullmatch(i) for i in ids)
+    assert len(ids) == len(set(ids))
+
+
+def test_unreadable_files_are_named(tmp_path: Path):
+    """A missing file, a directory and binary junk each get a message naming the file."""
+    with pytest.raises(InputError, match=r"nope\.txt: no such file"):
+        file_lines(tmp_path / "nope.txt")
+    with pytest.raises(InputError, match="is a directory"):
+        file_lines(tmp_path)
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"ok\n\xff\xfe")
+    with pytest.raises(InputError, match=r"junk\.bin: not UTF-8 text \(byte 3\)"):
+        file_lines(junk)
+
+
+def test_record_has_what_a_script_needs():
+    """A result line carries ID, outcome, final status, detection time, attempts and error."""
+    now = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+    assert result_record(_result("a"), now=now) == {
+        "job_id": "a",
+        "outcome": "completed",
+        "status": "completed",
+        "detected_at": "2026-01-02T03:04:05.678+00:00",
+        "elapsed_s": 1.5,
+        "attempts": 2,
+        "error": None,
+    }
+    failed = JobResult("b", Outcome.FAILED, None, JobNotFound("b"), attempts=1)
+    record = result_record(failed, now=now)
+    assert record["status"] is None
+    assert record["error"].startswith("JobNotFound: ")
+
+
+def test_writer_flushes_each_line():
+    """Each result is in the file the moment write() returns (it survives a SIGKILL)."""
+
+    class Recording(StringIO):
+        flushed: list[str]
+
+        def flush(self) -> None:
+            self.flushed.append(self.getvalue())
+
+    out = Recording()
+    out.flushed = []
+    writer = ResultWriter(out)
+    writer.write(_result("a"))
+    writer.write(_result("b", Outcome.ERROR))
+    assert [len(v.splitlines()) for v in out.flushed] == [1, 2]
+    assert [json.loads(line)["job_id"] for line in out.getvalue().splitlines()] == ["a", "b"]
+
+
+def _write_lines(path: Path, *ids: str) -> bytes:
+    data = "".join(json.dumps(result_record(_result(i))) + "\n" for i in ids).encode()
+    path.write_bytes(data)
+    return data
+
+
+def test_resume_reads_finished_jobs(tmp_path: Path):
+    """--resume learns which jobs are done and with which outcome."""
+    path = tmp_path / "out.jsonl"
+    _write_lines(path, "a", "b")
+    previous = load_previous(path)
+    assert previous.outcomes == {"a": "completed", "b": "completed"}
+    assert previous.repaired == 0
+    assert load_previous(tmp_path / "missing.jsonl").outcomes == {}
+
+
+def test_torn_last_line_is_cut_off(tmp_path: Path):
+    """A half-written last line (a crash mid-write) is truncated, so it is never duplicated."""
+    path = tmp_path / "out.jsonl"
+    good = _write_lines(path, "a", "b")
+    with path.open("ab") as f:
+        f.write(b'{"job_id":"c","outc')
+    previous = load_previous(path)
+    assert previous.outcomes == {"a": "completed", "b": "completed"}
+    assert previous.repaired == len(b'{"job_id":"c","outc')
+    assert path.read_bytes() == good
+
+
+def test_torn_line_that_got_its_newline_is_cut_off(tmp_path: Path):
+    """A last line that is not a record, even ending in a newline, is a torn write too."""
+    path = tmp_path / "out.jsonl"
+    good = _write_lines(path, "a")
+    with path.open("ab") as f:
+        f.write(b'{"job_id":"b"\n')
+    assert load_previous(path).outcomes == {"a": "completed"}
+    assert path.read_bytes() == good
+
+
+def test_a_foreign_file_is_refused_untouched(tmp_path: Path):
+    """A bad line before the end means the file is not ours: refused, not rewritten."""
+    path = tmp_path / "out.jsonl"
+    _write_lines(path, "a", "b")
+    data = b"hello\n" + path.read_bytes()
+    path.write_bytes(data)
+    with pytest.raises(InputError, match=r"out\.jsonl:1: not a vtpoll result line"):
+        load_previous(path)
+    assert path.read_bytes() == data
+
+
+def test_existing_output_needs_resume(tmp_path: Path):
+    """Without --resume a non-empty results file is never appended to or overwritten."""
+    path = tmp_path / "out.jsonl"
+    data = _write_lines(path, "a")
+    with pytest.raises(InputError, match=r"out\.jsonl already exists; pass --resume"):
+        open_results(path, resume=False)
+    assert path.read_bytes() == data
+    file, previous = open_results(path, resume=True)
+    with file:
+        assert set(previous.outcomes) == {"a"}
+    empty = tmp_path / "empty.jsonl"
+    empty.touch()
+    file, _ = open_results(empty, resume=False)
+    file.close()
+
+
+def test_create_specs_follow_the_options():
+    """'create' draws durations in the range and outcomes at the rate, the same for a seed."""
+    from video_translation_client._cli import job_specs
+
+    specs = job_specs(200, duration=None, duration_range=(2.0, 5.0), error_rate=0.25, seed=3)
+    assert all(2.0 <= s["duration"] <= 5.0 for s in specs)
+    errors = sum(s["outcome"] == "error" for s in specs)
+    assert 30 <= errors <= 70
+    again = job_specs(200, duration=None, duration_range=(2.0, 5.0), error_rate=0.25, seed=3)
+    assert specs == again
+    assert job_specs(2, duration=1.5, duration_range=None, error_rate=None, seed=None) == [
+        {"duration": 1.5},
+        {"duration": 1.5},
+    ]
+    assert {
+        s["outcome"]
+        for s in job_specs(5, duration=None, duration_range=None, error_rate=1.0, seed=None)
+    } == {"error"}

@@ -1,0 +1,352 @@
+"""The real ``vtpoll`` as a subprocess against a real server on 127.0.0.1 port 0."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.helpers import server_process
+from video_translation_client._cli import main
+
+VTPOLL = str(Path(sys.executable).with_name("vtpoll"))
+#: No test waits longer than this for one vtpoll run.
+RUN_TIMEOUT = 60.0
+
+
+def vtpoll(
+    *args: str, stdin: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [VTPOLL, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        env={**os.environ, "NO_COLOR": "1", **(env or {})},
+        check=False,
+    )
+
+
+def start_vtpoll(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [VTPOLL, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+
+
+@pytest.fixture(scope="module")
+def url() -> Iterator[str]:
+    with server_process() as url:
+        yield url
+
+
+def create(url: str, count: int = 1, *, duration: float, outcome: str = "completed") -> list[str]:
+    """Jobs made directly over HTTP (``vtpoll create`` has tests of its own)."""
+    bodies = [{"duration": duration, "outcome": outcome} for _ in range(count)]
+    return [httpx.post(f"{url}/jobs", json=body).json()["job_id"] for body in bodies]
+
+
+def records(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def wait_for_lines(path: Path, count: int, proc: subprocess.Popen[str]) -> None:
+    """Until the results file has ``count`` lines (the process must still be running)."""
+    deadline = time.monotonic() + 20
+    while not (path.exists() and len(path.read_text().splitlines()) >= count):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "results did not appear within 20 s"
+        time.sleep(0.05)
+
+
+def status_checks(url: str) -> float:
+    text = httpx.get(f"{url}/metrics").text
+    line = next(line for line in text.splitlines() if line.startswith("sim_status_checks_total"))
+    return float(line.split()[-1])
+
+
+def test_watch_a_file_writes_every_result(url: str, tmp_path: Path):
+    """Happy path: exit 0, one valid JSON line per job, one plain line per job on stderr."""
+    ids = create(url, 5, duration=0.3)
+    id_file = tmp_path / "ids.txt"
+    id_file.write_text("# today's jobs\n\n" + "\n".join(ids) + "\n")
+    out = tmp_path / "out.jsonl"
+    done = vtpoll("watch", "--file", str(id_file), "-o", str(out), "--base-url", url)
+    assert done.returncode == 0, done.stderr
+    rows = records(out)
+    assert sorted(r["job_id"] for r in rows) == sorted(ids)
+    assert {(r["outcome"], r["status"], r["error"]) for r in rows} == {
+        ("completed", "completed", None)
+    }
+    assert all(isinstance(r["attempts"], int) and r["attempts"] >= 1 for r in rows)
+    finished = [line for line in done.stderr.splitlines() if " completed after " in line]
+    assert len(finished) == 5
+    assert "requests per job" in done.stderr
+
+
+def test_a_job_in_error_gives_exit_1(url: str, tmp_path: Path):
+    """One job ending in error makes the exit status 1; its line says error."""
+    [ok] = create(url, duration=0.2)
+    [bad] = create(url, duration=0.2, outcome="error")
+    out = tmp_path / "out.jsonl"
+    done = vtpoll("watch", ok, bad, "-o", str(out), "--base-url", url)
+    assert done.returncode == 1, done.stderr
+    outcomes = {r["job_id"]: (r["outcome"], r["status"]) for r in records(out)}
+    assert outcomes == {ok: ("completed", "completed"), bad: ("error", "error")}
+
+
+def test_unknown_job_gives_exit_1_and_names_it(url: str, tmp_path: Path):
+    """A job the server does not know ends as failed with JobNotFound."""
+    out = tmp_path / "out.jsonl"
+    done = vtpoll("watch", "no-such-job", "-o", str(out), "--base-url", url)
+    assert done.returncode == 1
+    [row] = records(out)
+    assert row["outcome"] == "failed"
+    assert str(row["error"]).startswith("JobNotFound")
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupt_exits_128_plus_signal_with_every_finished_job_saved(
+    url: str, tmp_path: Path, signum: int, code: int
+):
+    """Ctrl-C (or SIGTERM): exit 130 (143), every finished job saved, and how to resume."""
+    short = create(url, 3, duration=0.2)
+    long = create(url, 3, duration=120)
+    out = tmp_path / "out.jsonl"
+    proc = start_vtpoll("watch", *short, *long, "-o", str(out), "--base-url", url)
+    try:
+        wait_for_lines(out, 3, proc)
+        proc.send_signal(signum)
+        _, stderr = proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+    assert proc.returncode == code, stderr
+    assert sorted(r["job_id"] for r in records(out)) == sorted(short)
+    assert "run the same command with --resume to poll the other 3 jobs" in stderr
+
+
+def test_sigkill_then_resume_gives_each_job_once(url: str, tmp_path: Path):
+    """Killed mid-run (and mid-write), --resume repairs the file and finishes each job once."""
+    short = create(url, 3, duration=0.2)
+    later = create(url, 3, duration=3)
+    out = tmp_path / "out.jsonl"
+    args = ["watch", *short, *later, "-o", str(out), "--base-url", url]
+    proc = start_vtpoll(*args)
+    try:
+        wait_for_lines(out, 3, proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+    # What a kill in the middle of a write leaves behind.
+    with out.open("a") as f:
+        f.write('{"job_id": "' + later[0])
+    done = vtpoll(*args, "--resume")
+    assert done.returncode == 0, done.stderr
+    assert "cut a torn last line" in done.stderr
+    assert "3 of 6 jobs already in" in done.stderr
+    rows = records(out)
+    assert sorted(r["job_id"] for r in rows) == sorted(short + later)
+    assert all(r["outcome"] == "completed" for r in rows)
+    again = vtpoll(*args, "--resume")
+    assert again.returncode == 0
+    assert "6 of 6 jobs already in" in again.stderr
+    assert len(records(out)) == 6
+
+
+def test_create_piped_into_watch(url: str, tmp_path: Path):
+    """'vtpoll create ... | vtpoll watch -' creates and watches the jobs."""
+    out = tmp_path / "out.jsonl"
+    env = {**os.environ, "NO_COLOR": "1"}
+    creator = subprocess.Popen(
+        [
+            VTPOLL,
+            "create",
+            "-n",
+            "4",
+            "--duration-range",
+            "0.1",
+            "0.4",
+            "--error-rate",
+            "0",
+            "--base-url",
+            url,
+        ],
+        stdout=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        watcher = subprocess.run(
+            [VTPOLL, "watch", "-", "-o", str(out), "--base-url", url],
+            stdin=creator.stdout,
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT,
+            env=env,
+            check=False,
+        )
+        assert creator.wait(timeout=10) == 0
+    finally:
+        creator.kill()
+        if creator.stdout is not None:
+            creator.stdout.close()
+    assert watcher.returncode == 0, watcher.stderr
+    rows = records(out)
+    assert len(rows) == 4
+    assert {r["outcome"] for r in rows} == {"completed"}
+
+
+def test_bad_ids_are_refused_before_any_request(url: str, tmp_path: Path):
+    """Invalid lines are all reported with their numbers, exit 2, and nothing is polled."""
+    id_file = tmp_path / "ids.txt"
+    id_file.write_text("good-1\nhas space\ngood-2\nx/y\n")
+    before = status_checks(url)
+    done = vtpoll("watch", "--file", str(id_file), "--base-url", url)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert f"{id_file}:2 'has space'" in done.stderr
+    assert f"{id_file}:4 'x/y'" in done.stderr
+    assert status_checks(url) == before
+
+
+BAD_INPUTS = [
+    (["watch", "--file", "nope.txt"], "nope.txt: no such file"),
+    (["watch"], "no job IDs given"),
+    (["watch", "a", "--rate", "-1"], "--rate must be a finite number > 0"),
+    (["watch", "a", "--rate", "abc"], "Invalid value for '--rate'"),
+    (["watch", "a", "--initial-delay", "0"], "--initial-delay must be"),
+    (["watch", "a", "--max-delay", "0.5"], "--max-delay must be >= initial_delay"),
+    (["watch", "a", "--jitter", "some"], "Invalid value for '--jitter'"),
+    (["watch", "a", "--in-flight", "0"], "--in-flight must be an integer >= 1"),
+    (["watch", "a", "--base-url", "ftp://x"], "--base-url must be an http"),
+    (["watch", "a", "--api-key", ""], "--api-key must be a non-empty string"),
+    (["watch", "a", "--resume"], "--resume needs --output"),
+    (["watch", "a", "--output", "-", "--resume"], "--resume cannot continue standard output"),
+    (["watch", "a", "--output", "exists.jsonl"], "exists.jsonl already exists"),
+    (["status", "a b"], "1 invalid job ID"),
+    (["create", "--duration", "1", "--duration-range", "1", "2"], "cannot be used together"),
+    (["create", "--duration-range", "3", "1"], "needs A <= B, got 3 1"),
+    (["create", "--error-rate", "2"], "Invalid value for '--error-rate'"),
+    (["serve", "--error-rate", "2"], "--error-rate must be"),
+    (["frobnicate"], "No such command 'frobnicate'"),
+]
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A working directory holding a results file that bad input must leave alone."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "exists.jsonl").write_text('{"job_id":"a","outcome":"completed"}\n')
+    # A closed port: if validation were skipped, the run would fail differently.
+    monkeypatch.setenv("VTPOLL_BASE_URL", "http://127.0.0.1:9")
+    return tmp_path
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_INPUTS)
+def test_bad_input_exits_2_with_one_line(
+    args: list[str], message: str, in_tmp: Path, capsys: pytest.CaptureFixture[str]
+):
+    """Each usage or input error is one line on stderr naming what was wrong, exit 2."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    stderr = capsys.readouterr().err
+    assert exit_info.value.code == 2, stderr
+    assert message in stderr
+    assert stderr.count("\n") == 1, stderr
+    assert stderr.startswith("vtpoll: error: ")
+    assert (in_tmp / "exists.jsonl").read_text().count("\n") == 1
+
+
+@pytest.mark.parametrize("index", [0, 2, 17])
+def test_bad_input_exits_2_from_the_real_command(index: int, in_tmp: Path):
+    """The installed vtpoll script gives the same one line and exit status 2."""
+    args, message = BAD_INPUTS[index]
+    done = vtpoll(*args)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == f"vtpoll: error: {done.stderr.removeprefix('vtpoll: error: ')}"
+    assert message in done.stderr
+    assert done.stderr.count("\n") == 1
+
+
+def test_status_as_json_and_table(url: str):
+    """'vtpoll status' shows each job once; an unknown job makes the exit status 1."""
+    [job] = create(url, duration=30)
+    done = vtpoll("status", job, "missing-1", "--json", "--base-url", url)
+    assert done.returncode == 1, done.stderr
+    rows = json.loads(done.stdout)
+    assert [r["job_id"] for r in rows] == [job, "missing-1"]
+    assert rows[0]["status"] == "pending"
+    assert 0 < rows[0]["eta_s"] <= 30
+    assert rows[1]["status"] is None
+    assert rows[1]["error"].startswith("JobNotFound")
+    table = vtpoll("status", job, "--base-url", url, env={"COLUMNS": "120"})
+    assert table.returncode == 0, table.stderr
+    assert job in table.stdout
+    assert "pending" in table.stdout
+
+
+def test_create_with_unreachable_server_fails_with_exit_1():
+    """A server that cannot be reached is a failure of the work (1), not of the input (2)."""
+    done = vtpoll("create", "-n", "2", "--base-url", "http://127.0.0.1:9")
+    assert done.returncode == 1
+    assert "cannot create jobs at http://127.0.0.1:9" in done.stderr
+    assert "(0 of 2 jobs created)" in done.stderr
+
+
+def test_demo_runs_to_the_end(tmp_path: Path):
+    """The demo starts its own server, watches its jobs and checks every outcome."""
+    out = tmp_path / "demo.jsonl"
+    done = vtpoll("demo", "--jobs", "8", "--time-scale", "0.05", "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "Every outcome matches the server's" in done.stderr
+    assert len(records(out)) == 8
+
+
+def test_live_display_on_a_terminal(url: str):
+    """On a terminal the progress bar, counts, rates and times are drawn."""
+    ids = create(url, 3, duration=0.5)
+    main, secondary = os.openpty()
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+    proc = subprocess.Popen(
+        [VTPOLL, "watch", *ids, "--base-url", url],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=secondary,
+        env={**env, "TERM": "xterm-256color", "COLUMNS": "100"},
+    )
+    os.close(secondary)
+    screen = b""
+    deadline = time.monotonic() + RUN_TIMEOUT
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([main], [], [], 0.5)
+            if ready:
+                try:
+                    chunk = os.read(main, 65536)
+                except OSError:  # the terminal closed with the process
+                    break
+                if not chunk:
+                    break
+                screen += chunk
+            elif proc.poll() is not None:
+                break
+        assert proc.wait(timeout=10) == 0
+    finally:
+        proc.kill()
+        os.close(main)
+    text = screen.decode(errors="replace")
+    for piece in ("polling", "3/3", "req/s", "limit 50/s", "elapsed", "3 completed"):
+        assert piece in text, piece
