@@ -131,86 +131,55 @@ def _connection_options(func: Any) -> Any:
     )(func)
 
 
+#: (flag, type, default, help) of every polling setting; defaults come from the library's.
+_POLLING: list[tuple[str, Any, Any, str]] = [
+    ("--rate", float, 50.0, "Requests per second for all jobs together; 0 = no limit."),
+    ("--burst", int, None, "Requests allowed at once (default: 1 s worth)."),
+    ("--in-flight", int, 16, "Requests in flight at once (the connection pool size)."),
+    (
+        "--timeout",
+        float,
+        _DEFAULTS.timeout,
+        "Seconds a job may stay pending before it ends as 'timeout'; 0 = never.",
+    ),
+    (
+        "--initial-delay",
+        float,
+        _DEFAULTS.initial_delay,
+        "First wait between two checks of a job, seconds.",
+    ),
+    ("--max-delay", float, _DEFAULTS.max_delay, "Longest wait between two checks, seconds."),
+    ("--backoff-factor", float, _DEFAULTS.backoff_factor, "Each wait is this many times the last."),
+    (
+        "--jitter",
+        click.Choice(JITTERS),
+        _DEFAULTS.jitter,
+        "How waits are randomised so that jobs do not poll in step.",
+    ),
+    ("--request-timeout", float, _DEFAULTS.request_timeout, "Seconds one HTTP request may take."),
+    (
+        "--max-retries",
+        int,
+        _DEFAULTS.max_retries,
+        "Transient failures in a row before a job ends as 'failed'.",
+    ),
+]
+
+
 def _polling_options(func: Any) -> Any:
-    options = [
-        click.option(
-            "--rate",
-            type=float,
-            default=50.0,
-            show_default=True,
-            help="Requests per second for all jobs together; 0 = no limit.",
-        ),
-        click.option("--burst", type=int, help="Requests allowed at once (default: 1 s worth)."),
-        click.option(
-            "--in-flight",
-            type=int,
-            default=16,
-            show_default=True,
-            help="Requests in flight at once (the connection pool size).",
-        ),
-        click.option(
-            "--timeout",
-            type=float,
-            default=_DEFAULTS.timeout,
-            show_default=True,
-            help="Seconds a job may stay pending before it ends as 'timeout'; 0 = never.",
-        ),
-        click.option(
-            "--initial-delay",
-            type=float,
-            default=_DEFAULTS.initial_delay,
-            show_default=True,
-            help="First wait between two checks of a job, seconds.",
-        ),
-        click.option(
-            "--max-delay",
-            type=float,
-            default=_DEFAULTS.max_delay,
-            show_default=True,
-            help="Longest wait between two checks of a job, seconds.",
-        ),
-        click.option(
-            "--backoff-factor",
-            type=float,
-            default=_DEFAULTS.backoff_factor,
-            show_default=True,
-            help="Each wait is this many times the previous one.",
-        ),
-        click.option(
-            "--jitter",
-            type=click.Choice(JITTERS),
-            default=_DEFAULTS.jitter,
-            show_default=True,
-            help="How waits are randomised so that jobs do not poll in step.",
-        ),
-        click.option(
-            "--request-timeout",
-            type=float,
-            default=_DEFAULTS.request_timeout,
-            show_default=True,
-            help="Seconds one HTTP request may take.",
-        ),
-        click.option(
-            "--max-retries",
-            type=int,
-            default=_DEFAULTS.max_retries,
-            show_default=True,
-            help="Transient failures in a row before a job ends as 'failed'.",
-        ),
-        click.option(
-            "--long-poll/--no-long-poll",
-            default=True,
-            show_default=True,
-            help="Let the server hold a pending check open until the job ends (Prefer: wait).",
-        ),
-        click.option(
-            "--batch/--no-batch",
-            default=None,
-            help="Check many jobs per request (default: when the server offers it).",
-        ),
-    ]
-    for option in reversed(options):
-        func = option(func)
+    func = click.option(
+        "--batch/--no-batch",
+        default=None,
+        help="Check many jobs per request (default: when the server offers it).",
+    )(func)
+    func = click.option(
+        "--long-poll/--no-long-poll",
+        default=True,
+        show_default=True,
+        help="Let the server hold a pending check open until the job ends (Prefer: wait).",
+    )(func)
+    for flag, kind, default, text in reversed(_POLLING):
+        func = click.option(flag, type=kind, default=default, show_default=True, help=text)(func)
     return _connection_options(func)
 
 
