@@ -35,6 +35,9 @@ LAST_POLL_MARGIN = 1.0
 #: A long-poll answered pending sooner than this share of the applied wait did not really
 #: hold (a server shutting down, a proxy cutting it short): back off instead of asking again.
 HELD_ENOUGH = 0.5
+#: Seconds over which retries held back by the retry budget are spread once the server
+#: answers again.
+HELD_BACK_SPREAD = 1.0
 
 
 @dataclass(slots=True)
@@ -48,6 +51,8 @@ class _Job:
     retry_backoff: Backoff
     attempts: int = 0
     failures: int = 0
+    #: When the job's last request failed (for the retry budget's held-back retries).
+    failed_at: float = float("-inf")
     last: StatusResponse | None = field(default=None)
     batcher: Batcher | None = None
     long_poll: bool = True
@@ -266,12 +271,33 @@ class VideoTranslationClient:
         429s do not count towards ``max_retries``: they are flow control, answered by the
         shared limiter's pause and lower rate, and the job's deadline still bounds them.
         """
+        last_failure: Transient | None = None
         while True:
+            retry = job.failures > 0
+            if retry and not self._budget.allows_retry(anyio.current_time()):
+                # The server fails most requests: this retry is held back, not sent.
+                assert last_failure is not None
+                if self._budget.last_success < job.failed_at:
+                    # Nothing has succeeded since this job failed: count it, so that a server
+                    # that stays down still ends the job after max_retries backoffs.
+                    job.failures += 1
+                    self._give_up_if_exhausted(job, last_failure, held_back=True)
+                    delay = job.retry_backoff.next_delay()
+                else:
+                    # The server answers again and the budget is refilling: wait a moment,
+                    # spread at random so that held-back jobs do not come back in one wave.
+                    delay = HELD_BACK_SPREAD * self._random()
+                await self._sleep_within_deadline(job, delay)
+                continue
             job.attempts += 1
-            if job.failures:
+            if retry:
                 self._retries += 1
             try:
-                answer = await self._fetch(http, job, wait)
+                try:
+                    answer = await self._fetch(http, job, wait)
+                finally:
+                    if retry:
+                        self._budget.release()
             except Transient as failure:
                 throttled = failure.status_code == 429
                 if failure.hint is not None and failure.status_code in (429, 503):
@@ -282,19 +308,9 @@ class VideoTranslationClient:
                     self._rate.throttled()
                 else:
                     job.failures += 1
-                    exhausted = job.failures > self.config.max_retries
-                    if exhausted or not self._budget.allows_retry():
-                        why = (
-                            f"{job.failures} transient failures in a row"
-                            if exhausted
-                            else "the client's retry budget is spent (the server is failing"
-                            " more than half of all requests)"
-                        )
-                        raise RetriesExhausted(
-                            f"{_name(job.job_id)}: {why}, the last: {failure.description}",
-                            job_id=job.job_id,
-                            attempts=job.attempts,
-                        ) from (failure.__cause__ or failure)
+                    job.failed_at = anyio.current_time()
+                    last_failure = failure
+                    self._give_up_if_exhausted(job, failure, held_back=False)
                 delay = (
                     clamp_hint(failure.hint, self.config)
                     if failure.hint is not None
@@ -318,6 +334,18 @@ class VideoTranslationClient:
             response = self._response(job, answer)
             await self._notify(response, job)
             return response
+
+    def _give_up_if_exhausted(self, job: _Job, failure: Transient, *, held_back: bool) -> None:
+        if job.failures <= self.config.max_retries:
+            return
+        why = f"{job.failures} transient failures in a row"
+        if held_back:
+            why += " (the last retries held back: the server fails most requests)"
+        raise RetriesExhausted(
+            f"{_name(job.job_id)}: {why}, the last: {failure.description}",
+            job_id=job.job_id,
+            attempts=job.attempts,
+        ) from (failure.__cause__ or failure)
 
     async def _fetch(self, http: httpx.AsyncClient, job: _Job, wait: int) -> Answer:
         batcher = job.batcher
@@ -344,9 +372,9 @@ class VideoTranslationClient:
             yield
         except Transient as failure:
             if failure.status_code != 429:
-                self._budget.record_failure()
+                self._budget.record_failure(anyio.current_time())
             raise
-        self._budget.record_success()
+        self._budget.record_success(anyio.current_time())
 
     async def _send_batch(
         self, http: httpx.AsyncClient, ids: list[str], wait: int
