@@ -173,6 +173,12 @@ def _polling_options(func: Any) -> Any:
         help="Check many jobs per request (default: when the server offers it).",
     )(func)
     func = click.option(
+        "--hints/--no-hints",
+        default=True,
+        show_default=True,
+        help="Follow the server's hint of when to ask again.",
+    )(func)
+    func = click.option(
         "--long-poll/--no-long-poll",
         default=True,
         show_default=True,
@@ -203,6 +209,7 @@ def make_client(
     request_timeout: float = _DEFAULTS.request_timeout,
     max_retries: int = _DEFAULTS.max_retries,
     long_poll: bool = True,
+    hints: bool = True,
     batch: bool | None = None,
 ) -> VideoTranslationClient:
     """The client the options describe, or :class:`Problem` naming the bad option."""
@@ -216,6 +223,7 @@ def make_client(
             request_timeout=request_timeout,
             max_retries=max_retries,
             long_poll=_DEFAULTS.long_poll if long_poll else 0,
+            hints=hints,
         )
         return VideoTranslationClient(
             base_url,

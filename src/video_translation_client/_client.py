@@ -231,7 +231,7 @@ class VideoTranslationClient:
             if wait and self._long_poll_ok and held >= HELD_ENOUGH * wait:
                 delay = 0.0  # the server held it: ask again at once, it will hold again
                 job.backoff.reset()
-            elif response.retry_after is not None:
+            elif response.retry_after is not None and self.config.hints:
                 delay = clamp_hint(response.retry_after, self.config)  # server hints win
             else:
                 delay = job.backoff.next_delay()

@@ -44,6 +44,9 @@ class StatusPollingConfig:
     long_poll: float = 25.0
     #: Longest wait a server hint (Retry-After) may impose, seconds.
     max_hint: float = 300.0
+    #: Follow the server's hint on a pending answer; False polls on the backoff schedule alone
+    #: (a 429 or 503 ``Retry-After`` is obeyed either way: that is flow control).
+    hints: bool = True
 
     def __post_init__(self) -> None:
         # Zero would poll in a tight loop: every later wait is a multiple of the first.
@@ -68,3 +71,5 @@ class StatusPollingConfig:
             raise ValueError(f"max_retries must be an integer >= 0, got {self.max_retries!r}")
         _finite("long_poll", self.long_poll, low=0)
         _finite("max_hint", self.max_hint, low=0)
+        if not isinstance(self.hints, bool):
+            raise ValueError(f"hints must be True or False, got {self.hints!r}")

@@ -31,6 +31,7 @@ from .scripted import Scripted, status
         ({"max_retries": 2.5}, "max_retries must be an integer >= 0, got 2.5"),
         ({"long_poll": -3}, "long_poll must be a finite number >= 0, got -3"),
         ({"max_hint": True}, "max_hint must be a finite number >= 0, got True"),
+        ({"hints": 1}, "hints must be True or False, got 1"),
     ],
 )
 def test_bad_config_names_field_and_value(kwargs, message):

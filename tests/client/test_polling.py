@@ -135,6 +135,17 @@ async def test_pending_hint_sets_next_poll(autojump_clock, make_sim):
     assert trio.current_time() - start == pytest.approx(7.3)
 
 
+async def test_hints_off_polls_on_the_backoff_schedule(autojump_clock, make_sim):
+    """hints=False ignores a pending answer's hint: polls at 0, 1, 3, 7, 15 for a 7.3 s job."""
+    sim = make_sim(max_wait=0)
+    await sim.create("h", 7.3)
+    start = trio.current_time()
+    client = VideoTranslationClient(URL, cfg(hints=False), http_client=sim.client)
+    done = await client.poll_until_complete("h")
+    assert done.attempts == 5
+    assert trio.current_time() - start == pytest.approx(15)
+
+
 async def test_hint_past_deadline_does_not_give_up_early(autojump_clock):
     """A hint beyond the deadline still gets a last poll before it, which can succeed."""
     server = Scripted([status("pending", headers={"Retry-After": "120"}), status("completed")])
