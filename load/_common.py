@@ -1,59 +1,170 @@
-"""Shared by the load scripts: the server as a separate process."""
+"""Shared by the load scripts: the server as a separate process, its metrics, the standard
+options, tables, JSON and plots."""
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import re
 import select
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import httpx
+
+RESULTS = Path(__file__).parent / "results"
+VTPOLL = str(Path(sys.executable).with_name("vtpoll"))
 
 
 @contextmanager
 def server(*args: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    """``python -m sim_server --port 0 ARGS`` on 127.0.0.1; yields (url, process)."""
+    """``vtpoll serve --port 0 ARGS`` on 127.0.0.1; yields (url, process)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sim_server", "--host", "127.0.0.1", "--port", "0", *args],
+        [VTPOLL, "serve", "--host", "127.0.0.1", "--port", "0", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
     )
     try:
         assert proc.stdout is not None
-        if not select.select([proc.stdout], [], [], 20)[0]:
-            raise SystemExit("server printed no URL in 20 s")
+        if not select.select([proc.stdout], [], [], 30)[0]:
+            raise SystemExit("server printed no URL in 30 s")
         url = proc.stdout.readline().strip()
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("server not healthy in 20 s")
-            time.sleep(0.05)
+        wait_healthy(url)
         yield url, proc
     finally:
+        stop(proc)
+
+
+def wait_healthy(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{url} not healthy in {timeout} s")
+        time.sleep(0.05)
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+    if proc.stdout is not None:
+        proc.stdout.close()
 
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a process so far (Linux /proc)."""
-    import os
-    from pathlib import Path
-
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / ticks
+
+
+_SAMPLE = re.compile(r"^(\w+)(?:\{(.*)\})? ([0-9.e+-]+)$")
+
+
+def metrics(url: str) -> dict[str, float]:
+    """The server's counters that the scripts read: status requests, checks, faults, 429s."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    out = {"status_requests": 0.0, "status_checks": 0.0, "faults": 0.0, "throttled": 0.0}
+    for line in text.splitlines():
+        match = _SAMPLE.match(line)
+        if match is None:
+            continue
+        name, labels, value = match.group(1), match.group(2) or "", float(match.group(3))
+        if (
+            name == "sim_requests_total"
+            and 'method="GET"' in labels
+            and ('route="/jobs/{id}"' in labels or 'route="/jobs"' in labels)
+        ):
+            out["status_requests"] += value
+        elif name == "sim_status_checks_total":
+            out["status_checks"] += value
+        elif name == "sim_faults_injected_total":
+            out["faults"] += value
+        elif name == "sim_rate_limited_total":
+            out["throttled"] += value
+    return out
+
+
+def standard_args(parser: argparse.ArgumentParser, *, jobs: int | list[int] = 1000) -> None:
+    """The options every script takes: workload W's size, time scale, seed, JSON path."""
+    if isinstance(jobs, list):
+        parser.add_argument(
+            "--jobs", type=int, nargs="+", default=jobs, help=f"sizes (default {jobs})"
+        )
+    else:
+        parser.add_argument("--jobs", type=int, default=jobs, help=f"jobs (default {jobs})")
+    parser.add_argument(
+        "--time-scale", type=float, default=1.0, help="multiply every duration (default 1)"
+    )
+    parser.add_argument("--seed", type=int, default=1, help="workload seed (default 1)")
+    parser.add_argument("--json", type=Path, help="write the table's rows here as JSON")
+    parser.add_argument(
+        "--plots", type=Path, default=RESULTS, help=f"folder for the PNG plots (default {RESULTS})"
+    )
+    parser.add_argument("--no-plots", action="store_true", help="skip the plots")
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in [0, 1]); NaN for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, int(q * len(ordered) + 0.5) - 1))]
+
+
+def print_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> None:
+    """Columns are (key, heading); numbers right-aligned."""
+    cells = [[_cell(row.get(key)) for key, _ in columns] for row in rows]
+    widths = [
+        max(len(heading), *(len(r[i]) for r in cells)) for i, (_, heading) in enumerate(columns)
+    ]
+    print("  ".join(h.rjust(w) for (_, h), w in zip(columns, widths, strict=True)))
+    for r in cells:
+        print("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)), flush=True)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.3g}" if abs(value) < 10 else f"{value:,.1f}"
+    return str(value)
+
+
+def write_json(path: Path | None, rows: list[dict[str, Any]]) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(rows, indent=2) + "\n")
+        print(f"wrote {path}")
+
+
+def pyplot() -> Any:
+    """matplotlib without a display."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save(fig: Any, folder: Path, name: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    print(f"wrote {path}")

@@ -375,9 +375,9 @@ async def test_api_key_never_logged(autojump_clock, make_sim, caplog):
 async def test_rate_limit_refuses_with_headers_and_refills(autojump_clock, make_sim):
     """Past the burst, 429 with Retry-After and RateLimit headers; a token per 1/rate s."""
     sim = make_sim(rate_limit=2, burst=3)
-    await sim.create("r", 100)  # takes one token
-    codes = [(await sim.client.get("/jobs/r")).status_code for _ in range(3)]
-    assert codes == [200, 200, 429]
+    await sim.create("r", 100)  # creation is not limited: status reads are
+    codes = [(await sim.client.get("/jobs/r")).status_code for _ in range(4)]
+    assert codes == [200, 200, 200, 429]
     r = await sim.client.get("/jobs/r")
     assert r.status_code == 429
     assert r.headers["retry-after"] == "1"
@@ -396,6 +396,8 @@ async def test_rate_limit_is_per_key(autojump_clock, make_sim):
     """Each API key (else each address) has its own bucket."""
     sim = make_sim(rate_limit=1, burst=1)
     await sim.create("r", 100)
+    await sim.create("s", 100)
+    assert (await sim.client.get("/jobs/r")).status_code == 200
     assert (await sim.client.get("/jobs/r")).status_code == 429
     r = await sim.client.get("/jobs/r", headers={"X-Api-Key": "someone-else"})
     assert r.status_code == 200

@@ -1,0 +1,82 @@
+"""Workload W, and creating its jobs so that they all start at the same instant.
+
+W: ``--jobs`` jobs created at once; durations lognormal with median 8 s (sigma 0.8), clipped to
+[1, 60] s, times ``--time-scale``; 10% end in ``error``; fixed by the seed.
+
+Creating 1,000 jobs over HTTP takes about a second, so jobs created first would have a head
+start. Instead every job is created with its W duration plus the time left until a common start
+instant T0 a little ahead: on the server they all "start" at T0, and the client starts polling
+at T0. Detection lag is measured by the server itself (``elapsed`` in the first final answer
+minus the duration it was given), so no clocks need to agree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+from dataclasses import dataclass
+
+import httpx
+import trio
+
+MEDIAN, SIGMA, SHORTEST, LONGEST, ERROR_SHARE = 8.0, 0.8, 1.0, 60.0, 0.1
+#: Creations in flight at once.
+CREATORS = 8
+
+
+@dataclass(slots=True)
+class WorkJob:
+    job_id: str
+    #: W's duration, seconds (time-scaled).
+    duration: float
+    outcome: str
+    #: The duration the server was given: W's plus the wait until T0.
+    sent_duration: float = 0.0
+
+
+def workload_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--median", type=float, default=MEDIAN, help="median duration, s")
+    parser.add_argument("--sigma", type=float, default=SIGMA, help="lognormal sigma")
+    parser.add_argument("--shortest", type=float, default=SHORTEST, help="clip below, s")
+    parser.add_argument("--longest", type=float, default=LONGEST, help="clip above, s")
+    parser.add_argument("--error-share", type=float, default=ERROR_SHARE)
+
+
+def workload(args: argparse.Namespace, prefix: str = "w") -> list[WorkJob]:
+    rng = random.Random(args.seed)
+    jobs = []
+    for i in range(args.jobs):
+        drawn = rng.lognormvariate(math.log(args.median), args.sigma)
+        duration = min(args.longest, max(args.shortest, drawn)) * args.time_scale
+        outcome = "error" if rng.random() < args.error_share else "completed"
+        jobs.append(WorkJob(f"{prefix}{args.seed}-{i}", duration, outcome))
+    return jobs
+
+
+def lead_time(jobs: int) -> float:
+    """Time to create the jobs, with room to spare (about 1 ms each on this machine)."""
+    return 0.5 + 0.002 * jobs
+
+
+async def create_all(url: str, jobs: list[WorkJob], start: float) -> None:
+    """Create every job so that it completes ``duration`` after trio time ``start``."""
+    pending = list(reversed(jobs))
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+
+        async def creator() -> None:
+            while pending:
+                job = pending.pop()
+                job.sent_duration = job.duration + max(0.0, start - trio.current_time())
+                body = {
+                    "job_id": job.job_id,
+                    "duration": round(job.sent_duration, 6),
+                    "outcome": job.outcome,
+                }
+                (await http.post("/jobs", json=body)).raise_for_status()
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(CREATORS):
+                nursery.start_soon(creator)
+    if trio.current_time() > start:
+        raise SystemExit(f"creating {len(jobs)} jobs took longer than the lead time")

@@ -1,0 +1,307 @@
+"""Polling policies side by side on workload W: requests per job, detection lag, CPU.
+
+    uv run python load/policies.py [--jobs 1000] [--time-scale 1] [--seed 1]
+                                   [--policies fixed-1s original ...] [--json PATH]
+
+One ``vtpoll serve`` process; for each policy in turn, a fresh client process that creates its
+own copy of W's jobs (all starting at one instant, see ``_workload.py``) and polls them until
+each ends. The server counts the requests (the difference of its counters over the policy's
+run, as for its CPU time); the lag is the server's ``elapsed`` in the first final answer a job
+gets minus its duration. No client-side rate limit; 16 requests in flight (long-poll: one per
+job, as it must hold them all).
+
+- fixed-1s: one check a second (the library with initial = max delay = 1 s, no jitter, hints off);
+- original: the original design's loop, written out here: initial 1 s, factor 2, cap 32 s,
+  each wait stretched by up to 20% at random; no hints, no retries beyond the next poll;
+- full-jitter, decorrelated: the library's exponential (1 s, x2, cap 32 s) with that jitter,
+  hints off;
+- hint-aware: the library's default, following the server's Retry-After-Ms (long-poll and
+  batch off);
+- long-poll: the library with ``Prefer: wait=25``;
+- batch: the library with ``GET /jobs?ids=`` (each job on its own eta).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import (
+    cpu_seconds,
+    metrics,
+    percentile,
+    print_table,
+    pyplot,
+    save,
+    server,
+    standard_args,
+    write_json,
+)
+from _workload import WorkJob, create_all, lead_time, workload, workload_args
+
+POLICIES = [
+    "fixed-1s",
+    "original",
+    "full-jitter",
+    "decorrelated",
+    "hint-aware",
+    "long-poll",
+    "batch",
+]
+IN_FLIGHT = 16
+COLUMNS = [
+    ("policy", "policy"),
+    ("requests_per_job", "req/job"),
+    ("lag_p50_ms", "lag p50 ms"),
+    ("lag_p95_ms", "p95"),
+    ("lag_p99_ms", "p99"),
+    ("wall_s", "wall s"),
+    ("client_cpu_s", "client CPU s"),
+    ("server_cpu_s", "server CPU s"),
+    ("throttled", "429s"),
+    ("jobs_lost", "lost"),
+]
+
+
+# -- the client process ----------------------------------------------------------------------
+
+
+def library_client(url: str, policy: str, jobs: int) -> Any:
+    from video_translation_client import StatusPollingConfig, VideoTranslationClient
+
+    exponential = {"initial_delay": 1.0, "max_delay": 32.0, "backoff_factor": 2.0}
+    configs: dict[str, dict[str, Any]] = {
+        "fixed-1s": {
+            "initial_delay": 1.0,
+            "max_delay": 1.0,
+            "backoff_factor": 1.0,
+            "jitter": "none",
+            "hints": False,
+        },
+        "full-jitter": {**exponential, "jitter": "full", "hints": False},
+        "decorrelated": {**exponential, "jitter": "decorrelated", "hints": False},
+        "hint-aware": {},
+        "long-poll": {},
+        "batch": {},
+    }
+    config = StatusPollingConfig(
+        timeout=600,
+        long_poll=25 if policy == "long-poll" else 0,
+        **configs[policy],
+    )
+    return VideoTranslationClient(
+        url,
+        config,
+        rate_limit=None,
+        batch=policy == "batch",
+        max_in_flight=jobs if policy == "long-poll" else IN_FLIGHT,
+    )
+
+
+async def original_policy(url: str, jobs: list[WorkJob], seen: dict[str, dict[str, Any]]) -> int:
+    """The original design's client, one loop per job; returns the requests it sent."""
+    rng = random.Random(0)
+    limiter = trio.CapacityLimiter(IN_FLIGHT)
+    sent = 0
+    limits = httpx.Limits(max_connections=IN_FLIGHT, max_keepalive_connections=IN_FLIGHT)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=10) as http:
+
+        async def one(job: WorkJob) -> None:
+            nonlocal sent
+            delay = 1.0
+            while True:
+                async with limiter:
+                    sent += 1
+                    try:
+                        response = await http.get(f"/jobs/{job.job_id}")
+                        body = response.json() if response.status_code == 200 else {}
+                    except (httpx.HTTPError, ValueError):
+                        body = {}
+                if body.get("result") in ("completed", "error"):
+                    seen[job.job_id] = body
+                    return
+                await trio.sleep(delay * (1 + 0.2 * rng.random()))
+                delay = min(32.0, delay * 2)
+
+        async with trio.open_nursery() as nursery:
+            for job in jobs:
+                nursery.start_soon(one, job)
+    return sent
+
+
+def client_main(url: str, policy: str, args: argparse.Namespace) -> None:
+    """Runs in its own process: create, poll, print one JSON line of measurements."""
+    import resource
+
+    jobs = workload(args, prefix=f"{policy}-")
+    seen: dict[str, dict[str, Any]] = {}
+
+    async def main() -> dict[str, Any]:
+        start = trio.current_time() + lead_time(len(jobs))
+        await create_all(url, jobs, start)
+        await trio.sleep_until(start)
+        started_at = time.time()
+        cpu0, wall0 = time.process_time(), trio.current_time()
+        throttled = 0
+        if policy == "original":
+            await original_policy(url, jobs, seen)
+        else:
+
+            def on_change(status: Any) -> None:
+                if status.is_final and status.job_id not in seen:
+                    seen[status.job_id] = status.payload
+
+            client = library_client(url, policy, len(jobs))
+            client.on_status_change = on_change
+            async with client:
+                await client.poll_many([job.job_id for job in jobs])
+            throttled = client.statistics().throttled
+        return {
+            "started_at": started_at,
+            "wall": trio.current_time() - wall0,
+            "cpu": time.process_time() - cpu0,
+            "throttled": throttled,
+        }
+
+    out = trio.run(main)
+    lags, lost = [], 0
+    for job in jobs:
+        body = seen.get(job.job_id)
+        if body is None or body.get("result") != job.outcome:
+            lost += 1
+        else:
+            lags.append(float(body["elapsed"]) - job.sent_duration)
+    out["lags"] = lags
+    out["lost"] = lost
+    out["peak_rss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps(out))
+
+
+# -- the driver ------------------------------------------------------------------------------
+
+
+def forward(args: argparse.Namespace) -> list[str]:
+    """The workload options, for the client process."""
+    return [
+        f"--jobs={args.jobs}",
+        f"--time-scale={args.time_scale}",
+        f"--seed={args.seed}",
+        f"--median={args.median}",
+        f"--sigma={args.sigma}",
+        f"--shortest={args.shortest}",
+        f"--longest={args.longest}",
+        f"--error-share={args.error_share}",
+    ]
+
+
+def run_policy(
+    policy: str, args: argparse.Namespace, url: str, server_pid: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    cpu0, before = cpu_seconds(server_pid), metrics(url)
+    client = subprocess.Popen(
+        [sys.executable, __file__, "--client", url, policy, *forward(args)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    samples: list[tuple[float, float]] = []
+    while client.poll() is None:
+        samples.append((time.time(), metrics(url)["status_requests"]))
+        time.sleep(0.25)
+    stdout, _ = client.communicate()
+    if client.returncode != 0:
+        raise SystemExit(f"{policy}: the client process failed ({client.returncode})")
+    out = json.loads(stdout)
+    after = metrics(url)
+    final = {key: after[key] - before[key] for key in after}
+    server_cpu = cpu_seconds(server_pid) - cpu0
+    lags_ms = [lag * 1000 for lag in out["lags"]]
+    row = {
+        "policy": policy,
+        "jobs": args.jobs,
+        "time_scale": args.time_scale,
+        "requests_per_job": round(final["status_requests"] / args.jobs, 3),
+        "lag_p50_ms": round(percentile(lags_ms, 0.50), 1),
+        "lag_p95_ms": round(percentile(lags_ms, 0.95), 1),
+        "lag_p99_ms": round(percentile(lags_ms, 0.99), 1),
+        "wall_s": round(out["wall"], 2),
+        "client_cpu_s": round(out["cpu"], 2),
+        "server_cpu_s": round(server_cpu, 2),
+        "throttled": int(out["throttled"] + final["throttled"]),
+        "jobs_lost": out["lost"],
+    }
+    series = {
+        "lags_ms": lags_ms,
+        "requests": [(t - out["started_at"], n - before["status_requests"]) for t, n in samples],
+    }
+    return row, series
+
+
+def plot(series: dict[str, dict[str, Any]], folder: Path) -> None:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for policy, data in series.items():
+        lags = sorted(max(lag, 0.1) for lag in data["lags_ms"])
+        if lags:
+            ax.plot(lags, [(i + 1) / len(lags) for i in range(len(lags))], label=policy)
+    ax.set_xscale("log")
+    ax.set_xlabel("detection lag, ms (log)")
+    ax.set_ylabel("share of jobs seen final")
+    ax.set_title("Detection lag by polling policy (workload W)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    save(fig, folder, "policies_lag_cdf.png")
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for policy, data in series.items():
+        points = [(t, n) for t, n in data["requests"] if t >= -1]
+        rates = [
+            ((t0 + t1) / 2, (n1 - n0) / (t1 - t0))
+            for (t0, n0), (t1, n1) in itertools.pairwise(points)
+            if t1 > t0
+        ]
+        if rates:
+            ax.plot([t for t, _ in rates], [r for _, r in rates], label=policy)
+    ax.set_xlabel("seconds since the jobs started")
+    ax.set_ylabel("status requests per second (server count)")
+    ax.set_title("Requests over time by polling policy (workload W)")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    save(fig, folder, "policies_requests.png")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    standard_args(parser)
+    workload_args(parser)
+    parser.add_argument("--policies", nargs="+", choices=POLICIES, default=POLICIES)
+    parser.add_argument("--client", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.client:
+        url, policy = args.client
+        client_main(url, policy, args)
+        return
+    rows, series = [], {}
+    with server("--max-wait", "30", "--seed", str(args.seed)) as (url, proc):
+        for policy in args.policies:
+            row, series[policy] = run_policy(policy, args, url, proc.pid)
+            rows.append(row)
+            print(f"{policy}: done in {row['wall_s']} s", file=sys.stderr, flush=True)
+    print_table(rows, COLUMNS)
+    write_json(args.json, rows)
+    if not args.no_plots:
+        plot(series, args.plots)
+
+
+if __name__ == "__main__":
+    main()
