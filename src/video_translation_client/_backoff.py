@@ -16,16 +16,23 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-from ._config import StatusPollingConfig
+from ._config import Jitter, StatusPollingConfig
 
 
 class Backoff:
     """The wait sequence of one job. ``random`` returns uniform floats in [0, 1)."""
 
-    __slots__ = ("_config", "_previous", "_random", "step")
+    __slots__ = ("_config", "_jitter", "_previous", "_random", "step")
 
-    def __init__(self, config: StatusPollingConfig, random: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        config: StatusPollingConfig,
+        random: Callable[[], float],
+        *,
+        jitter: Jitter | None = None,
+    ) -> None:
         self._config = config
+        self._jitter = jitter or config.jitter
         self._random = random
         self.step = 0
         self._previous = config.initial_delay
@@ -39,11 +46,11 @@ class Backoff:
         # Exponent capped: past ~64 steps the float would overflow long after the cap applies.
         t = min(c.max_delay, c.initial_delay * c.backoff_factor ** min(self.step, 64))
         self.step += 1
-        if c.jitter == "none":
+        if self._jitter == "none":
             return t
-        if c.jitter == "full":
+        if self._jitter == "full":
             return t * self._random()
-        if c.jitter == "equal":
+        if self._jitter == "equal":
             return t / 2 + (t / 2) * self._random()
         low = c.initial_delay
         high = max(low, self._previous * c.backoff_factor)

@@ -51,8 +51,10 @@ class _Job:
     retry_backoff: Backoff
     attempts: int = 0
     failures: int = 0
-    #: When the job's last request failed (for the retry budget's held-back retries).
+    #: When the job's last request failed, and when its retry is due (for the retry budget's
+    #: held-back retries).
     failed_at: float = float("-inf")
+    retry_at: float = float("-inf")
     last: StatusResponse | None = field(default=None)
     batcher: Batcher | None = None
     long_poll: bool = True
@@ -105,6 +107,10 @@ class VideoTranslationClient:
         self.batch = batch
         self.batch_window = batch_window
         self._budget = RetryBudget()
+        #: Set (and replaced) when a request succeeds while the budget is spent: the server is
+        #: back, and jobs sleeping off failures may come back early. Made on first use, as
+        #: an anyio Event belongs to the running event loop.
+        self._recovered: anyio.Event | None = None
         self._requests = self._checks = self._retries = self._throttled = 0
         self._pending = 0
         self._ended = dict.fromkeys(Outcome, 0)
@@ -207,7 +213,15 @@ class VideoTranslationClient:
             started=now,
             deadline=math.inf if timeout is None else now + timeout,
             backoff=Backoff(self.config, self._random),
-            retry_backoff=Backoff(self.config, self._random),
+            # Retries never wait less than half their nominal delay: with full jitter, five
+            # retries could otherwise all fall within a second and a server restart would
+            # exhaust them. Equal jitter keeps max_retries spanning initial_delay * (2**n - 1) / 2
+            # seconds at least (15.5 s by default).
+            retry_backoff=Backoff(
+                self.config,
+                self._random,
+                jitter="equal" if self.config.jitter == "full" else self.config.jitter,
+            ),
         )
 
     def _timeout(self, job: _Job, scope: anyio.CancelScope) -> PollTimeout:
@@ -250,20 +264,39 @@ class VideoTranslationClient:
     def _margin(self) -> float:
         return min(LAST_POLL_MARGIN, self.config.request_timeout)
 
-    async def _sleep_within_deadline(self, job: _Job, delay: float) -> None:
+    async def _sleep_within_deadline(
+        self, job: _Job, delay: float, *, until_recovery: bool = False
+    ) -> None:
         """Sleep ``delay``, but never past the last-poll point before the deadline.
 
         Already past it, the last poll has been made: wait for the deadline's cancel scope.
+        With ``until_recovery``, a server coming back ends the sleep early, after a random
+        moment within ``HELD_BACK_SPREAD`` so that the waiting jobs do not return at once.
         """
         now = anyio.current_time()
         last_poll_at = job.deadline - self._margin()
-        if now + delay <= last_poll_at:
-            await anyio.sleep(delay)
-        elif now < last_poll_at:
-            await anyio.sleep(last_poll_at - now)
-        else:
+        if now >= last_poll_at:
             await anyio.sleep(job.deadline - now)
             await anyio.sleep_forever()  # the deadline cancels this: PollTimeout
+        delay = min(delay, last_poll_at - now)
+        if not until_recovery:
+            await anyio.sleep(delay)
+            return
+        recovered = self._recovery_event()
+        with anyio.move_on_after(delay):
+            await recovered.wait()
+            await anyio.sleep(HELD_BACK_SPREAD * self._random())
+
+    def _recovery_event(self) -> anyio.Event:
+        if self._recovered is None:
+            self._recovered = anyio.Event()
+        return self._recovered
+
+    def _record_success(self) -> None:
+        if self._budget.spent and self._recovered is not None:
+            self._recovered.set()
+            self._recovered = None
+        self._budget.record_success(anyio.current_time())
 
     async def _check(self, http: httpx.AsyncClient, job: _Job, *, wait: int) -> StatusResponse:
         """One status, transient failures retried up to ``max_retries`` consecutive times.
@@ -274,20 +307,27 @@ class VideoTranslationClient:
         last_failure: Transient | None = None
         while True:
             retry = job.failures > 0
-            if retry and not self._budget.allows_retry(anyio.current_time()):
+            now = anyio.current_time()
+            if retry and not self._budget.allows_retry(now):
                 # The server fails most requests: this retry is held back, not sent.
                 assert last_failure is not None
                 if self._budget.last_success < job.failed_at:
-                    # Nothing has succeeded since this job failed: count it, so that a server
-                    # that stays down still ends the job after max_retries backoffs.
-                    job.failures += 1
-                    self._give_up_if_exhausted(job, last_failure, held_back=True)
-                    delay = job.retry_backoff.next_delay()
+                    # Nothing has succeeded since this job failed. Once its whole backoff has
+                    # passed that way, it counts as one more failure: a server that stays down
+                    # still ends the job after max_retries backoffs.
+                    if now >= job.retry_at:
+                        job.failures += 1
+                        self._give_up_if_exhausted(job, last_failure, held_back=True)
+                        job.retry_at = now + job.retry_backoff.next_delay()
+                    # Ask again within a second or so (no request unless the budget allows):
+                    # the budget's refill lets about one probe a second through, and the
+                    # first that succeeds wakes every held-back job.
+                    delay = min(job.retry_at - now, HELD_BACK_SPREAD * (0.5 + self._random()))
                 else:
                     # The server answers again and the budget is refilling: wait a moment,
                     # spread at random so that held-back jobs do not come back in one wave.
                     delay = HELD_BACK_SPREAD * self._random()
-                await self._sleep_within_deadline(job, delay)
+                await self._sleep_within_deadline(job, delay, until_recovery=True)
                 continue
             job.attempts += 1
             if retry:
@@ -316,6 +356,7 @@ class VideoTranslationClient:
                     if failure.hint is not None
                     else job.retry_backoff.next_delay()
                 )
+                job.retry_at = anyio.current_time() + delay
                 logger.debug(
                     "%s: %s; retry %d of %d in %.3f s",
                     _name(job.job_id),
@@ -324,7 +365,7 @@ class VideoTranslationClient:
                     self.config.max_retries,
                     delay,
                 )
-                await self._sleep_within_deadline(job, delay)
+                await self._sleep_within_deadline(job, delay, until_recovery=not throttled)
                 wait = min(wait, self._long_poll_wait(job))
                 continue
             job.failures = 0
@@ -374,7 +415,7 @@ class VideoTranslationClient:
             if failure.status_code != 429:
                 self._budget.record_failure(anyio.current_time())
             raise
-        self._budget.record_success(anyio.current_time())
+        self._record_success()
 
     async def _send_batch(
         self, http: httpx.AsyncClient, ids: list[str], wait: int

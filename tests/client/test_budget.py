@@ -7,32 +7,54 @@ from video_translation_client._budget import RetryBudget
 
 def test_failures_spend_and_successes_refill():
     """Retries pass while more than half the tokens remain; successes give tokens back."""
-    budget = RetryBudget(max_tokens=10, refill=0)
+    budget = RetryBudget(max_tokens=10, probe_interval=100)
     for _ in range(5):
         budget.record_failure(0.0)
-    assert not budget.allows_retry(0.0)
-    budget.record_success(0.0)
-    assert budget.allows_retry(0.0)
+    assert budget.spent
+    assert budget.allows_retry(0.0)  # the first probe
+    budget.release()
+    assert not budget.allows_retry(1.0)
+    budget.record_success(1.0)
+    assert not budget.spent
+    assert budget.allows_retry(1.0)
     assert budget.denied == 1
-    assert budget.last_success == 0.0
+    assert budget.last_success == 1.0
 
 
-def test_an_allowed_retry_holds_a_token_until_released():
+def test_retries_in_flight_count_against_the_budget():
     """Retries decided at the same instant cannot all pass before any outcome is known."""
-    budget = RetryBudget(max_tokens=10, refill=0)
+    budget = RetryBudget(max_tokens=10)
     allowed = sum(budget.allows_retry(0.0) for _ in range(100))
     assert allowed == 5
     for _ in range(allowed):
         budget.release()
-    assert budget.tokens == 10
+    assert budget.allows_retry(0.0)
 
 
-def test_time_refills_the_bucket_so_a_dead_server_is_probed():
-    """With every request failing, the budget still lets about `refill` retries a second."""
-    budget = RetryBudget(max_tokens=20, refill=1.0)
+def test_a_dead_server_is_probed_once_a_second():
+    """With the budget spent, one retry per probe interval goes out, the rest are held back."""
+    budget = RetryBudget(max_tokens=20, probe_interval=1.0)
     for _ in range(20):
         budget.record_failure(0.0)
-    assert not budget.allows_retry(0.0)
-    assert not budget.allows_retry(9.5)  # 9.5 tokens: not above half yet
-    assert budget.allows_retry(10.5)
-    assert budget.tokens <= 20
+    allowed = []
+    for step in range(100):  # 10 s, asked every 0.1 s
+        now = step / 10
+        if budget.allows_retry(now):
+            allowed.append(now)
+            budget.record_failure(now)
+            budget.release()
+    assert allowed == [float(s) for s in range(10)]
+
+
+def test_recovery_lifts_the_budget_just_over_half():
+    """The first success after an outage lets retries resume one at a time, then ramp up."""
+    budget = RetryBudget(max_tokens=20, probe_interval=100)
+    for _ in range(20):
+        budget.record_failure(0.0)
+    budget.record_success(1.0)
+    assert not budget.spent
+    assert budget.allows_retry(1.0)
+    assert not budget.allows_retry(1.0)  # one at a time at first
+    budget.record_success(1.1)
+    budget.release()
+    assert sum(budget.allows_retry(1.1) for _ in range(10)) == 2

@@ -327,3 +327,16 @@ def test_backoff_reset_restarts_the_sequence():
     assert [backoff.next_delay() for _ in range(3)] == [2, 6, 18]
     backoff.reset()
     assert backoff.next_delay() == 2
+
+
+async def test_retries_wait_at_least_half_their_delay_under_full_jitter(autojump_clock):
+    """Full jitter may poll at once, but retries keep half their delay: a restart can't use
+    up max_retries within a second."""
+    server = Scripted([httpx.ConnectError("down")] * 3 + [status("completed")])
+    start = trio.current_time()
+    async with server.client() as http:
+        client = VideoTranslationClient(
+            URL, cfg(jitter="full"), http_client=http, random=lambda: 0.0
+        )
+        await client.poll_until_complete("j")
+    assert rel(server.times, start) == [0, 0.5, 1.5, 3.5]
