@@ -340,8 +340,10 @@ class VideoTranslationClient:
                         self._budget.release()
             except Transient as failure:
                 throttled = failure.status_code == 429
-                if failure.hint is not None and failure.status_code in (429, 503):
-                    # The whole client waits, not just this job: the server spoke for all.
+                if failure.hint is not None and throttled:
+                    # A rate limit speaks for the whole client: every job waits, not just this
+                    # one. A 503's hint delays only its job: it may come from one overloaded
+                    # path, and the retry budget answers widespread failures.
                     self._rate.pause(clamp_hint(failure.hint, self.config))
                 if throttled:
                     self._throttled += 1
