@@ -32,11 +32,14 @@ class BatchUnsupported(Exception):
 
 
 @dataclass(slots=True)
-class _Item:
-    job_id: str
-    wait: int
+class _Batch:
+    """The checks that go out in one request. One event for all of them: a batch of 100 is
+    one wake-up call, not 100 events made and set."""
+
+    ids: list[str] = field(default_factory=list)
+    wait: int = 0
     done: anyio.Event = field(default_factory=anyio.Event)
-    outcome: Answer | BaseException | None = None
+    outcomes: dict[str, Answer | BaseException] = field(default_factory=dict)
 
 
 class Batcher:
@@ -44,54 +47,47 @@ class Batcher:
         self._tg = task_group
         self._send = send
         self.window = window
-        self._queue: list[_Item] = []
-        self._timer = False
+        self._open: _Batch | None = None
         #: None until the server answers a batch; False once it turns out not to have one.
         self.supported: bool | None = None
         self.requests = 0
 
     async def fetch(self, job_id: str, wait: int) -> Answer:
-        item = _Item(job_id, wait)
-        self._queue.append(item)
-        if len(self._queue) >= MAX_BATCH:
-            self._flush()
-        elif not self._timer:
-            self._timer = True
-            self._tg.start_soon(self._flush_later)
-        await item.done.wait()
-        outcome = item.outcome
+        batch = self._open
+        if batch is None:
+            batch = self._open = _Batch(wait=wait)
+            self._tg.start_soon(self._flush_later, batch)
+        batch.ids.append(job_id)
+        # The hold is as long as the most impatient job allows.
+        batch.wait = min(batch.wait, wait)
+        if len(batch.ids) >= MAX_BATCH:
+            self._flush(batch)
+        await batch.done.wait()
+        outcome = batch.outcomes[job_id]
         if isinstance(outcome, BaseException):
-            raise outcome
-        assert outcome is not None
+            raise _copy(outcome)
         return outcome
 
-    async def _flush_later(self) -> None:
+    async def _flush_later(self, batch: _Batch) -> None:
         await anyio.sleep(self.window)
-        self._timer = False
-        self._flush()
+        self._flush(batch)
 
-    def _flush(self) -> None:
-        while self._queue:
-            batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+    def _flush(self, batch: _Batch) -> None:
+        if self._open is batch:
+            self._open = None
             self._tg.start_soon(self._run, batch)
 
-    async def _run(self, batch: list[_Item]) -> None:
-        ids = list(dict.fromkeys(item.job_id for item in batch))
-        # The hold is as long as the most impatient job allows.
-        wait = min(item.wait for item in batch)
+    async def _run(self, batch: _Batch) -> None:
         self.requests += 1
         try:
-            outcomes = await self._send(ids, wait)
+            batch.outcomes = await self._send(list(dict.fromkeys(batch.ids)), batch.wait)
         except BaseException as exc:
-            for item in batch:
-                item.outcome = _copy(exc)
-                item.done.set()
+            batch.outcomes = dict.fromkeys(batch.ids, exc)
+            batch.done.set()
             if not isinstance(exc, Exception):
                 raise
             return
-        for item in batch:
-            item.outcome = outcomes[item.job_id]
-            item.done.set()
+        batch.done.set()
 
 
 def _copy(exc: BaseException) -> BaseException:

@@ -237,12 +237,11 @@ class VideoTranslationClient:
     async def _poll(self, http: httpx.AsyncClient, job: _Job) -> StatusResponse:
         while True:
             wait = self._long_poll_wait(job)
-            asked = anyio.current_time()
+            asked = anyio.current_time() if wait else 0.0
             response = await self._check(http, job, wait=wait)
             if response.is_final:
                 return response
-            held = anyio.current_time() - asked
-            if wait and self._long_poll_ok and held >= HELD_ENOUGH * wait:
+            if wait and self._long_poll_ok and anyio.current_time() - asked >= HELD_ENOUGH * wait:
                 delay = 0.0  # the server held it: ask again at once, it will hold again
                 job.backoff.reset()
             elif response.retry_after is not None and self.config.hints:
@@ -307,7 +306,7 @@ class VideoTranslationClient:
         last_failure: Transient | None = None
         while True:
             retry = job.failures > 0
-            now = anyio.current_time()
+            now = anyio.current_time() if retry else 0.0
             if retry and not self._budget.allows_retry(now):
                 # The server fails most requests: this retry is held back, not sent.
                 assert last_failure is not None
