@@ -21,6 +21,7 @@ from ._config import StatusPollingConfig
 from ._errors import PollTimeout, RetriesExhausted, VideoTranslationError
 from ._http import Answer, StatusFetcher, Transient, _name
 from ._models import ClientStatistics, JobResult, JobStatus, Outcome, StatusResponse
+from ._pool import SHARD_SIZE, sharded_transport
 from ._ratelimit import RateLimiter
 
 logger = logging.getLogger("video_translation_client")
@@ -132,6 +133,13 @@ class VideoTranslationClient:
     # -- session -----------------------------------------------------------------------------
 
     def _new_http(self) -> httpx.AsyncClient:
+        if self.max_in_flight > SHARD_SIZE:
+            # One large httpcore pool costs CPU per request in proportion to its size.
+            return httpx.AsyncClient(
+                transport=sharded_transport(self.max_in_flight),
+                timeout=self.config.request_timeout,
+                follow_redirects=False,
+            )
         limits = httpx.Limits(
             max_connections=self.max_in_flight, max_keepalive_connections=self.max_in_flight
         )

@@ -1,0 +1,83 @@
+"""Many connections as several small httpx pools behind one transport.
+
+httpcore's connection pool looks at every connection, for every request, each time a request
+is queued or a connection freed, so its cost per request grows with its size: with 1,000
+connections (one per held long-poll) the client spent 23 ms of CPU per request (see
+``load/README.md``). Split into pools of at most ``SHARD_SIZE`` connections, each request goes to
+the pool with the fewest requests in flight, and each pool's scans stay short.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+
+import httpx
+
+#: Connections per pool. Small enough that a pool's scans cost little, large enough that few
+#: pools are needed (a client's in-flight cap is usually 16).
+SHARD_SIZE = 32
+
+
+def sharded_transport(connections: int, shard_size: int = SHARD_SIZE) -> ShardedTransport:
+    """``connections`` connections in as few pools of at most ``shard_size`` as will do."""
+    count = math.ceil(connections / shard_size)
+    size = math.ceil(connections / count)
+    limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
+    # One TLS context for all: making one costs ~60 ms (it loads the CA bundle).
+    tls = httpx.create_ssl_context()
+    return ShardedTransport(
+        [httpx.AsyncHTTPTransport(limits=limits, verify=tls) for _ in range(count)]
+    )
+
+
+class ShardedTransport(httpx.AsyncBaseTransport):
+    """Sends each request through the shard with the fewest requests in flight."""
+
+    def __init__(self, shards: list[httpx.AsyncBaseTransport]) -> None:
+        self._shards = shards
+        self._active = [0] * len(shards)
+
+    @property
+    def active(self) -> list[int]:
+        return list(self._active)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        index = min(range(len(self._shards)), key=self._active.__getitem__)
+        self._active[index] += 1
+        try:
+            response = await self._shards[index].handle_async_request(request)
+        except BaseException:
+            self._active[index] -= 1
+            raise
+        response.stream = _Releasing(response.stream, self, index)
+        return response
+
+    def _release(self, index: int) -> None:
+        self._active[index] -= 1
+
+    async def aclose(self) -> None:
+        for shard in self._shards:
+            await shard.aclose()
+
+
+class _Releasing(httpx.AsyncByteStream):
+    """The response body; closing it frees its connection, and so its pool's slot."""
+
+    def __init__(self, stream: object, owner: ShardedTransport, index: int) -> None:
+        assert isinstance(stream, httpx.AsyncByteStream)
+        self._stream = stream
+        self._owner = owner
+        self._index: int | None = index
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._stream:
+            yield chunk
+
+    async def aclose(self) -> None:
+        try:
+            await self._stream.aclose()
+        finally:
+            if self._index is not None:
+                self._owner._release(self._index)
+                self._index = None
