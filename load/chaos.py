@@ -78,7 +78,14 @@ def client_main(url: str, policy: str, args: argparse.Namespace) -> None:
         print("polling", flush=True)
         client = VideoTranslationClient(
             url,
-            StatusPollingConfig(timeout=900, long_poll=0, max_retries=args.max_retries),
+            # The client's delays shrink with the workload's durations.
+            StatusPollingConfig(
+                initial_delay=args.time_scale,
+                max_delay=30 * args.time_scale,
+                timeout=900,
+                long_poll=0,
+                max_retries=args.max_retries,
+            ),
             on_status_change=on_change,
             rate_limit=args.client_rate,
             batch=policy == "batch",

@@ -3,7 +3,7 @@
     uv run python load/many_jobs.py [--jobs 1000 10000] [--modes plain long-poll batch]
                                     [--time-scale 0.25] [--seed 1] [--json PATH]
 
-Starts ``python -m sim_server`` as a separate process, creates the jobs (durations lognormal,
+Starts ``vtpoll serve`` as a separate process, creates the jobs (durations lognormal,
 median 8 s, clipped to [1, 60] s, times ``--time-scale``, plus a lead of 2 s + 1 ms per job so
 that none ends before the client starts; 10% end in error), then runs each
 mode in a fresh client process so that its peak RSS is its own:

@@ -2,7 +2,7 @@
 
     uv run python load/server_ceiling.py [--workers 1 2] [--duration 10] [--holds 1000 5000]
 
-Starts ``python -m sim_server`` as a separate process for each measurement, points ``wrk`` (the
+Starts ``vtpoll serve`` as a separate process for each measurement, points ``wrk`` (the
 Debian package) at ``GET /jobs/{id}`` of one pending job, then opens N plain TCP connections
 that each hold a ``Prefer: wait=60`` long-poll and reads the server's RSS before and after.
 """

@@ -54,14 +54,15 @@ class RetryBudget:
     def record_failure(self, now: float) -> None:
         self.tokens = max(0.0, self.tokens - 1)
 
-    def allows_retry(self, now: float) -> bool:
-        """Whether a retry may be sent now; if so, ``release()`` must follow its answer."""
+    def allows_retry(self, now: float, *, reserve: bool = True) -> bool:
+        """Whether a retry may be sent now; if so, with ``reserve``, ``release()`` must follow
+        its answer. A retry that shares a request with others (a batch) reserves nothing."""
         if self.tokens - self.in_flight > self.max_tokens / 2:
-            self.in_flight += 1
+            self.in_flight += reserve
             return True
         if self.spent and now >= self._next_probe:
             self._next_probe = now + self.probe_interval
-            self.in_flight += 1
+            self.in_flight += reserve
             return True
         self.denied += 1
         return False

@@ -315,7 +315,10 @@ class VideoTranslationClient:
         while True:
             retry = job.failures > 0
             now = anyio.current_time() if retry else 0.0
-            if retry and not self._budget.allows_retry(now):
+            # A batched retry rides a request shared with other jobs: it holds no slot of the
+            # budget's own (the batch request is charged once, as one request).
+            batched = job.batcher is not None and job.batcher.supported is not False
+            if retry and not self._budget.allows_retry(now, reserve=not batched):
                 # The server fails most requests: this retry is held back, not sent.
                 assert last_failure is not None
                 if self._budget.last_success < job.failed_at:
@@ -343,7 +346,7 @@ class VideoTranslationClient:
                 try:
                     answer = await self._fetch(http, job, wait)
                 finally:
-                    if retry:
+                    if retry and not batched:
                         self._budget.release()
             except Transient as failure:
                 throttled = failure.status_code == 429

@@ -58,3 +58,14 @@ def test_recovery_lifts_the_budget_just_over_half():
     budget.record_success(1.1)
     budget.release()
     assert sum(budget.allows_retry(1.1) for _ in range(10)) == 2
+
+
+def test_batched_retries_reserve_nothing():
+    """Retries that share one batch request all pass while the budget is not spent."""
+    budget = RetryBudget(max_tokens=10)
+    assert all(budget.allows_retry(0.0, reserve=False) for _ in range(100))
+    assert budget.in_flight == 0
+    for _ in range(5):
+        budget.record_failure(0.0)
+    assert budget.allows_retry(0.0, reserve=False)  # the probe
+    assert not budget.allows_retry(0.1, reserve=False)
