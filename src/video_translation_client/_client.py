@@ -12,6 +12,7 @@ from types import TracebackType
 
 import anyio
 import httpx
+from anyio.lowlevel import RunVar
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._backoff import Backoff, clamp_hint, default_random
@@ -111,7 +112,7 @@ class VideoTranslationClient:
         #: Set (and replaced) when a request succeeds while the budget is spent: the server is
         #: back, and jobs sleeping off failures may come back early. Made on first use, as
         #: an anyio Event belongs to the running event loop.
-        self._recovered: anyio.Event | None = None
+        self._recovered: RunVar[anyio.Event | None] = RunVar("recovery", default=None)
         self._requests = self._checks = self._retries = self._throttled = 0
         self._pending = 0
         self._ended = dict.fromkeys(Outcome, 0)
@@ -122,7 +123,9 @@ class VideoTranslationClient:
         self._random = random if random is not None else default_random()
         self._user_http = http_client
         self._http: httpx.AsyncClient | None = None
-        self._in_flight: anyio.CapacityLimiter | None = None
+        # Event-loop objects are made on first use, per loop: a client may serve a trio run
+        # and later an asyncio one.
+        self._in_flight: RunVar[anyio.CapacityLimiter | None] = RunVar("in flight", default=None)
         self._seen: dict[str | None, JobStatus] = {}
         #: None until a server's answer tells whether it honours ``Prefer: wait``.
         self._long_poll_ok: bool | None = None
@@ -181,9 +184,11 @@ class VideoTranslationClient:
 
     def _limiter(self) -> anyio.CapacityLimiter:
         # Made on first use: an anyio limiter belongs to the event loop that runs it.
-        if self._in_flight is None:
-            self._in_flight = anyio.CapacityLimiter(self.max_in_flight)
-        return self._in_flight
+        limiter = self._in_flight.get()
+        if limiter is None:
+            limiter = anyio.CapacityLimiter(self.max_in_flight)
+            self._in_flight.set(limiter)
+        return limiter
 
     # -- public calls ------------------------------------------------------------------------
 
@@ -295,14 +300,18 @@ class VideoTranslationClient:
             await anyio.sleep(HELD_BACK_SPREAD * self._random())
 
     def _recovery_event(self) -> anyio.Event:
-        if self._recovered is None:
-            self._recovered = anyio.Event()
-        return self._recovered
+        event = self._recovered.get()
+        if event is None:
+            event = anyio.Event()
+            self._recovered.set(event)
+        return event
 
     def _record_success(self) -> None:
-        if self._budget.spent and self._recovered is not None:
-            self._recovered.set()
-            self._recovered = None
+        if self._budget.spent:
+            event = self._recovered.get()
+            if event is not None:
+                event.set()
+                self._recovered.set(None)
         self._budget.record_success(anyio.current_time())
 
     async def _check(self, http: httpx.AsyncClient, job: _Job, *, wait: int) -> StatusResponse:

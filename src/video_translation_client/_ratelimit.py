@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass
 
 import anyio
+from anyio.lowlevel import RunVar
 
 _EPSILON = 1e-9
 
@@ -78,7 +79,8 @@ class RateLimiter:
         self._floor_rate = self.rate  # the rate the last decrease left, recovery starts here
         self._decreased_at = -math.inf
         self._paused_until = -math.inf
-        self._lock: anyio.Lock | None = None
+        # Per event loop: one limiter may serve a trio run and later an asyncio one.
+        self._lock: RunVar[anyio.Lock | None] = RunVar("RateLimiter lock", default=None)
         self._acquired = 0
         self._waiting = 0
         self._wait_time = 0.0
@@ -113,12 +115,14 @@ class RateLimiter:
 
     async def acquire(self) -> None:
         """Wait for a token, in FIFO order with the other callers."""
-        if self._lock is None:
-            self._lock = anyio.Lock()
+        lock = self._lock.get()
+        if lock is None:
+            lock = anyio.Lock()
+            self._lock.set(lock)
         started = anyio.current_time()
         self._waiting += 1
         try:
-            async with self._lock:
+            async with lock:
                 while True:
                     now = anyio.current_time()
                     self._refill(now)

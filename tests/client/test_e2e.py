@@ -110,3 +110,20 @@ def test_asyncio_path():
                 assert 2.9 <= loop.time() - started < 3.5
 
     asyncio.run(main())
+
+
+def test_one_client_on_trio_then_on_asyncio():
+    """A client (and its rate limiter) serves a trio run and then an asyncio run."""
+    server = TranslationServer(completion_time=0.2, error_rate=0.0, auto_create=True)
+    url = trio.run(server.start)
+    try:
+        client = VideoTranslationClient(url, StatusPollingConfig(initial_delay=0.1, timeout=30))
+
+        async def poll() -> list[str]:
+            async with client:
+                return [r.outcome.value for r in await client.poll_many(["x1", "x2"])]
+
+        assert trio.run(poll) == ["completed", "completed"]
+        assert asyncio.run(poll()) == ["completed", "completed"]
+    finally:
+        trio.run(server.stop)
