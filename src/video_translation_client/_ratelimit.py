@@ -7,7 +7,7 @@ server's ``Retry-After``, and a rate that backs off on 429s), so this is written
   Over any interval of length t, at most ``burst + rate * t`` acquisitions succeed.
 - **FIFO**: callers are served in the order they asked (anyio's ``Lock`` is fair), so no job
   starves behind luckier ones.
-- **Pause**: ``pause(seconds)`` stops everyone until then (a 429/503 ``Retry-After``).
+- **Pause**: ``pause(seconds)`` stops everyone until then (a 429's ``Retry-After``).
 - **Adaptive** (AIMD, as TCP congestion control and AWS SDKs' adaptive retry mode): each
   ``throttled()`` multiplies the rate by ``decrease`` (0.7, CUBIC's factor; at most once per
   ``cooldown``), and the rate climbs back linearly, by ``recovery`` (a tenth) of the configured
