@@ -366,7 +366,7 @@ class VideoTranslationClient:
                     self._rate.pause(clamp_hint(failure.hint, self.config))
                 if throttled:
                     self._throttled += 1
-                    self._rate.throttled()
+                    self._rate.throttled(failure.quota)
                 else:
                     job.failures += 1
                     job.failed_at = anyio.current_time()

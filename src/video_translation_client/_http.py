@@ -40,12 +40,19 @@ class Transient(Exception):
     """A failure worth retrying. Internal: never reaches the caller."""
 
     def __init__(
-        self, description: str, *, status_code: int | None = None, hint: float | None = None
+        self,
+        description: str,
+        *,
+        status_code: int | None = None,
+        hint: float | None = None,
+        quota: float | None = None,
     ) -> None:
         super().__init__(description)
         self.description = description
         self.status_code = status_code
         self.hint = hint
+        #: On a 429, the request rate the server's ``RateLimit-Policy`` allows, if it says.
+        self.quota = quota
 
 
 def status_path(job_id: str | None) -> str:
@@ -84,6 +91,32 @@ def _hint(response: httpx.Response) -> float | None:
     return parse_retry_after(
         response.headers.get("retry-after"), response.headers.get("retry-after-ms")
     )
+
+
+def _quota(response: httpx.Response) -> float | None:
+    return parse_ratelimit_policy(response.headers.get("ratelimit-policy"))
+
+
+def parse_ratelimit_policy(value: str | None) -> float | None:
+    """Requests per second allowed by a ``RateLimit-Policy`` header (IETF draft
+    httpapi-ratelimit-headers: ``"default";q=100;w=60``), the strictest policy if there are
+    several; None when absent or unreadable. Never raises."""
+    if not value:
+        return None
+    rates = []
+    for policy in value.split(","):
+        params = {}
+        for part in policy.split(";")[1:]:
+            key, _, number = part.strip().partition("=")
+            params[key] = number
+        try:
+            quota = float(params["q"])
+            window = float(params.get("w", "1"))
+        except (KeyError, ValueError):
+            continue
+        if 0 < quota < math.inf and 0 < window < math.inf:
+            rates.append(quota / window)
+    return min(rates) if rates else None
 
 
 def parse_status(
@@ -236,8 +269,12 @@ class StatusFetcher:
                 f"the server refused the credentials for a batch ({code})", status_code=code
             )
         if code in TRANSIENT_STATUS or code >= 500:
-            hint = _hint(response) if code in (429, 503) else None
-            raise Transient(f"HTTP {code} for a batch of {len(ids)}", status_code=code, hint=hint)
+            raise Transient(
+                f"HTTP {code} for a batch of {len(ids)}",
+                status_code=code,
+                hint=_hint(response) if code in (429, 503) else None,
+                quota=_quota(response) if code == 429 else None,
+            )
         if not 200 <= code < 300:
             raise RequestRejected(f"the server rejected a batch ({code})", status_code=code)
         return _batch_answers(response, ids)
@@ -308,5 +345,9 @@ class StatusFetcher:
 
 def _raise_transient(response: httpx.Response, job_id: str | None) -> Answer:
     code = response.status_code
-    hint = _hint(response) if code in (429, 503) else None
-    raise Transient(f"HTTP {code} for {_name(job_id)}", status_code=code, hint=hint)
+    raise Transient(
+        f"HTTP {code} for {_name(job_id)}",
+        status_code=code,
+        hint=_hint(response) if code in (429, 503) else None,
+        quota=_quota(response) if code == 429 else None,
+    )

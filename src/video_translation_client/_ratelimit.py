@@ -12,6 +12,9 @@ server's ``Retry-After``, and a rate that backs off on 429s), so this is written
   ``throttled()`` multiplies the rate by ``decrease`` (0.7, CUBIC's factor; at most once per
   ``cooldown``), and the rate climbs back linearly, by ``recovery`` (a tenth) of the configured
   rate per second, to the configured rate. A server that never throttles sees the full rate.
+- **Declared quota**: ``throttled(quota)``, with the rate a 429's ``RateLimit-Policy`` allows,
+  sets the rate to 95% of it and makes that the ceiling: a server that states its limit is not
+  probed for it again and again.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import anyio
 from anyio.lowlevel import RunVar
 
 _EPSILON = 1e-9
+#: The share of a server's declared quota the limiter keeps to: its clock and ours differ.
+QUOTA_MARGIN = 0.95
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +81,8 @@ class RateLimiter:
         self._tokens = float(burst)
         self._updated: float | None = None
         self._current = self.rate
+        #: The highest rate allowed: the configured one, or less if the server said so.
+        self._ceiling = self.rate
         self._floor_rate = self.rate  # the rate the last decrease left, recovery starts here
         self._decreased_at = -math.inf
         self._paused_until = -math.inf
@@ -93,10 +100,10 @@ class RateLimiter:
         if self.rate == math.inf:
             return self.rate
         now = anyio.current_time() if now is None else now
-        if self._current >= self.rate:
-            return self.rate
+        if self._current >= self._ceiling:
+            return self._ceiling
         climbed = self._floor_rate + self.recovery * self.rate * max(0.0, now - self._decreased_at)
-        return min(self.rate, climbed)
+        return min(self._ceiling, climbed)
 
     def _refill(self, now: float) -> None:
         if self._updated is None:
@@ -145,11 +152,24 @@ class RateLimiter:
         """Nobody acquires for ``seconds`` from now (extends, never shortens, a pause)."""
         self._paused_until = max(self._paused_until, anyio.current_time() + max(0.0, seconds))
 
-    def throttled(self) -> None:
-        """The server said 429: lower the rate, at most once per ``cooldown``."""
+    def throttled(self, quota: float | None = None) -> None:
+        """The server said 429: lower the rate, at most once per ``cooldown``.
+
+        With ``quota``, the rate the server's ``RateLimit-Policy`` allows, the rate drops to
+        just under it and never climbs above it again, instead of being cut blindly: a
+        server that says its limit is never asked to repeat it.
+        """
         if self.rate == math.inf:
             return
         now = anyio.current_time()
+        if quota is not None and quota * QUOTA_MARGIN < self._ceiling:
+            self._refill(now)
+            self._ceiling = max(self.min_rate, quota * QUOTA_MARGIN)
+            self._floor_rate = self._current = min(self._current, self._ceiling)
+            self._decreased_at = now
+            self._decreases += 1
+            self._tokens = min(self._tokens, 0.0)
+            return
         if now - self._decreased_at < self.cooldown:
             return
         self._refill(now)

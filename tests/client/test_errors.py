@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import re
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from video_translation_client import (
     VideoTranslationError,
 )
 from video_translation_client._backoff import parse_retry_after
-from video_translation_client._http import parse_status
+from video_translation_client._http import parse_ratelimit_policy, parse_status
 
 from .scripted import Scripted, error, status
 
@@ -294,3 +295,29 @@ def test_any_answer_gives_a_status_or_a_typed_error(code, payload):
                 await client.get_status("j")
 
     trio.run(main, clock=MockClock(autojump_threshold=0))
+
+
+@pytest.mark.parametrize(
+    ("header", "rate"),
+    [
+        ('"default";q=25;w=1', 25.0),
+        ('"default";q=100;w=60, "burst";q=10;w=1', 100 / 60),
+        ('"default";q=5', 5.0),
+        (None, None),
+        ("", None),
+        ('"default";w=1', None),
+        ('"default";q=abc;w=1', None),
+        ('"default";q=0;w=1', None),
+        ('"default";q=inf;w=1', None),
+    ],
+)
+def test_ratelimit_policy_parsing(header: str | None, rate: float | None):
+    """RateLimit-Policy gives the strictest quota per second; anything unreadable is None."""
+    assert parse_ratelimit_policy(header) == (pytest.approx(rate) if rate else None)
+
+
+@given(st.text(max_size=80))
+def test_ratelimit_policy_parser_never_raises(value: str):
+    """Whatever the header says, the parser answers a positive rate or None."""
+    rate = parse_ratelimit_policy(value)
+    assert rate is None or 0 < rate < math.inf

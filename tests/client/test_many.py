@@ -288,3 +288,19 @@ async def test_one_request_in_flight_per_slot(autojump_clock):
         await client.poll_many([f"f{i}" for i in range(40)])
     assert peak == 4
     assert len(server.log) == 40
+
+
+async def test_the_servers_declared_quota_is_adopted(autojump_clock, make_sim):
+    """A server limiting to 10/s says so in RateLimit-Policy: after the first wave of 429s the
+    client keeps under 10/s and is not refused again."""
+    sim = make_sim(rate_limit=10, burst=10, max_wait=0)
+    add_jobs(sim, {f"q{i}": (20, "completed") for i in range(100)})
+    client = VideoTranslationClient(
+        URL, cfg(initial_delay=1, max_delay=2), http_client=sim.client, batch=False
+    )
+    results = await client.poll_many([f"q{i}" for i in range(100)])
+    assert all(r.ok for r in results)
+    stats = client.statistics()
+    # Only the first wave: 16 requests in flight at once against a server burst of 10.
+    assert stats.throttled <= 16 - 10
+    assert stats.current_rate == pytest.approx(9.5)

@@ -146,3 +146,21 @@ async def test_float_refill_does_not_stall(autojump_clock):
         for _ in range(150):
             await limiter.acquire()
     assert trio.current_time() - start == pytest.approx(2.0)
+
+
+async def test_a_declared_quota_caps_the_rate_for_good(autojump_clock):
+    """A 429 with the server's quota sets the rate just under it, and it never climbs past."""
+    limiter = RateLimiter(50.0)
+    limiter.throttled(quota=25.0)
+    assert limiter.current_rate() == pytest.approx(23.75)
+    await trio.sleep(100)
+    assert limiter.current_rate() == pytest.approx(23.75)
+    limiter.throttled()  # a blind 429 later still cuts, and recovers to the quota only
+    assert limiter.current_rate() == pytest.approx(23.75 * 0.7)
+    await trio.sleep(100)
+    assert limiter.current_rate() == pytest.approx(23.75)
+    # Refused under the declared quota (others share it): cut, but the ceiling stays.
+    limiter.throttled(quota=100.0)
+    assert limiter.current_rate() == pytest.approx(23.75 * 0.7)
+    await trio.sleep(100)
+    assert limiter.current_rate() == pytest.approx(23.75)
