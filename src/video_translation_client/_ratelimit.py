@@ -105,6 +105,11 @@ class RateLimiter:
         climbed = self._floor_rate + self.recovery * self.rate * max(0.0, now - self._decreased_at)
         return min(self._ceiling, climbed)
 
+    def _burst_now(self) -> float:
+        """The bucket's size, shrunk in proportion when a server's quota lowered the ceiling:
+        a second's worth of the configured rate would overrun the server's own bucket."""
+        return max(1.0, self.burst * self._ceiling / self.rate)
+
     def _refill(self, now: float) -> None:
         if self._updated is None:
             self._updated = now
@@ -116,7 +121,7 @@ class RateLimiter:
             # for a linear climb and close enough where it meets the cap.
             elapsed = max(0.0, now - self._updated)
             mean = (self.current_rate(self._updated) + self.current_rate(now)) / 2
-            self._tokens = min(float(self.burst), self._tokens + elapsed * mean)
+            self._tokens = min(self._burst_now(), self._tokens + elapsed * mean)
         self._current = self.current_rate(now)
         self._updated = now
 

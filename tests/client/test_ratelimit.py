@@ -155,6 +155,12 @@ async def test_a_declared_quota_caps_the_rate_for_good(autojump_clock):
     assert limiter.current_rate() == pytest.approx(23.75)
     await trio.sleep(100)
     assert limiter.current_rate() == pytest.approx(23.75)
+    # The bucket shrank with the rate: after a long idle time it holds 23.75 tokens, not 50,
+    # so the 24th request waits for the missing quarter of a token.
+    start = trio.current_time()
+    for _ in range(24):
+        await limiter.acquire()
+    assert trio.current_time() - start == pytest.approx(0.25 / 23.75)
     limiter.throttled()  # a blind 429 later still cuts, and recovers to the quota only
     assert limiter.current_rate() == pytest.approx(23.75 * 0.7)
     await trio.sleep(100)
