@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -204,8 +204,3 @@ def open_results(path: Path, *, resume: bool) -> tuple[IO[str], Previous]:
     except OSError as exc:
         raise InputError(f"{path}: cannot write: {exc.strerror}") from None
     return file, previous
-
-
-def stdin_lines(stream: IO[str]) -> Iterator[str]:
-    for line in stream:
-        yield line.rstrip("\n")
