@@ -44,6 +44,8 @@ def server(*args: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
 
 
 def wait_healthy(url: str, timeout: float = 30) -> None:
+    # Not sim_server.testing's: importing sim_server would load Quart into every client
+    # process these scripts measure.
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -54,6 +56,20 @@ def wait_healthy(url: str, timeout: float = 30) -> None:
         if time.monotonic() > deadline:
             raise SystemExit(f"{url} not healthy in {timeout} s")
         time.sleep(0.05)
+
+
+def run_wrk(url: str, seconds: int, connections: int, threads: int) -> float:
+    """Requests per second ``wrk`` (the Debian package) gets from ``url``."""
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", url],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 30,
+    ).stdout
+    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    assert match, out
+    return float(match.group(1))
 
 
 def stop(proc: subprocess.Popen[str]) -> None:
@@ -161,6 +177,23 @@ def pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def plot_lag_cdf(lags_ms: dict[str, list[float]], title: str, folder: Path, name: str) -> None:
+    """One CDF line of detection lag per label, on a log axis (lags under 0.1 ms drawn at it)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for label, values in lags_ms.items():
+        lags = sorted(max(lag, 0.1) for lag in values)
+        if lags:
+            ax.plot(lags, [(i + 1) / len(lags) for i in range(len(lags))], label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("detection lag, ms (log)")
+    ax.set_ylabel("share of jobs seen final")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    save(fig, folder, name)
 
 
 def save(fig: Any, folder: Path, name: str) -> None:

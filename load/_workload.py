@@ -43,6 +43,20 @@ def workload_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--error-share", type=float, default=ERROR_SHARE)
 
 
+def workload_argv(args: argparse.Namespace) -> list[str]:
+    """The options that define the workload, to hand it to a client process."""
+    return [
+        f"--jobs={args.jobs}",
+        f"--time-scale={args.time_scale}",
+        f"--seed={args.seed}",
+        f"--median={args.median}",
+        f"--sigma={args.sigma}",
+        f"--shortest={args.shortest}",
+        f"--longest={args.longest}",
+        f"--error-share={args.error_share}",
+    ]
+
+
 def workload(args: argparse.Namespace, prefix: str = "w") -> list[WorkJob]:
     rng = random.Random(args.seed)
     jobs = []

@@ -33,15 +33,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import (
     VTPOLL,
     percentile,
+    plot_lag_cdf,
     print_table,
-    pyplot,
-    save,
     standard_args,
     stop,
     wait_healthy,
     write_json,
 )
-from _workload import create_all, lead_time, workload, workload_args
+from _workload import create_all, lead_time, workload, workload_args, workload_argv
 
 POLICIES = ["batch", "hint-aware"]
 FAULTS = ("500", "502", "503", "429", "slow", "drop", "garbage")
@@ -222,34 +221,19 @@ def run_policy(policy: str, args: argparse.Namespace, server: Server) -> dict[st
 
 def forward(args: argparse.Namespace) -> list[str]:
     return [
-        f"--jobs={args.jobs}",
-        f"--time-scale={args.time_scale}",
-        f"--seed={args.seed}",
-        f"--median={args.median}",
-        f"--sigma={args.sigma}",
-        f"--shortest={args.shortest}",
-        f"--longest={args.longest}",
-        f"--error-share={args.error_share}",
+        *workload_argv(args),
         f"--client-rate={args.client_rate}",
         f"--max-retries={args.max_retries}",
     ]
 
 
 def plot(rows: list[dict[str, Any]], folder: Path) -> None:
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for row in rows:
-        lags = sorted(max(lag, 0.1) for lag in row["lags_ms"])
-        if lags:
-            label = f"{row['policy']} ({row['jobs_lost']} lost)"
-            ax.plot(lags, [(i + 1) / len(lags) for i in range(len(lags))], label=label)
-    ax.set_xscale("log")
-    ax.set_xlabel("detection lag, ms (log)")
-    ax.set_ylabel("share of jobs seen final")
-    ax.set_title("Detection lag through faults, a rate limit and a server kill")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    save(fig, folder, "chaos_lag_cdf.png")
+    plot_lag_cdf(
+        {f"{row['policy']} ({row['jobs_lost']} lost)": row["lags_ms"] for row in rows},
+        "Detection lag through faults, a rate limit and a server kill",
+        folder,
+        "chaos_lag_cdf.png",
+    )
 
 
 def main() -> None:

@@ -41,6 +41,7 @@ from _common import (
     cpu_seconds,
     metrics,
     percentile,
+    plot_lag_cdf,
     print_table,
     pyplot,
     save,
@@ -48,7 +49,7 @@ from _common import (
     standard_args,
     write_json,
 )
-from _workload import WorkJob, create_all, lead_time, workload, workload_args
+from _workload import WorkJob, create_all, lead_time, workload, workload_args, workload_argv
 
 POLICIES = [
     "fixed-1s",
@@ -191,26 +192,12 @@ def client_main(url: str, policy: str, args: argparse.Namespace) -> None:
 # -- the driver ------------------------------------------------------------------------------
 
 
-def forward(args: argparse.Namespace) -> list[str]:
-    """The workload options, for the client process."""
-    return [
-        f"--jobs={args.jobs}",
-        f"--time-scale={args.time_scale}",
-        f"--seed={args.seed}",
-        f"--median={args.median}",
-        f"--sigma={args.sigma}",
-        f"--shortest={args.shortest}",
-        f"--longest={args.longest}",
-        f"--error-share={args.error_share}",
-    ]
-
-
 def run_policy(
     policy: str, args: argparse.Namespace, url: str, server_pid: int
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     cpu0, before = cpu_seconds(server_pid), metrics(url)
     client = subprocess.Popen(
-        [sys.executable, __file__, "--client", url, policy, *forward(args)],
+        [sys.executable, __file__, "--client", url, policy, *workload_argv(args)],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -248,20 +235,13 @@ def run_policy(
 
 
 def plot(series: dict[str, dict[str, Any]], folder: Path) -> None:
+    plot_lag_cdf(
+        {policy: data["lags_ms"] for policy, data in series.items()},
+        "Detection lag by polling policy (workload W)",
+        folder,
+        "policies_lag_cdf.png",
+    )
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for policy, data in series.items():
-        lags = sorted(max(lag, 0.1) for lag in data["lags_ms"])
-        if lags:
-            ax.plot(lags, [(i + 1) / len(lags) for i in range(len(lags))], label=policy)
-    ax.set_xscale("log")
-    ax.set_xlabel("detection lag, ms (log)")
-    ax.set_ylabel("share of jobs seen final")
-    ax.set_title("Detection lag by polling policy (workload W)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    save(fig, folder, "policies_lag_cdf.png")
-
     fig, ax = plt.subplots(figsize=(8, 5))
     for policy, data in series.items():
         points = [(t, n) for t, n in data["requests"] if t >= -1]

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -25,7 +24,16 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import cpu_seconds, print_table, pyplot, save, server, standard_args, write_json
+from _common import (
+    cpu_seconds,
+    print_table,
+    pyplot,
+    run_wrk,
+    save,
+    server,
+    standard_args,
+    write_json,
+)
 
 COLUMNS = [
     ("jobs", "jobs"),
@@ -80,18 +88,9 @@ def client_main(url: str, policy: str, jobs: int, seed: int) -> None:
 
 
 def wrk(url: str, seconds: int) -> float | None:
-    """Requests per second wrk gets from one URL (16 connections, like the client)."""
-    if shutil.which("wrk") is None:
-        return None
-    out = subprocess.run(
-        ["wrk", "-t1", "-c16", f"-d{seconds}s", url],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=seconds + 30,
-    ).stdout
-    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    return float(match.group(1)) if match else None
+    """Requests per second wrk gets from one URL (16 connections, like the client); None
+    without wrk."""
+    return run_wrk(url, seconds, 16, 1) if shutil.which("wrk") else None
 
 
 def main() -> None:

@@ -13,7 +13,6 @@ import argparse
 import json
 import re
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ import httpx
 import trio
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import server
+from _common import run_wrk, server
 
 
 def rss_kib(pid: int) -> int:
@@ -37,19 +36,6 @@ def rss_kib(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 total += int(line.split()[1])
     return total
-
-
-def run_wrk(url: str, duration: int, connections: int, threads: int) -> float:
-    out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", url],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=duration + 30,
-    ).stdout
-    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    assert match, out
-    return float(match.group(1))
 
 
 async def hold_many(host: str, port: int, n: int, url: str, pid: int) -> dict[str, float]:

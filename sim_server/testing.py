@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
 
 from ._asgi import ASGIApp, Message, Receive, Scope, Send
+
+
+def wait_healthy(url: str, timeout: float = 15.0) -> None:
+    """Block until ``url``'s ``/healthz`` answers 200 (a server process, or its workers, may
+    still be importing the app); ``TimeoutError`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} not healthy within {timeout} s")
+        time.sleep(0.05)
 
 
 class SimTransport(httpx.ASGITransport):

@@ -7,9 +7,10 @@ import select
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from sim_server.testing import wait_healthy as wait_healthy
 
 
 @contextmanager
@@ -46,19 +47,3 @@ def server_process(
             if stream is not None:
                 stream.close()
     assert proc.returncode == 0, f"server exited with {proc.returncode} after SIGINT"
-
-
-def wait_healthy(url: str, timeout: float = 15.0) -> None:
-    """Until /healthz answers: worker processes may still be importing the app."""
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{url} not healthy within {timeout} s")
-        time.sleep(0.05)

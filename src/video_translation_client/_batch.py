@@ -50,7 +50,6 @@ class Batcher:
         self._open: _Batch | None = None
         #: None until the server answers a batch; False once it turns out not to have one.
         self.supported: bool | None = None
-        self.requests = 0
 
     async def fetch(self, job_id: str, wait: int) -> Answer:
         batch = self._open
@@ -78,7 +77,6 @@ class Batcher:
             self._tg.start_soon(self._run, batch)
 
     async def _run(self, batch: _Batch) -> None:
-        self.requests += 1
         try:
             batch.outcomes = await self._send(list(dict.fromkeys(batch.ids)), batch.wait)
         except BaseException as exc:

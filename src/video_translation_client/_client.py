@@ -330,22 +330,7 @@ class VideoTranslationClient:
             if retry and not self._budget.allows_retry(now, reserve=not batched):
                 # The server fails most requests: this retry is held back, not sent.
                 assert last_failure is not None
-                if self._budget.last_success < job.failed_at:
-                    # Nothing has succeeded since this job failed. Once its whole backoff has
-                    # passed that way, it counts as one more failure: a server that stays down
-                    # still ends the job after max_retries backoffs.
-                    if now >= job.retry_at:
-                        job.failures += 1
-                        self._give_up_if_exhausted(job, last_failure, held_back=True)
-                        job.retry_at = now + job.retry_backoff.next_delay()
-                    # Ask again within a second or so (no request unless the budget allows):
-                    # the budget's refill lets about one probe a second through, and the
-                    # first that succeeds wakes every held-back job.
-                    delay = min(job.retry_at - now, HELD_BACK_SPREAD * (0.5 + self._random()))
-                else:
-                    # The server answers again and the budget is refilling: wait a moment,
-                    # spread at random so that held-back jobs do not come back in one wave.
-                    delay = HELD_BACK_SPREAD * self._random()
+                delay = self._held_back_delay(job, now, last_failure)
                 await self._sleep_within_deadline(job, delay, until_recovery=True)
                 continue
             job.attempts += 1
@@ -367,9 +352,10 @@ class VideoTranslationClient:
                 if throttled:
                     self._throttled += 1
                     self._rate.throttled(failure.quota)
-                else:
+                failed = anyio.current_time()
+                if not throttled:
                     job.failures += 1
-                    job.failed_at = anyio.current_time()
+                    job.failed_at = failed
                     last_failure = failure
                     self._give_up_if_exhausted(job, failure, held_back=False)
                 delay = (
@@ -377,7 +363,7 @@ class VideoTranslationClient:
                     if failure.hint is not None
                     else job.retry_backoff.next_delay()
                 )
-                job.retry_at = anyio.current_time() + delay
+                job.retry_at = failed + delay
                 logger.debug(
                     "%s: %s; retry %d of %d in %.3f s",
                     _name(job.job_id),
@@ -396,6 +382,23 @@ class VideoTranslationClient:
             response = self._response(job, answer)
             await self._notify(response, job)
             return response
+
+    def _held_back_delay(self, job: _Job, now: float, last_failure: Transient) -> float:
+        """How long a job whose retry the budget held back waits before asking again."""
+        if self._budget.last_success >= job.failed_at:
+            # The server answers again and the budget is refilling: wait a moment, spread at
+            # random so that held-back jobs do not come back in one wave.
+            return HELD_BACK_SPREAD * self._random()
+        # Nothing has succeeded since this job failed. Once its whole backoff has passed that
+        # way, it counts as one more failure: a server that stays down still ends the job
+        # after max_retries backoffs.
+        if now >= job.retry_at:
+            job.failures += 1
+            self._give_up_if_exhausted(job, last_failure, held_back=True)
+            job.retry_at = now + job.retry_backoff.next_delay()
+        # Ask again within a second or so (no request unless the budget allows): one probe a
+        # second goes through, and the first that succeeds wakes every held-back job.
+        return min(job.retry_at - now, HELD_BACK_SPREAD * (0.5 + self._random()))
 
     def _give_up_if_exhausted(self, job: _Job, failure: Transient, *, held_back: bool) -> None:
         if job.failures <= self.config.max_retries:
