@@ -4,6 +4,7 @@ options, tables, JSON and plots."""
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import re
@@ -20,17 +21,31 @@ from typing import Any
 import httpx
 
 RESULTS = Path(__file__).parent / "results"
-VTPOLL = str(Path(sys.executable).with_name("vtpoll"))
+#: ``vtpoll serve`` without the command line's own imports (half a second a start).
+SERVE = [sys.executable, "-m", "sim_server"]
+#: prctl(2) option: the signal a process gets when its parent dies.
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    # Runs in the child before exec: a script killed outright (SIGKILL, a test's timeout) must
+    # not leave its server or client processes running.
+    if sys.platform == "linux":
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def spawn(argv: list[str], **kwargs: Any) -> subprocess.Popen[str]:
+    """A child process of the script (text mode) that ends when the script ends."""
+    return subprocess.Popen(argv, text=True, preexec_fn=_die_with_parent, **kwargs)
 
 
 @contextmanager
 def server(*args: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     """``vtpoll serve --port 0 ARGS`` on 127.0.0.1; yields (url, process)."""
-    proc = subprocess.Popen(
-        [VTPOLL, "serve", "--host", "127.0.0.1", "--port", "0", *args],
+    proc = spawn(
+        [*SERVE, "--host", "127.0.0.1", "--port", "0", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
-        text=True,
     )
     try:
         assert proc.stdout is not None

@@ -31,16 +31,17 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import (
-    VTPOLL,
+    SERVE,
     percentile,
     plot_lag_cdf,
     print_table,
+    spawn,
     standard_args,
     stop,
     wait_healthy,
     write_json,
 )
-from _workload import create_all, lead_time, workload, workload_args, workload_argv
+from _workload import create_all, workload, workload_args, workload_argv
 
 POLICIES = ["batch", "hint-aware"]
 FAULTS = ("500", "502", "503", "429", "slow", "drop", "garbage")
@@ -71,8 +72,7 @@ def client_main(url: str, policy: str, args: argparse.Namespace) -> None:
             seen[status.job_id] = status.payload
 
     async def main() -> dict[str, Any]:
-        start = trio.current_time() + lead_time(len(jobs))
-        await create_all(url, jobs, start)
+        start, late = await create_all(url, jobs)
         await trio.sleep_until(start)
         print("polling", flush=True)
         client = VideoTranslationClient(
@@ -94,6 +94,8 @@ def client_main(url: str, policy: str, args: argparse.Namespace) -> None:
             results = await client.poll_many([job.job_id for job in jobs])
         stats = client.statistics()
         return {
+            "start": start,
+            "late_start": late,
             "wall": trio.current_time() - wall0,
             "requests": stats.requests,
             "retries": stats.retries,
@@ -105,7 +107,7 @@ def client_main(url: str, policy: str, args: argparse.Namespace) -> None:
 
     out = trio.run(main)
     out["lags"] = [
-        float(seen[job.job_id]["elapsed"]) - job.sent_duration
+        job.lag(float(seen[job.job_id]["elapsed"]), out["start"])
         for job in jobs
         if job.job_id in seen and "elapsed" in seen[job.job_id]
     ]
@@ -126,11 +128,10 @@ class Server:
         self.url = ""
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [VTPOLL, "serve", "--host", "127.0.0.1", "--port", str(self.port), *self.options],
+        self.proc = spawn(
+            [*SERVE, "--host", "127.0.0.1", "--port", str(self.port), *self.options],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
-            text=True,
         )
         assert self.proc.stdout is not None
         self.url = self.proc.stdout.readline().strip()
@@ -171,10 +172,9 @@ def truth(url: str, ids: list[str]) -> dict[str, str]:
 
 
 def run_policy(policy: str, args: argparse.Namespace, server: Server) -> dict[str, Any]:
-    client = subprocess.Popen(
+    client = spawn(
         [sys.executable, __file__, "--client", server.url, policy, *forward(args)],
         stdout=subprocess.PIPE,
-        text=True,
     )
     assert client.stdout is not None
     if client.stdout.readline().strip() != "polling":
@@ -215,6 +215,7 @@ def run_policy(policy: str, args: argparse.Namespace, server: Server) -> dict[st
         "lag_p99_ms": round(percentile(lags_ms, 0.99), 1),
         "downtime_s": round(downtime, 2),
         "wall_s": round(out["wall"], 2),
+        "late_start_s": round(out["late_start"], 3),
         "lags_ms": lags_ms,
     }
 

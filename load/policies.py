@@ -5,10 +5,12 @@
 
 One ``vtpoll serve`` process; for each policy in turn, a fresh client process that creates its
 own copy of W's jobs (all starting at one instant, see ``_workload.py``) and polls them until
-each ends. The server counts the requests (the difference of its counters over the policy's
-run, as for its CPU time); the lag is the server's ``elapsed`` in the first final answer a job
-gets minus its duration. No client-side rate limit; 16 requests in flight (long-poll: one per
-job, as it must hold them all).
+each ends. The clients' delays are multiplied by ``--time-scale`` like the durations, so that a
+scaled-down run keeps the shape of a full one (fixed-1s polls every 20 ms at 0.02). The server
+counts the requests (the difference of its counters over the policy's run, as for its CPU
+time); the lag is the server's ``elapsed`` in the first final answer a job gets minus its
+duration (see ``_workload.py`` for a start delayed by slow creation). No client-side rate
+limit; 16 requests in flight (long-poll: one per job, as it must hold them all).
 
 - fixed-1s: one check a second (the library with initial = max delay = 1 s, no jitter, hints off);
 - original: the original design's loop, written out here: initial 1 s, factor 2, cap 32 s,
@@ -46,10 +48,11 @@ from _common import (
     pyplot,
     save,
     server,
+    spawn,
     standard_args,
     write_json,
 )
-from _workload import WorkJob, create_all, lead_time, workload, workload_args, workload_argv
+from _workload import WorkJob, create_all, workload, workload_args, workload_argv
 
 POLICIES = [
     "fixed-1s",
@@ -78,23 +81,23 @@ COLUMNS = [
 # -- the client process ----------------------------------------------------------------------
 
 
-def library_client(url: str, policy: str, jobs: int) -> Any:
+def library_client(url: str, policy: str, jobs: int, scale: float) -> Any:
     from video_translation_client import StatusPollingConfig, VideoTranslationClient
 
-    exponential = {"initial_delay": 1.0, "max_delay": 32.0, "backoff_factor": 2.0}
+    exponential = {"initial_delay": scale, "max_delay": 32.0 * scale, "backoff_factor": 2.0}
     configs: dict[str, dict[str, Any]] = {
         "fixed-1s": {
-            "initial_delay": 1.0,
-            "max_delay": 1.0,
+            "initial_delay": scale,
+            "max_delay": scale,
             "backoff_factor": 1.0,
             "jitter": "none",
             "hints": False,
         },
         "full-jitter": {**exponential, "jitter": "full", "hints": False},
         "decorrelated": {**exponential, "jitter": "decorrelated", "hints": False},
-        "hint-aware": {},
-        "long-poll": {},
-        "batch": {},
+        "hint-aware": {"initial_delay": scale, "max_delay": 30.0 * scale},
+        "long-poll": {"initial_delay": scale, "max_delay": 30.0 * scale},
+        "batch": {"initial_delay": scale, "max_delay": 30.0 * scale},
     }
     config = StatusPollingConfig(
         timeout=600,
@@ -110,8 +113,11 @@ def library_client(url: str, policy: str, jobs: int) -> Any:
     )
 
 
-async def original_policy(url: str, jobs: list[WorkJob], seen: dict[str, dict[str, Any]]) -> int:
-    """The original design's client, one loop per job; returns the requests it sent."""
+async def original_policy(
+    url: str, jobs: list[WorkJob], seen: dict[str, dict[str, Any]], scale: float
+) -> int:
+    """The original design's client, one loop per job (its delays times ``scale``); returns
+    the requests it sent."""
     rng = random.Random(0)
     limiter = trio.CapacityLimiter(IN_FLIGHT)
     sent = 0
@@ -120,7 +126,7 @@ async def original_policy(url: str, jobs: list[WorkJob], seen: dict[str, dict[st
 
         async def one(job: WorkJob) -> None:
             nonlocal sent
-            delay = 1.0
+            delay = scale
             while True:
                 async with limiter:
                     sent += 1
@@ -133,7 +139,7 @@ async def original_policy(url: str, jobs: list[WorkJob], seen: dict[str, dict[st
                     seen[job.job_id] = body
                     return
                 await trio.sleep(delay * (1 + 0.2 * rng.random()))
-                delay = min(32.0, delay * 2)
+                delay = min(32.0 * scale, delay * 2)
 
         async with trio.open_nursery() as nursery:
             for job in jobs:
@@ -149,26 +155,27 @@ def client_main(url: str, policy: str, args: argparse.Namespace) -> None:
     seen: dict[str, dict[str, Any]] = {}
 
     async def main() -> dict[str, Any]:
-        start = trio.current_time() + lead_time(len(jobs))
-        await create_all(url, jobs, start)
+        start, late = await create_all(url, jobs)
         await trio.sleep_until(start)
         started_at = time.time()
         cpu0, wall0 = time.process_time(), trio.current_time()
         throttled = 0
         if policy == "original":
-            await original_policy(url, jobs, seen)
+            await original_policy(url, jobs, seen, args.time_scale)
         else:
 
             def on_change(status: Any) -> None:
                 if status.is_final and status.job_id not in seen:
                     seen[status.job_id] = status.payload
 
-            client = library_client(url, policy, len(jobs))
+            client = library_client(url, policy, len(jobs), args.time_scale)
             client.on_status_change = on_change
             async with client:
                 await client.poll_many([job.job_id for job in jobs])
             throttled = client.statistics().throttled
         return {
+            "start": start,
+            "late_start": late,
             "started_at": started_at,
             "wall": trio.current_time() - wall0,
             "cpu": time.process_time() - cpu0,
@@ -182,7 +189,7 @@ def client_main(url: str, policy: str, args: argparse.Namespace) -> None:
         if body is None or body.get("result") != job.outcome:
             lost += 1
         else:
-            lags.append(float(body["elapsed"]) - job.sent_duration)
+            lags.append(job.lag(float(body["elapsed"]), out["start"]))
     out["lags"] = lags
     out["lost"] = lost
     out["peak_rss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -196,15 +203,18 @@ def run_policy(
     policy: str, args: argparse.Namespace, url: str, server_pid: int
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     cpu0, before = cpu_seconds(server_pid), metrics(url)
-    client = subprocess.Popen(
+    client = spawn(
         [sys.executable, __file__, "--client", url, policy, *workload_argv(args)],
         stdout=subprocess.PIPE,
-        text=True,
     )
     samples: list[tuple[float, float]] = []
-    while client.poll() is None:
+    while True:
         samples.append((time.time(), metrics(url)["status_requests"]))
-        time.sleep(0.25)
+        try:
+            client.wait(timeout=0.25)
+            break
+        except subprocess.TimeoutExpired:
+            continue
     stdout, _ = client.communicate()
     if client.returncode != 0:
         raise SystemExit(f"{policy}: the client process failed ({client.returncode})")
@@ -226,6 +236,8 @@ def run_policy(
         "server_cpu_s": round(server_cpu, 2),
         "throttled": int(out["throttled"] + final["throttled"]),
         "jobs_lost": out["lost"],
+        # Seconds polling started later than planned because creating the jobs took longer.
+        "late_start_s": round(out["late_start"], 3),
     }
     series = {
         "lags_ms": lags_ms,

@@ -31,6 +31,7 @@ from _common import (
     run_wrk,
     save,
     server,
+    spawn,
     standard_args,
     write_json,
 )
@@ -121,13 +122,14 @@ def main() -> None:
                 cpu0 = cpu_seconds(proc.pid)
                 # A size of its own per policy: the jobs are fresh (auto-created) each time.
                 seed = args.seed * 10 + (policy == "single")
-                done = subprocess.run(
+                client = spawn(
                     [sys.executable, __file__, "--client", url, policy, str(jobs), str(seed)],
-                    capture_output=True,
-                    text=True,
-                    check=True,
+                    stdout=subprocess.PIPE,
                 )
-                out = json.loads(done.stdout)
+                stdout, _ = client.communicate()
+                if client.returncode != 0:
+                    raise SystemExit(f"{jobs} {policy}: the client process failed")
+                out = json.loads(stdout)
                 row = {
                     "jobs": jobs,
                     "policy": policy,
