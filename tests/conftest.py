@@ -1,6 +1,11 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import contextlib
+import os
+import signal
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,6 +21,37 @@ from sim_server.testing import SimTransport
 # each time, and keeps no database of past failures between runs.
 settings.register_profile("deterministic", derandomize=True, database=None)
 settings.load_profile("deterministic")
+
+#: Every process this run starts inherits this variable, which is how one left running is
+#: found at the end, even after its parent died and it was handed to init.
+RUN_MARK = "VTPOLL_TEST_RUN"
+os.environ[RUN_MARK] = uuid.uuid4().hex
+
+
+def _marked_processes() -> list[int]:
+    """Processes other than this one that carry this run's mark (Linux: /proc)."""
+    mark = f"{RUN_MARK}={os.environ[RUN_MARK]}".encode()
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if int(entry.name) != os.getpid() and mark in environ.split(b"\0"):
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_running() -> Iterator[None]:
+    """Every process a test starts is stopped by the end of the run, whatever failed."""
+    yield
+    leftovers = {}
+    for pid in _marked_processes():
+        with contextlib.suppress(OSError):
+            leftovers[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            os.kill(pid, signal.SIGKILL)
+    assert not leftovers, f"processes left running (now killed): {leftovers}"
 
 
 class Sim:

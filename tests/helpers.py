@@ -1,16 +1,70 @@
-"""Running the real server as a process, for end-to-end tests."""
+"""Processes for end-to-end tests: started in a session of their own, and stopped with all
+they started, whatever the test did."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 from sim_server.testing import wait_healthy as wait_healthy
+
+#: How long a stopped process's session may take to empty before the rest is killed.
+SESSION_GRACE = 5.0
+
+
+def spawn(argv: list[str], **kwargs: Any) -> subprocess.Popen[str]:
+    """A child process (text mode) leading a session of its own, so that :func:`stop` can end
+    whatever it starts too (hypercorn's workers, a load script's server and clients)."""
+    return subprocess.Popen(argv, text=True, start_new_session=True, **kwargs)
+
+
+def stop(proc: subprocess.Popen[str], sig: int = signal.SIGKILL, timeout: float = 10.0) -> None:
+    """Send ``sig`` and wait for the process (SIGKILL after ``timeout``); then wait for its
+    session to empty, and kill what is left of it. Closes its pipes."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    deadline = time.monotonic() + SESSION_GRACE
+    killed = False
+    while members := _session_members(proc.pid):
+        if time.monotonic() > deadline:
+            if killed:
+                raise AssertionError(f"processes {members} survived SIGKILL")
+            for pid in members:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            killed, deadline = True, time.monotonic() + SESSION_GRACE
+        time.sleep(0.01)
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
+def _session_members(sid: int) -> list[int]:
+    """Live processes (not zombies) of session ``sid`` (Linux: /proc)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        state, session = fields[0], int(fields[3])
+        if session == sid and state != "Z":
+            members.append(int(stat.parent.name))
+    return members
 
 
 @contextmanager
@@ -21,11 +75,10 @@ def server_process(
 
     The server must exit 0 within 10 s of SIGINT, or the test fails.
     """
-    proc = subprocess.Popen(
+    proc = spawn(
         [sys.executable, "-m", "sim_server", "--host", "127.0.0.1", "--port", "0", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
     try:
@@ -37,13 +90,5 @@ def server_process(
         assert url.startswith("http://127.0.0.1:"), (url, proc.stderr.read() if proc.stderr else "")
         yield url
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+        stop(proc, signal.SIGINT)
     assert proc.returncode == 0, f"server exited with {proc.returncode} after SIGINT"
