@@ -1,7 +1,13 @@
-"""The real ``vtpoll`` as a subprocess against a real server on 127.0.0.1 port 0."""
+"""``vtpoll`` against a real server on 127.0.0.1 port 0.
+
+Commands run in process through ``main()`` (the entry point, with its real exit codes); a
+subprocess only where a real process is the point: signals, kill -9 and ``--resume``, the
+terminal display, the installed script.
+"""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import select
@@ -10,13 +16,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.helpers import server_process
+from tests.helpers import server_process, spawn, stop
 from video_translation_client._cli import main
 
 VTPOLL = str(Path(sys.executable).with_name("vtpoll"))
@@ -38,12 +45,36 @@ def vtpoll(
     )
 
 
+@dataclass
+class Done:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def run(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
+    """``run(*args, stdin=...)``: vtpoll in this process, as its entry point runs it."""
+    monkeypatch.setenv("NO_COLOR", "1")
+
+    def run(*args: str, stdin: str = "") -> Done:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_info:
+            main(list(args))
+        out, err = capsys.readouterr()
+        code = exit_info.value.code
+        assert isinstance(code, int)
+        return Done(code, out, err)
+
+    return run
+
+
 def start_vtpoll(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
+    return spawn(
         [VTPOLL, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
         env={**os.environ, "NO_COLOR": "1"},
     )
 
@@ -79,13 +110,13 @@ def status_checks(url: str) -> float:
     return float(line.split()[-1])
 
 
-def test_watch_a_file_writes_every_result(url: str, tmp_path: Path):
+def test_watch_a_file_writes_every_result(url: str, tmp_path: Path, run):
     """Happy path: exit 0, one valid JSON line per job, one plain line per job on stderr."""
     ids = create(url, 5, duration=0.3)
     id_file = tmp_path / "ids.txt"
     id_file.write_text("# today's jobs\n\n" + "\n".join(ids) + "\n")
     out = tmp_path / "out.jsonl"
-    done = vtpoll("watch", "--file", str(id_file), "-o", str(out), "--base-url", url)
+    done = run("watch", "--file", str(id_file), "-o", str(out), "--base-url", url)
     assert done.returncode == 0, done.stderr
     rows = records(out)
     assert sorted(r["job_id"] for r in rows) == sorted(ids)
@@ -98,21 +129,21 @@ def test_watch_a_file_writes_every_result(url: str, tmp_path: Path):
     assert "requests per job" in done.stderr
 
 
-def test_a_job_in_error_gives_exit_1(url: str, tmp_path: Path):
+def test_a_job_in_error_gives_exit_1(url: str, tmp_path: Path, run):
     """One job ending in error makes the exit status 1; its line says error."""
     [ok] = create(url, duration=0.2)
     [bad] = create(url, duration=0.2, outcome="error")
     out = tmp_path / "out.jsonl"
-    done = vtpoll("watch", ok, bad, "-o", str(out), "--base-url", url)
+    done = run("watch", ok, bad, "-o", str(out), "--base-url", url)
     assert done.returncode == 1, done.stderr
     outcomes = {r["job_id"]: (r["outcome"], r["status"]) for r in records(out)}
     assert outcomes == {ok: ("completed", "completed"), bad: ("error", "error")}
 
 
-def test_unknown_job_gives_exit_1_and_names_it(url: str, tmp_path: Path):
+def test_unknown_job_gives_exit_1_and_names_it(url: str, tmp_path: Path, run):
     """A job the server does not know ends as failed with JobNotFound."""
     out = tmp_path / "out.jsonl"
-    done = vtpoll("watch", "no-such-job", "-o", str(out), "--base-url", url)
+    done = run("watch", "no-such-job", "-o", str(out), "--base-url", url)
     assert done.returncode == 1
     [row] = records(out)
     assert row["outcome"] == "failed"
@@ -133,16 +164,18 @@ def test_interrupt_exits_128_plus_signal_with_every_finished_job_saved(
         proc.send_signal(signum)
         _, stderr = proc.communicate(timeout=10)
     finally:
-        proc.kill()
+        stop(proc)
     assert proc.returncode == code, stderr
     assert sorted(r["job_id"] for r in records(out)) == sorted(short)
     assert "run the same command with --resume to poll the other 3 jobs" in stderr
 
 
-def test_sigkill_then_resume_gives_each_job_once(url: str, tmp_path: Path):
+def test_sigkill_then_resume_gives_each_job_once(url: str, tmp_path: Path, run):
     """Killed mid-run (and mid-write), --resume repairs the file and finishes each job once."""
     short = create(url, 3, duration=0.2)
-    later = create(url, 3, duration=3)
+    # Still pending when the first three results are written, however slow the machine: the
+    # assertions below count what was written before the kill rather than assume it.
+    later = create(url, 3, duration=2.5)
     out = tmp_path / "out.jsonl"
     args = ["watch", *short, *later, "-o", str(out), "--base-url", url]
     proc = start_vtpoll(*args)
@@ -151,71 +184,49 @@ def test_sigkill_then_resume_gives_each_job_once(url: str, tmp_path: Path):
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=10)
     finally:
-        proc.kill()
+        stop(proc)
+    written = {r["job_id"] for r in records(out)}
+    assert set(short) <= written
+    unfinished = [job_id for job_id in later if job_id not in written]
+    assert unfinished, "every job ended before the kill: nothing left to resume"
     # What a kill in the middle of a write leaves behind.
     with out.open("a") as f:
-        f.write('{"job_id": "' + later[0])
-    done = vtpoll(*args, "--resume")
+        f.write('{"job_id": "' + unfinished[0])
+    done = run(*args, "--resume")
     assert done.returncode == 0, done.stderr
     assert "cut a torn last line" in done.stderr
-    assert "3 of 6 jobs already in" in done.stderr
+    assert f"{len(written)} of 6 jobs already in" in done.stderr
     rows = records(out)
     assert sorted(r["job_id"] for r in rows) == sorted(short + later)
     assert all(r["outcome"] == "completed" for r in rows)
-    again = vtpoll(*args, "--resume")
+    again = run(*args, "--resume")
     assert again.returncode == 0
     assert "6 of 6 jobs already in" in again.stderr
     assert len(records(out)) == 6
 
 
-def test_create_piped_into_watch(url: str, tmp_path: Path):
-    """'vtpoll create ... | vtpoll watch -' creates and watches the jobs."""
+def test_create_output_read_by_watch_from_stdin(url: str, tmp_path: Path, run):
+    """What 'vtpoll create' prints, 'vtpoll watch -' reads from standard input and watches."""
     out = tmp_path / "out.jsonl"
-    env = {**os.environ, "NO_COLOR": "1"}
-    creator = subprocess.Popen(
-        [
-            VTPOLL,
-            "create",
-            "-n",
-            "4",
-            "--duration-range",
-            "0.1",
-            "0.4",
-            "--error-rate",
-            "0",
-            "--base-url",
-            url,
-        ],
-        stdout=subprocess.PIPE,
-        env=env,
+    created = run(
+        *("create", "-n", "4", "--duration-range", "0.1", "0.4", "--error-rate", "0"),
+        *("--base-url", url),
     )
-    try:
-        watcher = subprocess.run(
-            [VTPOLL, "watch", "-", "-o", str(out), "--base-url", url],
-            stdin=creator.stdout,
-            capture_output=True,
-            text=True,
-            timeout=RUN_TIMEOUT,
-            env=env,
-            check=False,
-        )
-        assert creator.wait(timeout=10) == 0
-    finally:
-        creator.kill()
-        if creator.stdout is not None:
-            creator.stdout.close()
-    assert watcher.returncode == 0, watcher.stderr
+    assert created.returncode == 0, created.stderr
+    assert len(created.stdout.splitlines()) == 4
+    watched = run("watch", "-", "-o", str(out), "--base-url", url, stdin=created.stdout)
+    assert watched.returncode == 0, watched.stderr
     rows = records(out)
-    assert len(rows) == 4
+    assert sorted(r["job_id"] for r in rows) == sorted(created.stdout.split())
     assert {r["outcome"] for r in rows} == {"completed"}
 
 
-def test_bad_ids_are_refused_before_any_request(url: str, tmp_path: Path):
+def test_bad_ids_are_refused_before_any_request(url: str, tmp_path: Path, run):
     """Invalid lines are all reported with their numbers, exit 2, and nothing is polled."""
     id_file = tmp_path / "ids.txt"
     id_file.write_text("good-1\nhas space\ngood-2\nx/y\n")
     before = status_checks(url)
-    done = vtpoll("watch", "--file", str(id_file), "--base-url", url)
+    done = run("watch", "--file", str(id_file), "--base-url", url)
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1, done.stderr
     assert f"{id_file}:2 'has space'" in done.stderr
@@ -271,10 +282,9 @@ def test_bad_input_exits_2_with_one_line(
     assert (in_tmp / "exists.jsonl").read_text().count("\n") == 1
 
 
-@pytest.mark.parametrize("index", [0, 2, 17])
-def test_bad_input_exits_2_from_the_real_command(index: int, in_tmp: Path):
+def test_bad_input_exits_2_from_the_real_command(in_tmp: Path):
     """The installed vtpoll script gives the same one line and exit status 2."""
-    args, message = BAD_INPUTS[index]
+    args, message = BAD_INPUTS[2]
     done = vtpoll(*args)
     assert done.returncode == 2, done.stderr
     assert done.stderr == f"vtpoll: error: {done.stderr.removeprefix('vtpoll: error: ')}"
@@ -282,10 +292,10 @@ def test_bad_input_exits_2_from_the_real_command(index: int, in_tmp: Path):
     assert done.stderr.count("\n") == 1
 
 
-def test_status_as_json_and_table(url: str):
+def test_status_as_json_and_table(url: str, run, monkeypatch: pytest.MonkeyPatch):
     """'vtpoll status' shows each job once; an unknown job makes the exit status 1."""
     [job] = create(url, duration=30)
-    done = vtpoll("status", job, "missing-1", "--json", "--base-url", url)
+    done = run("status", job, "missing-1", "--json", "--base-url", url)
     assert done.returncode == 1, done.stderr
     rows = json.loads(done.stdout)
     assert [r["job_id"] for r in rows] == [job, "missing-1"]
@@ -293,24 +303,25 @@ def test_status_as_json_and_table(url: str):
     assert 0 < rows[0]["eta_s"] <= 30
     assert rows[1]["status"] is None
     assert rows[1]["error"].startswith("JobNotFound")
-    table = vtpoll("status", job, "--base-url", url, env={"COLUMNS": "120"})
+    monkeypatch.setenv("COLUMNS", "120")
+    table = run("status", job, "--base-url", url)
     assert table.returncode == 0, table.stderr
     assert job in table.stdout
     assert "pending" in table.stdout
 
 
-def test_create_with_unreachable_server_fails_with_exit_1():
+def test_create_with_unreachable_server_fails_with_exit_1(run):
     """A server that cannot be reached is a failure of the work (1), not of the input (2)."""
-    done = vtpoll("create", "-n", "2", "--base-url", "http://127.0.0.1:9")
+    done = run("create", "-n", "2", "--base-url", "http://127.0.0.1:9")
     assert done.returncode == 1
     assert "cannot create jobs at http://127.0.0.1:9" in done.stderr
     assert "(0 of 2 jobs created)" in done.stderr
 
 
-def test_demo_runs_to_the_end(tmp_path: Path):
+def test_demo_runs_to_the_end(tmp_path: Path, run):
     """The demo starts its own server, watches its jobs and checks every outcome."""
     out = tmp_path / "demo.jsonl"
-    done = vtpoll("demo", "--jobs", "8", "--time-scale", "0.05", "-o", str(out))
+    done = run("demo", "--jobs", "8", "--time-scale", "0.05", "-o", str(out))
     assert done.returncode == 0, done.stderr
     assert "Every outcome matches the server's" in done.stderr
     assert len(records(out)) == 8
@@ -321,7 +332,7 @@ def test_live_display_on_a_terminal(url: str):
     ids = create(url, 3, duration=0.5)
     main, secondary = os.openpty()
     env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
-    proc = subprocess.Popen(
+    proc = spawn(
         [VTPOLL, "watch", *ids, "--base-url", url],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
@@ -346,7 +357,7 @@ def test_live_display_on_a_terminal(url: str):
                 break
         assert proc.wait(timeout=10) == 0
     finally:
-        proc.kill()
+        stop(proc)
         os.close(main)
     text = screen.decode(errors="replace")
     for piece in ("polling", "3/3", "req/s", "limit 50/s", "elapsed", "3 completed"):
