@@ -385,9 +385,10 @@ class VideoTranslationClient:
 
     def _held_back_delay(self, job: _Job, now: float, last_failure: Transient) -> float:
         """How long a job whose retry the budget held back waits before asking again."""
-        if self._budget.last_success >= job.failed_at:
+        if self._budget.answering_since(job.failed_at):
             # The server answers again and the budget is refilling: wait a moment, spread at
-            # random so that held-back jobs do not come back in one wave.
+            # random so that held-back jobs do not come back in one wave. (A success that
+            # came before later failures says nothing: the server may have died since.)
             return HELD_BACK_SPREAD * self._random()
         # Nothing has succeeded since this job failed. Once its whole backoff has passed that
         # way, it counts as one more failure: a server that stays down still ends the job

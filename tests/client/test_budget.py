@@ -69,3 +69,16 @@ def test_batched_retries_reserve_nothing():
         budget.record_failure(0.0)
     assert budget.allows_retry(0.0, reserve=False)  # the probe
     assert not budget.allows_retry(0.1, reserve=False)
+
+
+def test_a_success_followed_by_failures_is_not_an_answering_server():
+    """The server answers again only if it succeeded after the moment and failed not since."""
+    budget = RetryBudget()
+    budget.record_failure(1.0)
+    budget.record_success(2.0)
+    assert budget.answering_since(1.0)
+    budget.record_failure(3.0)
+    assert not budget.answering_since(1.0)
+    budget.record_success(4.0)
+    assert budget.answering_since(1.0)
+    assert not budget.answering_since(5.0)

@@ -372,3 +372,32 @@ async def test_true_outcomes_through_faults_and_a_server_rate_limit(autojump_clo
     # The server saw exactly the client's requests (this metrics read is not counted yet).
     assert metric(metrics, "sim_requests_total") == stats.requests
     assert metric(metrics, "sim_rate_limited_total") / stats.requests < 0.05
+
+
+async def test_a_success_just_before_an_outage_does_not_stall_held_back_jobs(autojump_clock):
+    """Jobs that failed just before another job's last success (a request answered as the
+    server died) still end after their own backoffs, not after waiting for a probe each."""
+    jobs = 200
+    start = trio.current_time()
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        elapsed = trio.current_time() - start
+        if elapsed < 0.5 or (request.url.path == "/jobs/s0" and elapsed < 2):
+            return status("pending")  # the first look; job s0's later check still succeeds
+        raise httpx.ConnectError("connection refused")
+
+    server = Scripted([answer])
+    async with server.client() as http:
+        client = VideoTranslationClient(
+            URL,
+            cfg(initial_delay=1, max_delay=1, max_retries=3, hints=False),
+            http_client=http,
+            batch=False,
+            rate_limit=None,
+        )
+        results = await client.poll_many([f"s{i}" for i in range(jobs)])
+    took = trio.current_time() - start
+    assert all(isinstance(r.error, RetriesExhausted) for r in results)
+    # Four failures a second apart (no jitter), give or take the budget's probe spacing; not
+    # one probe a second for each of 200 jobs.
+    assert took < 15
