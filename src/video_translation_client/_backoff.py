@@ -1,4 +1,4 @@
-"""Waits between polls: exponential backoff with jitter, and the server's hints.
+"""Waits between polls: exponential backoff with jitter, and the bounds on a server's hints.
 
 Jitter modes follow "Exponential Backoff and Jitter" (AWS Architecture Blog, 2015), with
 ``t = min(max_delay, initial_delay * backoff_factor ** n)`` the un-jittered wait of step n:
@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 
 from ._config import Jitter, StatusPollingConfig
 
@@ -60,37 +58,6 @@ class Backoff:
 
 def default_random() -> Callable[[], float]:
     return random.Random().random
-
-
-def parse_retry_after(
-    retry_after: str | None,
-    retry_after_ms: str | None,
-    *,
-    now: Callable[[], datetime] | None = None,
-) -> float | None:
-    """Seconds the server asks us to wait, from ``Retry-After-Ms`` or ``Retry-After``.
-
-    ``Retry-After-Ms`` (integer milliseconds) wins when valid; ``Retry-After`` may be
-    delay-seconds or an HTTP-date (RFC 9110 10.2.3). Anything unparseable is None; a date in the
-    past is 0. Never raises.
-    """
-    if retry_after_ms is not None:
-        text = retry_after_ms.strip()
-        if text.isascii() and text.isdigit():
-            return int(text) / 1000
-    if retry_after is None:
-        return None
-    text = retry_after.strip()
-    if text.isascii() and text.isdigit():
-        return float(int(text))
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    current = now() if now is not None else datetime.now(UTC)
-    return max(0.0, (when - current).total_seconds())
 
 
 #: Shortest wait a hint can impose. A server repeating "Retry-After: 0" must not turn the

@@ -14,21 +14,11 @@ from dataclasses import dataclass, field
 import anyio
 from anyio.abc import TaskGroup
 
-from ._http import Answer, Transient
+from ._http import Answer
 
 MAX_BATCH = 100
 
 SendBatch = Callable[[list[str], int], Awaitable[dict[str, Answer | BaseException]]]
-
-
-class BatchUnsupported(Exception):
-    """Check this job on its own: the server has no batch endpoint (``missing``), or it
-    refused this particular batch (a 400, say for one ID it dislikes, which must not fail the
-    other jobs of the batch)."""
-
-    def __init__(self, message: str, *, missing: bool) -> None:
-        super().__init__(message)
-        self.missing = missing
 
 
 @dataclass(slots=True)
@@ -90,11 +80,12 @@ class Batcher:
 
 def _copy(exc: BaseException) -> BaseException:
     """A fresh exception per waiting job: one instance raised in many tasks would share (and
-    garble) a single traceback."""
-    if isinstance(exc, BatchUnsupported):
-        return BatchUnsupported(str(exc), missing=exc.missing)
-    if isinstance(exc, Transient):
-        new: BaseException = Transient(exc.description, status_code=exc.status_code, hint=exc.hint)
-        new.__cause__ = exc.__cause__
-        return new
-    return exc
+    garble) a single traceback. Copied whole, without calling ``__init__``: every attribute
+    comes along, whatever the class and whatever fields it gains later."""
+    if not isinstance(exc, Exception):
+        return exc
+    new = exc.__class__.__new__(exc.__class__, *exc.args)
+    new.__dict__.update(exc.__dict__)
+    new.__cause__ = exc.__cause__
+    new.__suppress_context__ = exc.__suppress_context__
+    return new

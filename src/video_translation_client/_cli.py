@@ -24,11 +24,11 @@ import trio
 from rich.console import Console
 from rich.table import Table
 
-from ._backoff import parse_retry_after
 from ._client import VideoTranslationClient
 from ._config import JITTERS, Jitter, StatusPollingConfig
 from ._display import WatchDisplay, plain_line, summary_table, wants_live
 from ._errors import VideoTranslationError
+from ._headers import parse_retry_after
 from ._jobfile import InputError, Previous, ResultWriter, file_lines, open_results, read_ids
 from ._models import ClientStatistics, JobResult, Outcome, StatusResponse
 

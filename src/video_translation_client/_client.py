@@ -8,6 +8,7 @@ import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from http.cookiejar import DefaultCookiePolicy
 from types import TracebackType
 
 import anyio
@@ -16,11 +17,11 @@ from anyio.lowlevel import RunVar
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._backoff import Backoff, clamp_hint, default_random
-from ._batch import Batcher, BatchUnsupported
+from ._batch import Batcher
 from ._budget import RetryBudget
 from ._config import StatusPollingConfig
 from ._errors import PollTimeout, RetriesExhausted, VideoTranslationError
-from ._http import Answer, StatusFetcher, Transient, _name
+from ._http import Answer, BatchUnsupported, StatusFetcher, Transient, _name, redact_url
 from ._models import ClientStatistics, JobResult, JobStatus, Outcome, StatusResponse
 from ._pool import SHARD_SIZE, sharded_transport
 from ._ratelimit import RateLimiter
@@ -40,6 +41,10 @@ HELD_ENOUGH = 0.5
 #: Seconds over which retries held back by the retry budget are spread once the server
 #: answers again.
 HELD_BACK_SPREAD = 1.0
+#: Largest answer read, decoded bytes: a status is a few hundred, a batch of 100 tens of KB.
+MAX_RESPONSE_BYTES = 1 << 20
+#: Jobs of one poll_many or watch polled at once; the rest start as these end.
+MAX_ACTIVE = 100_000
 
 
 @dataclass(slots=True)
@@ -85,18 +90,24 @@ class VideoTranslationClient:
         batch_window: float = 0.005,
         http_client: httpx.AsyncClient | None = None,
         random: Callable[[], float] | None = None,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
-        url = httpx.URL(base_url) if isinstance(base_url, str) else None
-        if url is None or url.scheme not in ("http", "https") or not url.host:
-            raise ValueError(f"base_url must be an http:// or https:// URL, got {base_url!r}")
+        url = _valid_base_url(base_url)
         if not isinstance(max_in_flight, int) or max_in_flight < 1:
             raise ValueError(f"max_in_flight must be an integer >= 1, got {max_in_flight!r}")
         if rate_limit is not None and not (
             isinstance(rate_limit, int | float) and 0 < rate_limit < math.inf
         ):
             raise ValueError(f"rate_limit must be a finite number > 0 or None, got {rate_limit!r}")
-        if api_key is not None and (not api_key or "\n" in api_key or "\r" in api_key):
-            raise ValueError("api_key must be a non-empty string without line breaks")
+        _check_api_key(api_key)
+        if (
+            not isinstance(max_response_bytes, int)
+            or isinstance(max_response_bytes, bool)
+            or max_response_bytes < 1024
+        ):
+            raise ValueError(
+                f"max_response_bytes must be an integer >= 1024, got {max_response_bytes!r}"
+            )
         if not (isinstance(batch_window, int | float) and 0 <= batch_window <= 1):
             raise ValueError(
                 f"batch_window must be a number of seconds in [0, 1], got {batch_window!r}"
@@ -119,7 +130,7 @@ class VideoTranslationClient:
         self.config = config if config is not None else StatusPollingConfig()
         self.on_status_change = on_status_change
         self.max_in_flight = max_in_flight
-        self._fetcher = StatusFetcher(self.base_url, api_key)
+        self._fetcher = StatusFetcher(self.base_url, api_key, max_response_bytes=max_response_bytes)
         self._random = random if random is not None else default_random()
         self._user_http = http_client
         self._http: httpx.AsyncClient | None = None
@@ -131,24 +142,29 @@ class VideoTranslationClient:
         self._long_poll_ok: bool | None = None
 
     def __repr__(self) -> str:
-        return f"<VideoTranslationClient {self.base_url}>"
+        return f"<VideoTranslationClient {redact_url(self.base_url)}>"
 
     # -- session -----------------------------------------------------------------------------
 
     def _new_http(self) -> httpx.AsyncClient:
         if self.max_in_flight > SHARD_SIZE:
             # One large httpcore pool costs CPU per request in proportion to its size.
-            return httpx.AsyncClient(
+            http = httpx.AsyncClient(
                 transport=sharded_transport(self.max_in_flight),
                 timeout=self.config.request_timeout,
                 follow_redirects=False,
             )
-        limits = httpx.Limits(
-            max_connections=self.max_in_flight, max_keepalive_connections=self.max_in_flight
-        )
-        return httpx.AsyncClient(
-            limits=limits, timeout=self.config.request_timeout, follow_redirects=False
-        )
+        else:
+            limits = httpx.Limits(
+                max_connections=self.max_in_flight, max_keepalive_connections=self.max_in_flight
+            )
+            http = httpx.AsyncClient(
+                limits=limits, timeout=self.config.request_timeout, follow_redirects=False
+            )
+        # A status client has no use for cookies, and a server setting new ones on every
+        # answer would grow the jar (and each request's Cookie header) without end.
+        http.cookies.jar.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+        return http
 
     async def __aenter__(self) -> VideoTranslationClient:
         if self._http is not None:
@@ -288,7 +304,9 @@ class VideoTranslationClient:
         now = anyio.current_time()
         last_poll_at = job.deadline - self._margin()
         if now >= last_poll_at:
-            await anyio.sleep(job.deadline - now)
+            # The deadline may already have passed while this task was busy (a slow answer,
+            # a slow callback): its cancel scope ends this at the next checkpoint.
+            await anyio.sleep(max(0.0, job.deadline - now))
             await anyio.sleep_forever()  # the deadline cancels this: PollTimeout
         delay = min(delay, last_poll_at - now)
         if not until_recovery:
@@ -411,7 +429,7 @@ class VideoTranslationClient:
             f"{_name(job.job_id)}: {why}, the last: {failure.description}",
             job_id=job.job_id,
             attempts=job.attempts,
-        ) from (failure.__cause__ or failure)
+        ) from (failure.error or failure)
 
     async def _fetch(self, http: httpx.AsyncClient, job: _Job, wait: int) -> Answer:
         batcher = job.batcher
@@ -456,56 +474,71 @@ class VideoTranslationClient:
 
     # -- many jobs ---------------------------------------------------------------------------
 
-    async def poll_many(self, job_ids: Iterable[str]) -> list[JobResult]:
+    async def poll_many(
+        self, job_ids: Iterable[str], *, max_active: int = MAX_ACTIVE
+    ) -> list[JobResult]:
         """Poll every job concurrently until each ends; one result per distinct ID, in order.
 
         Never raises because a job failed: its result says ``failed`` (with the exception) or
-        ``timeout``. Cancelling the call cancels every job and leaves no task behind.
+        ``timeout``. Cancelling the call cancels every job and leaves no task behind. At most
+        ``max_active`` jobs are polled at once; the others start, in order, as jobs end (a
+        job's ``timeout`` counts from its start).
         """
         ids = _distinct(job_ids)
+        _check_max_active(max_active)
         results: dict[str, JobResult] = {}
         async with self._session() as http, anyio.create_task_group() as tg:
-            batcher = self._batcher(tg, http, len(ids))
-            long_poll = self._long_poll_fits(batcher, len(ids))
+            active = min(len(ids), max_active)
+            batcher = self._batcher(tg, http, active)
+            long_poll = self._long_poll_fits(batcher, active)
 
             async def run(job_id: str) -> None:
                 results[job_id] = await self._run_job(http, job_id, batcher, long_poll, None)
 
-            for job_id in ids:
-                tg.start_soon(run, job_id)
+            await _start_in_order(tg, ids, run, max_active)
         return [results[job_id] for job_id in ids]
 
     @asynccontextmanager
     async def watch(
-        self, job_ids: Iterable[str], *, buffer: int = 256
+        self, job_ids: Iterable[str], *, buffer: int = 256, max_active: int = MAX_ACTIVE
     ) -> AsyncIterator[MemoryObjectReceiveStream[WatchEvent]]:
         """Poll every job; yield each status change and each final :class:`JobResult` as it
         happens.
 
         ``async with client.watch(ids) as events: async for event in events: ...``. The
         stream is bounded (``buffer`` events): a slow reader slows the polling down rather than
-        letting events pile up. Leaving the block early cancels the jobs still running.
+        letting events pile up. Leaving the block early cancels the jobs still running. At most
+        ``max_active`` jobs are polled at once, as in :meth:`poll_many`.
         """
         ids = _distinct(job_ids)
+        _check_max_active(max_active)
         send, receive = anyio.create_memory_object_stream[WatchEvent](buffer)
         # The receiving end closes last: closing it while jobs still run would hit them with
         # BrokenResourceError instead of the cancellation meant for them.
         with receive:
             async with self._session() as http, anyio.create_task_group() as tg:
-                tg.start_soon(self._watch_all, http, ids, send)
+                tg.start_soon(self._watch_all, http, ids, send, max_active)
                 try:
                     yield receive
                 finally:
                     tg.cancel_scope.cancel()
 
     async def _watch_all(
-        self, http: httpx.AsyncClient, ids: list[str], send: MemoryObjectSendStream[WatchEvent]
+        self,
+        http: httpx.AsyncClient,
+        ids: list[str],
+        send: MemoryObjectSendStream[WatchEvent],
+        max_active: int,
     ) -> None:
         async with send, anyio.create_task_group() as jobs:
-            batcher = self._batcher(jobs, http, len(ids))
-            long_poll = self._long_poll_fits(batcher, len(ids))
-            for job_id in ids:
-                jobs.start_soon(self._watch_job, http, job_id, batcher, long_poll, send)
+            active = min(len(ids), max_active)
+            batcher = self._batcher(jobs, http, active)
+            long_poll = self._long_poll_fits(batcher, active)
+
+            async def run(job_id: str) -> None:
+                await self._watch_job(http, job_id, batcher, long_poll, send)
+
+            await _start_in_order(jobs, ids, run, max_active)
 
     async def _watch_job(
         self,
@@ -575,7 +608,7 @@ class VideoTranslationClient:
             job_id=job.job_id,
             outcome=outcome,
             status=status,
-            error=error,
+            error=_as_data(error),
             attempts=job.attempts,
             elapsed_time=anyio.current_time() - job.started,
         )
@@ -628,6 +661,77 @@ class VideoTranslationClient:
                 await result
         if job.listener is not None:
             await job.listener(response)
+
+
+async def _start_in_order(
+    tg: anyio.abc.TaskGroup,
+    ids: list[str],
+    run: Callable[[str], Awaitable[None]],
+    max_active: int,
+) -> None:
+    """Start ``run(job_id)`` in ``tg`` for each ID in order, at most ``max_active`` at once:
+    memory stays bounded and results flow from the start, however many IDs there are."""
+    slots = anyio.Semaphore(max_active)
+
+    async def one(job_id: str) -> None:
+        try:
+            await run(job_id)
+        finally:
+            slots.release()
+
+    for job_id in ids:
+        await slots.acquire()
+        tg.start_soon(one, job_id)
+
+
+def _check_max_active(max_active: object) -> None:
+    if not isinstance(max_active, int) or isinstance(max_active, bool) or max_active < 1:
+        raise ValueError(f"max_active must be an integer >= 1, got {max_active!r}")
+
+
+def _as_data(error: Exception | None) -> Exception | None:
+    """An error kept in a result, without the tracebacks along its chain: their frames would
+    keep alive whatever the attempt held (an answer's body, the client and its key) for as long
+    as the caller keeps the result."""
+    seen: set[int] = set()
+    links: list[BaseException | None] = [error]
+    while links:
+        link = links.pop()
+        if link is not None and id(link) not in seen:
+            seen.add(id(link))
+            link.__traceback__ = None
+            links += (link.__cause__, link.__context__)
+    return error
+
+
+def _valid_base_url(value: object) -> httpx.URL:
+    if isinstance(value, str):
+        try:
+            url = httpx.URL(value)
+        except httpx.InvalidURL as exc:
+            raise ValueError(
+                f"base_url is not a valid URL ({exc}): {redact_url(value)!r}"
+            ) from None
+        if url.scheme in ("http", "https") and url.host:
+            return url
+    shown = redact_url(value) if isinstance(value, str) else value
+    raise ValueError(f"base_url must be an http:// or https:// URL, got {shown!r}")
+
+
+def _check_api_key(api_key: object) -> None:
+    """A key goes into an HTTP header, whose values are ASCII: refuse anything else here, with
+    a message that names the problem but not the key."""
+    if api_key is None:
+        return
+    if not isinstance(api_key, str) or not api_key:
+        raise ValueError("api_key must be a non-empty string")
+    for position, char in enumerate(api_key, 1):
+        if not "!" <= char <= "~":
+            kind = "a non-ASCII" if not char.isascii() else "a space or control"
+            raise ValueError(
+                f"api_key must be visible ASCII characters (HTTP headers are ASCII); "
+                f"it has {kind} character at position {position}"
+            )
 
 
 def _check_id(job_id: object) -> None:

@@ -1,14 +1,18 @@
 """One HTTP attempt at a job's status, and the classification of everything that can go wrong.
 
-This is the only module that sees httpx. Whatever the attempt ends in leaves it as one of:
-an :class:`Answer`; a :class:`Transient` failure for the retry logic; or a permanent
+This is the only module that sends requests. Whatever the attempt ends in leaves it as one of:
+an :class:`Answer`; a :class:`Transient` failure for the retry logic; :class:`BatchUnsupported`
+for a batch the server will not take; or a permanent
 :class:`~video_translation_client.VideoTranslationError` subclass.
+
+Nothing raised here holds on to a response, a request or a transport exception: they carry the
+API key in their headers and the body in their state, and an error may live on in a
+``JobResult`` for as long as the caller keeps it.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -16,14 +20,17 @@ from urllib.parse import quote
 import anyio
 import httpx
 
-from ._backoff import parse_retry_after
 from ._errors import AuthenticationError, InvalidResponse, JobNotFound, RequestRejected
+from ._headers import finite_number, parse_ratelimit_policy, parse_retry_after, parse_wait_applied
 from ._models import JobStatus
+from ._read import ACCEPT_ENCODING, BodyError, read_limited
 
 #: Answers worth another try (RFC 9110 semantics, and common proxy behaviour).
 TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 #: Redirects followed, same origin only.
 MAX_REDIRECTS = 5
+#: Characters of a server's text quoted in an error message.
+QUOTED = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +44,9 @@ class Answer:
 
 
 class Transient(Exception):
-    """A failure worth retrying. Internal: never reaches the caller."""
+    """A failure worth retrying. Internal: when a job's retries run out it becomes the
+    ``__cause__`` of :class:`~video_translation_client.RetriesExhausted` (its ``error``, if it
+    has one, instead), as plain data."""
 
     def __init__(
         self,
@@ -46,6 +55,7 @@ class Transient(Exception):
         status_code: int | None = None,
         hint: float | None = None,
         quota: float | None = None,
+        error: InvalidResponse | None = None,
     ) -> None:
         super().__init__(description)
         self.description = description
@@ -53,6 +63,27 @@ class Transient(Exception):
         self.hint = hint
         #: On a 429, the request rate the server's ``RateLimit-Policy`` allows, if it says.
         self.quota = quota
+        #: The library's own error for this failure, for an answer that was not a status.
+        self.error = error
+
+
+class BatchUnsupported(Exception):
+    """Check this job on its own: the server has no batch endpoint (``missing``), or it
+    refused this particular batch (a 400, say for one ID it dislikes, which must not fail the
+    other jobs of the batch)."""
+
+    def __init__(self, message: str, *, missing: bool) -> None:
+        super().__init__(message)
+        self.missing = missing
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What came back, read and closed: the status code, headers and the decoded body."""
+
+    status_code: int
+    headers: httpx.Headers
+    body: bytes
 
 
 def status_path(job_id: str | None) -> str:
@@ -73,122 +104,107 @@ def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
     return (url.scheme, url.host, url.port)
 
 
-def _parse_wait_applied(value: str | None) -> float | None:
-    if value is None:
-        return None
-    for pref in value.split(","):
-        name, _, token = pref.partition("=")
-        if name.strip().lower() == "wait":
-            try:
-                wait = float(token.split(";", 1)[0].strip().strip('"'))
-            except ValueError:
-                return None
-            return wait if math.isfinite(wait) and wait >= 0 else None
-    return None
-
-
-def _hint(response: httpx.Response) -> float | None:
-    return parse_retry_after(
-        response.headers.get("retry-after"), response.headers.get("retry-after-ms")
-    )
-
-
-def _quota(response: httpx.Response) -> float | None:
-    return parse_ratelimit_policy(response.headers.get("ratelimit-policy"))
-
-
-def parse_ratelimit_policy(value: str | None) -> float | None:
-    """Requests per second allowed by a ``RateLimit-Policy`` header (IETF draft
-    httpapi-ratelimit-headers: ``"default";q=100;w=60``), the strictest policy if there are
-    several; None when absent or unreadable. Never raises."""
-    if not value:
-        return None
-    rates = []
-    for policy in value.split(","):
-        params = {}
-        for part in policy.split(";")[1:]:
-            key, _, number = part.strip().partition("=")
-            params[key] = number
-        try:
-            quota = float(params["q"])
-            window = float(params.get("w", "1"))
-        except (KeyError, ValueError):
-            continue
-        if 0 < quota < math.inf and 0 < window < math.inf:
-            rates.append(quota / window)
-    return min(rates) if rates else None
-
-
-def parse_status(
-    body: bytes, job_id: str | None, status_code: int
-) -> tuple[JobStatus, dict[str, Any]]:
-    """The status in a response body; :class:`InvalidResponse` for anything else."""
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        raise InvalidResponse(
-            f"the status of {_name(job_id)} is not valid JSON",
-            job_id=job_id,
-            status_code=status_code,
-        ) from exc
-    if not isinstance(data, dict) or "result" not in data:
-        raise InvalidResponse(
-            f"the answer for {_name(job_id)} has no 'result'",
-            job_id=job_id,
-            status_code=status_code,
-        )
-    try:
-        return JobStatus(data["result"]), data
-    except (ValueError, TypeError):
-        shown = repr(data["result"])[:60]
-        raise InvalidResponse(
-            f"the answer for {_name(job_id)} has an unknown result {shown}",
-            job_id=job_id,
-            status_code=status_code,
-        ) from None
+def redact_url(url: str) -> str:
+    """``url`` fit to show: a password in it replaced by ``***``."""
+    scheme, sep, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    userinfo, at, host = authority.rpartition("@")
+    if not (sep and at and ":" in userinfo):
+        return url
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}{slash}{path}"
 
 
 def _name(job_id: str | None) -> str:
     return "the default job" if job_id is None else f"job {job_id!r}"
 
 
-def _batch_answers(response: httpx.Response, ids: list[str]) -> dict[str, Answer | BaseException]:
+def _hint(reply: Reply) -> float | None:
+    return parse_retry_after(reply.headers.get("retry-after"), reply.headers.get("retry-after-ms"))
+
+
+def parse_status(
+    body: bytes, job_id: str | None, status_code: int
+) -> tuple[JobStatus, dict[str, Any]]:
+    """The status in a response body; :class:`InvalidResponse` for anything else."""
+    data, not_json = _decode(body)
+    if not_json:
+        raise InvalidResponse(
+            f"the status of {_name(job_id)} is not valid JSON ({not_json})",
+            job_id=job_id,
+            status_code=status_code,
+        )
+    if not isinstance(data, dict) or "result" not in data:
+        raise InvalidResponse(
+            f"the answer for {_name(job_id)} has no 'result'",
+            job_id=job_id,
+            status_code=status_code,
+        )
+    result = data["result"]
+    if isinstance(result, str) and result in _STATUSES:
+        return _STATUSES[result], data
+    raise InvalidResponse(
+        f"the answer for {_name(job_id)} has an unknown result {_quote(result)}",
+        job_id=job_id,
+        status_code=status_code,
+    )
+
+
+_STATUSES = {status.value: status for status in JobStatus}
+
+
+def _decode(body: bytes) -> tuple[Any, str | None]:
+    """The JSON in ``body``, or the name of the reason it is none. The decoder's error itself
+    is not kept: it holds the whole body."""
+    try:
+        return json.loads(body), None
+    except (ValueError, RecursionError) as exc:
+        return None, type(exc).__name__
+
+
+def _quote(value: object) -> str:
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**QUOTED else "<a number>"
+    return text[:QUOTED] + ("…" if len(text) > QUOTED else "")
+
+
+def _batch_answers(reply: Reply, ids: list[str]) -> dict[str, Answer | BaseException]:
     """Per-job answers from a batch body ``{"jobs": [...], "unknown": [...]}``.
 
     A pending job's hint is its own ``eta``: the response-wide ``Retry-After`` is the soonest
-    of all the jobs', which would make every other job ask too early.
+    of all the jobs', which would make every other job ask too early. One job's bad entry
+    fails that job's check alone.
     """
-    code = response.status_code
-    try:
-        data = json.loads(response.content)
-        jobs = data["jobs"]
-        unknown = set(data.get("unknown", []))
-        if not isinstance(jobs, list):
-            raise TypeError("jobs is not a list")
-    except (ValueError, TypeError, KeyError, RecursionError) as exc:
-        raise Transient(f"malformed batch answer ({type(exc).__name__})", status_code=code) from exc
+    code = reply.status_code
+    data, not_json = _decode(reply.body)
+    if not_json:
+        raise Transient(f"malformed batch answer ({not_json})", status_code=code)
+    jobs = data.get("jobs") if isinstance(data, dict) else None
+    unknown = data.get("unknown", []) if isinstance(data, dict) else None
+    if not isinstance(jobs, list) or not isinstance(unknown, list):
+        raise Transient("malformed batch answer (no list of jobs)", status_code=code)
+    wanted = set(ids)
     out: dict[str, Answer | BaseException] = {}
     for entry in jobs:
-        if not isinstance(entry, dict) or not isinstance(entry.get("job_id"), str):
+        if not isinstance(entry, dict) or entry.get("job_id") not in wanted:
             continue
         job_id = entry["job_id"]
-        try:
-            status = JobStatus(entry.get("result"))
-        except (ValueError, TypeError):
+        result = entry.get("result")
+        if not (isinstance(result, str) and result in _STATUSES):
             out[job_id] = Transient(
-                f"unknown result for job {job_id!r} in a batch", status_code=code
+                f"unknown result {_quote(result)} for job {job_id!r} in a batch", status_code=code
             )
             continue
-        eta = entry.get("eta")
-        hint = float(eta) if isinstance(eta, int | float) and math.isfinite(eta) else None
-        out[job_id] = Answer(status, entry, hint if status is JobStatus.PENDING else None, None)
-    applied = _parse_wait_applied(response.headers.get("preference-applied"))
+        status = _STATUSES[result]
+        hint = finite_number(entry.get("eta")) if status is JobStatus.PENDING else None
+        out[job_id] = Answer(status, entry, hint, None)
+    applied = parse_wait_applied(reply.headers.get("preference-applied"))
+    listed_unknown = {i for i in unknown if isinstance(i, str)}
     for job_id in ids:
         if job_id in out:
             answer = out[job_id]
             if isinstance(answer, Answer) and applied is not None:
                 out[job_id] = Answer(answer.status, answer.payload, answer.hint, applied)
-        elif job_id in unknown:
+        elif job_id in listed_unknown:
             out[job_id] = JobNotFound(
                 f"the server does not know job {job_id!r} (listed unknown in a batch)",
                 job_id=job_id,
@@ -200,9 +216,10 @@ def _batch_answers(response: httpx.Response, ids: list[str]) -> dict[str, Answer
 
 
 class StatusFetcher:
-    def __init__(self, base_url: str, api_key: str | None) -> None:
+    def __init__(self, base_url: str, api_key: str | None, *, max_response_bytes: int) -> None:
         self.base = httpx.URL(base_url.rstrip("/"))
-        self._headers = {"Accept": "application/json"}
+        self.max_response_bytes = max_response_bytes
+        self._headers = {"Accept": "application/json", "Accept-Encoding": ACCEPT_ENCODING}
         if api_key is not None:
             self._headers["Authorization"] = f"Bearer {api_key}"
 
@@ -213,40 +230,8 @@ class StatusFetcher:
         self, http: httpx.AsyncClient, job_id: str | None, *, wait: int, limit: float
     ) -> Answer:
         """One attempt, bounded by ``limit`` seconds as a cancel scope."""
-        response = await self._get(
-            http, status_path(job_id).encode(), wait, limit, _name(job_id), job_id
-        )
-        return self._classify(response, job_id)
-
-    async def _get(
-        self,
-        http: httpx.AsyncClient,
-        path: bytes,
-        wait: int,
-        limit: float,
-        what: str,
-        job_id: str | None,
-    ) -> httpx.Response:
-        """GET ``path`` under the base URL; transport failures become ours, nothing else."""
-        headers = dict(self._headers)
-        if wait > 0:
-            headers["Prefer"] = f"wait={wait}"
-        url = self.base.copy_with(raw_path=self.base.raw_path.rstrip(b"/") + path)
-        try:
-            # httpx's own timeouts are not enforced by every transport: the cancel scope is
-            # the guarantee, httpx's timeout a courtesy to the connection pool.
-            with anyio.fail_after(limit):
-                return await self._send(http, url, headers, limit, job_id)
-        except TimeoutError as exc:
-            raise Transient(f"no answer within {limit:g} s") from exc
-        except (httpx.TransportError, httpx.DecodingError) as exc:
-            raise Transient(
-                f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            ) from exc
-        except httpx.HTTPError as exc:
-            raise RequestRejected(
-                f"the request for {what} failed: {type(exc).__name__}", job_id=job_id
-            ) from exc
+        reply = await self._get(http, status_path(job_id).encode(), wait, limit, job_id)
+        return self._classify(reply, job_id)
 
     async def fetch_batch(
         self, http: httpx.AsyncClient, ids: list[str], *, wait: int, limit: float
@@ -254,12 +239,9 @@ class StatusFetcher:
         """One batch request. Raises :class:`BatchUnsupported` if the server has no batch
         endpoint, :class:`Transient` if the whole batch failed; otherwise maps each ID to its
         answer, or to the error for that job alone."""
-        from ._batch import BatchUnsupported
-
         query = "ids=" + ",".join(quote(i, safe="") for i in ids)
-        what = f"a batch of {len(ids)}"
-        response = await self._get(http, b"/jobs?" + query.encode(), wait, limit, what, None)
-        code = response.status_code
+        reply = await self._get(http, b"/jobs?" + query.encode(), wait, limit, None)
+        code = reply.status_code
         if code in (404, 405, 501):
             raise BatchUnsupported(f"batch request answered {code}", missing=True)
         if code in (400, 414, 422, 431):
@@ -269,15 +251,45 @@ class StatusFetcher:
                 f"the server refused the credentials for a batch ({code})", status_code=code
             )
         if code in TRANSIENT_STATUS or code >= 500:
-            raise Transient(
-                f"HTTP {code} for a batch of {len(ids)}",
-                status_code=code,
-                hint=_hint(response) if code in (429, 503) else None,
-                quota=_quota(response) if code == 429 else None,
-            )
+            raise _transient(reply, f"HTTP {code} for a batch of {len(ids)}")
         if not 200 <= code < 300:
             raise RequestRejected(f"the server rejected a batch ({code})", status_code=code)
-        return _batch_answers(response, ids)
+        return _batch_answers(reply, ids)
+
+    async def _get(
+        self, http: httpx.AsyncClient, path: bytes, wait: int, limit: float, job_id: str | None
+    ) -> Reply:
+        """GET ``path`` under the base URL, following same-origin redirects; transport
+        failures become :class:`Transient`, described but not chained."""
+        headers = dict(self._headers)
+        if wait > 0:
+            headers["Prefer"] = f"wait={wait}"
+        url = self.base.copy_with(raw_path=self.base.raw_path.rstrip(b"/") + path)
+        failure: str | None = None
+        try:
+            # httpx's own timeouts are not enforced by every transport: the cancel scope is
+            # the guarantee, httpx's timeout a courtesy to the connection pool.
+            with anyio.fail_after(limit):
+                for _ in range(MAX_REDIRECTS + 1):
+                    reply, target = await self._send(http, url, headers, limit, job_id)
+                    if target is None:
+                        return reply
+                    url = target
+        except TimeoutError:
+            failure = f"no answer within {limit:g} s"
+        except (httpx.TransportError, httpx.DecodingError) as exc:
+            failure = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        except BodyError as exc:
+            invalid = InvalidResponse(f"{exc} for {_name(job_id)}", job_id=job_id)
+            raise Transient(str(invalid), error=invalid) from None
+        except httpx.HTTPError as exc:
+            failure = f"the request for {_name(job_id)} failed: {type(exc).__name__}"
+            raise RequestRejected(failure, job_id=job_id) from None
+        else:
+            raise RequestRejected(
+                f"more than {MAX_REDIRECTS} redirects for {_name(job_id)}", job_id=job_id
+            )
+        raise Transient(failure)
 
     async def _send(
         self,
@@ -286,41 +298,46 @@ class StatusFetcher:
         headers: dict[str, str],
         limit: float,
         job_id: str | None,
-    ) -> httpx.Response:
-        for _ in range(MAX_REDIRECTS + 1):
-            response = await http.get(url, headers=headers, timeout=limit, follow_redirects=False)
-            if not response.is_redirect:
-                return response
-            target = response.next_request.url if response.next_request else None
-            if target is None or _origin(target) != _origin(self.base):
-                where = f"{target.scheme}://{target.host}" if target is not None else "nowhere"
-                raise RequestRejected(
-                    f"the server redirected {_name(job_id)} to another origin ({where}),"
-                    " not followed",
-                    job_id=job_id,
-                    status_code=response.status_code,
-                )
-            url = target
-        raise RequestRejected(
-            f"more than {MAX_REDIRECTS} redirects for {_name(job_id)}", job_id=job_id
-        )
+    ) -> tuple[Reply, httpx.URL | None]:
+        """One request: its reply, and where it redirects to (same origin only), if it does."""
+        request = http.build_request("GET", url, headers=headers, timeout=limit)
+        response = await http.send(request, stream=True, follow_redirects=False)
+        try:
+            if response.is_redirect:
+                target = response.next_request.url if response.next_request else None
+                if target is None or _origin(target) != _origin(self.base):
+                    where = f"{target.scheme}://{target.host}" if target is not None else "nowhere"
+                    raise RequestRejected(
+                        f"the server redirected {_name(job_id)} to another origin ({where}),"
+                        " not followed",
+                        job_id=job_id,
+                        status_code=response.status_code,
+                    )
+                return Reply(response.status_code, response.headers, b""), target
+            body = await read_limited(response, self.max_response_bytes)
+            return Reply(response.status_code, response.headers, body), None
+        finally:
+            await response.aclose()
 
     @staticmethod
-    def _classify(response: httpx.Response, job_id: str | None) -> Answer:
-        code = response.status_code
+    def _classify(reply: Reply, job_id: str | None) -> Answer:
+        code = reply.status_code
         if 200 <= code < 300:
             try:
-                status, payload = parse_status(response.content, job_id, code)
+                status, payload = parse_status(reply.body, job_id, code)
             except InvalidResponse as exc:
-                raise Transient(str(exc), status_code=code) from exc
-            return Answer(
-                status,
-                payload,
-                _hint(response),
-                _parse_wait_applied(response.headers.get("preference-applied")),
-            )
+                # Without its traceback: the frames hold the body.
+                invalid = exc.with_traceback(None)
+            else:
+                return Answer(
+                    status,
+                    payload,
+                    _hint(reply),
+                    parse_wait_applied(reply.headers.get("preference-applied")),
+                )
+            raise Transient(str(invalid), status_code=code, error=invalid)
         if code in TRANSIENT_STATUS:
-            return _raise_transient(response, job_id)
+            raise _transient(reply, f"HTTP {code} for {_name(job_id)}")
         if code in (401, 403):
             raise AuthenticationError(
                 f"the server refused the credentials for {_name(job_id)} ({code})",
@@ -340,14 +357,16 @@ class StatusFetcher:
                 status_code=code,
             )
         # 5xx outside the usual set (501, 505, ...) and anything stranger: keep trying.
-        return _raise_transient(response, job_id)
+        raise _transient(reply, f"HTTP {code} for {_name(job_id)}")
 
 
-def _raise_transient(response: httpx.Response, job_id: str | None) -> Answer:
-    code = response.status_code
-    raise Transient(
-        f"HTTP {code} for {_name(job_id)}",
+def _transient(reply: Reply, description: str) -> Transient:
+    code = reply.status_code
+    return Transient(
+        description,
         status_code=code,
-        hint=_hint(response) if code in (429, 503) else None,
-        quota=_quota(response) if code == 429 else None,
+        hint=_hint(reply) if code in (429, 503) else None,
+        quota=(
+            parse_ratelimit_policy(reply.headers.get("ratelimit-policy")) if code == 429 else None
+        ),
     )

@@ -70,8 +70,26 @@ def test_config_is_frozen():
         ),
         (("ftp://x",), {}, "base_url must be an http:// or https:// URL, got 'ftp://x'"),
         (("http://x",), {"max_in_flight": 0}, "max_in_flight must be an integer >= 1, got 0"),
-        (("http://x",), {"api_key": ""}, "api_key must be a non-empty string without line breaks"),
-        (("http://x",), {"api_key": "a\nb"}, "api_key must be a non-empty string without line"),
+        (("http://x",), {"api_key": ""}, "api_key must be a non-empty string"),
+        (
+            ("http://x",),
+            {"api_key": "a\nb"},
+            "api_key must be visible ASCII characters (HTTP headers are ASCII); it has a space "
+            "or control character at position 2",
+        ),
+        (
+            ("http://x",),
+            {"api_key": "clé-123"},
+            "api_key must be visible ASCII characters (HTTP headers are ASCII); it has a "
+            "non-ASCII character at position 3",
+        ),
+        (("http://[::1",), {}, "base_url is not a valid URL ("),
+        (
+            ("ftp://user:secret@x",),
+            {},
+            "base_url must be an http:// or https:// URL, got 'ftp://user:***@x'",
+        ),
+        (("http://x",), {"max_response_bytes": 10}, "max_response_bytes must be an integer"),
     ],
 )
 def test_bad_client_arguments(args, kwargs, message):
