@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 
@@ -401,3 +402,33 @@ async def test_a_success_just_before_an_outage_does_not_stall_held_back_jobs(aut
     # Four failures a second apart (no jitter), give or take the budget's probe spacing; not
     # one probe a second for each of 200 jobs.
     assert took < 15
+
+
+async def test_jobs_start_as_earlier_ones_end(autojump_clock, make_sim):
+    """With max_active=5, at most 5 of 50 jobs are polled at once; the others start in order
+    as jobs end, and the first results come before the last job has started."""
+    sim = make_sim(max_wait=0)
+    add_jobs(sim, {f"w{i}": (1 + i % 7, "completed") for i in range(50)})
+    client = VideoTranslationClient(URL, cfg(), http_client=sim.client, batch=False)
+    first_seen: dict[str, float] = {}
+    results: list[tuple[float, str]] = []
+    peak = 0
+
+    async with client.watch([f"w{i}" for i in range(50)], max_active=5) as events:
+        async for event in events:
+            peak = max(peak, client.statistics().jobs_pending)
+            if isinstance(event, JobResult):
+                results.append((trio.current_time(), event.job_id))
+            else:
+                first_seen.setdefault(event.job_id or "", trio.current_time())
+    assert len(results) == 50
+    assert peak == 5
+    assert set(list(first_seen)[:5]) == {f"w{i}" for i in range(5)}
+    assert results[0][0] < first_seen["w49"]
+
+
+def test_max_active_is_checked():
+    """max_active must be a whole number of jobs."""
+    client = VideoTranslationClient(URL)
+    with pytest.raises(ValueError, match="max_active must be an integer >= 1, got 0"):
+        trio.run(functools.partial(client.poll_many, ["a"], max_active=0))
