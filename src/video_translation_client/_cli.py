@@ -23,12 +23,14 @@ import httpx
 import trio
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from ._client import VideoTranslationClient
 from ._config import JITTERS, Jitter, StatusPollingConfig
 from ._display import WatchDisplay, plain_line, summary_table, wants_live
 from ._errors import VideoTranslationError
-from ._headers import parse_retry_after
+from ._headers import finite_number, parse_retry_after
+from ._http import redact_url
 from ._jobfile import InputError, Previous, ResultWriter, file_lines, open_results, read_ids
 from ._models import ClientStatistics, JobResult, Outcome, StatusResponse
 
@@ -250,7 +252,7 @@ def _id_sources(
         if str(path) != "-":
             sources.append((str(path), file_lines(path)))
     if wants_stdin:
-        sources.append(("<stdin>", stdin.read().splitlines()))
+        sources.append(("<stdin>", stdin.read().removeprefix("\ufeff").splitlines()))
     return sources
 
 
@@ -259,9 +261,10 @@ def _id_sources(
 
 @dataclass(slots=True)
 class WatchRun:
-    """What one run of the watch loop saw."""
+    """What one run of the watch loop saw: counts, not the results themselves, which go to
+    the results file as they come (a run of a million jobs must not keep a million)."""
 
-    results: list[JobResult] = field(default_factory=list)
+    ended: dict[Outcome, int] = field(default_factory=lambda: dict.fromkeys(Outcome, 0))
     stats: ClientStatistics | None = None
     wall: float = 0.0
     #: The signal that stopped the run early, if one did.
@@ -275,6 +278,7 @@ async def run_watch(
     console: Console,
     live: bool,
     writer: ResultWriter | None,
+    on_result: Callable[[JobResult], None] | None = None,
 ) -> WatchRun:
     """Poll every job with ``client.watch``, writing each result the moment it is known.
 
@@ -287,9 +291,11 @@ async def run_watch(
 
     def take(event: StatusResponse | JobResult) -> None:
         if isinstance(event, JobResult):
-            run.results.append(event)
+            run.ended[event.outcome] += 1
             if writer is not None:
                 writer.write(event)
+            if on_result is not None:
+                on_result(event)
             display.finished(event)
         else:
             display.status(event, trio.current_time())
@@ -343,6 +349,7 @@ def _watch_and_report(
     quiet: bool,
     output: Path | None,
     resume: bool,
+    on_result: Callable[[JobResult], None] | None = None,
 ) -> tuple[WatchRun, dict[str, str]]:
     """Open the results file, watch the jobs not in it yet, print the summary."""
     file: IO[str] | None = None
@@ -357,35 +364,42 @@ def _watch_and_report(
             raise Problem(str(exc)) from None
         files.enter_context(file)
     if previous.repaired:
-        console.print(
+        say(
+            console,
             f"warning: {output}: cut a torn last line ({previous.repaired} bytes) left by an "
             "interrupted run; that job is polled again",
-            highlight=False,
         )
+    for warning in previous.warnings:
+        say(console, f"warning: {warning}")
     done_before = {i: previous.outcomes[i] for i in ids if i in previous.outcomes}
     todo = [i for i in ids if i not in done_before]
     if done_before:
-        console.print(
+        say(
+            console,
             f"{len(done_before)} of {len(ids)} jobs already in {output}; "
             f"polling the other {len(todo)}",
-            highlight=False,
         )
     live = wants_live(console, quiet=quiet)
     run = WatchRun()
     with files:
         if todo:
             if not live:
-                console.print(f"watching {len(todo)} jobs on {client.base_url}", highlight=False)
+                say(console, f"watching {len(todo)} jobs on {redact_url(client.base_url)}")
             writer = ResultWriter(file) if file is not None else None
             run = trio.run(
-                lambda: run_watch(client, todo, console=console, live=live, writer=writer)
+                lambda: run_watch(
+                    client, todo, console=console, live=live, writer=writer, on_result=on_result
+                )
             )
-    ended = dict.fromkeys(Outcome, 0)
-    for result in run.results:
-        ended[result.outcome] += 1
     if run.stats is not None:
-        console.print(summary_table(ended, run.stats, run.wall, skipped=len(done_before)))
+        console.print(summary_table(run.ended, run.stats, run.wall, skipped=len(done_before)))
     return run, done_before
+
+
+def say(console: Console, text: str) -> None:
+    """One line for a person: text as it is, never read as markup (it may hold a file name
+    or what a server said)."""
+    console.print(text, highlight=False, markup=False)
 
 
 @cli.command()
@@ -438,31 +452,32 @@ def watch(
     console = Console(stderr=True, soft_wrap=True)
     if id_list.first_duplicate is not None:
         source, line, job_id = id_list.first_duplicate
-        console.print(
+        say(
+            console,
             f"warning: dropped {id_list.duplicates} duplicate job ID"
             f"{'s' if id_list.duplicates > 1 else ''} (first: {job_id} at {source}:{line})",
-            highlight=False,
         )
     run, done_before = _watch_and_report(
         client, id_list.ids, console=console, quiet=quiet, output=output, resume=resume
     )
+    finished = sum(run.ended.values())
     if run.signal is not None:
-        left = len(id_list.ids) - len(done_before) - len(run.results)
+        left = len(id_list.ids) - len(done_before) - finished
         if output is not None and str(output) != "-":
-            console.print(
-                f"interrupted: {len(done_before) + len(run.results)} results are in {output}; "
+            say(
+                console,
+                f"interrupted: {len(done_before) + finished} results are in {output}; "
                 f"run the same command with --resume to poll the other {left} jobs",
-                highlight=False,
             )
         else:
-            console.print(
+            say(
+                console,
                 f"interrupted with {left} jobs unfinished; use --output FILE to keep results "
                 "across runs",
-                highlight=False,
             )
         return 128 + run.signal
-    outcomes = [*done_before.values(), *(r.outcome.value for r in run.results)]
-    if all(outcome == Outcome.COMPLETED.value for outcome in outcomes):
+    earlier = all(outcome == Outcome.COMPLETED.value for outcome in done_before.values())
+    if earlier and run.ended[Outcome.COMPLETED] == finished:
         return EXIT_OK
     return EXIT_NOT_ALL_COMPLETED
 
@@ -495,18 +510,25 @@ def status(
     if as_json:
         click.echo(json.dumps(rows, indent=2))
     else:
-        table = Table("job", "status", "progress", "eta", "error")
-        for row in rows:
-            progress = row["progress"]
-            table.add_row(
-                row["job_id"],
-                row["status"] or "-",
-                f"{progress:.0%}" if isinstance(progress, int | float) else "-",
-                f"{row['eta_s']:.1f} s" if isinstance(row["eta_s"], int | float) else "-",
-                row["error"] or "",
-            )
-        Console().print(table)
+        Console().print(status_table(rows))
     return EXIT_OK if all(row["error"] is None for row in rows) else EXIT_NOT_ALL_COMPLETED
+
+
+def status_table(rows: list[dict[str, Any]]) -> Table:
+    """The rows of ``vtpoll status`` for a person. Cells are Text, not markup: what a server
+    says ("[/x]", a link, a style) is shown as it is."""
+    table = Table("job", "status", "progress", "eta", "error")
+    for row in rows:
+        progress, eta = row["progress"], row["eta_s"]
+        cells = (
+            row["job_id"],
+            row["status"] or "-",
+            f"{progress:.0%}" if progress is not None else "-",
+            f"{eta:.1f} s" if eta is not None else "-",
+            row["error"] or "",
+        )
+        table.add_row(*map(Text, cells))
+    return table
 
 
 async def _statuses(
@@ -531,11 +553,12 @@ def _status_row(job_id: str, answer: StatusResponse | VideoTranslationError) -> 
         error = f"{type(answer).__name__}: {answer}"
         return {"job_id": job_id, "status": None, "progress": None, "eta_s": None, "error": error}
     payload = answer.payload
+    progress = finite_number(payload.get("progress"))
     return {
         "job_id": job_id,
         "status": answer.status.value,
-        "progress": payload.get("progress"),
-        "eta_s": payload.get("eta"),
+        "progress": progress if progress is not None and progress <= 1 else None,
+        "eta_s": finite_number(payload.get("eta")),
         "error": None,
     }
 
@@ -732,25 +755,30 @@ def demo(jobs: int, time_scale: float, seed: int, quiet: bool, output: Path | No
             highlight=False,
         )
         client = make_client(base_url=server.url, api_key=None)
+        truth = {job_id: spec["outcome"] for job_id, spec in zip(ids, specs, strict=True)}
+        wrong: list[JobResult] = []
+
+        def check(result: JobResult) -> None:
+            if result.outcome.value != truth[result.job_id]:
+                wrong.append(result)
+
         run, _ = _watch_and_report(
-            client, ids, console=console, quiet=quiet, output=output, resume=False
+            client, ids, console=console, quiet=quiet, output=output, resume=False, on_result=check
         )
     finally:
         trio.run(server.stop)
     if run.signal is not None:
         return 128 + run.signal
-    truth = {job_id: spec["outcome"] for job_id, spec in zip(ids, specs, strict=True)}
-    wrong = [r for r in run.results if r.outcome.value != truth[r.job_id]]
     if wrong:
-        console.print(f"{len(wrong)} jobs did not end as the server decided:", highlight=False)
+        say(console, f"{len(wrong)} jobs did not end as the server decided:")
         for result in wrong:
-            console.print("  " + plain_line(result), highlight=False, markup=False)
+            say(console, "  " + plain_line(result))
         return EXIT_NOT_ALL_COMPLETED
-    errors = sum(1 for r in run.results if r.outcome is Outcome.ERROR)
-    console.print(
+    errors = run.ended[Outcome.ERROR]
+    say(
+        console,
         f"Every outcome matches the server's: {len(ids) - errors} completed, {errors} error, "
         "despite the injected faults.\nNext: 'vtpoll serve' in one terminal, then "
         "'vtpoll create -n 100 --duration-range 5 30 | vtpoll watch - -o results.jsonl'.",
-        highlight=False,
     )
     return EXIT_OK

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import re
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from ._models import JobResult
+from ._models import JobResult, Outcome
 
 #: The API's job-ID rule (the simulation server enforces the same one; a test keeps them equal).
 JOB_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -81,9 +82,10 @@ def _shorten(text: str, limit: int = 40) -> str:
 
 
 def file_lines(path: Path) -> list[str]:
-    """The lines of an ID file, or :class:`InputError` saying why it cannot be read."""
+    """The lines of an ID file (a UTF-8 byte-order mark is dropped), or :class:`InputError`
+    saying why it cannot be read."""
     try:
-        return path.read_text(encoding="utf-8").splitlines()
+        return path.read_text(encoding="utf-8-sig").splitlines()
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -119,43 +121,125 @@ class Previous:
     outcomes: dict[str, str] = field(default_factory=dict)
     #: Bytes of a torn last line that were cut off, 0 if the file ended cleanly.
     repaired: int = 0
+    #: The file's last record lacks its newline: one is written before appending.
+    needs_newline: bool = False
+    #: What looked wrong but was kept (duplicates, conflicts, unknown outcomes), one line each.
+    warnings: list[str] = field(default_factory=list)
+
+
+#: How every record this module writes begins: a torn line of ours begins so too.
+RECORD_PREFIX = b'{"job_id":"'
+OUTCOMES = frozenset(outcome.value for outcome in Outcome)
+#: Examples named in one warning; the rest are counted.
+SHOWN_WARNINGS = 3
 
 
 def load_previous(path: Path) -> Previous:
     """Read a results file for ``--resume``, cutting off a torn last line.
 
-    A crash can leave the last line half written (no newline, or not JSON); that job is not
-    done, so the fragment is truncated away and the job is polled again. Any other bad line
-    means the file is not ours: :class:`InputError` with its line number, nothing changed.
+    A crash can leave the last line half written; that job is not done, so the fragment is
+    truncated away and the job is polled again. Only a fragment that is demonstrably a record
+    of ours is cut (it begins as every record written here begins); any other line that is not
+    a record means the file is not ours: :class:`InputError` with its line number, the file
+    untouched. Only regular files are read (not a FIFO, not /dev/zero).
     """
     previous = Previous()
     try:
-        data = path.read_bytes()
+        info = path.stat()
     except FileNotFoundError:
         return previous
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror}") from None
-    end = data.rfind(b"\n") + 1
-    complete, tail = data[:end], data[end:]
-    lines = complete.split(b"\n")[:-1]
-    if not tail and lines and _record(lines[-1]) is None:
-        # A newline made it to disk but the line before it is still not a record: torn too.
+    if not stat.S_ISREG(info.st_mode):
+        raise InputError(f"{path}: not a regular file; --resume continues a results file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+    lines = data.split(b"\n")
+    tail = lines.pop()  # whatever follows the last newline
+    if not tail and lines and _record(lines[-1]) is None and lines[-1].startswith(RECORD_PREFIX):
+        # A newline made it to disk but the record before it did not: torn too.
         tail = lines.pop() + b"\n"
-        end -= len(tail)
+    seen: dict[str, tuple[int, str]] = {}
+    notes = _Notes()
     for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        record = _record(line)
-        if record is None:
-            raise InputError(
-                f"{path}:{number}: not a vtpoll result line; refusing to append to this file"
-            )
-        previous.outcomes[record["job_id"]] = record["outcome"]
+        if line.strip():
+            _take(path, number, _record(line), seen, notes)
     if tail:
-        with path.open("r+b") as file:
-            file.truncate(end)
-        previous.repaired = len(tail)
+        record = _record(tail)
+        if record is not None:  # a whole record, only its newline missing
+            _take(path, len(lines) + 1, record, seen, notes)
+            previous.needs_newline = True
+        elif tail.startswith(RECORD_PREFIX) or (seen and RECORD_PREFIX.startswith(tail)):
+            _cut(path, len(data) - len(tail))
+            previous.repaired = len(tail)
+        else:
+            raise _not_ours(path, len(lines) + 1)
+    previous.outcomes = {job_id: outcome for job_id, (_, outcome) in seen.items()}
+    previous.warnings = notes.lines(path)
     return previous
+
+
+@dataclass(slots=True)
+class _Notes:
+    duplicates: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
+
+    def lines(self, path: Path) -> list[str]:
+        kinds = (
+            ("jobs recorded twice with the same outcome", self.duplicates),
+            (
+                "jobs recorded twice with different outcomes; the later record counts",
+                self.conflicts,
+            ),
+            ("records with an unknown outcome, counted as not completed", self.unknown),
+        )
+        out = []
+        for kind, found in kinds:
+            if found:
+                shown = ", ".join(found[:SHOWN_WARNINGS])
+                more = len(found) - SHOWN_WARNINGS
+                out.append(
+                    f"{path}: {len(found)} {kind}: {shown}" + (f" and {more} more" * (more > 0))
+                )
+        return out
+
+
+def _take(
+    path: Path,
+    number: int,
+    record: dict[str, Any] | None,
+    seen: dict[str, tuple[int, str]],
+    notes: _Notes,
+) -> None:
+    if record is None:
+        raise _not_ours(path, number)
+    job_id, outcome = record["job_id"], record["outcome"]
+    if outcome not in OUTCOMES:
+        notes.unknown.append(f"line {number} ({job_id!r}: {outcome[:20]!r})")
+    if job_id in seen:
+        first, before = seen[job_id]
+        if before == outcome:
+            notes.duplicates.append(f"{job_id!r} (lines {first} and {number})")
+        else:
+            notes.conflicts.append(
+                f"{job_id!r} (line {first}: {before[:20]!r}, line {number}: {outcome[:20]!r})"
+            )
+    seen[job_id] = (number, outcome)
+
+
+def _not_ours(path: Path, number: int) -> InputError:
+    return InputError(f"{path}:{number}: not a vtpoll result line; refusing to append to this file")
+
+
+def _cut(path: Path, size: int) -> None:
+    try:
+        with path.open("r+b") as file:
+            file.truncate(size)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot cut its torn last line: {exc.strerror}") from None
 
 
 def _record(line: bytes) -> dict[str, Any] | None:
@@ -203,4 +287,6 @@ def open_results(path: Path, *, resume: bool) -> tuple[IO[str], Previous]:
         file = path.open("a", encoding="utf-8")
     except OSError as exc:
         raise InputError(f"{path}: cannot write: {exc.strerror}") from None
+    if previous.needs_newline:
+        file.write("\n")
     return file, previous

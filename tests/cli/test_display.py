@@ -154,3 +154,33 @@ def test_live_display_draws_counts_rates_and_times():
         "~0:07 left",
     ):
         assert piece in text, piece
+
+
+def test_server_text_in_the_status_table_is_shown_not_interpreted():
+    """What a server said, as markup ("[/x]" broke the table, links and styles took effect),
+    is printed as it is; numbers the server sent that are not numbers are shown as '-'."""
+    from video_translation_client._cli import _status_row, status_table
+
+    hostile = StatusResponse(
+        JobStatus.PENDING,
+        "j",
+        0.0,
+        payload={"result": "pending", "progress": "[/x]", "eta": int("9" * 400)},
+    )
+    rows = [
+        {
+            "job_id": "k",
+            "status": None,
+            "progress": None,
+            "eta_s": None,
+            "error": "RetriesExhausted: unknown result '[/x]' [link=http://evil.test]x[/link]",
+        },
+        _status_row("j", hostile),
+    ]
+    out = StringIO()
+    Console(file=out, width=200).print(status_table(rows))
+    text = out.getvalue()
+    assert "unknown result '[/x]' [link=http://evil.test]x[/link]" in text
+    assert "\x1b]8;" not in text  # no terminal hyperlink was made
+    assert rows[1]["progress"] is None
+    assert rows[1]["eta_s"] is None

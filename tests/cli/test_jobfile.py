@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime
 from io import StringIO
 from pathlib import Path
@@ -210,3 +211,115 @@ def test_create_specs_follow_the_options():
         s["outcome"]
         for s in job_specs(5, duration=None, duration_range=None, error_rate=1.0, seed=None)
     } == {"error"}
+
+
+def _ours(*ids: str, outcome: str = "completed") -> bytes:
+    """Records exactly as the writer writes them."""
+    out = StringIO()
+    writer = ResultWriter(out)
+    for job_id in ids:
+        writer.write(_result(job_id, Outcome(outcome)))
+    return out.getvalue().encode()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'{"a": 1}',  # someone else's one-line JSON, no newline
+        b'{"job_id": "x"}',  # complete JSON, not a record of ours
+        b"hello world",  # a text file without a newline
+        b'{"job_id": "x", "outc',  # torn, but not as the writer writes
+    ],
+)
+def test_a_file_that_is_not_ours_is_refused_untouched(tmp_path: Path, content: bytes):
+    """Only a fragment that demonstrably begins as one of our records is cut; any other last
+    line means the file is someone else's: refused, byte for byte as it was."""
+    path = tmp_path / "f.json"
+    path.write_bytes(content)
+    with pytest.raises(InputError, match=r"f\.json:1: not a vtpoll result line"):
+        load_previous(path)
+    assert path.read_bytes() == content
+
+
+def test_a_first_record_torn_is_cut(tmp_path: Path):
+    """A file holding only the start of its first record (killed during the first write)."""
+    path = tmp_path / "out.jsonl"
+    path.write_bytes(b'{"job_id":"abc","outco')
+    previous = load_previous(path)
+    assert previous.outcomes == {}
+    assert path.read_bytes() == b""
+
+
+def test_a_last_record_without_its_newline_is_kept(tmp_path: Path):
+    """A whole record missing only its newline counts, and appending starts a new line."""
+    path = tmp_path / "out.jsonl"
+    path.write_bytes(_ours("a", "b").rstrip(b"\n"))
+    file, previous = open_results(path, resume=True)
+    with file:
+        assert previous.outcomes == {"a": "completed", "b": "completed"}
+        ResultWriter(file).write(_result("c"))
+    assert [json.loads(line)["job_id"] for line in path.read_text().splitlines()] == [
+        "a",
+        "b",
+        "c",
+    ]
+
+
+@pytest.mark.parametrize("special", ["fifo", "/dev/zero", "/dev/full", "directory"])
+def test_resume_refuses_what_is_not_a_regular_file(tmp_path: Path, special: str):
+    """--resume on a FIFO, /dev/zero or /dev/full would hang or read without end: refused."""
+    if special == "fifo":
+        path = tmp_path / "pipe"
+        os.mkfifo(path)
+    elif special == "directory":
+        path = tmp_path
+    else:
+        path = Path(special)
+    with pytest.raises(InputError, match="not a regular file"):
+        load_previous(path)
+
+
+def test_a_torn_line_that_cannot_be_cut_is_one_line(tmp_path: Path, monkeypatch):
+    """A torn line in a file this user may not write: one line saying so, file untouched.
+    (Simulated: the tests run as root, whom file modes do not stop.)"""
+    path = tmp_path / "out.jsonl"
+    data = _ours("a") + b'{"job_id":"b'
+    path.write_bytes(data)
+    real_open = Path.open
+
+    def refusing_open(self: Path, mode: str = "r", *args, **kwargs):
+        if self == path and "+" in mode:
+            raise PermissionError(13, "Permission denied")
+        return real_open(self, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", refusing_open)
+    with pytest.raises(InputError, match=r"out\.jsonl: cannot cut its torn last line: Permission"):
+        load_previous(path)
+    assert path.read_bytes() == data
+
+
+def test_duplicates_conflicts_and_unknown_outcomes_are_warned_of(tmp_path: Path):
+    """Records kept but worth a word: each kind named, with the rule for which one counts."""
+    path = tmp_path / "out.jsonl"
+    path.write_bytes(
+        _ours("a", "b")
+        + _ours("a")
+        + _ours("b", outcome="error")
+        + b'{"job_id":"c","outcome":"exploded"}\n'
+    )
+    previous = load_previous(path)
+    assert previous.outcomes == {"a": "completed", "b": "error", "c": "exploded"}
+    assert previous.warnings == [
+        f"{path}: 1 jobs recorded twice with the same outcome: 'a' (lines 1 and 3)",
+        f"{path}: 1 jobs recorded twice with different outcomes; the later record counts: "
+        "'b' (line 2: 'completed', line 4: 'error')",
+        f"{path}: 1 records with an unknown outcome, counted as not completed: "
+        "line 5 ('c': 'exploded')",
+    ]
+
+
+def test_an_id_file_may_start_with_a_byte_order_mark(tmp_path: Path):
+    """A UTF-8 BOM (as some editors write) is not part of the first ID."""
+    path = tmp_path / "ids.txt"
+    path.write_bytes("\ufeffjob-a\njob-b\n".encode())
+    assert read_ids([("ids.txt", file_lines(path))]).ids == ["job-a", "job-b"]

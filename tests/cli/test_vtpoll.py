@@ -12,6 +12,7 @@ import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -191,7 +192,7 @@ def test_sigkill_then_resume_gives_each_job_once(url: str, tmp_path: Path, run):
     assert unfinished, "every job ended before the kill: nothing left to resume"
     # What a kill in the middle of a write leaves behind.
     with out.open("a") as f:
-        f.write('{"job_id": "' + unfinished[0])
+        f.write('{"job_id":"' + unfinished[0])
     done = run(*args, "--resume")
     assert done.returncode == 0, done.stderr
     assert "cut a torn last line" in done.stderr
@@ -253,6 +254,10 @@ BAD_INPUTS = [
     (["create", "--duration-range", "3", "1"], "needs A <= B, got 3 1"),
     (["create", "--error-rate", "2"], "Invalid value for '--error-rate'"),
     (["serve", "--error-rate", "2"], "--error-rate must be"),
+    (["serve", "--db", "/no/such/dir/jobs.db"], "--db must be in an existing directory"),
+    (["serve", "--api-key", "clé"], "--api-key must be a non-empty string of visible ASCII"),
+    (["watch", "a", "--base-url", "http://[::1"], "--base-url is not a valid URL"),
+    (["watch", "a", "--api-key", "clé"], "--api-key must be visible ASCII characters"),
     (["frobnicate"], "No such command 'frobnicate'"),
 ]
 
@@ -362,3 +367,27 @@ def test_live_display_on_a_terminal(url: str):
     text = screen.decode(errors="replace")
     for piece in ("polling", "3/3", "req/s", "limit 50/s", "elapsed", "3 completed"):
         assert piece in text, piece
+
+
+@pytest.mark.parametrize("where", ["busy port", "address not on this machine"])
+def test_serve_that_cannot_listen_says_why_in_one_line(where: str, run):
+    """A port already taken, or an address this machine does not have: one line, exit 1.
+    (Binding sends nothing: no other address is contacted.)"""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = ["--port", str(port)] if where == "busy port" else ["--host", "::2", "--port", "0"]
+        done = run("serve", *args)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith("vtpoll: error: cannot serve on ")
+    assert done.stderr.count("\n") == 1, done.stderr
+
+
+def test_watch_never_shows_the_password_of_its_url(url: str, run):
+    """A password in --base-url is used but never printed."""
+    authority = url.removeprefix("http://")
+    done = run("watch", "no-such-job", "--base-url", f"http://ann:s3cret-pw@{authority}")
+    assert done.returncode == 1
+    assert f"watching 1 jobs on http://ann:***@{authority}" in done.stderr
+    assert "s3cret-pw" not in done.stderr + done.stdout
