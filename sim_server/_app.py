@@ -6,7 +6,6 @@ proxy would) -> Quart: authentication -> rate limit -> the route.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import math
@@ -266,7 +265,7 @@ def _register(app: Quart, state: SimState) -> None:
         # Like the faults, the rate limit guards the status reads: job submission stands for
         # another system, and load tests must be able to create their jobs at full speed.
         if state.buckets is not None and request.method == "GET":
-            decision = state.buckets.take(_client_key(request.headers, request.remote_addr))
+            decision = state.buckets.take(_client_key(key is not None, request.remote_addr))
             g.rate_decision = decision
             if not decision.allowed:
                 state.metrics.throttled.inc()
@@ -323,6 +322,7 @@ def _register(app: Quart, state: SimState) -> None:
     @app.post("/jobs")
     @document_request(CreateJob)
     @document_response(JobView, 201)
+    @document_response(ErrorBody, 401)
     @document_response(ErrorBody, 400)
     @document_response(ErrorBody, 409)
     @document_response(ErrorBody, 413)
@@ -368,6 +368,8 @@ def _register(app: Quart, state: SimState) -> None:
     @app.get("/jobs/<job_id>")
     @document_headers(PreferHeader)
     @document_response(JobView)
+    @document_response(ErrorBody, 401)
+    @document_response(ErrorBody, 429)
     @document_response(ErrorBody, 400)
     @document_response(ErrorBody, 404)
     async def job_status(job_id: str) -> Response:
@@ -378,6 +380,8 @@ def _register(app: Quart, state: SimState) -> None:
     @app.get("/jobs/<job_id>/status")
     @document_headers(PreferHeader)
     @document_response(LegacyStatus)
+    @document_response(ErrorBody, 401)
+    @document_response(ErrorBody, 429)
     @document_response(ErrorBody, 400)
     @document_response(ErrorBody, 404)
     async def legacy_job_status(job_id: str) -> Response:
@@ -388,6 +392,8 @@ def _register(app: Quart, state: SimState) -> None:
     @app.get("/status")
     @document_headers(PreferHeader)
     @document_response(LegacyStatus)
+    @document_response(ErrorBody, 401)
+    @document_response(ErrorBody, 429)
     async def legacy_status() -> Response:
         """The default job, whose clock starts with the server, in the original format."""
         job, now, headers = await _answer(state.default_job)
@@ -397,6 +403,8 @@ def _register(app: Quart, state: SimState) -> None:
     @document_querystring(BatchQuery)
     @document_headers(PreferHeader)
     @document_response(BatchView)
+    @document_response(ErrorBody, 401)
+    @document_response(ErrorBody, 429)
     @document_response(ErrorBody, 400)
     async def batch_status() -> Response:
         """Status of up to 100 jobs; with ``Prefer: wait=N``, held until one of them finishes."""
@@ -455,12 +463,11 @@ def _authorized(key: bytes) -> bool:
     return supplied is not None and hmac.compare_digest(supplied.encode("utf-8", "replace"), key)
 
 
-def _client_key(headers: Any, remote_addr: str | None) -> str:
-    supplied = _supplied_key(headers)
-    # Hash the key: the bucket table must not hold secrets in the clear.
-    if supplied:
-        return "key:" + hashlib.sha256(supplied.encode("utf-8", "replace")).hexdigest()[:16]
-    return f"addr:{remote_addr or 'unknown'}"
+def _client_key(keyed: bool, remote_addr: str | None) -> str:
+    """The rate limit's bucket: the API key when the server has one (the gate has checked it
+    by now), else the client's address. A key the server never checked is no identity: a new
+    one on every request would get a fresh bucket every time."""
+    return "key" if keyed else f"addr:{remote_addr or 'unknown'}"
 
 
 def _validation_error(exc: ValidationError) -> ApiError:

@@ -5,6 +5,7 @@ The options are generated from :class:`ServerSettings` fields, so a new setting 
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,14 @@ def serve(**options: Any) -> None:
         settings = ServerSettings(**options)
     except ValueError as exc:
         raise click.UsageError(_as_flag(str(exc))) from None
-    raise SystemExit(run_server(settings))
+    try:
+        code = run_server(settings)
+    except OSError as exc:  # the port is taken, the address is not this machine's...
+        where = f"{settings.host}:{settings.port}"
+        raise click.ClickException(f"cannot serve on {where}: {exc.strerror or exc}") from None
+    except sqlite3.Error as exc:
+        raise click.ClickException(f"cannot use the database {settings.db}: {exc}") from None
+    raise SystemExit(code)
 
 
 def _as_flag(message: str) -> str:

@@ -18,10 +18,13 @@ from typing import Any
 import anyio
 from hypercorn.config import Config
 
+from . import _protocol_errors as protocol_errors
 from ._app import create_app, sim_state
 from ._settings import ServerSettings
 
 SETTINGS_ENV = "SIM_SERVER_SETTINGS"
+#: The master's process ID, for its workers to die with it.
+PARENT_ENV = "SIM_SERVER_PARENT"
 
 logger = logging.getLogger("sim_server")
 
@@ -46,6 +49,7 @@ def url_of(sock: socket.socket) -> str:
 
 
 def hypercorn_config(sock: socket.socket) -> Config:
+    protocol_errors.install()
     config = Config()
     # Hypercorn takes ownership of the descriptor and closes it when it stops.
     config.bind = [f"fd://{sock.detach()}"]
@@ -183,6 +187,7 @@ def run_server(settings: ServerSettings) -> int:
     With several workers, hypercorn forks processes that share the socket; they must share
     the jobs too, so without ``--db`` a temporary database is made for them.
     """
+    stop = _StopRequests()
     from hypercorn.run import run
 
     tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -196,19 +201,34 @@ def run_server(settings: ServerSettings) -> int:
     config = hypercorn_config(sock)
     config.errorlog = "-"
     if settings.workers == 1:
-        asyncio.run(_serve_until_signalled(create_app(settings, backend="asyncio"), config))
+        app = create_app(settings, backend="asyncio")
+        asyncio.run(_serve_until_signalled(app, config, stop))
         return 0
     os.environ[SETTINGS_ENV] = json.dumps(settings.to_dict())
+    os.environ[PARENT_ENV] = str(os.getpid())
     config.application_path = "sim_server._worker:app"
     config.workers = settings.workers
     try:
-        return run(config)
+        return 0 if stop.asked else run(config)
     finally:
         if tmp is not None:
             tmp.cleanup()
 
 
-async def _serve_until_signalled(app: Any, config: Config) -> None:
+class _StopRequests:
+    """SIGINT and SIGTERM noted from the very start: Ctrl-C as the URL appears, before the
+    server is up, ends the start quietly rather than with a KeyboardInterrupt traceback."""
+
+    def __init__(self) -> None:
+        self.asked = False
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._note)
+
+    def _note(self, signum: int, frame: object) -> None:
+        self.asked = True
+
+
+async def _serve_until_signalled(app: Any, config: Config, early: _StopRequests) -> None:
     """Serve until SIGINT or SIGTERM, then answer held long-polls and shut down gracefully."""
     from hypercorn.asyncio import serve
 
@@ -222,6 +242,8 @@ async def _serve_until_signalled(app: Any, config: Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, begin_shutdown)
+    if early.asked:
+        begin_shutdown()
     try:
         await serve(app, config, shutdown_trigger=shutdown.wait)
     finally:

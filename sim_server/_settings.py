@@ -82,8 +82,15 @@ class ServerSettings:
             raise ValueError(f"burst must be an integer >= 1, got {self.burst!r}")
         if self.burst is not None and self.rate_limit is None:
             raise ValueError("burst needs rate_limit to be set")
-        if self.api_key is not None and not self.api_key:
-            raise ValueError("api_key must not be empty")
+        if self.api_key is not None and not (
+            isinstance(self.api_key, str)
+            and self.api_key
+            and all("!" <= char <= "~" for char in self.api_key)
+        ):
+            # A client sends the key in a header, whose values are ASCII.
+            raise ValueError("api_key must be a non-empty string of visible ASCII characters")
+        if self.db is not None and not Path(self.db).parent.is_dir():
+            raise ValueError(f"db must be in an existing directory, got {str(self.db)!r}")
         if not isinstance(self.workers, int) or self.workers < 1:
             raise ValueError(f"workers must be an integer >= 1, got {self.workers!r}")
         if not isinstance(self.seed, int):

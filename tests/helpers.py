@@ -39,7 +39,7 @@ def stop(proc: subprocess.Popen[str], sig: int = signal.SIGKILL, timeout: float 
             proc.wait()
     deadline = time.monotonic() + SESSION_GRACE
     killed = False
-    while members := _session_members(proc.pid):
+    while members := session_members(proc.pid):
         if time.monotonic() > deadline:
             if killed:
                 raise AssertionError(f"processes {members} survived SIGKILL")
@@ -53,7 +53,7 @@ def stop(proc: subprocess.Popen[str], sig: int = signal.SIGKILL, timeout: float 
             stream.close()
 
 
-def _session_members(sid: int) -> list[int]:
+def session_members(sid: int) -> list[int]:
     """Live processes (not zombies) of session ``sid`` (Linux: /proc)."""
     members = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -67,14 +67,11 @@ def _session_members(sid: int) -> list[int]:
     return members
 
 
-@contextmanager
-def server_process(
+def start_server(
     *args: str, timeout: float = 15.0, env: dict[str, str] | None = None
-) -> Iterator[str]:
-    """``python -m sim_server --port 0 ARGS``: yields its URL, stops it with SIGINT after.
-
-    The server must exit 0 within 10 s of SIGINT, or the test fails.
-    """
+) -> tuple[subprocess.Popen[str], str]:
+    """``python -m sim_server --port 0 ARGS`` in a session of its own: the process and its
+    URL (the first line it prints). The caller stops it with :func:`stop`."""
     proc = spawn(
         [sys.executable, "-m", "sim_server", "--host", "127.0.0.1", "--port", "0", *args],
         stdout=subprocess.PIPE,
@@ -88,6 +85,20 @@ def server_process(
             raise TimeoutError(f"server printed no URL within {timeout} s")
         url = proc.stdout.readline().strip()
         assert url.startswith("http://127.0.0.1:"), (url, proc.stderr.read() if proc.stderr else "")
+    except BaseException:
+        stop(proc)
+        raise
+    return proc, url
+
+
+@contextmanager
+def server_process(
+    *args: str, timeout: float = 15.0, env: dict[str, str] | None = None
+) -> Iterator[str]:
+    """:func:`start_server`, yielding its URL; stopped with SIGINT after, which it must
+    answer by exiting 0 within 10 s."""
+    proc, url = start_server(*args, timeout=timeout, env=env)
+    try:
         yield url
     finally:
         stop(proc, signal.SIGINT)

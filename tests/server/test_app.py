@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 
+import httpx
 import pytest
 import trio
 
 from sim_server import Job
 from sim_server._settings import MAX_BODY_BYTES
+from sim_server.testing import SimTransport
 
 
 async def test_create_returns_job_and_location(autojump_clock, make_sim):
@@ -392,12 +394,33 @@ async def test_rate_limit_refuses_with_headers_and_refills(autojump_clock, make_
     assert "sim_rate_limited_total 2.0" in (await sim.client.get("/metrics")).text
 
 
-async def test_rate_limit_is_per_key(autojump_clock, make_sim):
-    """Each API key (else each address) has its own bucket."""
+async def test_rate_limit_is_per_address_whatever_key_is_sent(autojump_clock, make_sim):
+    """Without API keys configured, each client address has its own bucket: a new, unchecked
+    X-Api-Key on every request gets no fresh bucket."""
     sim = make_sim(rate_limit=1, burst=1)
     await sim.create("r", 100)
-    await sim.create("s", 100)
-    assert (await sim.client.get("/jobs/r")).status_code == 200
-    assert (await sim.client.get("/jobs/r")).status_code == 429
-    r = await sim.client.get("/jobs/r", headers={"X-Api-Key": "someone-else"})
-    assert r.status_code == 200
+    codes = [
+        (await sim.client.get("/jobs/r", headers={"X-Api-Key": f"random-{i}"})).status_code
+        for i in range(5)
+    ]
+    assert codes == [200, 429, 429, 429, 429]
+    elsewhere = httpx.AsyncClient(
+        transport=SimTransport(sim.app, client=("127.0.0.2", 40000)), base_url="http://sim"
+    )
+    async with elsewhere:
+        assert (await elsewhere.get("/jobs/r")).status_code == 200
+
+
+async def test_rate_limit_is_per_key_when_keys_are_configured(autojump_clock, make_sim):
+    """With an API key, its holders share one bucket, from any address; a wrong key is
+    refused before it can take a token."""
+    sim = make_sim(rate_limit=1, burst=1, api_key="s3cret")
+    good = {"X-Api-Key": "s3cret"}
+    await sim.client.post("/jobs", json={"job_id": "r", "duration": 100}, headers=good)
+    assert (await sim.client.get("/jobs/r", headers={"X-Api-Key": "wrong"})).status_code == 401
+    assert (await sim.client.get("/jobs/r", headers=good)).status_code == 200
+    elsewhere = httpx.AsyncClient(
+        transport=SimTransport(sim.app, client=("127.0.0.2", 40000)), base_url="http://sim"
+    )
+    async with elsewhere:
+        assert (await elsewhere.get("/jobs/r", headers=good)).status_code == 429

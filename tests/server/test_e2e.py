@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import runpy
 import sys
 import time
@@ -13,7 +15,7 @@ import pytest
 import trio
 
 from sim_server import TranslationServer
-from tests.helpers import server_process, wait_healthy
+from tests.helpers import server_process, session_members, start_server, stop, wait_healthy
 
 
 async def create_poll_and_long_poll(url: str) -> None:
@@ -121,11 +123,13 @@ async def test_restart_with_db_keeps_jobs(tmp_path):
             assert (await client.post("/jobs", json={"job_id": "keep"})).status_code == 409
 
 
-def test_two_workers_share_jobs_and_the_key_from_the_environment():
+def test_two_workers_share_jobs_and_the_key_and_die_with_their_master():
     """With --workers 2 a job made through one worker is found by whichever answers next; the
-    API key given as SIM_SERVER_API_KEY guards both."""
+    API key given as SIM_SERVER_API_KEY guards both. When the master is killed (kill -9) the
+    workers end too, and a new server can take the same port."""
     key = {"X-Api-Key": "env-key-123"}
-    with server_process("--workers", "2", env={"SIM_SERVER_API_KEY": "env-key-123"}) as url:
+    proc, url = start_server("--workers", "2", env={"SIM_SERVER_API_KEY": "env-key-123"})
+    try:
         wait_healthy(url)
         assert httpx.get(f"{url}/jobs/x").status_code == 401
         with httpx.Client(base_url=url, timeout=5, headers=key) as client:
@@ -136,6 +140,17 @@ def test_two_workers_share_jobs_and_the_key_from_the_environment():
         for job_id in ids:
             assert httpx.get(f"{url}/jobs/{job_id}", timeout=5, headers=key).status_code == 200
             assert httpx.get(f"{url}/jobs/{job_id}", timeout=5).status_code == 401
+        proc.kill()
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while session_members(proc.pid):
+            assert time.monotonic() < deadline, "workers outlived their master"
+            time.sleep(0.05)
+    finally:
+        stop(proc)
+    port = url.rsplit(":", 1)[1]
+    with server_process("--port", port) as again:
+        assert again == url
 
 
 def test_serve_rejects_bad_option_with_usage_error(
@@ -147,3 +162,33 @@ def test_serve_rejects_bad_option_with_usage_error(
         runpy.run_module("sim_server", run_name="__main__")
     assert exit_info.value.code == 2
     assert "Error: --error-rate must be a probability in [0, 1], got 2.0" in capsys.readouterr().err
+
+
+async def test_a_request_hypercorn_cannot_read_gets_a_json_error():
+    """A 1 MB request line is refused by hypercorn itself (431) before the app sees it: the
+    answer is JSON naming the problem, like every other 4xx. (Sent over a raw socket: httpx
+    sends no URL over 64 KiB.)"""
+    request = b"GET /jobs?ids=" + b"x" * 1_000_000 + b" HTTP/1.1\r\nHost: t\r\n\r\n"
+    with trio.fail_after(20):
+        async with TranslationServer() as server:
+            port = int(server.url.rsplit(":", 1)[1])
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            answer = b""
+            async with stream:
+
+                async def send() -> None:
+                    # The server answers and closes after 16 KiB: the rest may not go out.
+                    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                        await stream.send_all(request)
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(send)
+                    while chunk := await stream.receive_some():
+                        answer += chunk
+                    nursery.cancel_scope.cancel()
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 431 "), head
+            assert b"content-type: application/json" in head.lower()
+            assert json.loads(body)["error"] == "request_header_fields_too_large"
+            async with httpx.AsyncClient(base_url=server.url) as client:
+                assert (await client.get("/healthz")).status_code == 200  # still serving

@@ -19,6 +19,13 @@ def test_document_lists_every_route():
     assert set(paths["/jobs"]) >= {"get", "post"}
 
 
+def test_rate_limit_and_key_answers_are_documented():
+    """Every status read documents 429 (the rate limit) and 401 (the API key)."""
+    paths = schema.raw_schema["paths"]
+    for path in ("/jobs", "/jobs/{job_id}", "/jobs/{job_id}/status", "/status"):
+        assert {"401", "429"} <= set(paths[path]["get"]["responses"]), path
+
+
 @schema.parametrize()
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_generated_request_breaks_the_server(case):

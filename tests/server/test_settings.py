@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -24,7 +25,12 @@ from sim_server import ServerSettings, TranslationServer
         ({"rate_limit": 0}, "rate_limit must be a finite number > 0, got 0"),
         ({"rate_limit": 5, "burst": 0}, "burst must be an integer >= 1, got 0"),
         ({"burst": 5}, "burst needs rate_limit to be set"),
-        ({"api_key": ""}, "api_key must not be empty"),
+        ({"api_key": ""}, "api_key must be a non-empty string of visible ASCII characters"),
+        ({"api_key": "clé"}, "api_key must be a non-empty string of visible ASCII characters"),
+        (
+            {"db": Path("/no/such/dir/jobs.db")},
+            "db must be in an existing directory, got '/no/such/dir/jobs.db'",
+        ),
         ({"workers": 0}, "workers must be an integer >= 1, got 0"),
         (
             {"fault_500": 0.6, "fault_drop": 0.6},
