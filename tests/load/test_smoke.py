@@ -23,16 +23,15 @@ PNG = b"\x89PNG\r\n\x1a\n"
 SCRIPT_TIMEOUT = 120
 
 
-def run_script(script: str, folder: Path, *args: str) -> tuple[list[dict[str, Any]], str]:
-    """Run ``load/SCRIPT.py ARGS``; its JSON rows and its stdout (it must exit 0)."""
+def run_script(
+    script: str, folder: Path, *args: str, workload: bool = True
+) -> tuple[list[dict[str, Any]], str]:
+    """Run ``load/SCRIPT.py ARGS`` (with a seed and plots into ``folder`` for the workload
+    scripts); its JSON rows and its stdout (it must exit 0)."""
     out = folder / f"{script}.json"
+    common = ["--seed", "3", "--plots", str(folder)] if workload else []
     proc = spawn(
-        [
-            sys.executable,
-            str(LOAD / f"{script}.py"),
-            *args,
-            *("--seed", "3", "--json", str(out), "--plots", str(folder)),
-        ],
+        [sys.executable, str(LOAD / f"{script}.py"), *args, *common, "--json", str(out)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -124,3 +123,21 @@ def test_chaos(tmp_path: Path):
         assert_lags(row)
     assert "lost" in stdout
     assert_png(tmp_path / "chaos_lag_cdf.png")
+
+
+def test_hostile(tmp_path: Path):
+    """A gzip bomb and an endless body: each job fails naming the size limit, and the client's
+    memory stays within a few MiB of where it started (the limit is 1 MiB)."""
+    rows, _ = run_script(
+        "hostile",
+        tmp_path,
+        *("--bomb-mib", "64", "--endless-mib", "16", "--max-retries", "0"),
+        workload=False,
+    )
+    assert [r["case"] for r in rows] == ["bomb", "endless"]
+    for row in rows:
+        assert row["outcome"] == "failed", row
+        assert "max_response_bytes" in row["error"], row
+        assert row["requests"] == 1
+        assert 0 < row["sent_mib"] < row["body_mib"], row
+        assert row["rss_peak_mib"] - row["rss_before_mib"] < 32, row
