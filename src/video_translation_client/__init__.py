@@ -1,12 +1,13 @@
 """Poll the status of many long-running video translation jobs, quickly and gently.
 
-How the modules stack: ``_config`` (settings) and ``_models`` (what calls return) depend on
-nothing; ``_errors`` is the exception tree; ``_backoff`` is the wait arithmetic and the parsing
-of server hints; ``_ratelimit`` (the shared adaptive limiter) and ``_budget`` (the retry
-budget) stand alone; ``_http`` is the one module that speaks HTTP, turning every answer or
-failure into a status, a transient failure or a typed error; ``_batch`` coalesces checks of
-many jobs into batch requests; ``_client`` builds the polling of one job and of many on top of
-them, on anyio, so that it runs under trio and asyncio alike.
+How the modules stack, each on those before it: ``_validate`` (argument checks), ``_config``
+(settings), ``_models`` (what calls return) and ``_errors`` (the exception tree) depend on
+nothing else; ``_backoff`` is the wait arithmetic, ``_headers`` reads what a server's headers
+and numbers say, ``_ratelimit`` (the shared adaptive limiter) and ``_budget`` (the retry
+budget) stand alone; ``_read`` bounds a body and ``_http`` makes one attempt and classifies it
+(``_pool`` builds the connection pools); ``_batch`` coalesces checks into batch requests;
+``_session`` is the scheduler every check goes through; ``_job`` is one job's loop; ``_client``
+is the facade. All of it on anyio, so that it runs under trio and asyncio alike.
 """
 
 import logging as _logging
@@ -19,6 +20,7 @@ from ._errors import JobNotFound as JobNotFound
 from ._errors import PollTimeout as PollTimeout
 from ._errors import RequestRejected as RequestRejected
 from ._errors import RetriesExhausted as RetriesExhausted
+from ._errors import ServerUnreachable as ServerUnreachable
 from ._errors import VideoTranslationError as VideoTranslationError
 from ._models import ClientStatistics as ClientStatistics
 from ._models import JobResult as JobResult
@@ -41,6 +43,7 @@ __all__ = [
     "RateLimiterStatistics",
     "RequestRejected",
     "RetriesExhausted",
+    "ServerUnreachable",
     "StatusPollingConfig",
     "StatusResponse",
     "VideoTranslationClient",

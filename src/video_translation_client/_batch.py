@@ -1,35 +1,44 @@
 """Coalescing status checks of different jobs into batch requests (``GET /jobs?ids=...``).
 
 Checks that fall due within ``window`` seconds of the first one go out together, up to
-``MAX_BATCH`` IDs a request; each job still keeps its own schedule and deadline, and only
-waits for its own answer. The flusher and the requests run in the task group of the
-``poll_many``/``watch`` call that owns the batcher, so they end with it.
+``MAX_BATCH`` IDs a request; each job still keeps its own schedule and deadline, and only waits
+for its own answer. A session has two batchers: one for checks answered at once, one for held
+checks (long-poll), whose request the server holds until the first of its jobs finishes. The
+flush timers and the requests run in the session's task group; a request whose every job has
+stopped waiting (cancelled, past its deadline) is cancelled with them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import anyio
 from anyio.abc import TaskGroup
 
-from ._http import Answer
+from ._http import Answer, Transient
+from ._models import JobStatus
 
 MAX_BATCH = 100
+#: A held batch answered pending sooner than this share of its wait, with none of its jobs
+#: finished, was not really held (a proxy cutting it short, a server shutting down).
+HELD_ENOUGH = 0.5
 
 SendBatch = Callable[[list[str], int], Awaitable[dict[str, Answer | BaseException]]]
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Batch:
     """The checks that go out in one request. One event for all of them: a batch of 100 is
     one wake-up call, not 100 events made and set."""
 
+    wait: int
     ids: list[str] = field(default_factory=list)
-    wait: int = 0
     done: anyio.Event = field(default_factory=anyio.Event)
     outcomes: dict[str, Answer | BaseException] = field(default_factory=dict)
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    waiting: int = 0
 
 
 class Batcher:
@@ -38,8 +47,6 @@ class Batcher:
         self._send = send
         self.window = window
         self._open: _Batch | None = None
-        #: None until the server answers a batch; False once it turns out not to have one.
-        self.supported: bool | None = None
 
     async def fetch(self, job_id: str, wait: int) -> Answer:
         batch = self._open
@@ -51,8 +58,16 @@ class Batcher:
         batch.wait = min(batch.wait, wait)
         if len(batch.ids) >= MAX_BATCH:
             self._flush(batch)
-        await batch.done.wait()
-        outcome = batch.outcomes[job_id]
+        batch.waiting += 1
+        try:
+            await batch.done.wait()
+        finally:
+            batch.waiting -= 1
+            if batch.waiting == 0 and not batch.done.is_set():
+                batch.scope.cancel()  # nobody left to answer
+        outcome = batch.outcomes.get(job_id)
+        if outcome is None:  # the session closed under the request
+            raise Transient("the batch request was cancelled")
         if isinstance(outcome, BaseException):
             raise _copy(outcome)
         return outcome
@@ -67,15 +82,27 @@ class Batcher:
             self._tg.start_soon(self._run, batch)
 
     async def _run(self, batch: _Batch) -> None:
+        ids = list(dict.fromkeys(batch.ids))
+        started = anyio.current_time()
         try:
-            batch.outcomes = await self._send(list(dict.fromkeys(batch.ids)), batch.wait)
-        except BaseException as exc:
-            batch.outcomes = dict.fromkeys(batch.ids, exc)
+            with batch.scope:
+                batch.outcomes = await self._send(ids, batch.wait)
+        except Exception as exc:
+            batch.outcomes = dict.fromkeys(ids, exc)
+        finally:
+            if batch.wait and batch.outcomes:
+                _mark_cut_short(batch, anyio.current_time() - started)
             batch.done.set()
-            if not isinstance(exc, Exception):
-                raise
-            return
-        batch.done.set()
+
+
+def _mark_cut_short(batch: _Batch, held: float) -> None:
+    answers = [a for a in batch.outcomes.values() if isinstance(a, Answer)]
+    woken = any(a.status is not JobStatus.PENDING for a in answers)
+    if woken or held >= HELD_ENOUGH * batch.wait:
+        return
+    for job_id, answer in batch.outcomes.items():
+        if isinstance(answer, Answer):
+            batch.outcomes[job_id] = dataclasses.replace(answer, cut_short=True)
 
 
 def _copy(exc: BaseException) -> BaseException:

@@ -36,9 +36,6 @@ class RetryBudget:
         #: Retries allowed and not yet answered.
         self.in_flight = 0
         self.denied = 0
-        #: When a request last succeeded, and last failed (-inf: never).
-        self.last_success = float("-inf")
-        self.last_failure = float("-inf")
         self._next_probe = float("-inf")
 
     @property
@@ -47,18 +44,12 @@ class RetryBudget:
         return self.tokens <= self.max_tokens / 2
 
     def record_success(self, now: float) -> None:
-        self.last_success = now
         if self.spent:
             self.tokens = self.max_tokens / 2
         self.tokens = min(self.max_tokens, self.tokens + self.token_ratio)
 
     def record_failure(self, now: float) -> None:
-        self.last_failure = now
         self.tokens = max(0.0, self.tokens - 1)
-
-    def answering_since(self, moment: float) -> bool:
-        """Whether the server has answered since ``moment`` and not failed after that."""
-        return self.last_success >= max(moment, self.last_failure)
 
     def allows_retry(self, now: float, *, reserve: bool = True) -> bool:
         """Whether a retry may be sent now; if so, with ``reserve``, ``release()`` must follow

@@ -7,8 +7,10 @@
     ├── JobNotFound                   404 / 410: the server does not know the job
     ├── AuthenticationError           401 / 403: missing or wrong API key
     ├── RequestRejected               any other 4xx, or a redirect to another origin
-    ├── RetriesExhausted              too many consecutive transient failures, or the retry
-    │                                 budget is spent; ``__cause__`` is the last failure
+    ├── RetriesExhausted              too many consecutive transient failures while the server
+    │   │                             answered other requests; ``__cause__`` is the last one
+    │   └── ServerUnreachable         the server answered nothing for ``outage_timeout`` (or
+    │                                 until the job's deadline); also a builtin ConnectionError
     └── InvalidResponse               a body that is not a status (transient: retried first)
 
 Transport failures (httpx, h11) are turned into these at the boundary with ``raise ... from``;
@@ -17,6 +19,7 @@ none of them reaches the caller undressed.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -78,3 +81,19 @@ class RetriesExhausted(VideoTranslationError):
     def __init__(self, message: str, *, job_id: str | None = None, attempts: int = 0) -> None:
         super().__init__(message, job_id=job_id)
         self.attempts = attempts
+
+
+class ServerUnreachable(RetriesExhausted, ConnectionError):
+    """The server has answered nothing since ``since`` (a wall-clock time), for longer than
+    the job could wait: its outcome is not known. ``__cause__`` is the last failure."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        job_id: str | None = None,
+        attempts: int = 0,
+        since: datetime | None = None,
+    ) -> None:
+        super().__init__(message, job_id=job_id, attempts=attempts)
+        self.since = since

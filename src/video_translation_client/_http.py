@@ -41,6 +41,13 @@ class Answer:
     hint: float | None
     #: The long-poll wait the server says it applied, or None if it did not say.
     wait_applied: float | None
+    #: A held check answered pending well before its wait, nothing having finished: the
+    #: server (or a proxy) does not really hold, and asking again at once would spin.
+    cut_short: bool = False
+
+    @property
+    def is_final(self) -> bool:
+        return self.status.is_final
 
 
 class Transient(Exception):
@@ -65,6 +72,11 @@ class Transient(Exception):
         self.quota = quota
         #: The library's own error for this failure, for an answer that was not a status.
         self.error = error
+
+
+class MalformedBatch(Transient):
+    """A batch answer that is not ``{"jobs": [...], "unknown": [...]}``: from a server known
+    to have the batch endpoint a transient failure, from any other a sign it has none."""
 
 
 class BatchUnsupported(Exception):
@@ -177,11 +189,11 @@ def _batch_answers(reply: Reply, ids: list[str]) -> dict[str, Answer | BaseExcep
     code = reply.status_code
     data, not_json = _decode(reply.body)
     if not_json:
-        raise Transient(f"malformed batch answer ({not_json})", status_code=code)
+        raise MalformedBatch(f"malformed batch answer ({not_json})", status_code=code)
     jobs = data.get("jobs") if isinstance(data, dict) else None
     unknown = data.get("unknown", []) if isinstance(data, dict) else None
     if not isinstance(jobs, list) or not isinstance(unknown, list):
-        raise Transient("malformed batch answer (no list of jobs)", status_code=code)
+        raise MalformedBatch("malformed batch answer (no list of jobs)", status_code=code)
     wanted = set(ids)
     out: dict[str, Answer | BaseException] = {}
     for entry in jobs:
@@ -218,6 +230,8 @@ def _batch_answers(reply: Reply, ids: list[str]) -> dict[str, Answer | BaseExcep
 class StatusFetcher:
     def __init__(self, base_url: str, api_key: str | None, *, max_response_bytes: int) -> None:
         self.base = httpx.URL(base_url.rstrip("/"))
+        #: The base URL fit to show: its password, if it has one, hidden.
+        self.shown_url = redact_url(str(self.base))
         self.max_response_bytes = max_response_bytes
         self._headers = {"Accept": "application/json", "Accept-Encoding": ACCEPT_ENCODING}
         if api_key is not None:

@@ -7,12 +7,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-class JobStatus(enum.Enum):
-    """A job's state as the server reports it."""
+class JobStatus(enum.StrEnum):
+    """A job's state as the server reports it.
+
+    A ``str``: ``status == "completed"`` holds, and ``f"{status}"`` is the value. The lower-case
+    names of the original design are aliases: ``JobStatus.completed is JobStatus.COMPLETED``.
+    """
 
     PENDING = "pending"
     COMPLETED = "completed"
     ERROR = "error"
+    pending = "pending"
+    completed = "completed"
+    error = "error"
 
     @property
     def is_final(self) -> bool:
@@ -38,6 +45,11 @@ class StatusResponse:
     @property
     def is_final(self) -> bool:
         return self.status.is_final
+
+    @property
+    def raw_response(self) -> dict[str, Any]:
+        """The decoded body, under the original design's name for it."""
+        return self.payload
 
 
 class Outcome(enum.Enum):

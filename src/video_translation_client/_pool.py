@@ -1,4 +1,4 @@
-"""Many connections as several small httpx pools behind one transport.
+"""The one place that builds the client's own httpx clients, and the split of large pools.
 
 httpcore's connection pool looks at every connection, for every request, each time a request
 is queued or a connection freed, so its cost per request grows with its size: with 1,000
@@ -11,12 +11,29 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator
+from http.cookiejar import DefaultCookiePolicy
 
 import httpx
 
 #: Connections per pool. Small enough that a pool's scans cost little, large enough that few
 #: pools are needed (a client's in-flight cap is usually 16).
 SHARD_SIZE = 32
+
+
+def new_http_client(connections: int, timeout: float) -> httpx.AsyncClient:
+    """An httpx client for status checks: ``connections`` at most, no redirects followed (the
+    caller follows same-origin ones itself), no cookies kept."""
+    if connections > SHARD_SIZE:
+        http = httpx.AsyncClient(
+            transport=sharded_transport(connections), timeout=timeout, follow_redirects=False
+        )
+    else:
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        http = httpx.AsyncClient(limits=limits, timeout=timeout, follow_redirects=False)
+    # A status client has no use for cookies, and a server setting new ones on every answer
+    # would grow the jar (and each request's Cookie header) without end.
+    http.cookies.jar.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+    return http
 
 
 def sharded_transport(connections: int, shard_size: int = SHARD_SIZE) -> ShardedTransport:

@@ -1,33 +1,47 @@
 """A shared, adaptive, FIFO token-bucket rate limiter for anyio (trio and asyncio).
 
 No maintained limiter for trio/anyio does what many-job polling needs (a pause until a
-server's ``Retry-After``, and a rate that backs off on 429s), so this is written here.
+server's ``Retry-After``, and a rate that finds the server's own), so this is written here.
 
-- **Token bucket**: ``burst`` tokens, refilled at ``rate`` per second; one token per request.
+- **Token bucket**: ``burst`` tokens, refilled at the current rate; one token per request.
   Over any interval of length t, at most ``burst + rate * t`` acquisitions succeed.
 - **FIFO**: callers are served in the order they asked (anyio's ``Lock`` is fair), so no job
   starves behind luckier ones.
 - **Pause**: ``pause(seconds)`` stops everyone until then (a 429's ``Retry-After``).
-- **Adaptive** (AIMD, as TCP congestion control and AWS SDKs' adaptive retry mode): each
-  ``throttled()`` multiplies the rate by ``decrease`` (0.7, CUBIC's factor; at most once per
-  ``cooldown``), and the rate climbs back linearly, by ``recovery`` (a tenth) of the configured
-  rate per second, to the configured rate. A server that never throttles sees the full rate.
-- **Declared quota**: ``throttled(quota)``, with the rate a 429's ``RateLimit-Policy`` allows,
-  sets the rate to 95% of it and makes that the ceiling: a server that states its limit is not
-  probed for it again and again.
+- **Adaptive**: the limiter counts the answers the server accepts (``answered()``). While it
+  overruns the server (429s, ``throttled()``), the answers accepted per second since the first
+  429 *are* the server's rate, whatever its headers say: at most every ``cooldown`` seconds the
+  limiter settles just under that measure (halving instead when it knows nothing yet; going
+  back to the last measure when a new overrun begins). Without 429s it then probes upwards,
+  slowly at first and faster the longer no 429 comes (``probe`` times the square of the
+  seconds since the last decrease), up to the configured rate; each probe that finds the limit
+  where it was makes the next one half as steep. A stale or wrong ``RateLimit-Policy`` cannot
+  pin it low, and a server that raises its limit is found.
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 
 import anyio
 from anyio.lowlevel import RunVar
 
+from . import _validate as check
+
 _EPSILON = 1e-9
-#: The share of a server's declared quota the limiter keeps to: its clock and ours differ.
-QUOTA_MARGIN = 0.95
+#: The share of the measured server rate the limiter settles at: clocks differ.
+MARGIN = 0.97
+#: Seconds without a 429 after which an overrun is over: the next 429 starts a new one, whose
+#: rate is measured afresh (between overruns the server's bucket refills, and answers then
+#: say nothing of its rate). The shortest span a rate is measured over.
+OVERRUN_GAP = 1.0
+MIN_MEASURE = 0.1
+#: Seconds of answers remembered for measuring.
+ANSWERS_MEMORY = 5.0
+#: A measure within this share of the last one finds the server's rate unchanged.
+STABLE = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +61,8 @@ class RateLimiterStatistics:
     decreases: int
     #: Seconds left of a pause, 0 if none.
     paused_for: float
+    #: The rate the server was last measured to accept when it throttled, if it has.
+    server_rate: float | None
 
 
 class RateLimiter:
@@ -57,35 +73,31 @@ class RateLimiter:
         rate: float | None,
         burst: int | None = None,
         *,
-        decrease: float = 0.7,
-        recovery: float = 0.1,
-        cooldown: float = 1.0,
+        probe: float = 0.002,
+        cooldown: float = 0.25,
         min_rate: float | None = None,
     ) -> None:
-        if rate is not None and not (isinstance(rate, int | float) and 0 < rate < math.inf):
-            raise ValueError(f"rate must be a finite number > 0 or None, got {rate!r}")
+        check.optional_number("rate", rate, low=0, inclusive=False)
         self.rate = math.inf if rate is None else float(rate)
         if burst is None:
             burst = 1 if rate is None else max(1, math.ceil(self.rate))
-        if not isinstance(burst, int) or burst < 1:
-            raise ValueError(f"burst must be an integer >= 1, got {burst!r}")
-        if not 0 < decrease < 1:
-            raise ValueError(f"decrease must be in (0, 1), got {decrease!r}")
-        if not recovery > 0:
-            raise ValueError(f"recovery must be > 0, got {recovery!r}")
-        self.burst = burst
-        self.decrease = decrease
-        self.recovery = recovery
-        self.cooldown = cooldown
+        self.burst = check.integer("burst", burst, low=1)
+        self.probe = check.number("probe", probe, low=0, inclusive=False)
+        #: The probe now: it slows each time a probe finds the server's rate where it was.
+        self._probe = self.probe
+        self.cooldown = check.number("cooldown", cooldown, low=0)
         self.min_rate = min(self.rate, 1.0) if min_rate is None else min_rate
         self._tokens = float(burst)
         self._updated: float | None = None
         self._current = self.rate
-        #: The highest rate allowed: the configured one, or less if the server said so.
-        self._ceiling = self.rate
-        self._floor_rate = self.rate  # the rate the last decrease left, recovery starts here
+        #: Where the rate climbs back to quickly after a decrease, and probes on from.
+        self._target = self.rate
+        self._server_rate: float | None = None
         self._decreased_at = -math.inf
         self._paused_until = -math.inf
+        #: The first 429 of the current overrun, and the last one.
+        self._overrun_since = self._last_throttled = -math.inf
+        self._answers: deque[float] = deque()
         # Per event loop: one limiter may serve a trio run and later an asyncio one.
         self._lock: RunVar[anyio.Lock | None] = RunVar("RateLimiter lock", default=None)
         self._acquired = 0
@@ -96,34 +108,39 @@ class RateLimiter:
     def __repr__(self) -> str:
         return f"<RateLimiter rate={self.rate:g}/s burst={self.burst}>"
 
-    def current_rate(self, now: float | None = None) -> float:
+    def current_rate(self) -> float:
         if self.rate == math.inf:
             return self.rate
-        now = anyio.current_time() if now is None else now
-        if self._current >= self._ceiling:
-            return self._ceiling
-        climbed = self._floor_rate + self.recovery * self.rate * max(0.0, now - self._decreased_at)
-        return min(self._ceiling, climbed)
+        self._refill(anyio.current_time())
+        return self._current
 
     def _burst_now(self) -> float:
-        """The bucket's size, shrunk in proportion when a server's quota lowered the ceiling:
-        a second's worth of the configured rate would overrun the server's own bucket."""
-        return max(1.0, self.burst * self._ceiling / self.rate)
+        """The bucket's size, shrunk in proportion to a lowered rate: a second's worth of the
+        configured rate would overrun the server that made us lower it."""
+        return max(1.0, self.burst * self._current / self.rate)
 
     def _refill(self, now: float) -> None:
+        if self.rate == math.inf:
+            self._tokens = float(self.burst)
+            return
         if self._updated is None:
             self._updated = now
             return
-        if self.rate == math.inf:
-            self._tokens = float(self.burst)
+        elapsed = now - max(self._updated, self._paused_until)
+        self._updated = max(self._updated, now)
+        if elapsed <= 0:
+            return
+        before = self._current
+        if self._current < self._target:
+            # Back to just under the server's rate within a cooldown...
+            self._current += (self._target - self._current) * min(1.0, elapsed / self.cooldown)
         else:
-            # Integrate the recovering rate over the elapsed time; the trapezoid is exact
-            # for a linear climb and close enough where it meets the cap.
-            elapsed = max(0.0, now - self._updated)
-            mean = (self.current_rate(self._updated) + self.current_rate(now)) / 2
-            self._tokens = min(self._burst_now(), self._tokens + elapsed * mean)
-        self._current = self.current_rate(now)
-        self._updated = now
+            # ...then beyond it, slowly at first, faster the longer no 429 comes.
+            since = now - self._decreased_at
+            self._current = max(self._current, self._target * (1 + self._probe * since * since))
+        self._current = min(self.rate, self._current)
+        # The trapezoid: exact for a linear climb, close enough for the rest.
+        self._tokens = min(self._burst_now(), self._tokens + elapsed * (before + self._current) / 2)
 
     async def acquire(self) -> None:
         """Wait for a token, in FIFO order with the other callers."""
@@ -154,46 +171,86 @@ class RateLimiter:
             self._wait_time += anyio.current_time() - started
 
     def pause(self, seconds: float) -> None:
-        """Nobody acquires for ``seconds`` from now (extends, never shortens, a pause)."""
-        self._paused_until = max(self._paused_until, anyio.current_time() + max(0.0, seconds))
+        """Nobody acquires for ``seconds`` from now (extends, never shortens, a pause), and no
+        tokens gather meanwhile: the server's own bucket is empty, and a burst at the end of
+        the pause would only be refused again."""
+        now = anyio.current_time()
+        self._refill(now)
+        self._paused_until = max(self._paused_until, now + max(0.0, seconds))
+        # One request goes as the pause ends: the server said it would take one then.
+        self._tokens = 1.0
+
+    def answered(self) -> None:
+        """The server accepted a request (any answer but a 429): what the rate is measured by."""
+        if self.rate == math.inf:
+            return
+        now = anyio.current_time()
+        self._answers.append(now)
+        while self._answers[0] < now - ANSWERS_MEMORY:
+            self._answers.popleft()
 
     def throttled(self, quota: float | None = None) -> None:
-        """The server said 429: lower the rate, at most once per ``cooldown``.
+        """The server said 429: settle just under the rate it accepts, at most once per
+        ``cooldown``.
 
-        With ``quota``, the rate the server's ``RateLimit-Policy`` allows, the rate drops to
-        just under it and never climbs above it again, instead of being cut blindly: a
-        server that says its limit is never asked to repeat it.
+        ``quota``, the rate a ``RateLimit-Policy`` declares, is not trusted: a server that
+        misdeclares (or a stale policy) would pin the rate far below what it accepts. The rate
+        the server is seen to accept while refusing is the measure.
         """
         if self.rate == math.inf:
             return
         now = anyio.current_time()
-        if quota is not None and quota * QUOTA_MARGIN < self._ceiling:
-            self._refill(now)
-            self._ceiling = max(self.min_rate, quota * QUOTA_MARGIN)
-            self._floor_rate = self._current = min(self._current, self._ceiling)
-            self._decreased_at = now
-            self._decreases += 1
-            self._tokens = min(self._tokens, 0.0)
-            return
+        if now - self._last_throttled > OVERRUN_GAP:
+            self._overrun_since = now  # a new overrun begins
+        self._last_throttled = now
         if now - self._decreased_at < self.cooldown:
             return
         self._refill(now)
-        self._floor_rate = max(self.min_rate, self._current * self.decrease)
-        self._current = self._floor_rate
+        measured = self._accepted_rate(now)
+        if measured is not None:
+            known = self._server_rate
+            if known is not None and abs(measured - known) <= STABLE * known:
+                # Found where it was: probe half as fast next time (cycles grow by sqrt 2).
+                self._probe = max(self.probe / 1000, self._probe / 2)
+            else:
+                self._probe = self.probe
+            self._server_rate = measured
+            lowered = measured * MARGIN
+        elif self._server_rate is not None:
+            # A new overrun, nothing measured yet: back to the last measure, and probe half as
+            # fast next time (the limit is most likely where it was).
+            lowered = self._server_rate * MARGIN
+            self._probe = max(self.probe / 1000, self._probe / 2)
+        else:
+            lowered = self._current / 2  # nothing known yet: halve, and measure
+        self._current = max(self.min_rate, min(self._current, lowered))
+        self._target = self._current
         self._decreased_at = now
         self._decreases += 1
-        # The burst was what got us throttled: start again from an empty bucket.
-        self._tokens = min(self._tokens, 0.0)
+        # The burst was what got us throttled: start again from an empty bucket (but for the
+        # one request a pause lets go at its end).
+        self._tokens = min(self._tokens, 1.0 if self._paused_until > now else 0.0)
+
+    def _accepted_rate(self, now: float) -> float | None:
+        """Answers per second since the current overrun began (the server's bucket was empty
+        all along, so this is its rate); None with too little to go on yet."""
+        span = now - self._overrun_since
+        if not MIN_MEASURE <= span <= ANSWERS_MEMORY:
+            return None
+        # Strictly after: the answers that came with the first 429 were the server's burst.
+        accepted = sum(1 for t in self._answers if t > self._overrun_since)
+        return accepted / span if accepted else None
 
     def statistics(self) -> RateLimiterStatistics:
         now = anyio.current_time()
         return RateLimiterStatistics(
             rate=self.rate,
-            current_rate=self.current_rate(now),
+            current_rate=self.current_rate(),
             burst=self.burst,
             acquired=self._acquired,
             waiting=self._waiting,
             wait_time=self._wait_time,
             decreases=self._decreases,
             paused_for=max(0.0, self._paused_until - now),
+            server_rate=self._server_rate,
         )

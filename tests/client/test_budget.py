@@ -18,7 +18,6 @@ def test_failures_spend_and_successes_refill():
     assert not budget.spent
     assert budget.allows_retry(1.0)
     assert budget.denied == 1
-    assert budget.last_success == 1.0
 
 
 def test_retries_in_flight_count_against_the_budget():
@@ -71,14 +70,20 @@ def test_batched_retries_reserve_nothing():
     assert not budget.allows_retry(0.1, reserve=False)
 
 
-def test_a_success_followed_by_failures_is_not_an_answering_server():
-    """The server answers again only if it succeeded after the moment and failed not since."""
-    budget = RetryBudget()
-    budget.record_failure(1.0)
-    budget.record_success(2.0)
-    assert budget.answering_since(1.0)
-    budget.record_failure(3.0)
-    assert not budget.answering_since(1.0)
-    budget.record_success(4.0)
-    assert budget.answering_since(1.0)
-    assert not budget.answering_since(5.0)
+def test_health_knows_answers_successes_and_silence():
+    """The server is silent from the first attempt that got no answer until the next answer;
+    a failing answer is still an answer."""
+    from video_translation_client._session import Health
+
+    health = Health()
+    assert not health.ever_answered
+    health.no_answer(1.0)
+    health.no_answer(2.0)
+    assert health.silent_since == 1.0
+    assert health.silent_for(4.0) == 3.0
+    health.answered(5.0, success=False)
+    assert health.silent_since is None
+    assert (health.last_answer, health.last_success) == (5.0, float("-inf"))
+    health.answered(6.0, success=True)
+    assert health.last_success == 6.0
+    assert health.ever_answered

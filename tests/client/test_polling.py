@@ -9,6 +9,7 @@ import pytest
 import trio
 import trio.lowlevel
 
+from tests.hostile_server import hostile_server
 from video_translation_client import (
     JobStatus,
     PollTimeout,
@@ -202,15 +203,23 @@ async def test_retry_after_http_date(autojump_clock):
 
 
 async def test_long_poll_used_when_offered(autojump_clock, make_sim):
-    """Against a long-poll server a 40 s job costs 2 requests, and completion is seen at 40 s."""
+    """Against a long-poll server a 40 s job costs 3 requests (the first look, answered at
+    once, then two held ones), and completion is seen at 40 s."""
     sim = make_sim(max_wait=30)
     await sim.create("lp", 40)
     start = trio.current_time()
-    client = VideoTranslationClient(URL, cfg(long_poll=25), http_client=sim.client)
+    seen: list[str] = []
+    client = VideoTranslationClient(
+        URL,
+        cfg(long_poll=25),
+        http_client=sim.client,
+        on_status_change=lambda r: seen.append(r.status.value),
+    )
     done = await client.poll_until_complete("lp")
     assert trio.current_time() - start == pytest.approx(40)
-    assert done.attempts == 2
+    assert done.attempts == 3
     assert sim.state.metrics.long_polls._value.get() == 2
+    assert seen == ["pending", "completed"]
 
 
 async def test_long_poll_request_timeout_covers_the_wait(autojump_clock, make_sim):
@@ -221,17 +230,18 @@ async def test_long_poll_request_timeout_covers_the_wait(autojump_clock, make_si
         URL, cfg(long_poll=25, request_timeout=2, max_retries=0), http_client=sim.client
     )
     done = await client.poll_until_complete("lp")
-    assert done.attempts == 1
+    assert done.attempts == 2
 
 
 async def test_long_poll_refused_falls_back_to_polling(autojump_clock):
-    """A server that ignores Prefer gets ordinary polling: Prefer is not sent again."""
+    """A server that ignores Prefer gets ordinary polling: after the one held check that
+    found out, Prefer is not sent again."""
     server = Scripted([status("pending")] * 3 + [status("completed")])
     async with server.client() as http:
         client = VideoTranslationClient(URL, cfg(long_poll=25, initial_delay=1), http_client=http)
         await client.poll_until_complete("j")
     prefers = [r.headers.get("prefer") for _, r in server.log]
-    assert prefers == ["wait=25", None, None, None]
+    assert prefers == [None, "wait=25", None, None]
 
 
 async def test_long_poll_wait_shrinks_to_fit_the_deadline(autojump_clock, make_sim):
@@ -243,7 +253,7 @@ async def test_long_poll_wait_shrinks_to_fit_the_deadline(autojump_clock, make_s
     with pytest.raises(PollTimeout):
         await client.poll_until_complete("lp")
     assert trio.current_time() - start == 40
-    # Holds of 25 s then 14 s (40 - 25 - 1 s margin): two requests in all.
+    # The first look, then holds of 25 s and 14 s (40 - 25 - 1 s margin).
     assert sim.state.metrics.long_polls._value.get() == 2
 
 
@@ -306,19 +316,19 @@ async def test_callers_cancel_scope_is_respected(autojump_clock):
     assert scope.cancelled_caught
 
 
-async def test_usable_without_async_with(autojump_clock, make_sim):
-    """A single call works on a client never entered: it opens and closes its own pool."""
-    sim = make_sim()
-    await sim.create("one", 3)
-    from sim_server.testing import SimTransport
+async def test_usable_without_async_with():
+    """A call on a client never entered opens a session of its own and closes it after: the
+    client is not left open."""
 
-    def new_http(self):
-        return httpx.AsyncClient(transport=SimTransport(sim.app))
+    def answer(path: str, headers: dict[str, str]) -> tuple[int, list[tuple[str, str]], bytes]:
+        return 200, [], b'{"result": "pending"}'
 
-    client = VideoTranslationClient(URL, cfg())
-    client._new_http = new_http.__get__(client)  # type: ignore[method-assign]
-    assert (await client.get_status("one")).status is JobStatus.PENDING
-    assert client._http is None
+    with trio.fail_after(10), hostile_server(answer) as (url, seen):
+        client = VideoTranslationClient(url, cfg())
+        assert (await client.get_status("one")).status is JobStatus.PENDING
+        async with client:  # would raise if the call had left it open
+            assert (await client.get_status("two")).status is JobStatus.PENDING
+    assert len(seen) == 2
 
 
 def test_backoff_reset_restarts_the_sequence():

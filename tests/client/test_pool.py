@@ -6,8 +6,12 @@ from collections.abc import AsyncIterator
 
 import httpx
 
-from video_translation_client import VideoTranslationClient
-from video_translation_client._pool import SHARD_SIZE, ShardedTransport, sharded_transport
+from video_translation_client._pool import (
+    SHARD_SIZE,
+    ShardedTransport,
+    new_http_client,
+    sharded_transport,
+)
 
 
 def _shard(name: str, log: list[str]) -> httpx.MockTransport:
@@ -44,12 +48,8 @@ async def test_requests_go_to_the_least_busy_shard():
 
 
 def test_pool_sizes():
-    """A big in-flight cap is split into pools of at most SHARD_SIZE; a small one is not."""
+    """A big pool is split into pools of at most SHARD_SIZE; a small one is not."""
     transport = sharded_transport(1000)
     assert len(transport.active) == 32
-    assert isinstance(
-        VideoTranslationClient("http://x", max_in_flight=1000)._new_http()._transport,
-        ShardedTransport,
-    )
-    small = VideoTranslationClient("http://x", max_in_flight=SHARD_SIZE)._new_http()
-    assert not isinstance(small._transport, ShardedTransport)
+    assert isinstance(new_http_client(1000, 10)._transport, ShardedTransport)
+    assert not isinstance(new_http_client(SHARD_SIZE, 10)._transport, ShardedTransport)

@@ -1,0 +1,375 @@
+"""The scheduler: every check of every job of an open client goes through one :class:`Session`.
+
+::
+
+    job loops (one per job, in the callers' tasks)
+        │ check(job_id, hold)
+        ▼
+    Session ── batch queues: checks answered at once / held checks (long-poll), ≤ 100 IDs
+        │       (flushers and requests run in the session's task group)
+        ├─ rate limiter (client-wide, adaptive)
+        ├─ in-flight bounds: max_in_flight short requests, max_held held ones, apart, so
+        │  that a held request never makes another job's check wait
+        ├─ retry budget and server health (answers, successes, silence), statistics
+        ▼
+    StatusFetcher (_http): one attempt, classified
+
+Whatever calls the client (get_status, poll_until_complete from a thousand tasks, poll_many,
+watch), checks that fall due together share requests.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import TypeVar
+
+import anyio
+import httpx
+from anyio.abc import TaskGroup
+
+from ._backoff import clamp_hint
+from ._batch import HELD_ENOUGH, Batcher
+from ._budget import RetryBudget
+from ._config import StatusPollingConfig
+from ._errors import VideoTranslationError
+from ._http import Answer, BatchUnsupported, MalformedBatch, StatusFetcher, Transient
+from ._models import JobStatus, Outcome
+from ._pool import new_http_client
+from ._ratelimit import RateLimiter
+
+logger = logging.getLogger("video_translation_client")
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class Counters:
+    """A client's running counts, snapshotted by ``statistics()``."""
+
+    requests: int = 0
+    checks: int = 0
+    retries: int = 0
+    throttled: int = 0
+    pending: int = 0
+    ended: dict[Outcome, int] = field(default_factory=lambda: dict.fromkeys(Outcome, 0))
+
+
+class Health:
+    """What the client knows of the server's condition, for riding through an outage and for
+    the verdict on a job when the server does not answer.
+
+    An *answer* is any HTTP response (a 503 too); a *success* is an answer that is not a
+    failure. The server is *silent* from the first attempt that got no answer at all until the
+    next answer.
+    """
+
+    __slots__ = ("last_answer", "last_success", "silent_since", "silent_since_wall")
+
+    def __init__(self) -> None:
+        self.last_answer = -math.inf
+        self.last_success = -math.inf
+        self.silent_since: float | None = None
+        self.silent_since_wall: datetime | None = None
+
+    @property
+    def ever_answered(self) -> bool:
+        return self.last_answer > -math.inf
+
+    def answered(self, now: float, *, success: bool) -> None:
+        self.last_answer = now
+        if success:
+            self.last_success = now
+        self.silent_since = self.silent_since_wall = None
+
+    def no_answer(self, now: float) -> None:
+        if self.silent_since is None:
+            self.silent_since = now
+            self.silent_since_wall = datetime.now(UTC)
+
+    def silent_for(self, now: float) -> float:
+        return 0.0 if self.silent_since is None else now - self.silent_since
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """How a session may use the connection: settings of the client, checked by it."""
+
+    max_in_flight: int
+    max_held: int
+    batch: bool | None
+    batch_window: float
+
+
+class Session:
+    """One open client's scheduler. Made by :class:`SessionScope`; closed with it."""
+
+    def __init__(
+        self,
+        *,
+        fetcher: StatusFetcher,
+        config: StatusPollingConfig,
+        limits: Limits,
+        limiter: RateLimiter,
+        budget: RetryBudget,
+        health: Health,
+        counters: Counters,
+        short_http: httpx.AsyncClient,
+        held_http: Callable[[], httpx.AsyncClient],
+        task_group: TaskGroup,
+    ) -> None:
+        self.fetcher = fetcher
+        self.config = config
+        self.limiter = limiter
+        self.budget = budget
+        self.health = health
+        self.counters = counters
+        self._short_http = short_http
+        self._held_http = held_http
+        #: None until the server answers a batch (or the client's ``batch`` says).
+        self.batch_supported: bool | None = limits.batch
+        #: None until a held check tells whether the server honours ``Prefer: wait``.
+        self.long_poll_ok: bool | None = None
+        #: Jobs being polled through this session now, counted from when they are started
+        #: (see :meth:`polling`): the first of many jobs started together is batched too.
+        self.active = 0
+        self._probing_hold = False
+        self._short = anyio.CapacityLimiter(limits.max_in_flight)
+        self._held = anyio.CapacityLimiter(limits.max_held)
+        self._batchers = (
+            Batcher(task_group, self._send_batch, window=limits.batch_window),
+            Batcher(task_group, self._send_batch, window=limits.batch_window),
+        )
+        #: Set (and replaced) when the server answers while the retry budget is spent: jobs
+        #: sleeping off failures may come back early.
+        self._recovered = anyio.Event()
+
+    # -- what a job asks ---------------------------------------------------------------------
+
+    @contextmanager
+    def polling(self) -> Iterator[None]:
+        """Count a job as active for as long as the block lasts."""
+        self.active += 1
+        try:
+            yield
+        finally:
+            self.active -= 1
+
+    def may_hold(self) -> bool:
+        """Whether a check may ask the server to hold it: long-poll is on, and the server has
+        not shown that it ignores it. Until it has shown either, one held check at a time finds
+        out, so that a server without long-poll costs one request, not one per job."""
+        if self.config.long_poll <= 0 or self.long_poll_ok is False:
+            return False
+        return self.long_poll_ok is True or not self._probing_hold
+
+    def batched(self, job_id: str | None) -> bool:
+        """Whether this job's check goes into a batch: the server may have the endpoint, and
+        other jobs are being polled (a lone job's check goes out at once, unbatched)."""
+        return job_id is not None and self.batch_supported is not False and self.active > 1
+
+    async def check(self, job_id: str | None, hold: int, *, retry: bool = False) -> Answer:
+        """One status check of ``job_id``, held up to ``hold`` seconds (0: answered at once),
+        batched with other jobs' checks when the server allows. Raises :class:`Transient` or a
+        permanent :class:`VideoTranslationError`."""
+        if retry:
+            self.counters.retries += 1
+        probe = False
+        if hold and self.long_poll_ok is not True:
+            if self.long_poll_ok is False or self._probing_hold:
+                hold = 0  # another check is finding out whether the server holds
+            else:
+                probe = self._probing_hold = True
+        try:
+            if self.batched(job_id):
+                assert job_id is not None
+                try:
+                    return await self._batchers[hold > 0].fetch(job_id, hold)
+                except BatchUnsupported as exc:
+                    if exc.missing and self.batch_supported is not False:
+                        self.batch_supported = False
+                        logger.info("the server has no batch endpoint; checking jobs one by one")
+            return await self._single(job_id, hold)
+        finally:
+            if probe:
+                self._probing_hold = False
+
+    def reserve_retry(self, job_id: str | None) -> bool | None:
+        """Whether the retry budget lets this job's retry go out now: None if not; True if it
+        holds a slot of the budget until :meth:`retried` (a single request's retry); False if
+        it rides a batch, a request charged once, and holds none."""
+        single = not self.batched(job_id)
+        if self.budget.allows_retry(anyio.current_time(), reserve=single):
+            return single
+        return None
+
+    def retried(self, reserved: bool) -> None:
+        if reserved:
+            self.budget.release()
+
+    async def recovered(self) -> None:
+        """Until the server answers again while the retry budget is spent."""
+        await self._recovered.wait()
+
+    # -- requests ----------------------------------------------------------------------------
+
+    def _limit(self, hold: int) -> float:
+        return self.config.request_timeout + hold
+
+    async def _single(self, job_id: str | None, hold: int) -> Answer:
+        if hold and self._held.available_tokens < 1:
+            hold = 0  # every held slot is taken: this check is answered at once instead
+        started = anyio.current_time()
+        answer = await self._send(
+            lambda http: self.fetcher.fetch(http, job_id, wait=hold, limit=self._limit(hold)),
+            checks=1,
+            hold=hold,
+        )
+        if not hold or answer.is_final:
+            return answer
+        self._saw_hold(answer)
+        if answer.wait_applied is not None and anyio.current_time() - started < HELD_ENOUGH * hold:
+            return replace(answer, cut_short=True)
+        return answer
+
+    async def _send_batch(self, ids: list[str], hold: int) -> dict[str, Answer | BaseException]:
+        if len(ids) == 1:  # a batch of one is a single check
+            return {ids[0]: await self._single(ids[0], hold)}
+        try:
+            outcomes = await self._send(
+                lambda http: self.fetcher.fetch_batch(
+                    http, ids, wait=hold, limit=self._limit(hold)
+                ),
+                checks=len(ids),
+                hold=hold,
+            )
+        except MalformedBatch:
+            if self.batch_supported is not True:  # not a batch endpoint after all
+                raise BatchUnsupported("no batch answer", missing=True) from None
+            raise
+        self.batch_supported = True
+        if hold:
+            pending = (a for a in outcomes.values() if isinstance(a, Answer) and not a.is_final)
+            self._saw_hold(next(pending, None))
+        return outcomes
+
+    async def _send(
+        self, attempt: Callable[[httpx.AsyncClient], Awaitable[T]], *, checks: int, hold: int
+    ) -> T:
+        """One request through the rate limiter and its in-flight bound, its outcome recorded
+        for the limiter, the retry budget and the server's health."""
+        await self.limiter.acquire()
+        slots, http = (self._held, self._held_http()) if hold else (self._short, self._short_http)
+        async with slots:
+            self.counters.requests += 1
+            self.counters.checks += checks
+            try:
+                result = await attempt(http)
+            except Transient as failure:
+                self._failed(failure)
+                raise
+            except (BatchUnsupported, VideoTranslationError):
+                self._answered(success=True)  # a refusal is an answer: the server works
+                raise
+        self._answered(success=True)
+        return result
+
+    def _saw_hold(self, answer: object) -> None:
+        if isinstance(answer, Answer) and answer.status is JobStatus.PENDING:
+            self.long_poll_ok = answer.wait_applied is not None
+
+    def _answered(self, *, success: bool) -> None:
+        now = anyio.current_time()
+        self.limiter.answered()
+        if success and self.budget.spent:
+            self._recovered.set()
+            self._recovered = anyio.Event()
+        if success:
+            self.budget.record_success(now)
+        self.health.answered(now, success=success)
+
+    def _failed(self, failure: Transient) -> None:
+        now = anyio.current_time()
+        if failure.status_code == 429:
+            # A rate limit speaks for the whole client: every job waits, not just this one.
+            # (A 503's hint delays only its job: it may come from one overloaded path.)
+            self.counters.throttled += 1
+            if failure.hint is not None:
+                self.limiter.pause(clamp_hint(failure.hint, self.config))
+            self.limiter.throttled(failure.quota)
+            self.health.answered(now, success=False)
+            return
+        self.budget.record_failure(now)
+        if failure.status_code is None:
+            self.health.no_answer(now)
+        else:
+            self.limiter.answered()
+            self.health.answered(now, success=False)
+
+
+class SessionScope:
+    """``async with SessionScope(...) as session``: a session with its connection pools (the
+    caller's ``http_client`` for both, if given, and never closed here) and its task group.
+
+    Leaving it cancels what is still in flight. The body's own exception passes through as
+    it is: the task group is told of none, so that an error in the caller's code does not come
+    out wrapped in an ExceptionGroup (the session's tasks never raise one of their own).
+    """
+
+    def __init__(
+        self,
+        *,
+        fetcher: StatusFetcher,
+        config: StatusPollingConfig,
+        limits: Limits,
+        limiter: RateLimiter,
+        budget: RetryBudget,
+        health: Health,
+        counters: Counters,
+        http_client: httpx.AsyncClient | None,
+    ) -> None:
+        self._parts = (fetcher, config, limits, limiter, budget, health, counters)
+        self._user_http = http_client
+        self._own: list[httpx.AsyncClient] = []
+        self._tg: TaskGroup | None = None
+
+    def _held_http(self) -> httpx.AsyncClient:
+        if self._user_http is not None:
+            return self._user_http
+        if len(self._own) < 2:
+            config, limits = self._parts[1], self._parts[2]
+            self._own.append(new_http_client(limits.max_held, config.request_timeout))
+        return self._own[1]
+
+    async def __aenter__(self) -> Session:
+        fetcher, config, limits, limiter, budget, health, counters = self._parts
+        if self._user_http is None:
+            self._own.append(new_http_client(limits.max_in_flight, config.request_timeout))
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        return Session(
+            fetcher=fetcher,
+            config=config,
+            limits=limits,
+            limiter=limiter,
+            budget=budget,
+            health=health,
+            counters=counters,
+            short_http=self._user_http or self._own[0],
+            held_http=self._held_http,
+            task_group=self._tg,
+        )
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._tg is not None
+        try:
+            self._tg.cancel_scope.cancel()
+            await self._tg.__aexit__(None, None, None)
+        finally:
+            with anyio.CancelScope(shield=True):
+                for http in self._own:
+                    await http.aclose()

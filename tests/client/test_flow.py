@@ -1,0 +1,84 @@
+"""Flow control against a rate-limited server, whatever its RateLimit-Policy says.
+
+The server's token bucket allows R requests a second (burst 10); the client, set to 300/s,
+wants far more. Over a minute it must get at least 0.9 R through, with at most 5% of its
+requests refused, in single and in batch mode, whether the 429s declare the true quota, none,
+a tenth of it (a misdeclaring server) or ten times it (a stale policy).
+
+The server is a token bucket written here (cheap enough for a virtual minute of batches);
+the client is the real one, on trio's virtual clock. The limiter itself meets all four
+policies in test_ratelimit.py; here the whole client meets some of them in each mode.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import httpx
+import pytest
+import trio
+
+from video_translation_client import StatusPollingConfig, VideoTranslationClient
+
+SECONDS = 60
+BURST = 10
+
+
+class RateLimitedServer:
+    """Answers every job pending, through a token bucket of ``rate`` a second; a refusal is a
+    429 with Retry-After-Ms and the given RateLimit-Policy (if any)."""
+
+    def __init__(self, rate: float, policy: str | None) -> None:
+        self.rate = rate
+        self.policy = policy
+        self._tokens = float(BURST)
+        self._updated = trio.current_time()
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        now = trio.current_time()
+        self._tokens = min(BURST, self._tokens + (now - self._updated) * self.rate)
+        self._updated = now
+        if self._tokens < 1:
+            headers = {"Retry-After-Ms": str(math.ceil((1 - self._tokens) / self.rate * 1000))}
+            if self.policy is not None:
+                headers["RateLimit-Policy"] = self.policy
+            return httpx.Response(429, json={"error": "rate_limited"}, headers=headers)
+        self._tokens -= 1
+        ids = request.url.params.get("ids")
+        if ids is None:
+            return httpx.Response(200, json={"result": "pending"})
+        jobs = [{"job_id": i, "result": "pending", "eta": 1000} for i in ids.split(",")]
+        return httpx.Response(200, content=json.dumps({"jobs": jobs, "unknown": []}).encode())
+
+
+@pytest.mark.parametrize(
+    ("batch", "rate", "jobs", "policy"),
+    [
+        (False, 20, 50, "misdeclared"),
+        (False, 20, 50, "stale"),
+        (True, 2, 300, "misdeclared"),
+        (True, 2, 300, None),
+    ],
+)
+async def test_the_server_rate_is_found_whatever_the_policy_says(
+    autojump_clock, policy, batch, rate, jobs
+):
+    """At least 0.9 R of the server's rate used, at most 5% of requests answered 429."""
+    quota = {"true": rate, "misdeclared": rate / 10, "stale": rate * 10}.get(policy or "")
+    server = RateLimitedServer(
+        rate, None if quota is None else f'"default";q={math.ceil(quota)};w=1'
+    )
+    config = StatusPollingConfig(
+        initial_delay=0.1, max_delay=0.2, jitter="none", hints=False, long_poll=0, timeout=None
+    )
+    async with httpx.AsyncClient(transport=httpx.MockTransport(server.handler)) as http:
+        client = VideoTranslationClient(
+            "http://server.test", config, http_client=http, rate_limit=300, batch=batch
+        )
+        with trio.move_on_after(SECONDS):
+            await client.poll_many([f"f{i}" for i in range(jobs)])
+    stats = client.statistics()
+    accepted = stats.requests - stats.throttled
+    assert accepted / SECONDS >= 0.9 * rate, stats
+    assert stats.throttled / stats.requests <= 0.05, stats

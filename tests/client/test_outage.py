@@ -1,0 +1,147 @@
+"""A server that answers nothing: ridden through up to outage_timeout, and the verdict true.
+
+A job ends ``timeout`` only when its deadline passes while the server answers it pending; when
+the server answers nothing, its outcome is not known: it ends ``failed`` with
+ServerUnreachable, saying since when, at the latest at its deadline.
+"""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+import trio
+
+from video_translation_client import (
+    Outcome,
+    ServerUnreachable,
+    StatusPollingConfig,
+    VideoTranslationClient,
+)
+
+from .scripted import Scripted, status
+
+URL = "http://server.test"
+
+
+def down_between(start: float, down_from: float, up_at: float, completes_at: float):
+    """A server answering pending (completed from ``completes_at``), with no answer at all
+    from ``down_from`` to ``up_at`` seconds."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        now = trio.current_time() - start
+        if down_from <= now < up_at:
+            raise httpx.ConnectError("connection refused")
+        return status("completed" if now >= completes_at else "pending")
+
+    return answer
+
+
+async def test_a_server_never_reached_is_given_up_after_max_retries(autojump_clock):
+    """A server that never answered since the client started (a wrong URL, most likely): each
+    job fails as unreachable after its max_retries backoffs; the dead server sees about one
+    request per job plus a probe a second, not max_retries + 1 per job."""
+    jobs = 200
+    server = Scripted([httpx.ConnectError("connection refused")])
+    start = trio.current_time()
+    async with server.client() as http:
+        client = VideoTranslationClient(
+            URL,
+            StatusPollingConfig(max_retries=10, jitter="none"),
+            http_client=http,
+            batch=False,
+            rate_limit=None,
+        )
+        results = await client.poll_many([f"d{i}" for i in range(jobs)])
+    took = trio.current_time() - start
+    assert all(r.outcome is Outcome.FAILED for r in results)
+    assert all(isinstance(r.error, ServerUnreachable) for r in results)
+    assert "has not answered since the client started (11 attempts)" in str(results[0].error)
+    # Backoffs 1, 2, 4, 8, 16, then 30 s five times: 181 s to the eleventh failure.
+    assert 181 <= took < 200
+    assert len(server.log) < jobs + 10 + took * 1.0 + 5
+    assert client.statistics().retries_denied > 0.8 * jobs
+
+
+async def test_with_the_defaults_an_outage_of_60_s_loses_no_job(autojump_clock):
+    """Every default: the server answers, goes silent for 60 s (its jobs finish meanwhile),
+    and comes back: every job ends completed, and the outage cost about one probe a second."""
+    start = trio.current_time()
+    server = Scripted([down_between(start, down_from=5, up_at=65, completes_at=30)])
+    async with server.client() as http:
+        client = VideoTranslationClient(URL, http_client=http)
+        results = await client.poll_many([f"j{i}" for i in range(200)])
+    assert [r.outcome for r in results] == [Outcome.COMPLETED] * 200
+    during = [t for t, _ in server.log if 5 <= t - start < 65]
+    assert len(during) < 200 + 60 + 10
+
+
+async def test_a_restart_loses_no_job(autojump_clock):
+    """Down for 10 s from the start, then back: every job completes, and the outage costs
+    few requests."""
+    start = trio.current_time()
+    server = Scripted([down_between(start, down_from=0, up_at=10, completes_at=0)])
+    async with server.client() as http:
+        client = VideoTranslationClient(
+            URL,
+            StatusPollingConfig(max_retries=5, jitter="none"),
+            http_client=http,
+            batch=False,
+            rate_limit=None,
+        )
+        results = await client.poll_many([f"r{i}" for i in range(500)])
+    assert all(r.outcome is Outcome.COMPLETED for r in results)
+    failed = [t for t, _ in server.log if t - start < 10]
+    # The first check of each job, then the budget's probes: nowhere near 500 x 5 retries.
+    assert len(failed) < 500 + 10 + 10 + 5
+    assert len(server.log) - len(failed) == 500
+
+
+async def test_a_server_silent_for_good_fails_every_job_as_unreachable(autojump_clock):
+    """After answering, the server goes silent and stays so: every job ends failed, as
+    unreachable since the silence began, once it has lasted outage_timeout; none as a
+    timeout (the jobs' state is not known), and none held up waiting for a probe."""
+    start = trio.current_time()
+    server = Scripted([down_between(start, down_from=5, up_at=10**9, completes_at=10**9)])
+    async with server.client() as http:
+        client = VideoTranslationClient(
+            URL,
+            StatusPollingConfig(outage_timeout=30, initial_delay=1, max_delay=4),
+            http_client=http,
+            batch=False,
+        )
+        results = await client.poll_many([f"s{i}" for i in range(200)])
+    took = trio.current_time() - start
+    assert [r.outcome for r in results] == [Outcome.FAILED] * 200
+    assert all(isinstance(r.error, ServerUnreachable) for r in results)
+    assert all(isinstance(r.error, ConnectionError) for r in results)
+    assert "has answered nothing since " in str(results[0].error)
+    assert results[0].error.since is not None  # type: ignore[union-attr]
+    assert 35 <= took < 45  # silent from about 5 s, 30 s of outage_timeout, a backoff
+
+
+@pytest.mark.parametrize("batch", [False, True])
+async def test_the_deadline_in_an_outage_is_a_failure_not_a_timeout(autojump_clock, batch):
+    """The deadline passes while the server answers nothing: failed, unreachable (its state is
+    not known), at the deadline; a timeout is only for a server that answered pending."""
+    start = trio.current_time()
+    server = Scripted([down_between(start, down_from=5, up_at=10**9, completes_at=10**9)])
+    async with server.client() as http:
+        client = VideoTranslationClient(
+            URL, StatusPollingConfig(timeout=20), http_client=http, batch=batch
+        )
+        results = await client.poll_many([f"t{i}" for i in range(20)])
+        [alone] = await client.poll_many(["pending-only"])  # answered pending till the end
+    assert [r.outcome for r in results] == [Outcome.FAILED] * 20
+    assert all(isinstance(r.error, ServerUnreachable) for r in results)
+    assert all(r.elapsed_time == pytest.approx(20) for r in results)
+    assert alone.outcome is Outcome.FAILED  # the server was still silent
+
+
+async def test_a_job_answered_pending_to_its_deadline_times_out(autojump_clock):
+    """The other side: the server answers, pending, until the deadline passes: timeout."""
+    server = Scripted([status("pending")])
+    async with server.client() as http:
+        client = VideoTranslationClient(URL, StatusPollingConfig(timeout=20), http_client=http)
+        [result] = await client.poll_many(["p"])
+    assert result.outcome is Outcome.TIMEOUT
+    assert result.elapsed_time == pytest.approx(20)
