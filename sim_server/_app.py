@@ -6,10 +6,12 @@ proxy would) -> Quart: authentication -> rate limit -> the route.
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import json
 import math
 import random
+import secrets
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, Literal, cast
@@ -29,7 +31,7 @@ from quart_schema import (
 from werkzeug.exceptions import HTTPException
 
 from ._faults import FaultInjector, FaultMiddleware
-from ._jobs import Job, JobStore, auto_job, new_job_id, valid_job_id
+from ._jobs import Job, JobStore, Outcome, auto_job, new_job_id, valid_job_id
 from ._metrics import Metrics, MetricsMiddleware
 from ._models import (
     BatchQuery,
@@ -46,6 +48,9 @@ from ._ratelimit import Decision, TokenBuckets
 from ._settings import MAX_BATCH, MAX_BODY_BYTES, ServerSettings
 
 Backend = Literal["asyncio", "trio"]
+
+#: Settings a running server takes changes of (the original design's tests set them).
+LIVE_SETTINGS = frozenset({"completion_time", "error_rate"})
 
 #: Routes anyone may read, with or without the API key and the rate limit: liveness probes and
 #: scrapers must keep working while clients are throttled.
@@ -104,12 +109,14 @@ class SimState:
 
     def __init__(self, settings: ServerSettings, clock: Callable[[], float]) -> None:
         self.settings = settings
+        #: The seed in force: the settings' own, or one drawn afresh for this run.
+        self.seed = settings.seed if settings.seed is not None else secrets.randbits(64)
         self.clock = clock
         self.store = JobStore(settings.db)
         self.metrics = Metrics()
-        self.injector = FaultInjector(settings.fault_rates(), settings.seed)
+        self.injector = FaultInjector(settings.fault_rates(), self.seed)
         # A stream apart from the faults', so creating jobs cannot shift the fault sequence.
-        self.outcomes = random.Random(f"outcomes:{settings.seed}")
+        self.outcomes = random.Random(f"outcomes:{self.seed}")
         self.buckets = (
             TokenBuckets(settings.rate_limit, settings.effective_burst, clock)
             if settings.rate_limit is not None
@@ -118,12 +125,26 @@ class SimState:
         self._holds: set[anyio.CancelScope] = set()
         self._released = False
         self.started_at = clock()
-        self.default_job = Job(
-            "default",
-            self.started_at,
-            settings.completion_time,
-            "error" if self.outcomes.random() < settings.error_rate else "completed",
-        )
+        self.default_job = self._default_job()
+
+    def _default_job(self) -> Job:
+        s = self.settings
+        outcome: Outcome = "error" if self.outcomes.random() < s.error_rate else "completed"
+        return Job("default", self.started_at, s.completion_time, outcome)
+
+    def change(self, **changes: Any) -> None:
+        """Change settings of the running server: ``completion_time`` and ``error_rate`` (the
+        default job is made again with them, as are jobs created from now on). Validated as
+        at construction; any other setting raises rather than being ignored."""
+        fixed = set(changes) - LIVE_SETTINGS
+        if fixed:
+            names = ", ".join(sorted(fixed))
+            raise AttributeError(
+                f"{names} cannot be changed on a running server; "
+                f"only {', '.join(sorted(LIVE_SETTINGS))} can"
+            )
+        self.settings = dataclasses.replace(self.settings, **changes)
+        self.default_job = self._default_job()
 
     def lookup(self, job_id: str) -> Job | None:
         job = self.store.get(job_id)
@@ -133,7 +154,7 @@ class SimState:
                 auto_job(
                     job_id,
                     now=self.clock(),
-                    seed=s.seed,
+                    seed=self.seed,
                     completion_time=s.completion_time,
                     error_rate=s.error_rate,
                 )

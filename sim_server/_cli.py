@@ -20,7 +20,8 @@ _HELP = {
     "port": "Port to listen on; 0 picks a free one (the URL is printed on the first line).",
     "completion_time": "Seconds a job takes when its creation does not say.",
     "error_rate": "Share of jobs that end in error when their creation does not say.",
-    "seed": "Seed for outcomes, auto-created jobs and the fault sequence.",
+    "seed": "Seed for outcomes, auto-created jobs and the fault sequence (default: a new one"
+    " each run).",
     "auto_create": "Create unknown job IDs on first sight instead of answering 404.",
     "max_wait": "Longest a long-poll (Prefer: wait=N) is held, seconds; 0 turns long-poll off.",
     "fault_500": "Probability per status request of a 500.",
@@ -50,7 +51,7 @@ def _option(name: str, default: Any) -> Any:
         return click.option(flag, envvar="SIM_SERVER_API_KEY", show_envvar=True, help=_HELP[name])
     if name in ("rate_limit",):
         return click.option(flag, type=float, **kwargs)
-    if name in ("burst",):
+    if name in ("burst", "seed"):
         return click.option(flag, type=int, **kwargs)
     return click.option(flag, type=type(default), default=default, **kwargs)
 

@@ -51,9 +51,10 @@ class TokenBuckets:
             del self._buckets[k]
 
     def policy_header(self) -> str:
-        """``RateLimit-Policy`` (draft-ietf-httpapi-ratelimit-headers): quota and its window."""
-        window = max(1, math.ceil(self.burst / self.rate))
-        return f'"default";q={self.burst};w={window}'
+        """``RateLimit-Policy`` (draft-ietf-httpapi-ratelimit-headers): the quota, requests
+        per window of ``w`` seconds, is the rate (the burst is how far it may be run ahead)."""
+        window = max(1, math.ceil(1 / self.rate))
+        return f'"default";q={max(1, round(self.rate * window))};w={window}'
 
     @staticmethod
     def state_header(decision: Decision) -> str:

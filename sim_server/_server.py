@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -19,10 +20,11 @@ import anyio
 from hypercorn.config import Config
 
 from . import _protocol_errors as protocol_errors
-from ._app import create_app, sim_state
+from ._app import LIVE_SETTINGS, create_app, sim_state
 from ._settings import ServerSettings
 
 SETTINGS_ENV = "SIM_SERVER_SETTINGS"
+_SETTING_NAMES = frozenset(f.name for f in dataclasses.fields(ServerSettings))
 #: The master's process ID, for its workers to die with it.
 PARENT_ENV = "SIM_SERVER_PARENT"
 
@@ -89,6 +91,38 @@ class TranslationServer:
 
     def __repr__(self) -> str:
         return f"<TranslationServer {self._url or 'not started'}>"
+
+    # The original design's tests change these on a running server: they take effect.
+
+    @property
+    def completion_time(self) -> float:
+        return self.settings.completion_time
+
+    @completion_time.setter
+    def completion_time(self, value: float) -> None:
+        self._change(completion_time=value)
+
+    @property
+    def error_rate(self) -> float:
+        return self.settings.error_rate
+
+    @error_rate.setter
+    def error_rate(self, value: float) -> None:
+        self._change(error_rate=value)
+
+    def _change(self, **changes: Any) -> None:
+        self.settings = dataclasses.replace(self.settings, **changes)  # validated here
+        if self.app is not None:
+            sim_state(self.app).change(**changes)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # A setting that cannot change on a running server is refused, not silently kept
+        # as an attribute nothing reads.
+        if name in _SETTING_NAMES and name not in LIVE_SETTINGS:
+            raise AttributeError(
+                f"{name} cannot be changed on a TranslationServer; pass it when making one"
+            )
+        super().__setattr__(name, value)
 
     @property
     def url(self) -> str:

@@ -43,7 +43,8 @@ class ServerSettings:
     port: int = 8000
     completion_time: float = 20.0
     error_rate: float = 0.1
-    seed: int = 0
+    #: Fixes outcomes, auto-created jobs and faults; None draws them afresh each run.
+    seed: int | None = None
     auto_create: bool = False
     max_wait: float = 30.0
     fault_500: float = 0.0
@@ -93,8 +94,10 @@ class ServerSettings:
             raise ValueError(f"db must be in an existing directory, got {str(self.db)!r}")
         if not isinstance(self.workers, int) or self.workers < 1:
             raise ValueError(f"workers must be an integer >= 1, got {self.workers!r}")
-        if not isinstance(self.seed, int):
-            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        if self.seed is not None and (
+            not isinstance(self.seed, int) or isinstance(self.seed, bool)
+        ):
+            raise ValueError(f"seed must be an integer or None, got {self.seed!r}")
 
     def fault_rates(self) -> dict[str, float]:
         """Probability per request of each fault kind, in a fixed order."""

@@ -384,7 +384,7 @@ async def test_rate_limit_refuses_with_headers_and_refills(autojump_clock, make_
     assert r.status_code == 429
     assert r.headers["retry-after"] == "1"
     assert r.headers["retry-after-ms"] == "500"
-    assert r.headers["ratelimit-policy"] == '"default";q=3;w=2'
+    assert r.headers["ratelimit-policy"] == '"default";q=2;w=1'
     assert r.headers["ratelimit"] == '"default";r=0;t=1'
     assert r.json()["detail"] == "over the rate limit of 2 requests/s"
     await trio.sleep(0.5)

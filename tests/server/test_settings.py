@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import httpx
 import pytest
+import trio
 
 from sim_server import ServerSettings, TranslationServer
 
@@ -63,3 +65,40 @@ def test_server_takes_settings_or_keywords_not_both():
     """TranslationServer refuses an ambiguous mix of a settings object and keywords."""
     with pytest.raises(TypeError, match="either settings or keyword arguments"):
         TranslationServer(ServerSettings(), error_rate=0.5)
+
+
+async def test_completion_time_and_error_rate_change_a_running_server():
+    """As the original design's tests do: setting error_rate or completion_time on a running
+    TranslationServer takes effect (the default job is made again with them); any other
+    setting raises rather than being ignored; a bad value is refused as at construction."""
+    with trio.fail_after(20):
+        async with (
+            TranslationServer(completion_time=0.1, error_rate=0.0) as server,
+            httpx.AsyncClient(base_url=server.url) as http,
+        ):
+            server.error_rate = 1.0
+            server.completion_time = 0.2
+            assert (server.error_rate, server.completion_time) == (1.0, 0.2)
+            assert (await http.get("/status")).json() == {"result": "pending"}
+            await trio.sleep(0.3)
+            assert (await http.get("/status")).json() == {"result": "error"}
+            server.completion_time = 3600.0
+            assert (await http.get("/status")).json() == {"result": "pending"}
+            with pytest.raises(AttributeError, match="max_wait cannot be changed"):
+                server.max_wait = 5
+            with pytest.raises(ValueError, match="error_rate must be a probability"):
+                server.error_rate = 2.0
+            assert server.error_rate == 1.0
+
+
+def test_without_a_seed_each_server_draws_afresh():
+    """No seed: a new one each run (the original drew outcomes afresh); a seed fixes them."""
+    from sim_server._app import SimState
+
+    def seed_of(settings: ServerSettings) -> int:
+        state = SimState(settings, lambda: 0.0)
+        state.store.close()
+        return state.seed
+
+    assert seed_of(ServerSettings()) != seed_of(ServerSettings())
+    assert seed_of(ServerSettings(seed=5)) == seed_of(ServerSettings(seed=5)) == 5
