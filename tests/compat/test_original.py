@@ -1,0 +1,118 @@
+"""The original design's five test scenarios, written the way its users write code.
+
+The original client (frieda-huang/video_translation_client) was tested with pytest-asyncio
+against its own aiohttp server: a job that completes, a server whose error rate is raised to
+1, a completion time raised past the timeout, a server that is not there, and three clients at
+once. Here the same scenarios use the names and calls of that design (``JobStatus.completed``,
+``max_attempts``, ``server.error_rate = 1.0``, ``except TimeoutError``, ``except
+ConnectionError``), on asyncio as the original ran them, with only the imports changed, and
+``dataclasses.replace`` where the original assigned to its (mutable) config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import socket
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from sim_server import TranslationServer
+from video_translation_client import JobStatus, StatusPollingConfig, VideoTranslationClient
+
+
+def config() -> StatusPollingConfig:
+    return StatusPollingConfig(
+        initial_delay=0.1, max_delay=0.4, backoff_factor=2.0, timeout=10.0, max_attempts=50
+    )
+
+
+def with_server(test: Callable[[TranslationServer, str], Awaitable[None]]) -> None:
+    """Run ``test(server, base_url)`` under asyncio against a fresh server on a free port."""
+
+    async def main() -> None:
+        server = TranslationServer(completion_time=0.3, error_rate=0.0)
+        await server.start(port=0)
+        try:
+            await asyncio.wait_for(test(server, server.url), timeout=30)
+        finally:
+            await server.stop()
+
+    asyncio.run(main())
+
+
+def test_successful_completion():
+    """The job completes; the callback saw it pending, then completed."""
+
+    async def test(server: TranslationServer, base_url: str) -> None:
+        status_changes = []
+
+        async def status_callback(response):
+            status_changes.append(response.status)
+
+        client = VideoTranslationClient(
+            base_url=base_url, config=config(), on_status_change=status_callback
+        )
+        result = await client.poll_until_complete()
+        assert result.status == JobStatus.completed
+        assert result.status == "completed"
+        assert result.raw_response == {"result": "completed"}
+        assert result.elapsed_time > 0
+        assert JobStatus.pending in status_changes
+        assert JobStatus.completed in status_changes
+
+    with_server(test)
+
+
+def test_error_scenario():
+    """A server whose error rate is set to 1 while it runs: the job ends in error, returned."""
+
+    async def test(server: TranslationServer, base_url: str) -> None:
+        server.error_rate = 1.0
+        client = VideoTranslationClient(base_url=base_url, config=config())
+        result = await client.poll_until_complete()
+        assert result.status == JobStatus.error
+
+    with_server(test)
+
+
+def test_timeout_scenario():
+    """A completion time raised past the client's timeout: TimeoutError."""
+
+    async def test(server: TranslationServer, base_url: str) -> None:
+        server.completion_time = 30.0
+        short = dataclasses.replace(config(), timeout=1.0)  # the config is frozen: a copy
+        client = VideoTranslationClient(base_url=base_url, config=short)
+        with pytest.raises(TimeoutError):
+            await client.poll_until_complete()
+
+    with_server(test)
+
+
+def test_server_unavailable():
+    """No server at the URL: a ConnectionError, after the client's retries."""
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    async def main() -> None:
+        client = VideoTranslationClient(base_url=f"http://127.0.0.1:{port}", config=config())
+        with pytest.raises(ConnectionError):
+            await asyncio.wait_for(client.poll_until_complete(), timeout=30)
+
+    asyncio.run(main())
+
+
+def test_multiple_clients():
+    """Three clients polling at once all see the job complete."""
+
+    async def test(server: TranslationServer, base_url: str) -> None:
+        async def run_client():
+            client = VideoTranslationClient(base_url=base_url, config=config())
+            return await client.poll_until_complete()
+
+        results = await asyncio.gather(*[run_client() for _ in range(3)])
+        assert [result.status for result in results] == [JobStatus.completed] * 3
+
+    with_server(test)
