@@ -183,7 +183,9 @@ class SimState:
         wakes it at the exact moment the job completes.
         """
         now = self.clock()
-        if self._released or not jobs or any(j.result_at(now) != "pending" for j in jobs):
+        if wait <= 0 or self._released or not jobs:
+            return
+        if any(j.result_at(now) != "pending" for j in jobs):
             return
         deadline = now + wait
         target = min(min(j.completes_at for j in jobs), deadline)

@@ -135,7 +135,13 @@ def _connection_options(func: Any) -> Any:
 
 #: (flag, type, default, help) of every polling setting; defaults come from the library's.
 _POLLING: list[tuple[str, Any, Any, str]] = [
-    ("--rate", float, 50.0, "Requests per second for all jobs together; 0 = no limit."),
+    (
+        "--rate",
+        float,
+        0.0,
+        "Requests per second for all jobs together; 0 = none but the server's own (learnt"
+        " from its 429s).",
+    ),
     ("--burst", int, None, "Requests allowed at once (default: 1 s worth)."),
     ("--in-flight", int, 16, "Requests in flight at once (the connection pool size)."),
     (
@@ -200,7 +206,7 @@ def make_client(
     *,
     base_url: str,
     api_key: str | None,
-    rate: float = 50.0,
+    rate: float = 0.0,
     burst: int | None = None,
     in_flight: int = 16,
     timeout: float | None = _DEFAULTS.timeout,

@@ -55,7 +55,7 @@ class VideoTranslationClient:
         on_status_change: StatusCallback | None = None,
         *,
         api_key: str | None = None,
-        rate_limit: float | None = 50.0,
+        rate_limit: float | None = None,
         burst: int | None = None,
         max_in_flight: int = 16,
         max_held: int = MAX_HELD,

@@ -241,14 +241,15 @@ class StatusFetcher:
         return f"StatusFetcher({str(self.base)!r})"  # never the headers: they hold the key
 
     async def fetch(
-        self, http: httpx.AsyncClient, job_id: str | None, *, wait: int, limit: float
+        self, http: httpx.AsyncClient, job_id: str | None, *, wait: int | None, limit: float
     ) -> Answer:
-        """One attempt, bounded by ``limit`` seconds as a cancel scope."""
+        """One attempt, bounded by ``limit`` seconds as a cancel scope. ``wait`` is sent as
+        ``Prefer: wait=N`` (None: no preference)."""
         reply = await self._get(http, status_path(job_id).encode(), wait, limit, job_id)
         return self._classify(reply, job_id)
 
     async def fetch_batch(
-        self, http: httpx.AsyncClient, ids: list[str], *, wait: int, limit: float
+        self, http: httpx.AsyncClient, ids: list[str], *, wait: int | None, limit: float
     ) -> dict[str, Answer | BaseException]:
         """One batch request. Raises :class:`BatchUnsupported` if the server has no batch
         endpoint, :class:`Transient` if the whole batch failed; otherwise maps each ID to its
@@ -271,12 +272,17 @@ class StatusFetcher:
         return _batch_answers(reply, ids)
 
     async def _get(
-        self, http: httpx.AsyncClient, path: bytes, wait: int, limit: float, job_id: str | None
+        self,
+        http: httpx.AsyncClient,
+        path: bytes,
+        wait: int | None,
+        limit: float,
+        job_id: str | None,
     ) -> Reply:
         """GET ``path`` under the base URL, following same-origin redirects; transport
         failures become :class:`Transient`, described but not chained."""
         headers = dict(self._headers)
-        if wait > 0:
+        if wait is not None:
             headers["Prefer"] = f"wait={wait}"
         url = self.base.copy_with(raw_path=self.base.raw_path.rstrip(b"/") + path)
         failure: str | None = None

@@ -4,7 +4,8 @@ No maintained limiter for trio/anyio does what many-job polling needs (a pause u
 server's ``Retry-After``, and a rate that finds the server's own), so this is written here.
 
 - **Token bucket**: ``burst`` tokens, refilled at the current rate; one token per request.
-  Over any interval of length t, at most ``burst + rate * t`` acquisitions succeed.
+  Over any interval of length t, at most ``burst + rate * t`` acquisitions succeed. With no
+  rate (``None``) nothing is paced until the server throttles: from then on, its own rate.
 - **FIFO**: callers are served in the order they asked (anyio's ``Lock`` is fair), so no job
   starves behind luckier ones.
 - **Pause**: ``pause(seconds)`` stops everyone until then (a 429's ``Retry-After``).
@@ -36,10 +37,12 @@ MARGIN = 0.97
 #: Seconds without a 429 after which an overrun is over: the next 429 starts a new one, whose
 #: rate is measured afresh (between overruns the server's bucket refills, and answers then
 #: say nothing of its rate). The shortest span a rate is measured over.
-OVERRUN_GAP = 1.0
+OVERRUN_GAP = 2.0
 MIN_MEASURE = 0.1
 #: Seconds of answers remembered for measuring.
 ANSWERS_MEMORY = 5.0
+#: A rate climbing past this many requests a second is no limit any more.
+UNLIMITED = 1e6
 #: A measure within this share of the last one finds the server's rate unchanged.
 STABLE = 0.1
 
@@ -109,19 +112,21 @@ class RateLimiter:
         return f"<RateLimiter rate={self.rate:g}/s burst={self.burst}>"
 
     def current_rate(self) -> float:
-        if self.rate == math.inf:
-            return self.rate
         self._refill(anyio.current_time())
         return self._current
 
     def _burst_now(self) -> float:
         """The bucket's size, shrunk in proportion to a lowered rate: a second's worth of the
-        configured rate would overrun the server that made us lower it."""
+        configured rate would overrun the server that made us lower it. (Without a configured
+        rate, a lowered one allows no burst.)"""
+        if self.rate == math.inf:
+            return float(self.burst)
         return max(1.0, self.burst * self._current / self.rate)
 
     def _refill(self, now: float) -> None:
-        if self.rate == math.inf:
+        if self._current == math.inf:  # no limit, configured or learnt
             self._tokens = float(self.burst)
+            self._updated = now
             return
         if self._updated is None:
             self._updated = now
@@ -139,6 +144,8 @@ class RateLimiter:
             since = now - self._decreased_at
             self._current = max(self._current, self._target * (1 + self._probe * since * since))
         self._current = min(self.rate, self._current)
+        if self._current > UNLIMITED:
+            self._current = self.rate
         # The trapezoid: exact for a linear climb, close enough for the rest.
         self._tokens = min(self._burst_now(), self._tokens + elapsed * (before + self._current) / 2)
 
@@ -182,8 +189,6 @@ class RateLimiter:
 
     def answered(self) -> None:
         """The server accepted a request (any answer but a 429): what the rate is measured by."""
-        if self.rate == math.inf:
-            return
         now = anyio.current_time()
         self._answers.append(now)
         while self._answers[0] < now - ANSWERS_MEMORY:
@@ -197,8 +202,6 @@ class RateLimiter:
         misdeclares (or a stale policy) would pin the rate far below what it accepts. The rate
         the server is seen to accept while refusing is the measure.
         """
-        if self.rate == math.inf:
-            return
         now = anyio.current_time()
         if now - self._last_throttled > OVERRUN_GAP:
             self._overrun_since = now  # a new overrun begins
@@ -221,8 +224,12 @@ class RateLimiter:
             # fast next time (the limit is most likely where it was).
             lowered = self._server_rate * MARGIN
             self._probe = max(self.probe / 1000, self._probe / 2)
-        else:
+        elif self._current < math.inf:
             lowered = self._current / 2  # nothing known yet: halve, and measure
+        else:
+            # No limit, and nothing known: the 429's pause paces the client until the next
+            # 429 of this overrun measures the server's rate.
+            return
         self._current = max(self.min_rate, min(self._current, lowered))
         self._target = self._current
         self._decreased_at = now

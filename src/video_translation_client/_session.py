@@ -38,7 +38,7 @@ from ._budget import RetryBudget
 from ._config import StatusPollingConfig
 from ._errors import VideoTranslationError
 from ._http import Answer, BatchUnsupported, MalformedBatch, StatusFetcher, Transient
-from ._models import JobStatus, Outcome
+from ._models import Outcome
 from ._pool import new_http_client
 from ._ratelimit import RateLimiter
 
@@ -220,18 +220,27 @@ class Session:
     def _limit(self, hold: int) -> float:
         return self.config.request_timeout + hold
 
+    def _prefer(self, hold: int) -> int | None:
+        """The ``Prefer: wait`` to send: the hold; or, for a check answered at once while it is
+        not known whether the server holds, ``wait=0``, which a server that does says it
+        applied (``Preference-Applied: wait=0``) without holding anything."""
+        if hold or (self.config.long_poll > 0 and self.long_poll_ok is None):
+            return hold
+        return None
+
     async def _single(self, job_id: str | None, hold: int) -> Answer:
         if hold and self._held.available_tokens < 1:
             hold = 0  # every held slot is taken: this check is answered at once instead
         started = anyio.current_time()
+        prefer = self._prefer(hold)
         answer = await self._send(
-            lambda http: self.fetcher.fetch(http, job_id, wait=hold, limit=self._limit(hold)),
+            lambda http: self.fetcher.fetch(http, job_id, wait=prefer, limit=self._limit(hold)),
             checks=1,
             hold=hold,
         )
+        self._saw_hold(answer, asked=prefer)
         if not hold or answer.is_final:
             return answer
-        self._saw_hold(answer)
         if answer.wait_applied is not None and anyio.current_time() - started < HELD_ENOUGH * hold:
             return replace(answer, cut_short=True)
         return answer
@@ -239,10 +248,11 @@ class Session:
     async def _send_batch(self, ids: list[str], hold: int) -> dict[str, Answer | BaseException]:
         if len(ids) == 1:  # a batch of one is a single check
             return {ids[0]: await self._single(ids[0], hold)}
+        prefer = self._prefer(hold)
         try:
             outcomes = await self._send(
                 lambda http: self.fetcher.fetch_batch(
-                    http, ids, wait=hold, limit=self._limit(hold)
+                    http, ids, wait=prefer, limit=self._limit(hold)
                 ),
                 checks=len(ids),
                 hold=hold,
@@ -252,9 +262,8 @@ class Session:
                 raise BatchUnsupported("no batch answer", missing=True) from None
             raise
         self.batch_supported = True
-        if hold:
-            pending = (a for a in outcomes.values() if isinstance(a, Answer) and not a.is_final)
-            self._saw_hold(next(pending, None))
+        answers = (a for a in outcomes.values() if isinstance(a, Answer))
+        self._saw_hold(next(answers, None), asked=prefer)
         return outcomes
 
     async def _send(
@@ -278,9 +287,16 @@ class Session:
         self._answered(success=True)
         return result
 
-    def _saw_hold(self, answer: object) -> None:
-        if isinstance(answer, Answer) and answer.status is JobStatus.PENDING:
-            self.long_poll_ok = answer.wait_applied is not None
+    def _saw_hold(self, answer: Answer | None, *, asked: int | None) -> None:
+        """Learn from an answer whether the server honours ``Prefer: wait``: it says so when
+        it applied it; a pending answer to a held check that does not say so means it does not
+        hold (a final answer, or one to ``wait=0``, may simply not mention it)."""
+        if answer is None or asked is None or self.long_poll_ok is not None:
+            return
+        if answer.wait_applied is not None:
+            self.long_poll_ok = True
+        elif asked > 0 and not answer.is_final:
+            self.long_poll_ok = False
 
     def _answered(self, *, success: bool) -> None:
         now = anyio.current_time()

@@ -1,7 +1,7 @@
 """Flow control against a rate-limited server, whatever its RateLimit-Policy says.
 
-The server's token bucket allows R requests a second (burst 10); the client, set to 300/s,
-wants far more. Over a minute it must get at least 0.9 R through, with at most 5% of its
+The server's token bucket allows R requests a second (burst 10); the client, set to 300/s or
+to no rate at all, wants far more. Over a minute it must get at least 0.9 R through, with at most 5% of its
 requests refused, in single and in batch mode, whether the 429s declare the true quota, none,
 a tenth of it (a misdeclaring server) or ten times it (a stale policy).
 
@@ -53,18 +53,20 @@ class RateLimitedServer:
 
 
 @pytest.mark.parametrize(
-    ("batch", "rate", "jobs", "policy"),
+    ("batch", "rate", "jobs", "policy", "client_rate"),
     [
-        (False, 20, 50, "misdeclared"),
-        (False, 20, 50, "stale"),
-        (True, 2, 300, "misdeclared"),
-        (True, 2, 300, None),
+        (False, 20, 50, "misdeclared", 300),
+        (False, 20, 50, "stale", 300),
+        (False, 20, 50, "true", None),
+        (True, 2, 300, "misdeclared", 300),
+        (True, 2, 300, None, None),
     ],
 )
 async def test_the_server_rate_is_found_whatever_the_policy_says(
-    autojump_clock, policy, batch, rate, jobs
+    autojump_clock, policy, batch, rate, jobs, client_rate
 ):
-    """At least 0.9 R of the server's rate used, at most 5% of requests answered 429."""
+    """At least 0.9 R of the server's rate used, at most 5% of requests answered 429 (with
+    the client set to 300/s, and with no rate of its own, the default)."""
     quota = {"true": rate, "misdeclared": rate / 10, "stale": rate * 10}.get(policy or "")
     server = RateLimitedServer(
         rate, None if quota is None else f'"default";q={math.ceil(quota)};w=1'
@@ -74,7 +76,7 @@ async def test_the_server_rate_is_found_whatever_the_policy_says(
     )
     async with httpx.AsyncClient(transport=httpx.MockTransport(server.handler)) as http:
         client = VideoTranslationClient(
-            "http://server.test", config, http_client=http, rate_limit=300, batch=batch
+            "http://server.test", config, http_client=http, rate_limit=client_rate, batch=batch
         )
         with trio.move_on_after(SECONDS):
             await client.poll_many([f"f{i}" for i in range(jobs)])

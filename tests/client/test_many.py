@@ -95,8 +95,9 @@ async def test_two_thousand_jobs_end_with_their_true_outcome(autojump_clock, mak
     truth = {job_id: sim.state.store.get(job_id).outcome for job_id in ids}
     assert {r.job_id: r.outcome.value for r in results} == truth
     stats = client.statistics()
-    # Every job is checked at least twice, in batches: fewer requests than jobs.
-    assert stats.requests < len(ids) * 0.75
+    # Every job is checked at least twice, in batches; held batches wake at each completion,
+    # so about one request per job.
+    assert stats.requests < len(ids) * 1.1
     assert stats.status_checks >= len(ids) * 2
 
 

@@ -234,14 +234,28 @@ async def test_long_poll_request_timeout_covers_the_wait(autojump_clock, make_si
 
 
 async def test_long_poll_refused_falls_back_to_polling(autojump_clock):
-    """A server that ignores Prefer gets ordinary polling: after the one held check that
-    found out, Prefer is not sent again."""
+    """A server that ignores Prefer gets ordinary polling: the first check asks wait=0 (a
+    server that holds says it applied that, at no cost), then one held check finds out, and
+    Prefer is not sent again."""
     server = Scripted([status("pending")] * 3 + [status("completed")])
     async with server.client() as http:
         client = VideoTranslationClient(URL, cfg(long_poll=25, initial_delay=1), http_client=http)
         await client.poll_until_complete("j")
     prefers = [r.headers.get("prefer") for _, r in server.log]
-    assert prefers == [None, "wait=25", None, None]
+    assert prefers == ["wait=0", "wait=25", None, None]
+
+
+async def test_a_server_that_holds_says_so_on_the_first_check(autojump_clock, make_sim):
+    """Against a long-poll server the first check (wait=0, answered at once) tells that it
+    holds: every job long-polls from its second check, none is left to find out alone."""
+    sim = make_sim(max_wait=30)
+    for i in range(5):
+        await sim.create(f"h{i}", 10)
+    client = VideoTranslationClient(URL, cfg(long_poll=25), http_client=sim.client, batch=False)
+    results = await client.poll_many([f"h{i}" for i in range(5)])
+    assert all(r.ok for r in results)
+    assert client.statistics().requests == 10  # the first look and one held check each
+    assert sim.state.metrics.long_polls._value.get() == 5
 
 
 async def test_long_poll_wait_shrinks_to_fit_the_deadline(autojump_clock, make_sim):

@@ -212,11 +212,22 @@ def test_the_client_finds_the_servers_rate_whatever_its_header_says(quota: float
     assert refused / sent <= 0.05
 
 
-def test_unlimited_never_throttles():
-    """Without a rate, throttled() changes nothing."""
+async def test_without_a_rate_it_is_unlimited_until_the_server_throttles(autojump_clock):
+    """No configured rate: no pacing at all, until 429s; then the server's rate, measured,
+    as with one (and never a configured ceiling to climb back to)."""
     limiter = RateLimiter(None)
-    limiter.throttled()
-    assert limiter.rate == math.inf
+    start = trio.current_time()
+    for _ in range(1000):
+        await limiter.acquire()
+        limiter.answered()
+    assert trio.current_time() == start
+    assert limiter.current_rate() == math.inf
+    await trio.sleep(2)
+    limiter.throttled()  # nothing measured yet: still no pacing (the 429's pause paces)
+    assert limiter.current_rate() == math.inf
+    await _overrun(limiter, accepted_per_s=10)
+    assert limiter.current_rate() == pytest.approx(9.7)
+    assert limiter.statistics().server_rate == pytest.approx(10)
 
 
 @pytest.mark.parametrize(
