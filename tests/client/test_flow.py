@@ -1,9 +1,9 @@
 """Flow control against a rate-limited server, whatever its RateLimit-Policy says.
 
 The server's token bucket allows R requests a second (burst 10); the client, set to 300/s or
-to no rate at all, wants far more. Over a minute it must get at least 0.9 R through, with at most 5% of its
-requests refused, in single and in batch mode, whether the 429s declare the true quota, none,
-a tenth of it (a misdeclaring server) or ten times it (a stale policy).
+to no rate at all, wants far more. Over a minute it must get at least 0.9 R through, with at
+most 5% of its requests refused, in single and in batch mode, whether the 429s declare the
+true quota, none, a tenth of it (a misdeclaring server) or ten times it (a stale policy).
 
 The server is a token bucket written here (cheap enough for a virtual minute of batches);
 the client is the real one, on trio's virtual clock. The limiter itself meets all four
