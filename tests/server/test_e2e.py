@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import runpy
+import signal
 import sys
 import time
+from pathlib import Path
 
 import anyio
 import httpx
@@ -15,7 +18,7 @@ import pytest
 import trio
 
 from sim_server import TranslationServer
-from tests.helpers import server_process, session_members, start_server, stop, wait_healthy
+from tests.helpers import session_members, start_server, stop, wait_healthy
 
 
 async def create_poll_and_long_poll(url: str) -> None:
@@ -148,9 +151,43 @@ def test_two_workers_share_jobs_and_the_key_and_die_with_their_master():
             time.sleep(0.05)
     finally:
         stop(proc)
+    # The port is free again. A worker ignores SIGTERM (its master stops it), and SIGTERM sent
+    # to the new server's whole process group (as `timeout` and systemd do) ends it: only the
+    # master acts on it, and it stops its workers.
     port = url.rsplit(":", 1)[1]
-    with server_process("--port", port) as again:
+    proc, again = start_server("--port", port, "--workers", "2")
+    try:
         assert again == url
+        wait_healthy(url)
+        workers = [
+            pid
+            for pid in session_members(proc.pid)
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        ]
+        assert len(workers) == 2
+        deadline = time.monotonic() + 15
+        while not all(ignores_sigterm(pid) for pid in workers):  # still importing the app
+            assert time.monotonic() < deadline, "workers never set up their signals"
+            time.sleep(0.05)
+        for pid in workers:
+            os.kill(pid, signal.SIGTERM)
+        for _ in range(10):
+            assert httpx.get(f"{url}/healthz", timeout=5).status_code == 200
+        assert set(workers) <= set(session_members(proc.pid))
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        deadline = time.monotonic() + 10
+        while session_members(proc.pid):
+            assert time.monotonic() < deadline, "workers outlived their master"
+            time.sleep(0.05)
+    finally:
+        stop(proc)
+
+
+def ignores_sigterm(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status").read_text()
+    ignored = int(status.split("SigIgn:")[1].split()[0], 16)
+    return bool(ignored & 1 << (signal.SIGTERM - 1))
 
 
 def test_serve_rejects_bad_option_with_usage_error(
