@@ -59,6 +59,9 @@ def hypercorn_config(sock: socket.socket) -> Config:
     config.keep_alive_timeout = 75.0
     config.backlog = 1024
     config.accesslog = None
+    # An embedded server logs through the host program's logging (warnings and up by
+    # default), not straight to its stderr; `vtpoll serve` sets its own.
+    config.errorlog = logging.getLogger("hypercorn.error")
     return config
 
 
