@@ -62,6 +62,12 @@ class Sim:
         self.state: SimState = sim_state(self.app)
         self.client = httpx.AsyncClient(transport=SimTransport(self.app), base_url="http://sim")
 
+    def metric(self, name: str) -> float:
+        """A sample of the server's Prometheus registry, through prometheus_client's API."""
+        value = self.state.metrics.registry.get_sample_value(name)
+        assert value is not None, name
+        return value
+
     async def create(self, job_id: str, duration: float, outcome: str = "completed") -> None:
         r = await self.client.post(
             "/jobs", json={"job_id": job_id, "duration": duration, "outcome": outcome}

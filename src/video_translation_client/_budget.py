@@ -18,17 +18,19 @@ Throttling (429) is not counted: the adaptive rate limiter deals with it.
 
 from __future__ import annotations
 
+from . import _validate as check
+
 
 class RetryBudget:
     def __init__(
         self, max_tokens: float = 20.0, token_ratio: float = 1.0, probe_interval: float = 1.0
     ) -> None:
-        if max_tokens <= 0:
-            raise ValueError(f"max_tokens must be > 0, got {max_tokens!r}")
-        if token_ratio <= 0:
-            raise ValueError(f"token_ratio must be > 0, got {token_ratio!r}")
-        if probe_interval <= 0:
-            raise ValueError(f"probe_interval must be > 0, got {probe_interval!r}")
+        for name, value in (
+            ("max_tokens", max_tokens),
+            ("token_ratio", token_ratio),
+            ("probe_interval", probe_interval),
+        ):
+            check.number(name, value, low=0, inclusive=False)
         self.max_tokens = max_tokens
         self.token_ratio = token_ratio
         self.probe_interval = probe_interval

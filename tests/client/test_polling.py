@@ -218,7 +218,7 @@ async def test_long_poll_used_when_offered(autojump_clock, make_sim):
     done = await client.poll_until_complete("lp")
     assert trio.current_time() - start == pytest.approx(40)
     assert done.attempts == 3
-    assert sim.state.metrics.long_polls._value.get() == 2
+    assert sim.metric("sim_long_polls_total") == 2
     assert seen == ["pending", "completed"]
 
 
@@ -255,7 +255,7 @@ async def test_a_server_that_holds_says_so_on_the_first_check(autojump_clock, ma
     results = await client.poll_many([f"h{i}" for i in range(5)])
     assert all(r.ok for r in results)
     assert client.statistics().requests == 10  # the first look and one held check each
-    assert sim.state.metrics.long_polls._value.get() == 5
+    assert sim.metric("sim_long_polls_total") == 5
 
 
 async def test_long_poll_wait_shrinks_to_fit_the_deadline(autojump_clock, make_sim):
@@ -268,7 +268,7 @@ async def test_long_poll_wait_shrinks_to_fit_the_deadline(autojump_clock, make_s
         await client.poll_until_complete("lp")
     assert trio.current_time() - start == 40
     # The first look, then holds of 25 s and 14 s (40 - 25 - 1 s margin).
-    assert sim.state.metrics.long_polls._value.get() == 2
+    assert sim.metric("sim_long_polls_total") == 2
 
 
 async def test_original_status_endpoint_without_job_id(autojump_clock, make_sim):
@@ -364,3 +364,18 @@ async def test_retries_wait_at_least_half_their_delay_under_full_jitter(autojump
         )
         await client.poll_until_complete("j")
     assert rel(server.times, start) == [0, 0.5, 1.5, 3.5]
+
+
+async def test_each_call_sees_its_first_status(autojump_clock):
+    """What a job's polling knows lives with that call, not in the client: a second poll of
+    the same job reports its first status again, and nothing about the job stays behind."""
+    seen: list[str] = []
+    server = Scripted([status("completed")])
+    async with server.client() as http:
+        client = VideoTranslationClient(
+            URL, cfg(), http_client=http, on_status_change=lambda r: seen.append(r.status.value)
+        )
+        await client.poll_until_complete("j")
+        await client.poll_until_complete("j")
+    assert seen == ["completed", "completed"]
+    assert not [v for v in vars(client).values() if isinstance(v, dict)]
