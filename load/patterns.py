@@ -59,7 +59,7 @@ def client_main(url: str, pattern: str, args: argparse.Namespace) -> None:
     """Runs in its own process: create, poll, print one JSON line of measurements."""
     from video_translation_client import JobResult, StatusResponse, VideoTranslationClient
 
-    jobs = workload(args, prefix=f"{pattern}-")
+    jobs = workload(args, prefix=f"{pattern}-{args.jobs}-")
     first_final: dict[str, dict[str, Any]] = {}
     outcomes: dict[str, str] = {}
 

@@ -147,7 +147,11 @@ def main() -> None:
                 print(f"{jobs} {policy}: {row['wall_s']} s", file=sys.stderr, flush=True)
         ids = ",".join(f"s{args.seed * 10}-{args.jobs[0]}-{i}" for i in range(BATCH))
         batch_rps = wrk(f"{url}/jobs?ids={ids}", args.wrk_seconds)
-        single_rps = wrk(f"{url}/jobs/s{args.seed * 10}-{args.jobs[0]}-0", args.wrk_seconds)
+        single_rps = (
+            wrk(f"{url}/jobs/s{args.seed * 10}-{args.jobs[0]}-0", args.wrk_seconds)
+            if any(row["policy"] == "single" for row in rows)
+            else None
+        )
     for row in rows:
         rps = batch_rps if row["policy"] == "batch" else single_rps
         row["server_ceiling_checks_per_s"] = (
