@@ -11,7 +11,7 @@ def on_status_change(status: StatusResponse) -> None:
 
 
 async def main() -> None:
-    async with TranslationServer(completion_time=3.0, error_rate=0.0) as server:
+    async with TranslationServer(completion_time=2.0, error_rate=0.0) as server:
         client = VideoTranslationClient(
             server.url,
             config=StatusPollingConfig(
