@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import uuid
+import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from hypothesis import settings
 from sim_server import ServerSettings, create_app
 from sim_server._app import SimState, sim_state
 from sim_server.testing import SimTransport
+from video_translation_client import _client as client_module
 
 # The suite must give the same verdict on every run: hypothesis explores the same examples
 # each time, and keeps no database of past failures between runs.
@@ -40,6 +43,15 @@ def _marked_processes() -> list[int]:
         if int(entry.name) != os.getpid() and mark in environ.split(b"\0"):
             found.append(int(entry.name))
     return found
+
+
+@pytest.fixture(autouse=True)
+def repeatable_jitter(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client made without ``random=`` draws its jitter from a generator seeded by the
+    test's name, so that a test sees the same delays on every run. (Tests meant to hold for
+    any draw say so with seeds of their own.)"""
+    seed = zlib.crc32(request.node.nodeid.encode())
+    monkeypatch.setattr(client_module, "default_random", lambda: random.Random(seed).random)
 
 
 @pytest.fixture(scope="session", autouse=True)
