@@ -276,7 +276,9 @@ class JobPoll:
         failing = self._failing
         if failing is None:
             return self._timeout(f"did not finish within {self.config.timeout:g} s")
-        if failing.status_code is None and self.session.health.silent_since is not None:
+        if self.session.health.silent_since is not None:
+            # The server answers nothing now: whatever this job's last failure was, its retries
+            # since met (or were held back by) the silence, and its state is not known.
             return self._unreachable(failing)
         error = RetriesExhausted(
             f"{_name(self.job_id)}: the deadline ({self.config.timeout:g} s) passed while "
