@@ -114,17 +114,32 @@ class JobPoll:
             if self.config.max_attempts is not None and self.polls >= self.config.max_attempts:
                 raise self._timeout(f"still pending after {self.polls} polls (max_attempts)")
             was_held = hold > 0 and answer.wait_applied is not None and not answer.cut_short
+            first = self.polls == 1 and not answer.cut_short
+            hint = None
+            if response.retry_after is not None and self.config.hints:
+                hint = clamp_hint(response.retry_after, self.config)  # server hints win
+            if first and hint is not None and self._holds_alone():
+                # A held check that rides no batch takes a connection of its own, at both
+                # ends, for as long as it is held. With the server's estimate of when the job
+                # ends, wait half of it first: the answer comes as soon if the estimate holds,
+                # and a thousand jobs started together do not open a thousand connections
+                # while their first checks are still going out.
+                await self._sleep(hint / 2)
+                if not self.session.may_hold():  # another job found that the server does not
+                    await self._sleep(hint / 2)
+                hold = self._hold()
+                self._backoff.reset()
+                continue
             hold = self._hold()
-            if hold and (was_held or (self.polls == 1 and not answer.cut_short)):
+            if hold and (was_held or first):
                 # The server holds checks: ask again at once, and it holds this one too. (After
                 # the first answer, which was not held, long-poll starts.)
                 self._backoff.reset()
                 continue
-            if response.retry_after is not None and self.config.hints:
-                delay = clamp_hint(response.retry_after, self.config)  # server hints win
-            else:
-                delay = self._backoff.next_delay()
-            await self._sleep(delay)
+            await self._sleep(hint if hint is not None else self._backoff.next_delay())
+
+    def _holds_alone(self) -> bool:
+        return self.session.may_hold() and not self.session.batched(self.job_id)
 
     def _hold(self) -> int:
         """Seconds to ask the server to hold the next check, 0 for none: whole seconds

@@ -203,8 +203,8 @@ async def test_retry_after_http_date(autojump_clock):
 
 
 async def test_long_poll_used_when_offered(autojump_clock, make_sim):
-    """Against a long-poll server a 40 s job costs 3 requests (the first look, answered at
-    once, then two held ones), and completion is seen at 40 s."""
+    """Against a long-poll server a 40 s job costs 2 requests: the first look, answered at
+    once with the job's ETA, and half the ETA later one held until completion, seen at 40 s."""
     sim = make_sim(max_wait=30)
     await sim.create("lp", 40)
     start = trio.current_time()
@@ -217,9 +217,51 @@ async def test_long_poll_used_when_offered(autojump_clock, make_sim):
     )
     done = await client.poll_until_complete("lp")
     assert trio.current_time() - start == pytest.approx(40)
+    assert done.attempts == 2
+    assert sim.metric("sim_long_polls_total") == 1
+    assert seen == ["pending", "completed"]
+
+
+async def test_without_hints_a_lone_job_long_polls_from_its_second_check(autojump_clock, make_sim):
+    """With no ETA to go by, the second check is held at once: a 40 s job costs the first
+    look and two holds of 25 s (cut short at completion)."""
+    sim = make_sim(max_wait=30)
+    await sim.create("lp", 40)
+    start = trio.current_time()
+    client = VideoTranslationClient(URL, cfg(long_poll=25, hints=False), http_client=sim.client)
+    done = await client.poll_until_complete("lp")
+    assert trio.current_time() - start == pytest.approx(40)
     assert done.attempts == 3
     assert sim.metric("sim_long_polls_total") == 2
-    assert seen == ["pending", "completed"]
+
+
+@pytest.mark.parametrize("eta", [10, 40])
+async def test_a_wrong_eta_still_sees_completion_at_once(autojump_clock, eta):
+    """The pause before a lone job's first hold is half the ETA the server gave: a job that
+    ends at 25 s is seen then, by its second request, whether the ETA said 10 s or 40 s."""
+    start = trio.current_time()
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        wait = int(request.headers.get("prefer", "wait=0").removeprefix("wait="))
+        now = trio.current_time() - start
+        if wait:
+            await trio.sleep(max(0, min(wait, 25 - now)))
+            now = trio.current_time() - start
+        if now >= 25:
+            return status("completed")
+        headers = {
+            "Retry-After": str(max(1, round(eta - now))),
+            "Preference-Applied": f"wait={wait}",
+        }
+        return status("pending", headers=headers)
+
+    server = Scripted([answer])
+    async with server.client() as http:
+        client = VideoTranslationClient(URL, cfg(long_poll=25), http_client=http)
+        done = await client.poll_until_complete("j")
+    assert trio.current_time() - start == pytest.approx(25)
+    assert done.attempts == 2
+    assert rel(server.times, start) == [0, eta / 2]
 
 
 async def test_long_poll_request_timeout_covers_the_wait(autojump_clock, make_sim):
@@ -263,7 +305,9 @@ async def test_long_poll_wait_shrinks_to_fit_the_deadline(autojump_clock, make_s
     sim = make_sim(max_wait=30)
     await sim.create("lp", 1000)
     start = trio.current_time()
-    client = VideoTranslationClient(URL, cfg(long_poll=25, timeout=40), http_client=sim.client)
+    client = VideoTranslationClient(
+        URL, cfg(long_poll=25, timeout=40, hints=False), http_client=sim.client
+    )
     with pytest.raises(PollTimeout):
         await client.poll_until_complete("lp")
     assert trio.current_time() - start == 40
