@@ -86,10 +86,10 @@ async def test_each_job_has_its_own_deadline_and_schedule(autojump_clock, make_s
     assert client.statistics().requests == 21
 
 
-async def test_a_thousand_jobs_end_with_their_true_outcome(autojump_clock, make_sim):
-    """1,000 jobs through the real app: every outcome true, about one request per job."""
+async def test_hundreds_of_jobs_end_with_their_true_outcome(autojump_clock, make_sim):
+    """400 jobs through the real app: every outcome true, about one request per job."""
     sim = make_sim(auto_create=True, completion_time=20, error_rate=0.1, seed=3)
-    ids = [f"job-{i}" for i in range(1_000)]
+    ids = [f"job-{i}" for i in range(400)]
     client = VideoTranslationClient(URL, cfg(timeout=120), http_client=sim.client)
     results = await client.poll_many(ids)
     truth = {job_id: sim.state.store.get(job_id).outcome for job_id in ids}
@@ -376,3 +376,35 @@ async def test_a_callback_that_raises_ends_the_call_as_it_was_raised(autojump_cl
     assert count_tasks() == before
     client.on_status_change = None
     assert [r.outcome for r in await client.poll_many(["o1", "o2"])] == [Outcome.COMPLETED] * 2
+
+
+async def test_a_callback_that_raises_ends_only_its_own_call(autojump_clock, make_sim):
+    """Two tasks on one entered client: the callback raising for task A's job ends A's call
+    with that exception; task B's call, sharing the scheduler, goes on to its job's end."""
+
+    class Boom(Exception):
+        pass
+
+    sim = make_sim(max_wait=30)
+    add_jobs(sim, {"a": (5, "completed"), "b": (60, "completed")})
+
+    def explode(response: StatusResponse) -> None:
+        if response.job_id == "a" and response.is_final:
+            raise Boom("a finished")
+
+    outcomes: dict[str, object] = {}
+    client = VideoTranslationClient(URL, cfg(), on_status_change=explode, http_client=sim.client)
+
+    async def poll(job_id: str) -> None:
+        try:
+            outcomes[job_id] = (await client.poll_until_complete(job_id)).status.value
+        except Boom as exc:
+            outcomes[job_id] = exc
+
+    start = trio.current_time()
+    async with client, trio.open_nursery() as nursery:
+        nursery.start_soon(poll, "a")
+        nursery.start_soon(poll, "b")
+    assert isinstance(outcomes["a"], Boom)
+    assert outcomes["b"] == "completed"
+    assert trio.current_time() - start == pytest.approx(60)

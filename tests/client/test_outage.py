@@ -42,7 +42,7 @@ async def test_a_server_never_reached_is_given_up_after_max_retries(autojump_clo
     """A server that never answered since the client started (a wrong URL, most likely): each
     job fails as unreachable after its max_retries backoffs; the dead server sees about one
     request per job plus a probe a second, not max_retries + 1 per job."""
-    jobs = 200
+    jobs = 100
     server = Scripted([httpx.ConnectError("connection refused")])
     start = trio.current_time()
     async with server.client() as http:

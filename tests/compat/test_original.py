@@ -82,7 +82,7 @@ def test_timeout_scenario():
 
     async def test(server: TranslationServer, base_url: str) -> None:
         server.completion_time = 30.0
-        short = dataclasses.replace(config(), timeout=1.0)  # the config is frozen: a copy
+        short = dataclasses.replace(config(), timeout=0.5)  # the config is frozen: a copy
         client = VideoTranslationClient(base_url=base_url, config=short)
         with pytest.raises(TimeoutError):
             await client.poll_until_complete()
