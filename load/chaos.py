@@ -237,7 +237,7 @@ def plot(rows: list[dict[str, Any]], folder: Path) -> None:
     )
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     standard_args(parser)
     workload_args(parser)
@@ -256,7 +256,7 @@ def main() -> None:
     )
     parser.add_argument("--policies", nargs="+", choices=POLICIES, default=POLICIES)
     parser.add_argument("--client", nargs=2, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.client:
         url, policy = args.client
         client_main(url, policy, args)

@@ -146,14 +146,14 @@ def run_case(case: str, args: argparse.Namespace) -> dict[str, Any]:
     return {"case": case, "body_mib": body, "sent_mib": round(server.sent / MIB, 2), **out}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bomb-mib", type=int, default=4096, help="inflated size (4096)")
     parser.add_argument("--endless-mib", type=int, default=200, help="plain body size (200)")
     parser.add_argument("--max-retries", type=int, default=2, help="the client's (2)")
     parser.add_argument("--json", type=Path, help="write the table's rows here as JSON")
     parser.add_argument("--client", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.client:
         client_main(args.client, args.max_retries)
         return

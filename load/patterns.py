@@ -141,14 +141,14 @@ def run_pattern(
     return row, lags_ms
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     standard_args(parser)
     workload_args(parser)
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--patterns", nargs="+", choices=PATTERNS, default=PATTERNS)
     parser.add_argument("--client", nargs=2, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.client:
         url, pattern = args.client
         client_main(url, pattern, args)

@@ -94,7 +94,7 @@ def wrk(url: str, seconds: int) -> float | None:
     return run_wrk(url, seconds, 16, 1) if shutil.which("wrk") else None
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     standard_args(parser, jobs=[1000, 10000, 100000])
     parser.add_argument(
@@ -105,7 +105,7 @@ def main() -> None:
     )
     parser.add_argument("--wrk-seconds", type=int, default=5, help="each wrk run (default 5)")
     parser.add_argument("--client", nargs=4, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.client:
         url, policy, jobs, seed = args.client
         client_main(url, policy, int(jobs), int(seed))

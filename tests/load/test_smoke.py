@@ -2,47 +2,49 @@
 invariants hold (no job lost, percentiles ordered, costs positive, plots valid).
 
 The numbers themselves belong to full runs (load/README.md): nothing here depends on how fast
-this machine is. The scripts run one after another, each in a session of its own that is ended
-as a whole afterwards, so that no server or client process they started outlives the test.
+this machine is. The scripts run one after another, in this process (their servers and clients
+are processes of their own, stopped by the scripts, and by the suite's check that nothing is
+left running), so that Python, the scripts' imports and matplotlib start once, not once a
+script.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-from tests.helpers import spawn, stop
+import pytest
 
 LOAD = Path(__file__).parents[2] / "load"
 PNG = b"\x89PNG\r\n\x1a\n"
-#: A generous bound on one script's run, for a busy machine; it usually takes a few seconds.
-SCRIPT_TIMEOUT = 120
+
+
+def script(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"load_{name}", LOAD / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_script(
-    script: str, folder: Path, *args: str, workload: bool = True
+    name: str,
+    folder: Path,
+    capsys: pytest.CaptureFixture[str],
+    *args: str,
+    workload: bool = True,
 ) -> tuple[list[dict[str, Any]], str]:
-    """Run ``load/SCRIPT.py ARGS`` (with a seed and plots into ``folder`` for the workload
-    scripts); its JSON rows and its stdout (it must exit 0)."""
-    out = folder / f"{script}.json"
+    """``load/NAME.py ARGS`` (with a seed and plots into ``folder`` for the workload
+    scripts): its JSON rows and what it printed."""
+    out = folder / f"{name}.json"
     common = ["--seed", "3", "--plots", str(folder)] if workload else []
-    proc = spawn(
-        [sys.executable, str(LOAD / f"{script}.py"), *args, *common, "--json", str(out)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        stdout, stderr = proc.communicate(timeout=SCRIPT_TIMEOUT)
-    finally:
-        # The script's session holds its server and client processes: end them all, whatever
-        # happened to the script.
-        stop(proc)
-    assert proc.returncode == 0, stderr[-3000:]
-    return json.loads(out.read_text()), stdout
+    script(name).main([*args, *common, "--json", str(out)])
+    return json.loads(out.read_text()), capsys.readouterr().out
 
 
 def assert_png(path: Path) -> None:
@@ -53,7 +55,7 @@ def assert_lags(row: dict[str, Any]) -> None:
     assert 0 <= row["lag_p50_ms"] <= row["lag_p99_ms"], row
 
 
-def test_policies(tmp_path: Path):
+def test_policies(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     """Every policy asked for has a row with its costs and lags; none loses a job.
 
     The script has two ways to poll: the original design's loop, written out in it, and the
@@ -62,7 +64,9 @@ def test_policies(tmp_path: Path):
     rows, stdout = run_script(
         "policies",
         tmp_path,
-        *("--jobs", "24", "--time-scale", "0.02", "--policies", "original", "batch"),
+        capsys,
+        *("--jobs", "24", "--time-scale", "0.02", "--longest", "20"),
+        *("--policies", "original", "batch"),
     )
     assert [r["policy"] for r in rows] == ["original", "batch"]
     for row in rows:
@@ -83,12 +87,13 @@ def test_policies(tmp_path: Path):
     assert_png(tmp_path / "policies_requests.png")
 
 
-def test_scale(tmp_path: Path):
+def test_scale(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     """A row per size, with memory, CPU per check, rate and the server's ceiling (when wrk
     is installed). (Single requests are the same client code with batch off: not run here.)"""
     rows, _ = run_script(
         "scale",
         tmp_path,
+        capsys,
         *("--jobs", "30", "--time-scale", "0.05", "--single-up-to", "0", "--wrk-seconds", "1"),
     )
     assert [(r["jobs"], r["policy"]) for r in rows] == [(30, "batch")]
@@ -103,12 +108,13 @@ def test_scale(tmp_path: Path):
     assert_png(tmp_path / "scale.png")
 
 
-def test_chaos(tmp_path: Path):
+def test_chaos(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     """Through faults, a rate limit and a server killed and restarted, no job is lost and every
     outcome is the server's (one policy: the script runs each the same way)."""
     rows, stdout = run_script(
         "chaos",
         tmp_path,
+        capsys,
         *("--jobs", "16", "--time-scale", "0.05", "--fault-rate", "0.02", "--kill-at", "0.1"),
         *("--policies", "batch"),
     )
@@ -125,12 +131,13 @@ def test_chaos(tmp_path: Path):
     assert_png(tmp_path / "chaos_lag_cdf.png")
 
 
-def test_hostile(tmp_path: Path):
+def test_hostile(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     """A gzip bomb and an endless body: each job fails naming the size limit, and the client's
     memory stays within a few MiB of where it started (the limit is 1 MiB)."""
     rows, _ = run_script(
         "hostile",
         tmp_path,
+        capsys,
         *("--bomb-mib", "64", "--endless-mib", "16", "--max-retries", "0"),
         workload=False,
     )
@@ -141,3 +148,41 @@ def test_hostile(tmp_path: Path):
         assert row["requests"] == 1
         assert 0 < row["sent_mib"] < row["body_mib"], row
         assert row["rss_peak_mib"] - row["rss_before_mib"] < 32, row
+
+
+def test_patterns(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """A row per way of calling and size; every outcome true; a check of its own costs a job at
+    least one request, and batching never more than that."""
+    rows, _ = run_script(
+        "patterns",
+        tmp_path,
+        capsys,
+        *("--sizes", "12", "--time-scale", "0.02", "--longest", "20"),
+        *("--patterns", "tasks", "tasks-single"),
+    )
+    assert [(r["pattern"], r["jobs"]) for r in rows] == [("tasks", 12), ("tasks-single", 12)]
+    for row in rows:
+        assert row["outcomes_true"] == "12/12", row
+        assert_lags(row)
+        assert row["lag_p50_ms"] <= row["lag_p95_ms"] <= row["lag_p99_ms"]
+        assert row["client_cpu_s"] > 0
+        assert row["late_start_s"] >= 0
+    by = {r["pattern"]: r for r in rows}
+    assert 0 < by["tasks"]["requests_per_job"] <= by["tasks-single"]["requests_per_job"]
+    assert by["tasks-single"]["requests_per_job"] >= 1
+    assert_png(tmp_path / "patterns_lag_cdf.png")
+
+
+def test_overhead(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """A row for raw httpx and one for the library, each with its CPU per request and the
+    ratio to httpx's."""
+    rows, stdout = run_script(
+        "overhead", tmp_path, capsys, "--requests", "40", "--rounds", "1", workload=False
+    )
+    assert [r["client"] for r in rows] == ["httpx", "library"]
+    for row in rows:
+        assert row["requests"] == 40
+        assert row["cpu_us_per_request"] > 0
+        assert row["ratio"] > 0
+    assert rows[0]["ratio"] == 1
+    assert "x httpx" in stdout
