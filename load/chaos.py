@@ -1,17 +1,19 @@
 """Workload W through faults, a server rate limit and a server killed mid-run: is anything lost?
 
     uv run python load/chaos.py [--jobs 1000] [--time-scale 1] [--seed 1] [--fault-rate 0.05]
-                                [--server-rate 25] [--client-rate 50] [--json PATH]
+                                [--server-rate 25] [--client-rate 50] [--down 0]
+                                [--policies batch hint-aware default] [--json PATH]
 
 ``vtpoll serve`` with ``--db`` (jobs survive a restart), every fault kind at ``--fault-rate``
-(500, 502, 503, 429, slow, dropped connection, garbage: 35% of status requests by default) and
-a rate limit of ``--server-rate`` requests/s, below the client's ``--client-rate``. The client
+(500, 502, 503, 429, slow, dropped connection, garbage: 35% of status requests by default) and a
+rate limit of ``--server-rate`` requests/s, below the client's ``--client-rate``. The client
 runs with ``max_retries=10``: at 35% failures the default 5 would let 0.35**6 = 0.2% of checks
-fail six times in a row. For each
-policy (batch, and hint-aware single requests) a client process creates W's jobs and polls them;
-``--kill-at`` seconds into the polling the server is killed with SIGKILL and started again on the
-same port with the same database. At the end every job's outcome is checked against the
-restarted server's own record. Jobs lost (a wrong outcome, or none) must be 0.
+fail six times in a row. For each policy (batch, and hint-aware single requests; ``default``,
+the library with every default including ``max_retries`` and no rate of its own, when asked for)
+a client process creates W's jobs and polls them; ``--kill-at`` seconds into the polling the
+server is killed with SIGKILL and started again on the same port with the same database,
+``--down`` seconds later. At the end every job's outcome is checked against the restarted
+server's own record. Jobs lost (a wrong outcome, or none) must be 0.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from _common import (
 )
 from _workload import create_all, workload, workload_args, workload_argv
 
-POLICIES = ["batch", "hint-aware"]
+POLICIES = ["batch", "hint-aware", "default"]
 FAULTS = ("500", "502", "503", "429", "slow", "drop", "garbage")
 COLUMNS = [
     ("policy", "policy"),
@@ -75,20 +77,23 @@ def client_main(url: str, policy: str, args: argparse.Namespace) -> None:
         start, late = await create_all(url, jobs)
         await trio.sleep_until(start)
         print("polling", flush=True)
-        client = VideoTranslationClient(
-            url,
-            # The client's delays shrink with the workload's durations.
-            StatusPollingConfig(
-                initial_delay=args.time_scale,
-                max_delay=30 * args.time_scale,
-                timeout=900,
-                long_poll=0,
-                max_retries=args.max_retries,
-            ),
-            on_status_change=on_change,
-            rate_limit=args.client_rate,
-            batch=policy == "batch",
-        )
+        if policy == "default":
+            client = VideoTranslationClient(url, on_status_change=on_change)
+        else:
+            client = VideoTranslationClient(
+                url,
+                # The client's delays shrink with the workload's durations.
+                StatusPollingConfig(
+                    initial_delay=args.time_scale,
+                    max_delay=30 * args.time_scale,
+                    timeout=900,
+                    long_poll=0,
+                    max_retries=args.max_retries,
+                ),
+                on_status_change=on_change,
+                rate_limit=args.client_rate,
+                batch=policy == "batch",
+            )
         wall0 = trio.current_time()
         async with client:
             results = await client.poll_many([job.job_id for job in jobs])
@@ -120,7 +125,8 @@ class Server:
 
     def __init__(self, args: argparse.Namespace, db: Path) -> None:
         self.options = ["--db", str(db), "--seed", str(args.seed), "--max-wait", "30"]
-        self.options += ["--rate-limit", str(args.server_rate)]
+        if args.server_rate:
+            self.options += ["--rate-limit", str(args.server_rate)]
         for kind in FAULTS:
             self.options += [f"--fault-{kind}", str(args.fault_rate)]
         self.port = 0
@@ -182,6 +188,7 @@ def run_policy(policy: str, args: argparse.Namespace, server: Server) -> dict[st
     time.sleep(args.kill_at)
     down = time.monotonic()
     server.kill()
+    time.sleep(args.down)
     server.start()
     downtime = time.monotonic() - down
     stdout, _ = client.communicate()
@@ -242,7 +249,9 @@ def main(argv: list[str] | None = None) -> None:
     standard_args(parser)
     workload_args(parser)
     parser.add_argument("--fault-rate", type=float, default=0.05, help="each kind (0.05)")
-    parser.add_argument("--server-rate", type=float, default=25.0, help="server limit, req/s")
+    parser.add_argument(
+        "--server-rate", type=float, default=25.0, help="server limit, req/s (0: none)"
+    )
     parser.add_argument("--client-rate", type=float, default=50.0, help="client limit, req/s")
     parser.add_argument(
         "--max-retries",
@@ -254,7 +263,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--kill-at", type=float, help="seconds into polling (default: half the median duration)"
     )
-    parser.add_argument("--policies", nargs="+", choices=POLICIES, default=POLICIES)
+    parser.add_argument(
+        "--down", type=float, default=0.0, help="seconds the killed server stays down (0)"
+    )
+    parser.add_argument("--policies", nargs="+", choices=POLICIES, default=POLICIES[:2])
     parser.add_argument("--client", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.client:
