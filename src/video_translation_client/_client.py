@@ -46,6 +46,22 @@ class VideoTranslationClient:
     the rate limit and the in-flight bounds. A call made without entering it opens and closes
     a session of its own. Bring your own ``httpx.AsyncClient`` as ``http_client``: it is used
     as it is, and never closed.
+
+    Args:
+        base_url: The server's base URL, http:// or https://.
+        config: How each job is polled (a :class:`StatusPollingConfig`).
+        on_status_change: Called with each new status of each job, pending first.
+        api_key: Sent as 'Authorization: Bearer KEY', to the base URL's origin only.
+        rate_limit: Requests per second for all jobs together; None = none but the server's
+            own, learnt from its 429s.
+        burst: Requests allowed at once under the rate limit; None = one second's worth.
+        max_in_flight: Short requests in flight at once (the connection pool's size).
+        max_held: Held requests (long-polls) in flight at once, apart from the short ones.
+        batch: Check many jobs per request (GET /jobs?ids=); None = when the server offers it.
+        batch_window: Seconds a check waits for others to share its batch request.
+        http_client: An httpx.AsyncClient of your own (TLS, proxies); used as it is.
+        random: Source of jitter, returning floats in [0, 1).
+        max_response_bytes: Largest answer read, bytes; a larger one is a failure.
     """
 
     def __init__(
@@ -73,12 +89,12 @@ class VideoTranslationClient:
             check.visible_ascii("api_key", api_key)
         check.integer("max_response_bytes", max_response_bytes, low=1024)
         if check.number("batch_window", batch_window, low=0) > 1:
-            raise ValueError(
-                f"batch_window must be a number of seconds in [0, 1], got {batch_window!r}"
+            raise check.InvalidArgument(
+                "batch_window", "a number of seconds in [0, 1]", batch_window
             )
         check.one_of("batch", batch, (None, True, False))
         if config is not None and not isinstance(config, StatusPollingConfig):
-            raise ValueError(f"config must be a StatusPollingConfig, got {config!r}")
+            raise check.InvalidArgument("config", "a StatusPollingConfig", config)
         self.base_url = str(url).rstrip("/")
         self.config = config if config is not None else StatusPollingConfig()
         self.on_status_change = on_status_change
@@ -289,6 +305,7 @@ class VideoTranslationClient:
             jobs_error=counters.ended[Outcome.ERROR],
             jobs_timeout=counters.ended[Outcome.TIMEOUT],
             jobs_failed=counters.ended[Outcome.FAILED],
+            server_silent_since=self._health.silent_since_wall,
         )
 
 
@@ -360,16 +377,16 @@ def _valid_base_url(value: object) -> httpx.URL:
             url = httpx.URL(value)
         except httpx.InvalidURL as exc:
             shown = redact_url(value)
-            raise ValueError(f"base_url is not a valid URL ({exc}): {shown!r}") from None
+            raise check.InvalidArgument("base_url", f"a valid URL ({exc})", shown) from None
         if url.scheme in ("http", "https") and url.host:
             return url
     given = redact_url(value) if isinstance(value, str) else value
-    raise ValueError(f"base_url must be an http:// or https:// URL, got {given!r}")
+    raise check.InvalidArgument("base_url", "an http:// or https:// URL", given)
 
 
 def _check_id(job_id: object) -> None:
     if not isinstance(job_id, str) or not job_id:
-        raise ValueError(f"job_id must be a non-empty string, got {job_id!r}")
+        raise check.InvalidArgument("job_id", "a non-empty string", job_id)
 
 
 def _distinct(job_ids: Iterable[str]) -> list[str]:

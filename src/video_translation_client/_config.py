@@ -16,38 +16,44 @@ class StatusPollingConfig:
     """How one job is polled.
 
     The first four fields may be given by position, as in the original design. The config is
-    frozen: make a changed copy with ``dataclasses.replace(config, timeout=2.0)``.
+    frozen: make a changed copy with ``dataclasses.replace(config, timeout=2.0)``. ``vtpoll``
+    makes an option of each field, with the text below as its help. ``jitter=True`` and
+    ``jitter=False``, as the original design had it, mean "full" and "none".
+
+    Attributes:
+        initial_delay: First wait between two checks of a job, seconds.
+        max_delay: Longest wait between two checks, seconds (a server's hint may exceed it,
+            up to max_hint).
+        backoff_factor: Each wait is this many times the last.
+        timeout: Seconds a job may stay pending before it ends as a timeout; None = never.
+        jitter: How waits are randomised so that jobs do not poll in step: full, equal,
+            decorrelated or none.
+        request_timeout: Seconds one HTTP request may take (a long-poll adds its wait).
+        max_retries: Transient failures of one job in a row, while the server answers others,
+            before the job fails.
+        outage_timeout: Seconds a job rides through a server that answers nothing at all (a
+            restart, an outage) before it fails as unreachable; its deadline still bounds it.
+        max_attempts: Checks of one job before it ends as a timeout while still pending (the
+            original design's max_attempts); None = no limit but the deadline.
+        long_poll: Let the server hold a pending check open up to this many seconds (Prefer:
+            wait); 0 turns it off.
+        max_hint: Longest wait a server's hint (Retry-After) may impose, seconds.
+        hints: Follow the server's hint of when to ask again; off, checks follow the backoff
+            alone (a 429 or 503 Retry-After is obeyed either way: that is flow control).
     """
 
-    #: First wait between polls, seconds.
     initial_delay: float = 1.0
-    #: Cap on one wait between polls, seconds (server hints may exceed it, up to ``max_hint``).
     max_delay: float = 30.0
-    #: Growth of the wait from one poll to the next.
     backoff_factor: float = 2.0
-    #: Whole-job deadline, seconds; None for no deadline.
     timeout: float | None = 300.0
     _: KW_ONLY
-    #: Randomisation of each wait: "full", "equal", "decorrelated" or "none" (True and False,
-    #: as the original design had it, mean "full" and "none").
     jitter: Jitter = "full"
-    #: Limit on one HTTP attempt, seconds (a long-poll adds its wait to it).
     request_timeout: float = 10.0
-    #: Consecutive transient failures of one job, while the server answers others, tolerated
-    #: before the job fails.
     max_retries: int = 5
-    #: Seconds a job rides through a server that answers nothing at all (a restart, an outage)
-    #: before it fails as unreachable; its deadline still bounds it.
     outage_timeout: float = 120.0
-    #: Polls of one job before it ends as a timeout while still pending (the original design's
-    #: ``max_attempts``); None for no limit but the deadline.
     max_attempts: int | None = None
-    #: Ask the server to hold a pending check up to this many seconds; 0 turns it off.
     long_poll: float = 25.0
-    #: Longest wait a server hint (Retry-After) may impose, seconds.
     max_hint: float = 300.0
-    #: Follow the server's hint on a pending answer; False polls on the backoff schedule alone
-    #: (a 429 or 503 ``Retry-After`` is obeyed either way: that is flow control).
     hints: bool = True
 
     def __post_init__(self) -> None:
@@ -58,9 +64,8 @@ class StatusPollingConfig:
         check.number("initial_delay", self.initial_delay, low=0, inclusive=False)
         check.number("max_delay", self.max_delay, low=0)
         if self.max_delay < self.initial_delay:
-            raise ValueError(
-                f"max_delay must be >= initial_delay ({self.initial_delay!r}), "
-                f"got {self.max_delay!r}"
+            raise check.InvalidArgument(
+                "max_delay", f">= initial_delay ({self.initial_delay!r})", self.max_delay
             )
         check.number("backoff_factor", self.backoff_factor, low=1)
         check.optional_number("timeout", self.timeout, low=0, inclusive=False)
@@ -72,4 +77,4 @@ class StatusPollingConfig:
         check.number("long_poll", self.long_poll, low=0)
         check.number("max_hint", self.max_hint, low=0)
         if not isinstance(self.hints, bool):
-            raise ValueError(f"hints must be True or False, got {self.hints!r}")
+            raise check.InvalidArgument("hints", "True or False", self.hints)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 
@@ -73,7 +74,8 @@ class JobResult:
     status: StatusResponse | None
     #: What made the job fail (``outcome`` FAILED or TIMEOUT), else None.
     error: Exception | None = field(default=None, compare=False)
-    #: Requests sent for this job.
+    #: Checks of this job's status: one per request about it alone, and one per batch
+    #: request it was part of (``ClientStatistics.requests`` counts the requests).
     attempts: int = 0
     #: Seconds from the start of polling to the outcome.
     elapsed_time: float = 0.0
@@ -107,3 +109,7 @@ class ClientStatistics:
     jobs_error: int
     jobs_timeout: int
     jobs_failed: int
+    #: When the server stopped answering at all (no HTTP response, not even an error), if it
+    #: has not answered since; None while it answers. Jobs ride through it for
+    #: ``outage_timeout``.
+    server_silent_since: datetime | None = None

@@ -1,6 +1,7 @@
-"""Checks of what callers pass in, each raising ``ValueError`` that names the argument and the
-value: ``ValueError("backoff_factor must be a finite number >= 1, got 0.5")``. The config, the
-client and the rate limiter all check their arguments here, in the same words."""
+"""Checks of what callers pass in, each raising :class:`InvalidArgument` (a ``ValueError``)
+that names the argument and the value: ``backoff_factor must be a finite number >= 1, got
+0.5``. The config, the client and the rate limiter all check their arguments here, in the same
+words; a command line renders the same error in its own terms from the exception's fields."""
 
 from __future__ import annotations
 
@@ -8,13 +9,31 @@ import math
 from collections.abc import Iterable
 
 
+class InvalidArgument(ValueError):
+    """``name`` must be ``requirement`` (``or None`` when ``optional``), but was ``value``."""
+
+    def __init__(
+        self,
+        name: str,
+        requirement: str,
+        value: object,
+        *,
+        optional: bool = False,
+        show: bool = True,
+    ) -> None:
+        self.name, self.requirement, self.value = name, requirement, value
+        self.optional, self.shown = optional, show
+        message = f"{name} must be {requirement}{' or None' if optional else ''}"
+        # A secret is named, never shown.
+        super().__init__(f"{message}, got {value!r}" if show else message)
+
+
 def number(name: str, value: object, *, low: float, inclusive: bool = True) -> float:
     """A finite int or float (not a bool) at least ``low`` (above it if not ``inclusive``)."""
     ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     if ok and (value >= low if inclusive else value > low):  # type: ignore[operator]
         return float(value)  # type: ignore[arg-type]
-    bound = f">= {low:g}" if inclusive else f"> {low:g}"
-    raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+    raise InvalidArgument(name, _finite(low, inclusive), value)
 
 
 def optional_number(name: str, value: object, *, low: float, inclusive: bool = True) -> None:
@@ -22,18 +41,19 @@ def optional_number(name: str, value: object, *, low: float, inclusive: bool = T
     if value is not None:
         try:
             number(name, value, low=low, inclusive=inclusive)
-        except ValueError:
-            bound = f">= {low:g}" if inclusive else f"> {low:g}"
-            raise ValueError(
-                f"{name} must be a finite number {bound} or None, got {value!r}"
-            ) from None
+        except InvalidArgument:
+            raise InvalidArgument(name, _finite(low, inclusive), value, optional=True) from None
+
+
+def _finite(low: float, inclusive: bool) -> str:
+    return f"a finite number {'>=' if inclusive else '>'} {low:g}"
 
 
 def integer(name: str, value: object, *, low: int) -> int:
     """An int (not a bool) at least ``low``."""
     if isinstance(value, int) and not isinstance(value, bool) and value >= low:
         return value
-    raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    raise InvalidArgument(name, f"an integer >= {low}", value)
 
 
 def optional_integer(name: str, value: object, *, low: int) -> None:
@@ -41,25 +61,27 @@ def optional_integer(name: str, value: object, *, low: int) -> None:
     if value is not None and not (
         isinstance(value, int) and not isinstance(value, bool) and value >= low
     ):
-        raise ValueError(f"{name} must be an integer >= {low} or None, got {value!r}")
+        raise InvalidArgument(name, f"an integer >= {low}", value, optional=True)
 
 
 def one_of(name: str, value: object, choices: Iterable[object]) -> None:
     options = list(choices)
     if value not in options:
-        shown = ", ".join(repr(o) for o in options)
-        raise ValueError(f"{name} must be one of {shown}, got {value!r}")
+        raise InvalidArgument(name, "one of " + ", ".join(repr(o) for o in options), value)
 
 
 def visible_ascii(name: str, value: object) -> None:
     """A non-empty string of visible ASCII characters, as an HTTP header value must be. The
     message names the problem, never the value (it may be a secret)."""
     if not isinstance(value, str) or not value:
-        raise ValueError(f"{name} must be a non-empty string")
+        raise InvalidArgument(name, "a non-empty string", value, show=False)
     for position, char in enumerate(value, 1):
         if not "!" <= char <= "~":
             kind = "a non-ASCII" if not char.isascii() else "a space or control"
-            raise ValueError(
-                f"{name} must be visible ASCII characters (HTTP headers are ASCII); "
-                f"it has {kind} character at position {position}"
+            raise InvalidArgument(
+                name,
+                f"visible ASCII characters (HTTP headers are ASCII); it has {kind} character "
+                f"at position {position}",
+                value,
+                show=False,
             )

@@ -88,7 +88,7 @@ def test_config_is_frozen():
             "api_key must be visible ASCII characters (HTTP headers are ASCII); it has a "
             "non-ASCII character at position 3",
         ),
-        (("http://[::1",), {}, "base_url is not a valid URL ("),
+        (("http://[::1",), {}, "base_url must be a valid URL ("),
         (
             ("ftp://user:secret@x",),
             {},
