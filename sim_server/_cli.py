@@ -24,6 +24,8 @@ _HELP = {
     " each run).",
     "auto_create": "Create unknown job IDs on first sight instead of answering 404.",
     "max_wait": "Longest a long-poll (Prefer: wait=N) is held, seconds; 0 turns long-poll off.",
+    "hints": "Hint when to ask again on a pending job (Retry-After, Retry-After-Ms, eta).",
+    "batch": "Offer the batch route, GET /jobs?ids=a,b,c (off: it answers 404).",
     "fault_500": "Probability per status request of a 500.",
     "fault_502": "Probability per status request of a 502.",
     "fault_503": "Probability per status request of a 503 with Retry-After.",
@@ -63,10 +65,23 @@ def _settings_options(func: Any) -> Any:
     return func
 
 
+#: What ``--plain`` sets: a backend like the original one, for trying a client against it.
+PLAIN = {"hints": False, "batch": False, "max_wait": 0.0}
+
+
 @click.command("serve")
 @_settings_options
-def serve(**options: Any) -> None:
+@click.option(
+    "--plain",
+    is_flag=True,
+    help="Behave like the original backend: no hints, no batch route, no long-poll (the same"
+    " as --no-hints --no-batch --max-wait 0).",
+)
+@click.pass_context
+def serve(ctx: click.Context, /, plain: bool, **options: Any) -> None:
     """Run the simulation server in the foreground until Ctrl-C."""
+    if plain:
+        options.update(PLAIN)
     try:
         settings = ServerSettings(**options)
     except ValueError as exc:
@@ -78,7 +93,7 @@ def serve(**options: Any) -> None:
         raise click.ClickException(f"cannot serve on {where}: {exc.strerror or exc}") from None
     except sqlite3.Error as exc:
         raise click.ClickException(f"cannot use the database {settings.db}: {exc}") from None
-    raise SystemExit(code)
+    ctx.exit(code)
 
 
 def _as_flag(message: str) -> str:

@@ -14,12 +14,14 @@ import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TypedDict
+from typing import Literal, NotRequired, TypedDict
+
+from ._settings import JOB_ID
 
 Outcome = Literal["completed", "error"]
 Result = Literal["pending", "completed", "error"]
 
-JOB_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+JOB_ID_RE = re.compile(JOB_ID)
 
 
 def valid_job_id(job_id: str) -> bool:
@@ -35,7 +37,7 @@ class JobViewDict(TypedDict):
     result: Result
     progress: float
     elapsed: float
-    eta: float
+    eta: NotRequired[float]
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,9 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from quart_schema import OpenAPIProvider
 from werkzeug.routing import BaseConverter
 
-from ._settings import MAX_BATCH, MAX_DURATION
+from ._settings import JOB_ID, MAX_BATCH, MAX_DURATION
 
-JobId = Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
+JobId = Annotated[str, Field(pattern=f"^{JOB_ID}$")]
 
 
 class CreateJob(BaseModel):
@@ -36,7 +36,11 @@ class JobView(BaseModel):
     result: Literal["pending", "completed", "error"]
     progress: float = Field(ge=0, le=1)
     elapsed: float = Field(ge=0)
-    eta: float = Field(ge=0, description="Seconds until the final state; 0 once reached")
+    eta: float | None = Field(
+        None,
+        ge=0,
+        description="Seconds until the final state; 0 once reached (absent with --no-hints)",
+    )
 
 
 class BatchView(BaseModel):
@@ -48,8 +52,8 @@ class LegacyStatus(BaseModel):
     result: Literal["pending", "completed", "error"]
 
 
-JOB_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
-BATCH_IDS_PATTERN = rf"^[A-Za-z0-9._:-]{{1,128}}(,[A-Za-z0-9._:-]{{1,128}}){{0,{MAX_BATCH - 1}}}$"
+JOB_ID_PATTERN = f"^{JOB_ID}$"
+BATCH_IDS_PATTERN = f"^{JOB_ID}(,{JOB_ID}){{0,{MAX_BATCH - 1}}}$"
 
 
 class BatchQuery(BaseModel):

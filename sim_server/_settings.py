@@ -11,7 +11,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+#: Every kind of fault the server injects, each with its own ``fault_<kind>`` probability.
 FAULT_KINDS = ("500", "502", "503", "429", "slow", "drop", "garbage")
+#: The API's job-ID rule: one path segment, no escaping needed, a bounded length.
+JOB_ID = r"[A-Za-z0-9._:-]{1,128}"
 
 #: Longest job anyone can ask for. A week is far past any real translation and keeps
 #: arithmetic on ``created_at + duration`` well inside float precision.
@@ -47,6 +50,10 @@ class ServerSettings:
     seed: int | None = None
     auto_create: bool = False
     max_wait: float = 30.0
+    #: Hints of when to ask again on a pending job (Retry-After, Retry-After-Ms, ``eta``).
+    hints: bool = True
+    #: The batch route, ``GET /jobs?ids=``.
+    batch: bool = True
     fault_500: float = 0.0
     fault_502: float = 0.0
     fault_503: float = 0.0

@@ -16,8 +16,9 @@ import trio
 from hypothesis import settings
 
 from sim_server import ServerSettings, create_app
-from sim_server._app import SimState, sim_state
-from sim_server.testing import SimTransport
+from sim_server._app import sim_state
+from sim_server._state import SimState
+from sim_server.testing import SimTransport, create_jobs
 from video_translation_client import _client as client_module
 
 # The suite must give the same verdict on every run: hypothesis explores the same examples
@@ -81,10 +82,8 @@ class Sim:
         return value
 
     async def create(self, job_id: str, duration: float, outcome: str = "completed") -> None:
-        r = await self.client.post(
-            "/jobs", json={"job_id": job_id, "duration": duration, "outcome": outcome}
-        )
-        assert r.status_code == 201, r.text
+        spec = {"job_id": job_id, "duration": duration, "outcome": outcome}
+        await create_jobs(self.client, [spec], creators=1)
 
 
 @pytest.fixture

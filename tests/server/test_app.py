@@ -424,3 +424,51 @@ async def test_rate_limit_is_per_key_when_keys_are_configured(autojump_clock, ma
     )
     async with elsewhere:
         assert (await elsewhere.get("/jobs/r", headers=good)).status_code == 429
+
+
+async def test_without_hints_a_pending_job_says_nothing_of_when(autojump_clock, make_sim):
+    """--no-hints: no Retry-After, no Retry-After-Ms, no eta, on one job and on a batch; a
+    429's Retry-After stays, as flow control."""
+    sim = make_sim(hints=False, rate_limit=1.0)
+    await sim.create("h", 4.0)
+    r = await sim.client.get("/jobs/h")
+    assert r.status_code == 200
+    assert "eta" not in r.json()
+    assert r.json()["result"] == "pending"
+    assert "retry-after" not in r.headers
+    assert "retry-after-ms" not in r.headers
+    throttled = await sim.client.get("/jobs?ids=h")
+    assert throttled.status_code == 429
+    assert "retry-after" in throttled.headers
+    await trio.sleep(1.0)
+    batch = await sim.client.get("/jobs?ids=h")
+    assert "eta" not in batch.json()["jobs"][0]
+    assert "retry-after" not in batch.headers
+
+
+async def test_without_batch_the_batch_route_is_an_unknown_route(autojump_clock, make_sim):
+    """--no-batch: GET /jobs?ids= answers as a route that does not exist does; creating jobs
+    and single status reads still work."""
+    sim = make_sim(batch=False)
+    await sim.create("b", 1.0)
+    missing = await sim.client.get("/no-such-route")
+    r = await sim.client.get("/jobs?ids=b")
+    assert r.status_code == 404
+    assert r.json() == missing.json()
+    assert (await sim.client.get("/jobs/b")).status_code == 200
+
+
+async def test_a_default_client_works_against_a_plain_server(autojump_clock, make_sim):
+    """Against a server like the original (no hints, no batch, no long-poll), a client with
+    every default still sees each job's true outcome."""
+    from sim_server._cli import PLAIN
+    from video_translation_client import VideoTranslationClient
+
+    sim = make_sim(**PLAIN)
+    for i in range(20):
+        await sim.create(f"p{i}", 1.0 + i / 4, "error" if i % 5 == 0 else "completed")
+    client = VideoTranslationClient("http://sim", http_client=sim.client)
+    results = await client.poll_many([f"p{i}" for i in range(20)])
+    assert [r.outcome.value for r in results] == [
+        "error" if i % 5 == 0 else "completed" for i in range(20)
+    ]

@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sim_server import Job
-from sim_server._app import parse_wait
 from sim_server._jobs import JobStore, auto_job, valid_job_id
+from sim_server._protocol import parse_wait
 
 times = st.floats(min_value=0, max_value=1e7, allow_nan=False)
 

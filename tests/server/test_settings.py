@@ -93,7 +93,7 @@ async def test_completion_time_and_error_rate_change_a_running_server():
 
 def test_without_a_seed_each_server_draws_afresh():
     """No seed: a new one each run (the original drew outcomes afresh); a seed fixes them."""
-    from sim_server._app import SimState
+    from sim_server._state import SimState
 
     def seed_of(settings: ServerSettings) -> int:
         state = SimState(settings, lambda: 0.0)
