@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from io import StringIO
 
 import pytest
@@ -15,7 +16,7 @@ from video_translation_client import (
     Outcome,
     StatusResponse,
 )
-from video_translation_client._display import (
+from vtpoll._display import (
     Tally,
     WatchDisplay,
     plain_line,
@@ -24,7 +25,7 @@ from video_translation_client._display import (
 )
 
 
-def _stats(requests: int = 0) -> ClientStatistics:
+def _stats(requests: int = 0, silent_since: datetime | None = None) -> ClientStatistics:
     return ClientStatistics(
         requests=requests,
         status_checks=requests,
@@ -38,6 +39,7 @@ def _stats(requests: int = 0) -> ClientStatistics:
         jobs_error=0,
         jobs_timeout=0,
         jobs_failed=0,
+        server_silent_since=silent_since,
     )
 
 
@@ -81,10 +83,11 @@ def test_requests_per_second_over_a_sliding_window():
 
 
 def test_plain_line_names_the_job_and_the_error():
-    """A plain line says ID, outcome, time, requests, and the error when there is one."""
-    assert plain_line(_done("a")) == "a completed after 4.2 s, 2 requests"
+    """A plain line says ID, outcome, time, checks (not requests: one batch request checks
+    many jobs), and the error when there is one."""
+    assert plain_line(_done("a")) == "a completed after 4.2 s, 2 checks"
     failed = JobResult("b", Outcome.FAILED, None, JobNotFound("b"), attempts=1)
-    assert plain_line(failed).startswith("b failed after 0.0 s, 1 request: JobNotFound: ")
+    assert plain_line(failed).startswith("b failed after 0.0 s, 1 check: JobNotFound: ")
 
 
 def test_summary_table_shows_counts_and_costs():
@@ -127,8 +130,8 @@ def test_plain_display_prints_one_line_per_finished_job():
         display.refresh(_stats(3), 1.0)
         display.finished(_done("b", Outcome.ERROR))
     assert out.getvalue().splitlines() == [
-        "a completed after 4.2 s, 2 requests",
-        "b error after 4.2 s, 2 requests",
+        "a completed after 4.2 s, 2 checks",
+        "b error after 4.2 s, 2 checks",
     ]
 
 
@@ -156,10 +159,52 @@ def test_live_display_draws_counts_rates_and_times():
         assert piece in text, piece
 
 
+def test_a_narrow_terminal_still_shows_the_rates():
+    """At 60 columns the counts and the rates take a line each instead of the rates being
+    cropped away."""
+    out = StringIO()
+    console = Console(file=out, force_terminal=True, width=60)
+    with WatchDisplay(console, 4, 0.0, live=True) as display:
+        display.refresh(_stats(0), 0.0)
+        display.refresh(_stats(40), 2.0)
+    assert "20 req/s (limit 35/s)" in out.getvalue()
+
+
+def test_a_silent_server_is_shown_at_once_and_its_return_too():
+    """The display says the server does not answer as soon as the client knows it, in red on
+    a terminal and as one plain line elsewhere, and says when it answers again."""
+    since = datetime(2026, 11, 26, 3, 4, 5, tzinfo=UTC)
+    out = StringIO()
+    with WatchDisplay(Console(file=out, width=200), 2, 0.0, live=False) as display:
+        display.refresh(_stats(1), 0.2)
+        display.refresh(_stats(2, since), 0.4)
+        display.refresh(_stats(3, since), 0.6)
+        display.refresh(_stats(4), 0.8)
+    assert out.getvalue().splitlines() == [
+        "no answer from the server since 03:04:05 UTC; still retrying",
+        "the server answers again",
+    ]
+    live = StringIO()
+    console = Console(file=live, force_terminal=True, width=100)
+    with WatchDisplay(console, 2, 0.0, live=True) as display:
+        display.refresh(_stats(2, since), 0.4)
+    assert "no answer from the server since 03:04:05 UTC" in live.getvalue()
+
+
+def test_elapsed_time_agrees_with_the_summary():
+    """The display floors its seconds as the summary rounds them: 12.9 s shows 0:12 and
+    12.9 s, never 0:13 beside 12.9 s."""
+    out = StringIO()
+    console = Console(file=out, force_terminal=True, width=100)
+    with WatchDisplay(console, 1, 0.0, live=True) as display:
+        display.refresh(_stats(3), 12.9)
+    assert "0:12 elapsed" in out.getvalue()
+
+
 def test_server_text_in_the_status_table_is_shown_not_interpreted():
     """What a server said, as markup ("[/x]" broke the table, links and styles took effect),
     is printed as it is; numbers the server sent that are not numbers are shown as '-'."""
-    from video_translation_client._cli import _status_row, status_table
+    from vtpoll.status import _status_row, status_table
 
     hostile = StatusResponse(
         JobStatus.PENDING,

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from sim_server._models import JOB_ID_PATTERN
 from video_translation_client import JobNotFound, JobResult, JobStatus, Outcome, StatusResponse
-from video_translation_client._jobfile import (
+from vtpoll._jobfile import (
     JOB_ID_RE,
     InputError,
     ResultWriter,
@@ -195,7 +195,7 @@ def test_existing_output_needs_resume(tmp_path: Path):
 
 def test_create_specs_follow_the_options():
     """'create' draws durations in the range and outcomes at the rate, the same for a seed."""
-    from video_translation_client._cli import job_specs
+    from vtpoll.create import job_specs
 
     specs = job_specs(200, duration=None, duration_range=(2.0, 5.0), error_rate=0.25, seed=3)
     assert all(2.0 <= s["duration"] <= 5.0 for s in specs)

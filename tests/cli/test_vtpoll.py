@@ -1,13 +1,12 @@
 """``vtpoll`` against a real server on 127.0.0.1 port 0.
 
-Commands run in process through ``main()`` (the entry point, with its real exit codes); a
-subprocess only where a real process is the point: signals, kill -9 and ``--resume``, the
-terminal display, the installed script.
+Commands run in process through click's ``CliRunner`` (with their real exit codes: every
+command ends through ``ctx.exit``); a subprocess only where a real process is the point:
+signals, kill -9 and ``--resume``, the terminal display, the installed script.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import select
@@ -23,9 +22,12 @@ from typing import Any
 
 import httpx
 import pytest
+import trio
+from click.testing import CliRunner
 
+from sim_server.testing import create_jobs
 from tests.helpers import server_process, spawn, stop
-from video_translation_client._cli import main
+from vtpoll import cli
 
 VTPOLL = str(Path(sys.executable).with_name("vtpoll"))
 #: No test waits longer than this for one vtpoll run.
@@ -54,19 +56,14 @@ class Done:
 
 
 @pytest.fixture
-def run(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
-    """``run(*args, stdin=...)``: vtpoll in this process, as its entry point runs it."""
-    monkeypatch.setenv("NO_COLOR", "1")
+def run():
+    """``run(*args, stdin=...)``: vtpoll in this process, as ``CliRunner`` runs it."""
 
     def run(*args: str, stdin: str = "") -> Done:
-        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as exit_info:
-            main(list(args))
-        out, err = capsys.readouterr()
-        code = exit_info.value.code
-        assert isinstance(code, int)
-        return Done(code, out, err)
+        result = CliRunner().invoke(
+            cli, list(args), input=stdin, env={"NO_COLOR": "1"}, catch_exceptions=False
+        )
+        return Done(result.exit_code, result.stdout, result.stderr)
 
     return run
 
@@ -87,9 +84,9 @@ def url() -> Iterator[str]:
 
 
 def create(url: str, count: int = 1, *, duration: float, outcome: str = "completed") -> list[str]:
-    """Jobs made directly over HTTP (``vtpoll create`` has tests of its own)."""
+    """Jobs made with the one creation helper (``vtpoll create`` has tests of its own)."""
     bodies = [{"duration": duration, "outcome": outcome} for _ in range(count)]
-    return [httpx.post(f"{url}/jobs", json=body).json()["job_id"] for body in bodies]
+    return trio.run(create_jobs, url, bodies)
 
 
 def records(path: Path) -> list[dict[str, Any]]:
@@ -256,7 +253,7 @@ BAD_INPUTS = [
     (["serve", "--error-rate", "2"], "--error-rate must be"),
     (["serve", "--db", "/no/such/dir/jobs.db"], "--db must be in an existing directory"),
     (["serve", "--api-key", "clé"], "--api-key must be a non-empty string of visible ASCII"),
-    (["watch", "a", "--base-url", "http://[::1"], "--base-url is not a valid URL"),
+    (["watch", "a", "--base-url", "http://[::1"], "--base-url must be a valid URL"),
     (["watch", "a", "--api-key", "clé"], "--api-key must be visible ASCII characters"),
     (["frobnicate"], "No such command 'frobnicate'"),
 ]
@@ -273,14 +270,11 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.mark.parametrize(("args", "message"), BAD_INPUTS)
-def test_bad_input_exits_2_with_one_line(
-    args: list[str], message: str, in_tmp: Path, capsys: pytest.CaptureFixture[str]
-):
+def test_bad_input_exits_2_with_one_line(args: list[str], message: str, in_tmp: Path, run):
     """Each usage or input error is one line on stderr naming what was wrong, exit 2."""
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    stderr = capsys.readouterr().err
-    assert exit_info.value.code == 2, stderr
+    done = run(*args)
+    stderr = done.stderr
+    assert done.returncode == 2, stderr
     assert message in stderr
     assert stderr.count("\n") == 1, stderr
     assert stderr.startswith("vtpoll: error: ")
@@ -391,3 +385,39 @@ def test_watch_never_shows_the_password_of_its_url(url: str, run):
     assert done.returncode == 1
     assert f"watching 1 jobs on http://ann:***@{authority}" in done.stderr
     assert "s3cret-pw" not in done.stderr + done.stdout
+
+
+def test_serve_plain_is_a_backend_like_the_original(run, monkeypatch: pytest.MonkeyPatch):
+    """'serve --plain' turns hints, the batch route and long-poll off, nothing else."""
+    import sim_server._cli
+
+    served: list[Any] = []
+
+    def run_server(settings: Any) -> int:
+        served.append(settings)
+        return 0
+
+    monkeypatch.setattr(sim_server._cli, "run_server", run_server)
+    done = run("serve", "--plain", "--port", "0", "--seed", "3")
+    assert done.returncode == 0, done.stderr
+    [settings] = served
+    assert (settings.hints, settings.batch, settings.max_wait) == (False, False, 0)
+    assert settings.seed == 3
+
+
+def test_status_says_at_once_that_the_server_does_not_answer(run):
+    """With no server at the URL, 'status' says so on stderr before its retries run out."""
+    done = run("status", "job-1", "--base-url", "http://127.0.0.1:9", "--timeout", "0.2")
+    assert done.returncode == 1
+    assert "vtpoll: no answer from http://127.0.0.1:9; retrying for up to 0.2 s" in done.stderr
+    assert "ServerUnreachable" in done.stdout
+
+
+def test_watch_says_at_once_that_the_server_does_not_answer(run):
+    """With no server at the URL, 'watch' says so before any job fails."""
+    done = run("watch", "job-1", "--base-url", "http://127.0.0.1:9", "--timeout", "0.4", "-q")
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    said = next(i for i, line in enumerate(lines) if "no answer from the server since" in line)
+    failed = next(i for i, line in enumerate(lines) if line.startswith("job-1 failed"))
+    assert said < failed, done.stderr

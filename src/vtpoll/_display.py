@@ -7,6 +7,7 @@ import math
 import os
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -14,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 from rich.text import Text
 
-from ._models import ClientStatistics, JobResult, Outcome, StatusResponse
+from video_translation_client import ClientStatistics, JobResult, Outcome, StatusResponse
 
 #: Seconds of history behind the requests/s figure.
 RATE_WINDOW = 2.0
@@ -28,7 +29,8 @@ def wants_live(console: Console, *, quiet: bool) -> bool:
 
 
 def _duration(seconds: float) -> str:
-    seconds = max(0, math.ceil(seconds))
+    # Floored, as the summary's wall time is rounded: the two never disagree by a second.
+    seconds = max(0, math.floor(seconds))
     minutes, seconds = divmod(seconds, 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02}:{seconds:02}" if hours else f"{minutes}:{seconds:02}"
@@ -96,6 +98,8 @@ class WatchDisplay:
         )
         self._task: TaskID = self._progress.add_task("polling", total=total, times="")
         self._live: Live | None = None
+        #: When the server went silent, as last told to a person (plain lines say it once).
+        self._silent_since: datetime | None = None
         if live:
             self._live = Live(console=console, auto_refresh=False, redirect_stderr=False)
 
@@ -117,19 +121,30 @@ class WatchDisplay:
             self.console.print(plain_line(result), highlight=False, markup=False, soft_wrap=True)
 
     def refresh(self, stats: ClientStatistics, now: float) -> None:
-        if self._live is None:
+        silence = _silence(stats)
+        if not self.live:
+            # Plain output says it when the server falls silent and when it answers again.
+            if stats.server_silent_since != self._silent_since:
+                self._silent_since = stats.server_silent_since
+                line = silence or "the server answers again"
+                self.console.print(line, highlight=False, markup=False, soft_wrap=True)
             return
+        assert self._live is not None
         state = self.state
         ended = state.ended
-        states = (
-            f"[yellow]{state.total - state.done} pending[/] · "
-            f"[green]{ended[Outcome.COMPLETED]} completed[/] · "
-            f"[red]{ended[Outcome.ERROR]} error[/] · "
-            f"[magenta]{ended[Outcome.TIMEOUT]} timeout[/] · "
-            f"[red]{ended[Outcome.FAILED]} failed[/]"
+        states = Text.assemble(
+            (f"{state.total - state.done} pending", "yellow"),
+            " · ",
+            (f"{ended[Outcome.COMPLETED]} completed", "green"),
+            " · ",
+            (f"{ended[Outcome.ERROR]} error", "red"),
+            " · ",
+            (f"{ended[Outcome.TIMEOUT]} timeout", "magenta"),
+            " · ",
+            (f"{ended[Outcome.FAILED]} failed", "red"),
         )
         rate = stats.current_rate
-        rates = (
+        rates = Text(
             f"{state.requests_per_second(now, stats.requests):.0f} req/s "
             f"(limit {'none' if math.isinf(rate) else f'{rate:.0f}/s'})"
         )
@@ -138,16 +153,29 @@ class WatchDisplay:
             f"~{_duration(left)} left" if left is not None else "? left"
         )
         self._progress.update(self._task, completed=state.done, times=times)
-        self._live.update(
-            Group(self._progress, Text.from_markup(f"{states}   {rates}")), refresh=True
-        )
+        # Counts and rates share a line when it is wide enough, else each has its own: a
+        # narrow terminal crops, it does not wrap, what a live display draws.
+        if len(states) + 3 + len(rates) <= self.console.width:
+            lines = [Text.assemble(states, "   ", rates)]
+        else:
+            lines = [states, rates]
+        if silence:
+            lines.append(Text(silence, style="bold red"))
+        self._live.update(Group(self._progress, *lines), refresh=True)
+
+
+def _silence(stats: ClientStatistics) -> str | None:
+    since = stats.server_silent_since
+    if since is None:
+        return None
+    return f"no answer from the server since {since:%H:%M:%S} UTC; still retrying"
 
 
 def plain_line(result: JobResult) -> str:
     """One finished job, for logs and pipes."""
     line = (
         f"{result.job_id} {result.outcome.value} after {result.elapsed_time:.1f} s, "
-        f"{result.attempts} request{'s' if result.attempts != 1 else ''}"
+        f"{result.attempts} check{'s' if result.attempts != 1 else ''}"
     )
     if result.error is not None:
         line += f": {type(result.error).__name__}: {result.error}"

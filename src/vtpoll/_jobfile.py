@@ -15,10 +15,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from ._models import JobResult, Outcome
+from sim_server._settings import JOB_ID
+from video_translation_client import JobResult, Outcome
 
-#: The API's job-ID rule (the simulation server enforces the same one; a test keeps them equal).
-JOB_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+#: The API's job-ID rule, as the simulation server enforces it.
+JOB_ID_RE = re.compile(JOB_ID)
 #: Invalid lines named in one error message; the rest are counted.
 SHOWN_PROBLEMS = 10
 

@@ -1,0 +1,209 @@
+"""The options a polling command takes, generated from the library's own settings.
+
+Each field of :class:`StatusPollingConfig` and each keyword argument of
+:class:`VideoTranslationClient` that a command line can spell (a number, a switch, a choice)
+becomes an option: its flag from its name, its type and default from the library, its help
+from the library's docstring. A setting added to the library is an option here with no
+change to this module; a value the library refuses is reported with the flag the user typed.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import types
+import typing
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, fields
+from typing import Any, Literal
+
+import click
+
+from video_translation_client import StatusPollingConfig, VideoTranslationClient
+from video_translation_client._validate import InvalidArgument
+
+from ._errors import Problem
+
+DEFAULT_BASE_URL = "http://localhost:8000"
+#: Flags that read better than the library's names; every other flag is the name, dashed.
+FLAG_NAMES = {"rate_limit": "--rate", "max_in_flight": "--in-flight"}
+#: Settings that are numbers with an "off" value also get a ``--no-<flag>`` switch for it.
+OFF_SWITCHES = {"long_poll": 0.0}
+#: Client arguments that are not polling settings: the connection options carry them.
+CONNECTION = ("base_url", "api_key")
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One library setting as an option."""
+
+    name: str
+    #: "config" for a StatusPollingConfig field, "client" for a client keyword argument.
+    home: Literal["config", "client"]
+    kind: Any
+    default: Any
+    #: None is a valid value; on the command line it is written 0.
+    optional: bool
+    help: str
+
+    @property
+    def flag(self) -> str:
+        return FLAG_NAMES.get(self.name, "--" + self.name.replace("_", "-"))
+
+    def option(self) -> Callable[[Any], Any]:
+        text = self.help
+        if self.optional:
+            # The library's None is written 0 on the command line; a switch is left out.
+            text = text.replace("None =", "neither flag =" if self.kind is bool else "0 =")
+        if self.kind is bool:
+            return click.option(
+                f"{self.flag}/--no-{self.flag[2:]}",
+                self.name,
+                default=self.default,
+                show_default=self.default is not None,
+                help=text,
+            )
+        kind = click.Choice(typing.get_args(self.kind)) if _is_literal(self.kind) else self.kind
+        default = 0 if self.default is None else self.default
+        if self.name in OFF_SWITCHES:
+            # The bare flag keeps meaning "on, as by default", as it did when it was a switch.
+            return click.option(
+                self.flag,
+                self.name,
+                type=kind,
+                default=default,
+                is_flag=False,
+                flag_value=default,
+                show_default=True,
+                help=text,
+            )
+        return click.option(
+            self.flag, self.name, type=kind, default=default, show_default=True, help=text
+        )
+
+    def value(self, given: Any) -> Any:
+        """The library value of what was typed (0 for None, where None is allowed)."""
+        zero = given == 0 and not isinstance(given, bool)  # False == 0 in Python
+        return None if self.optional and zero else given
+
+
+def _is_literal(kind: Any) -> bool:
+    return typing.get_origin(kind) is Literal
+
+
+def _spelled(hint: Any) -> tuple[Any, bool] | None:
+    """(type, optional) of a setting a command line can spell, or None."""
+    optional = False
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) != 1 or len(args) == len(typing.get_args(hint)):
+            return None
+        hint, optional = args[0], True
+    if hint in (bool, int, float) or _is_literal(hint):
+        return hint, optional
+    return None
+
+
+def documented(obj: Any) -> dict[str, str]:
+    """``name: text`` entries of the ``Args:`` or ``Attributes:`` section of a docstring."""
+    docs: dict[str, str] = {}
+    section = False
+    name = ""
+    for line in inspect.cleandoc(obj.__doc__ or "").splitlines():
+        if line in ("Args:", "Attributes:"):
+            section = True
+        elif section and (entry := re.fullmatch(r"    (\w+): (.*)", line)):
+            name = entry[1]
+            docs[name] = entry[2]
+        elif section and name and line.startswith("        "):
+            docs[name] += " " + line.strip()
+        elif section and line.strip():
+            section, name = False, ""
+    return docs
+
+
+def _settings() -> Iterator[Setting]:
+    config_docs = documented(StatusPollingConfig)
+    config_hints = typing.get_type_hints(StatusPollingConfig)
+    defaults = StatusPollingConfig()
+    for f in fields(StatusPollingConfig):
+        spelled = _spelled(config_hints[f.name])
+        if spelled is not None:
+            kind, optional = spelled
+            default = getattr(defaults, f.name)
+            yield Setting(f.name, "config", kind, default, optional, config_docs.get(f.name, ""))
+    init = VideoTranslationClient.__init__
+    client_docs = documented(VideoTranslationClient)
+    client_hints = typing.get_type_hints(init)
+    for name, parameter in inspect.signature(init).parameters.items():
+        spelled = _spelled(client_hints.get(name))
+        if parameter.kind is parameter.KEYWORD_ONLY and name not in CONNECTION and spelled:
+            kind, optional = spelled
+            help_text = client_docs.get(name, "")
+            yield Setting(name, "client", kind, parameter.default, optional, help_text)
+
+
+#: Every setting a polling command offers, in the library's order.
+SETTINGS: tuple[Setting, ...] = tuple(_settings())
+_BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
+def connection_options(func: Any) -> Any:
+    func = click.option(
+        "--api-key",
+        envvar="VTPOLL_API_KEY",
+        show_envvar=True,
+        help="API key, sent as 'Authorization: Bearer KEY' (the variable keeps it out of ps).",
+    )(func)
+    return click.option(
+        "--base-url",
+        envvar="VTPOLL_BASE_URL",
+        show_envvar=True,
+        default=DEFAULT_BASE_URL,
+        show_default=True,
+        help="The server's base URL.",
+    )(func)
+
+
+def polling_options(func: Any) -> Any:
+    """Every setting's option, then the connection's."""
+    for setting in reversed(SETTINGS):
+        if setting.name in OFF_SWITCHES:
+            func = click.option(
+                f"--no-{setting.flag[2:]}",
+                f"no_{setting.name}",
+                is_flag=True,
+                help=f"The same as {setting.flag} {OFF_SWITCHES[setting.name]:g}.",
+            )(func)
+        func = setting.option()(func)
+    return connection_options(func)
+
+
+def make_client(*, base_url: str, api_key: str | None, **options: Any) -> VideoTranslationClient:
+    """The client the options describe (the library's default for any not given), or
+    :class:`Problem` naming the option the user typed."""
+    config: dict[str, Any] = {}
+    client: dict[str, Any] = {}
+    for name, given in options.items():
+        if name.startswith("no_"):
+            if given:
+                config[name[3:]] = OFF_SWITCHES[name[3:]]
+            continue
+        setting = _BY_NAME[name]
+        target = config if setting.home == "config" else client
+        target.setdefault(name, setting.value(given))
+    try:
+        return VideoTranslationClient(
+            base_url, StatusPollingConfig(**config), api_key=api_key, **client
+        )
+    except InvalidArgument as exc:
+        raise Problem(as_option(exc)) from None
+
+
+def as_option(exc: InvalidArgument) -> str:
+    """The library's complaint in the command line's terms."""
+    setting = _BY_NAME.get(exc.name)
+    flag = setting.flag if setting is not None else "--" + exc.name.replace("_", "-")
+    either = " or 0" if exc.optional and setting is not None else ""
+    shown = f", got {exc.value!r}" if exc.shown else ""
+    return f"{flag} must be {exc.requirement}{either}{shown}"

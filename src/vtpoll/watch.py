@@ -1,0 +1,115 @@
+"""``vtpoll watch``: poll jobs until each one ends, with a live display and a results file."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO, Any
+
+import click
+from rich.console import Console
+
+from video_translation_client import Outcome
+
+from ._errors import EXIT_NOT_ALL_COMPLETED, EXIT_OK, Problem
+from ._jobfile import InputError, file_lines, read_ids
+from ._options import make_client, polling_options
+from ._watching import say, watch_and_report
+
+
+@click.command()
+@click.argument("ids", nargs=-1)
+@click.option(
+    "--file",
+    "-f",
+    "files",
+    multiple=True,
+    type=click.Path(dir_okay=True, path_type=Path, allow_dash=True),
+    help="File of job IDs, one per line ('#' starts a comment); '-' reads standard input.",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path, allow_dash=True),
+    help="Write one JSON line per finished job here, as each one ends ('-' = stdout).",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Skip the jobs already in --output and append the rest (repairs a torn last line).",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No live display: one plain line per job.")
+@polling_options
+@click.pass_context
+def watch(
+    ctx: click.Context,
+    /,
+    ids: tuple[str, ...],
+    files: tuple[Path, ...],
+    output: Path | None,
+    resume: bool,
+    quiet: bool,
+    **polling: Any,
+) -> None:
+    """Poll jobs until each one ends: IDS, --file F, or '-' for standard input.
+
+    Exit status: 0 every job completed; 1 some ended in error, timeout or failure; 2 bad input;
+    130 on Ctrl-C, 143 on SIGTERM (128 + the signal; the results file keeps every finished
+    job: rerun with --resume).
+    """
+    if resume and output is None:
+        raise Problem("--resume needs --output FILE: the file to continue")
+    if resume and str(output) == "-":
+        raise Problem("--resume cannot continue standard output; give --output a file")
+    client = make_client(**polling)
+    try:
+        id_list = read_ids(_id_sources(ids, files, sys.stdin))
+    except InputError as exc:
+        raise Problem(str(exc)) from None
+    if not id_list.ids:
+        raise Problem("no job IDs given: pass IDs, --file FILE, or '-' to read standard input")
+    console = Console(stderr=True, soft_wrap=True)
+    if id_list.first_duplicate is not None:
+        source, line, job_id = id_list.first_duplicate
+        say(
+            console,
+            f"warning: dropped {id_list.duplicates} duplicate job ID"
+            f"{'s' if id_list.duplicates > 1 else ''} (first: {job_id} at {source}:{line})",
+        )
+    run = watch_and_report(
+        client, id_list.ids, console=console, quiet=quiet, output=output, resume=resume
+    )
+    finished = sum(run.ended.values())
+    if run.signal is not None:
+        left = len(id_list.ids) - len(run.done_before) - finished
+        say(console, _interrupted(output, len(run.done_before) + finished, left))
+        ctx.exit(128 + run.signal)
+    earlier = all(outcome == Outcome.COMPLETED.value for outcome in run.done_before.values())
+    all_completed = earlier and run.ended[Outcome.COMPLETED] == finished
+    ctx.exit(EXIT_OK if all_completed else EXIT_NOT_ALL_COMPLETED)
+
+
+def _interrupted(output: Path | None, saved: int, left: int) -> str:
+    if output is not None and str(output) != "-":
+        return (
+            f"interrupted: {saved} results are in {output}; "
+            f"run the same command with --resume to poll the other {left} jobs"
+        )
+    return f"interrupted with {left} jobs unfinished; use --output FILE to keep results across runs"
+
+
+def _id_sources(
+    ids: Iterable[str], files: Iterable[Path], stdin: IO[str]
+) -> list[tuple[str, Iterable[str]]]:
+    sources: list[tuple[str, Iterable[str]]] = []
+    arguments = [i for i in ids if i != "-"]
+    if arguments:
+        sources.append(("argument", arguments))
+    wants_stdin = "-" in ids or any(str(f) == "-" for f in files)
+    for path in files:
+        if str(path) != "-":
+            sources.append((str(path), file_lines(path)))
+    if wants_stdin:
+        sources.append(("<stdin>", stdin.read().removeprefix("\ufeff").splitlines()))
+    return sources
