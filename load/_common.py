@@ -12,13 +12,14 @@ import select
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from sim_server.testing import wait_healthy
 
 RESULTS = Path(__file__).parent / "results"
 #: ``vtpoll serve`` without the command line's own imports (half a second a start).
@@ -52,25 +53,29 @@ def server(*args: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
         if not select.select([proc.stdout], [], [], 30)[0]:
             raise SystemExit("server printed no URL in 30 s")
         url = proc.stdout.readline().strip()
-        wait_healthy(url)
+        wait_healthy(url, timeout=30)
         yield url, proc
     finally:
         stop(proc)
 
 
-def wait_healthy(url: str, timeout: float = 30) -> None:
-    # Not sim_server.testing's: importing sim_server would load Quart into every client
-    # process these scripts measure.
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            raise SystemExit(f"{url} not healthy in {timeout} s")
-        time.sleep(0.05)
+def client_process(script: str, *args: str) -> subprocess.Popen[str]:
+    """The script again as a client process (``script --client ARGS``): each measured client
+    runs alone in a fresh process, so that its CPU and memory are its own."""
+    return spawn([sys.executable, script, "--client", *args], stdout=subprocess.PIPE)
+
+
+def client_report(client: subprocess.Popen[str], what: str, timeout: float | None = None) -> Any:
+    """What the client process reported (:func:`report`), once it has ended."""
+    stdout, _ = client.communicate(timeout=timeout)
+    if client.returncode != 0:
+        raise SystemExit(f"{what}: the client process failed ({client.returncode})")
+    return json.loads(stdout.splitlines()[-1])
+
+
+def report(out: Any) -> None:
+    """In a client process: hand the measurements to the script, as the last line."""
+    print(json.dumps(out), flush=True)
 
 
 def run_wrk(url: str, seconds: int, connections: int, threads: int) -> float:

@@ -20,14 +20,15 @@ from __future__ import annotations
 import argparse
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-import httpx
 import trio
 
+from sim_server.testing import create_jobs
+
 MEDIAN, SIGMA, SHORTEST, LONGEST, ERROR_SHARE = 8.0, 0.8, 1.0, 60.0, 0.1
-#: Creations in flight at once.
-CREATORS = 8
 
 
 @dataclass(slots=True)
@@ -93,23 +94,17 @@ async def create_all(url: str, jobs: list[WorkJob]) -> tuple[float, float]:
     if that is later) and how late that is against the plan, in seconds.
     """
     planned = trio.current_time() + lead_time(len(jobs))
-    pending = list(reversed(jobs))
-    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
 
-        async def creator() -> None:
-            while pending:
-                job = pending.pop()
-                job.created = trio.current_time()
-                job.sent_duration = job.duration + max(0.0, planned - job.created)
-                body = {
-                    "job_id": job.job_id,
-                    "duration": round(job.sent_duration, 6),
-                    "outcome": job.outcome,
-                }
-                (await http.post("/jobs", json=body)).raise_for_status()
+    def spec(job: WorkJob) -> Callable[[], dict[str, Any]]:
+        def body() -> dict[str, Any]:
+            # Made when it is sent: the job's duration counts from the planned start.
+            job.created = trio.current_time()
+            job.sent_duration = job.duration + max(0.0, planned - job.created)
+            duration = round(job.sent_duration, 6)
+            return {"job_id": job.job_id, "duration": duration, "outcome": job.outcome}
 
-        async with trio.open_nursery() as nursery:
-            for _ in range(CREATORS):
-                nursery.start_soon(creator)
+        return body
+
+    await create_jobs(url, [spec(job) for job in jobs])
     start = max(planned, trio.current_time())
     return start, start - planned

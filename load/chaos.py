@@ -19,7 +19,6 @@ server's own record. Jobs lost (a wrong outcome, or none) must be 0.
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import subprocess
 import sys
@@ -34,16 +33,20 @@ import trio
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import (
     SERVE,
+    client_process,
+    client_report,
     percentile,
     plot_lag_cdf,
     print_table,
+    report,
     spawn,
     standard_args,
     stop,
-    wait_healthy,
     write_json,
 )
 from _workload import create_all, workload, workload_args, workload_argv
+
+from sim_server.testing import wait_healthy
 
 POLICIES = ["batch", "hint-aware", "default"]
 FAULTS = ("500", "502", "503", "429", "slow", "drop", "garbage")
@@ -117,7 +120,7 @@ def client_main(url: str, policy: str, args: argparse.Namespace) -> None:
         if job.job_id in seen and "elapsed" in seen[job.job_id]
     ]
     out["intended"] = {job.job_id: job.outcome for job in jobs}
-    print(json.dumps(out))
+    report(out)
 
 
 class Server:
@@ -178,10 +181,7 @@ def truth(url: str, ids: list[str]) -> dict[str, str]:
 
 
 def run_policy(policy: str, args: argparse.Namespace, server: Server) -> dict[str, Any]:
-    client = spawn(
-        [sys.executable, __file__, "--client", server.url, policy, *forward(args)],
-        stdout=subprocess.PIPE,
-    )
+    client = client_process(__file__, server.url, policy, *forward(args))
     assert client.stdout is not None
     if client.stdout.readline().strip() != "polling":
         raise SystemExit(f"{policy}: the client process failed before polling")
@@ -191,10 +191,7 @@ def run_policy(policy: str, args: argparse.Namespace, server: Server) -> dict[st
     time.sleep(args.down)
     server.start()
     downtime = time.monotonic() - down
-    stdout, _ = client.communicate()
-    if client.returncode != 0:
-        raise SystemExit(f"{policy}: the client process failed ({client.returncode})")
-    out = json.loads(stdout)
+    out = client_report(client, policy)
     outcomes: dict[str, str] = out["outcomes"]
     record = truth(server.url, list(outcomes))
     lost = sum(1 for job_id, outcome in outcomes.items() if outcome != record.get(job_id))

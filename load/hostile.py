@@ -15,9 +15,7 @@ where it started whatever the body.
 from __future__ import annotations
 
 import argparse
-import json
 import resource
-import subprocess
 import sys
 import threading
 import zlib
@@ -27,7 +25,13 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import print_table, spawn, write_json
+from _common import (
+    client_process,
+    client_report,
+    print_table,
+    report,
+    write_json,
+)
 
 CASES = ("bomb", "endless")
 CHUNK = 64 * 1024
@@ -120,7 +124,7 @@ def client_main(url: str, max_retries: int) -> None:
             "rss_peak_mib": round(rss_mib(), 1),
         }
 
-    print(json.dumps(trio.run(main)))
+    report(trio.run(main))
 
 
 def run_case(case: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -128,20 +132,13 @@ def run_case(case: str, args: argparse.Namespace) -> dict[str, Any]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        client = spawn(
-            [
-                *(sys.executable, __file__, "--client", f"http://127.0.0.1:{server.server_port}"),
-                f"--max-retries={args.max_retries}",
-            ],
-            stdout=subprocess.PIPE,
+        client = client_process(
+            __file__, f"http://127.0.0.1:{server.server_port}", f"--max-retries={args.max_retries}"
         )
-        stdout, _ = client.communicate(timeout=300)
-        if client.returncode != 0:
-            raise SystemExit(f"{case}: the client process failed ({client.returncode})")
+        out = client_report(client, case, timeout=300)
     finally:
         server.shutdown()
         server.server_close()
-    out = json.loads(stdout)
     body = args.bomb_mib if case == "bomb" else args.endless_mib
     return {"case": case, "body_mib": body, "sent_mib": round(server.sent / MIB, 2), **out}
 

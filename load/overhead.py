@@ -14,9 +14,7 @@ library's cost per request over raw httpx's.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,8 +23,17 @@ from typing import Any
 import httpx
 import trio
 
+from sim_server.testing import create_jobs
+
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import print_table, server, spawn, write_json
+from _common import (
+    client_process,
+    client_report,
+    print_table,
+    report,
+    server,
+    write_json,
+)
 
 CONCURRENCY = 16
 COLUMNS = [
@@ -71,24 +78,16 @@ def client_main(url: str, which: str, count: int) -> None:
         await (with_library() if which == "library" else with_httpx())
         return time.process_time() - start
 
-    print(json.dumps({"cpu": trio.run(main)}))
+    report({"cpu": trio.run(main)})
 
 
 def create_completed(url: str, count: int) -> None:
-    with httpx.Client(base_url=url, timeout=30) as http:
-        for i in range(count):
-            body = {"job_id": f"o{i}", "duration": 0, "outcome": "completed"}
-            http.post("/jobs", json=body).raise_for_status()
+    specs = [{"job_id": f"o{i}", "duration": 0, "outcome": "completed"} for i in range(count)]
+    trio.run(create_jobs, url, specs)
 
 
 def run(url: str, which: str, count: int) -> float:
-    client = spawn(
-        [sys.executable, __file__, "--client", url, which, str(count)], stdout=subprocess.PIPE
-    )
-    stdout, _ = client.communicate()
-    if client.returncode != 0:
-        raise SystemExit(f"{which}: the client process failed ({client.returncode})")
-    cpu: float = json.loads(stdout)["cpu"]
+    cpu: float = client_report(client_process(__file__, url, which, str(count)), which)["cpu"]
     return cpu
 
 

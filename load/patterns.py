@@ -17,8 +17,6 @@ duration.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,13 +26,15 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import (
+    client_process,
+    client_report,
     cpu_seconds,
     metrics,
     percentile,
     plot_lag_cdf,
     print_table,
+    report,
     server,
-    spawn,
     standard_args,
     write_json,
 )
@@ -105,7 +105,7 @@ def client_main(url: str, pattern: str, args: argparse.Namespace) -> None:
         if job.job_id in first_final
     ]
     out["true"] = sum(1 for job in jobs if outcomes.get(job.job_id) == job.outcome)
-    print(json.dumps(out))
+    report(out)
 
 
 def run_pattern(
@@ -114,13 +114,7 @@ def run_pattern(
     before = metrics(url)
     cpu0 = cpu_seconds(server_pid)
     argv = workload_argv(argparse.Namespace(**{**vars(args), "jobs": size}))
-    client = spawn(
-        [sys.executable, __file__, "--client", url, pattern, *argv], stdout=subprocess.PIPE
-    )
-    stdout, _ = client.communicate()
-    if client.returncode != 0:
-        raise SystemExit(f"{pattern} {size}: the client process failed ({client.returncode})")
-    out = json.loads(stdout)
+    out = client_report(client_process(__file__, url, pattern, *argv), f"{pattern} {size}")
     after = metrics(url)
     lags_ms = [lag * 1000 for lag in out["lags"]]
     row = {

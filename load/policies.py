@@ -1,7 +1,8 @@
 """Polling policies side by side on workload W: requests per job, detection lag, CPU.
 
     uv run python load/policies.py [--jobs 1000] [--time-scale 1] [--seed 1]
-                                   [--policies fixed-1s original ...] [--json PATH]
+                                   [--policies fixed-1s original ...]
+                                   [--plain-policies original default] [--json PATH]
 
 One ``vtpoll serve`` process; for each policy in turn, a fresh client process that creates its
 own copy of W's jobs (all starting at one instant, see ``_workload.py``) and polls them until
@@ -22,13 +23,16 @@ limit; 16 short requests in flight (held ones have their own bound, 1,000).
 - long-poll: the library with ``Prefer: wait=25``, one request per check (``batch=False``);
 - batch: the library with ``GET /jobs?ids=`` (each job on its own eta), long-poll off;
 - default: the library with every default: batches, held from each job's second check.
+
+Then ``--plain-policies`` (original and default) again against ``vtpoll serve --plain``, a
+backend like the original one: no hints, no batch route, no long-poll. Their rows are marked
+``@plain``.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import random
 import subprocess
 import sys
@@ -41,15 +45,17 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import (
+    client_process,
+    client_report,
     cpu_seconds,
     metrics,
     percentile,
     plot_lag_cdf,
     print_table,
     pyplot,
+    report,
     save,
     server,
-    spawn,
     standard_args,
     write_json,
 )
@@ -65,6 +71,8 @@ POLICIES = [
     "batch",
     "default",
 ]
+#: Run again against a server like the original backend (``vtpoll serve --plain``).
+PLAIN_POLICIES = ["original", "default"]
 IN_FLIGHT = 16
 COLUMNS = [
     ("policy", "policy"),
@@ -196,7 +204,7 @@ def client_main(url: str, policy: str, args: argparse.Namespace) -> None:
     out["lags"] = lags
     out["lost"] = lost
     out["peak_rss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps(out))
+    report(out)
 
 
 # -- the driver ------------------------------------------------------------------------------
@@ -206,10 +214,7 @@ def run_policy(
     policy: str, args: argparse.Namespace, url: str, server_pid: int
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     cpu0, before = cpu_seconds(server_pid), metrics(url)
-    client = spawn(
-        [sys.executable, __file__, "--client", url, policy, *workload_argv(args)],
-        stdout=subprocess.PIPE,
-    )
+    client = client_process(__file__, url, policy, *workload_argv(args))
     samples: list[tuple[float, float]] = []
     while True:
         samples.append((time.time(), metrics(url)["status_requests"]))
@@ -218,10 +223,7 @@ def run_policy(
             break
         except subprocess.TimeoutExpired:
             continue
-    stdout, _ = client.communicate()
-    if client.returncode != 0:
-        raise SystemExit(f"{policy}: the client process failed ({client.returncode})")
-    out = json.loads(stdout)
+    out = client_report(client, policy)
     after = metrics(url)
     final = {key: after[key] - before[key] for key in after}
     server_cpu = cpu_seconds(server_pid) - cpu0
@@ -279,7 +281,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     standard_args(parser)
     workload_args(parser)
-    parser.add_argument("--policies", nargs="+", choices=POLICIES, default=POLICIES)
+    parser.add_argument("--policies", nargs="*", choices=POLICIES, default=POLICIES)
+    parser.add_argument(
+        "--plain-policies",
+        nargs="*",
+        choices=POLICIES,
+        default=PLAIN_POLICIES,
+        help="run again against 'vtpoll serve --plain' (no hints, batch route or long-poll)",
+    )
     parser.add_argument("--client", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.client:
@@ -287,11 +296,19 @@ def main(argv: list[str] | None = None) -> None:
         client_main(url, policy, args)
         return
     rows, series = [], {}
-    with server("--max-wait", "30", "--seed", str(args.seed)) as (url, proc):
-        for policy in args.policies:
-            row, series[policy] = run_policy(policy, args, url, proc.pid)
-            rows.append(row)
-            print(f"{policy}: done in {row['wall_s']} s", file=sys.stderr, flush=True)
+    runs = [
+        ("", ["--max-wait", "30"], args.policies),
+        (" @plain", ["--plain"], args.plain_policies),
+    ]
+    for label, server_args, policies in runs:
+        if not policies:
+            continue
+        with server(*server_args, "--seed", str(args.seed)) as (url, proc):
+            for policy in policies:
+                row, series[policy + label] = run_policy(policy, args, url, proc.pid)
+                row["policy"] += label
+                rows.append(row)
+                print(f"{row['policy']}: done in {row['wall_s']} s", file=sys.stderr, flush=True)
     print_table(rows, COLUMNS)
     write_json(args.json, rows)
     if not args.no_plots:

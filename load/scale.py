@@ -15,9 +15,7 @@ against it.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,13 +23,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import (
+    client_process,
+    client_report,
     cpu_seconds,
     print_table,
     pyplot,
+    report,
     run_wrk,
     save,
     server,
-    spawn,
     standard_args,
     write_json,
 )
@@ -85,7 +85,7 @@ def client_main(url: str, policy: str, jobs: int, seed: int) -> None:
 
     out = trio.run(main)
     out["rss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss
-    print(json.dumps(out))
+    report(out)
 
 
 def wrk(url: str, seconds: int) -> float | None:
@@ -122,14 +122,8 @@ def main(argv: list[str] | None = None) -> None:
                 cpu0 = cpu_seconds(proc.pid)
                 # A size of its own per policy: the jobs are fresh (auto-created) each time.
                 seed = args.seed * 10 + (policy == "single")
-                client = spawn(
-                    [sys.executable, __file__, "--client", url, policy, str(jobs), str(seed)],
-                    stdout=subprocess.PIPE,
-                )
-                stdout, _ = client.communicate()
-                if client.returncode != 0:
-                    raise SystemExit(f"{jobs} {policy}: the client process failed")
-                out = json.loads(stdout)
+                client = client_process(__file__, url, policy, str(jobs), str(seed))
+                out = client_report(client, f"{jobs} {policy}")
                 row = {
                     "jobs": jobs,
                     "policy": policy,

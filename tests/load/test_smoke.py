@@ -59,16 +59,17 @@ def test_policies(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     """Every policy asked for has a row with its costs and lags; none loses a job.
 
     The script has two ways to poll: the original design's loop, written out in it, and the
-    library (every other policy is the library with other settings).
+    library (every other policy is the library with other settings); and two servers: the
+    simulation, and the same run --plain, like the original backend.
     """
     rows, stdout = run_script(
         "policies",
         tmp_path,
         capsys,
         *("--jobs", "24", "--time-scale", "0.02", "--longest", "20"),
-        *("--policies", "original", "batch"),
+        *("--policies", "batch", "--plain-policies", "original"),
     )
-    assert [r["policy"] for r in rows] == ["original", "batch"]
+    assert [r["policy"] for r in rows] == ["batch", "original @plain"]
     for row in rows:
         assert row["jobs"] == 24
         assert row["jobs_lost"] == 0, row
@@ -81,7 +82,7 @@ def test_policies(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
         assert row["late_start_s"] >= 0
     by = {r["policy"]: r for r in rows}
     # Batch shares requests between jobs; one request per check never can.
-    assert by["batch"]["requests_per_job"] < 1 <= by["original"]["requests_per_job"]
+    assert by["batch"]["requests_per_job"] < 1 <= by["original @plain"]["requests_per_job"]
     assert "req/job" in stdout
     assert_png(tmp_path / "policies_lag_cdf.png")
     assert_png(tmp_path / "policies_requests.png")
