@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import sim_server
 import video_translation_client
 
@@ -21,3 +24,16 @@ def test_server_all_is_the_public_surface():
     """The server package exports what its __all__ lists (plus the testing helper module)."""
     public = {n for n in dir(sim_server) if not n.startswith("_")} - {"testing"}
     assert public == set(sim_server.__all__)
+
+
+def test_the_servers_light_parts_import_no_server():
+    """Reading the settings and driving a server (sim_server.testing) import neither Quart nor
+    hypercorn: the command line and the load scripts' clients use them without that cost."""
+    probe = (
+        "import sys; import sim_server.testing; from sim_server import ServerSettings;"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'quart', 'hypercorn'}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=30
+    )
+    assert done.stdout.strip() == "[]"

@@ -11,6 +11,7 @@ import pytest
 import trio
 
 from sim_server import Job
+from sim_server._settings import FAULT_KINDS
 from video_translation_client import (
     JobNotFound,
     JobResult,
@@ -255,9 +256,6 @@ async def test_one_request_in_flight_per_slot(autojump_clock):
         await client.poll_many([f"f{i}" for i in range(40)])
     assert peak == 4
     assert len(server.log) == 40
-
-
-FAULT_KINDS = ("500", "502", "503", "429", "slow", "drop", "garbage")
 
 
 def metric(text: str, name: str, labels: str = "") -> float:
