@@ -27,6 +27,7 @@ from ._models import JobResult as JobResult
 from ._models import JobStatus as JobStatus
 from ._models import Outcome as Outcome
 from ._models import StatusResponse as StatusResponse
+from ._ratelimit import Limiter as Limiter
 from ._ratelimit import RateLimiter as RateLimiter
 from ._ratelimit import RateLimiterStatistics as RateLimiterStatistics
 
@@ -37,6 +38,7 @@ __all__ = [
     "JobNotFound",
     "JobResult",
     "JobStatus",
+    "Limiter",
     "Outcome",
     "PollTimeout",
     "RateLimiter",

@@ -5,6 +5,7 @@ entered (:mod:`._session`, the scheduler every check goes through), and runs eac
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from types import TracebackType
@@ -22,7 +23,7 @@ from ._errors import PollTimeout, VideoTranslationError
 from ._http import StatusFetcher, redact_url
 from ._job import JobPoll, StatusCallback
 from ._models import ClientStatistics, JobResult, JobStatus, Outcome, StatusResponse
-from ._ratelimit import RateLimiter
+from ._ratelimit import Limiter, RateLimiter
 from ._session import Counters, Health, Limits, Session, SessionScope
 
 #: What ``watch()`` yields: each status change, then each job's result.
@@ -55,6 +56,9 @@ class VideoTranslationClient:
         rate_limit: Requests per second for all jobs together; None = none but the server's
             own, learnt from its 429s.
         burst: Requests allowed at once under the rate limit; None = one second's worth.
+        rate_limiter: A rate limiter of your own instead of one made from rate_limit and
+            burst (a fleet's, shared between processes): anything with the methods of
+            :class:`Limiter`.
         max_in_flight: Short requests in flight at once (the connection pool's size).
         max_held: Held requests (long-polls) in flight at once, apart from the short ones.
         batch: Check many jobs per request (GET /jobs?ids=); None = when the server offers it.
@@ -73,6 +77,7 @@ class VideoTranslationClient:
         api_key: str | None = None,
         rate_limit: float | None = None,
         burst: int | None = None,
+        rate_limiter: Limiter | None = None,
         max_in_flight: int = 16,
         max_held: int = MAX_HELD,
         batch: bool | None = None,
@@ -102,8 +107,12 @@ class VideoTranslationClient:
         self.max_held = max_held
         self.batch = batch
         self.batch_window = batch_window
+        if rate_limiter is not None and (rate_limit is not None or burst is not None):
+            raise check.InvalidArgument(
+                "rate_limiter", "given without rate_limit and burst", rate_limiter
+            )
         # RateLimiter checks rate and burst, with messages naming them.
-        self._rate = RateLimiter(rate_limit, burst)
+        self._rate: Limiter = rate_limiter or RateLimiter(rate_limit, burst)
         self._budget = RetryBudget()
         self._health = Health()
         self._counters = Counters()
@@ -161,9 +170,19 @@ class VideoTranslationClient:
         async with self._session_scope() as session:
             yield session
 
-    def _job(self, session: Session, job_id: str | None, *callbacks: StatusCallback) -> JobPoll:
+    def _job(
+        self,
+        session: Session,
+        job_id: str | None,
+        *callbacks: StatusCallback,
+        deadline: float | None = None,
+    ) -> JobPoll:
         return JobPoll(
-            session, job_id, random=self._random, callbacks=(self.on_status_change, *callbacks)
+            session,
+            job_id,
+            random=self._random,
+            callbacks=(self.on_status_change, *callbacks),
+            deadline=deadline,
         )
 
     # -- one job -----------------------------------------------------------------------------
@@ -190,6 +209,24 @@ class VideoTranslationClient:
         async with self._session() as session:
             with session.polling():
                 return await self._job(session, job_id).run()
+
+    async def poll_job(self, job_id: str, *, deadline: float | None = None) -> JobResult:
+        """Poll one job until it ends, and return its :class:`JobResult` (a failure or a
+        timeout is a result here, not an exception, as in :meth:`poll_many`).
+
+        ``deadline`` is an instant on anyio's clock (``anyio.current_time()``) at which the
+        job ends as a timeout, instead of ``config.timeout`` counted from now: a job handed
+        over from elsewhere keeps the deadline it had. For jobs that come and go while a
+        client runs: call it from a task per job inside ``async with client:`` (every call
+        shares the client's batches, rate limit and bounds), and cancel a job's task (its
+        cancel scope) to stop polling that job alone.
+        """
+        _check_id(job_id)
+        if deadline is not None:
+            check.number("deadline", deadline, low=-math.inf)
+        async with self._session() as session:
+            with session.polling():
+                return await self._run_job(session, job_id, deadline=deadline)
 
     # -- many jobs ---------------------------------------------------------------------------
 
@@ -263,8 +300,10 @@ class VideoTranslationClient:
         session: Session,
         job_id: str,
         listener: Callable[[StatusResponse], Awaitable[None]] | None = None,
+        *,
+        deadline: float | None = None,
     ) -> JobResult:
-        job = self._job(session, job_id, *([listener] if listener else []))
+        job = self._job(session, job_id, *([listener] if listener else []), deadline=deadline)
         counters = self._counters
         counters.pending += 1
         error: VideoTranslationError | None = None

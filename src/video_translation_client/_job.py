@@ -48,6 +48,7 @@ class JobPoll:
         "_retry_backoff",
         "_seen",
         "attempts",
+        "budget",
         "config",
         "deadline",
         "failures",
@@ -65,12 +66,18 @@ class JobPoll:
         *,
         random: Callable[[], float],
         callbacks: tuple[StatusCallback | None, ...] = (),
+        deadline: float | None = None,
     ) -> None:
         self.session = session
         self.config = config = session.config
         self.job_id = job_id
         self.started = anyio.current_time()
-        self.deadline = math.inf if config.timeout is None else self.started + config.timeout
+        if deadline is None:
+            deadline = math.inf if config.timeout is None else self.started + config.timeout
+        self.deadline = deadline
+        #: Seconds from the start to the deadline (the config's timeout, unless a deadline of
+        #: its own was given).
+        self.budget = deadline - self.started
         self._random = random
         self._backoff = Backoff(config, random)
         # Retries never wait less than half their nominal delay: with full jitter, five retries
@@ -150,8 +157,7 @@ class JobPoll:
         return max(0, int(min(self.config.long_poll, left)))
 
     def _margin(self) -> float:
-        timeout = self.config.timeout or math.inf
-        return min(LAST_POLL_MARGIN, self.config.request_timeout, timeout / 4)
+        return min(LAST_POLL_MARGIN, self.config.request_timeout, max(0.0, self.budget) / 4)
 
     async def _sleep(self, delay: float, *, until_recovery: bool = False) -> None:
         """Sleep ``delay``, never past the last-poll point before the deadline; already past
@@ -290,13 +296,13 @@ class JobPoll:
         pending; if its last attempt failed, that it failed (its status is not known)."""
         failing = self._failing
         if failing is None:
-            return self._timeout(f"did not finish within {self.config.timeout:g} s")
+            return self._timeout(f"did not finish within {self.budget:g} s")
         if self.session.health.silent_since is not None:
             # The server answers nothing now: whatever this job's last failure was, its retries
             # since met (or were held back by) the silence, and its state is not known.
             return self._unreachable(failing)
         error = RetriesExhausted(
-            f"{_name(self.job_id)}: the deadline ({self.config.timeout:g} s) passed while "
+            f"{_name(self.job_id)}: the deadline ({self.budget:g} s) passed while "
             f"retrying; the last failure: {failing.description}",
             job_id=self.job_id,
             attempts=self.attempts,
@@ -309,7 +315,7 @@ class JobPoll:
         return PollTimeout(
             f"{_name(self.job_id)} {why}{last}",
             job_id=self.job_id,
-            timeout=self.config.timeout,
+            timeout=self.budget if math.isfinite(self.budget) else None,
             last_status=self.last,
         )
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
+from typing import Protocol
 
 import anyio
 from anyio.lowlevel import RunVar
@@ -66,6 +67,29 @@ class RateLimiterStatistics:
     paused_for: float
     #: The rate the server was last measured to accept when it throttled, if it has.
     server_rate: float | None
+
+
+class Limiter(Protocol):
+    """What a client asks of its rate limiter: :class:`RateLimiter`, or one of your own
+    (``VideoTranslationClient(rate_limiter=...)``), such as a limit shared by many processes."""
+
+    #: The configured rate (requests/s), ``inf`` when unlimited.
+    rate: float
+
+    async def acquire(self) -> None:
+        """Return when the next request may go."""
+
+    def pause(self, seconds: float) -> None:
+        """The server said to wait (a 429's Retry-After): no request for ``seconds``."""
+
+    def answered(self) -> None:
+        """The server accepted a request (any answer but a 429)."""
+
+    def throttled(self, quota: float | None = None) -> None:
+        """The server refused a request with 429; ``quota`` is what its policy declares."""
+
+    def statistics(self) -> RateLimiterStatistics:
+        """A snapshot, for ``client.statistics()``."""
 
 
 class RateLimiter:

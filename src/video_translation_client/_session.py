@@ -40,7 +40,7 @@ from ._errors import VideoTranslationError
 from ._http import Answer, BatchUnsupported, MalformedBatch, StatusFetcher, Transient
 from ._models import Outcome
 from ._pool import new_http_client
-from ._ratelimit import RateLimiter
+from ._ratelimit import Limiter
 
 logger = logging.getLogger("video_translation_client")
 
@@ -114,7 +114,7 @@ class Session:
         fetcher: StatusFetcher,
         config: StatusPollingConfig,
         limits: Limits,
-        limiter: RateLimiter,
+        limiter: Limiter,
         budget: RetryBudget,
         health: Health,
         counters: Counters,
@@ -342,7 +342,7 @@ class SessionScope:
         fetcher: StatusFetcher,
         config: StatusPollingConfig,
         limits: Limits,
-        limiter: RateLimiter,
+        limiter: Limiter,
         budget: RetryBudget,
         health: Health,
         counters: Counters,
