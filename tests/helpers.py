@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from sim_server.testing import wait_healthy as wait_healthy
 
 #: How long a stopped process's session may take to empty before the rest is killed.
@@ -103,3 +105,16 @@ def server_process(
     finally:
         stop(proc, signal.SIGINT)
     assert proc.returncode == 0, f"server exited with {proc.returncode} after SIGINT"
+
+
+def metric(url: str, name: str) -> float:
+    """A sample of a running server's ``/metrics``, summed over its labels (0 if absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    )

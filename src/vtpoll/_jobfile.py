@@ -82,6 +82,22 @@ def _shorten(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def id_sources(
+    ids: Iterable[str], files: Iterable[Path], stdin: IO[str]
+) -> list[tuple[str, Iterable[str]]]:
+    sources: list[tuple[str, Iterable[str]]] = []
+    arguments = [i for i in ids if i != "-"]
+    if arguments:
+        sources.append(("argument", arguments))
+    wants_stdin = "-" in ids or any(str(f) == "-" for f in files)
+    for path in files:
+        if str(path) != "-":
+            sources.append((str(path), file_lines(path)))
+    if wants_stdin:
+        sources.append(("<stdin>", stdin.read().removeprefix("\ufeff").splitlines()))
+    return sources
+
+
 def file_lines(path: Path) -> list[str]:
     """The lines of an ID file (a UTF-8 byte-order mark is dropped), or :class:`InputError`
     saying why it cannot be read."""
@@ -113,6 +129,11 @@ def result_record(result: JobResult, *, now: datetime | None = None) -> dict[str
         "attempts": result.attempts,
         "error": f"{type(error).__name__}: {error}" if error is not None else None,
     }
+
+
+def record_line(result: JobResult) -> str:
+    """The record as the line written for it."""
+    return json.dumps(result_record(result), separators=(",", ":"))
 
 
 @dataclass(slots=True)
@@ -270,7 +291,11 @@ class ResultWriter:
         self.written = 0
 
     def write(self, result: JobResult) -> None:
-        self._file.write(json.dumps(result_record(result), separators=(",", ":")) + "\n")
+        self.write_line(record_line(result))
+
+    def write_line(self, line: str) -> None:
+        """A record already made (by :func:`record_line`, maybe in another process)."""
+        self._file.write(line + "\n")
         self._file.flush()
         self.written += 1
 

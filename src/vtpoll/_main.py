@@ -10,13 +10,14 @@ from typing import Any, NoReturn
 
 import click
 
-from ._errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from ._errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Problem
 
 #: Command name -> (module, attribute). ``serve`` is the server's own command (also
 #: ``python -m sim_server``); importing it costs most of a second, which no other command pays.
 COMMANDS = {
     "create": ("vtpoll.create", "create"),
     "demo": ("vtpoll.demo", "demo"),
+    "fleet": ("vtpoll.fleet", "fleet"),
     "serve": ("sim_server._cli", "serve"),
     "status": ("vtpoll.status", "status"),
     "watch": ("vtpoll.watch", "watch"),
@@ -31,7 +32,14 @@ class Commands(click.Group):
         if cmd_name not in COMMANDS:
             return None
         module, attribute = COMMANDS[cmd_name]
-        command = getattr(importlib.import_module(module), attribute)
+        try:
+            command = getattr(importlib.import_module(module), attribute)
+        except ModuleNotFoundError as exc:
+            if exc.name != "coredis":
+                raise
+            raise Problem(
+                "vtpoll fleet needs coredis: pip install 'video-translation-client[fleet]'"
+            ) from None
         assert isinstance(command, click.Command)
         return command
 

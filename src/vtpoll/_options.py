@@ -15,11 +15,12 @@ import types
 import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any, Literal
 
 import click
 
-from video_translation_client import StatusPollingConfig, VideoTranslationClient
+from video_translation_client import Limiter, StatusPollingConfig, VideoTranslationClient
 from video_translation_client._validate import InvalidArgument
 
 from ._errors import Problem
@@ -148,6 +149,19 @@ SETTINGS: tuple[Setting, ...] = tuple(_settings())
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
 
 
+def job_id_options(func: Any) -> Any:
+    """Job IDs as arguments, from files, or from standard input ('-')."""
+    func = click.option(
+        "--file",
+        "-f",
+        "files",
+        multiple=True,
+        type=click.Path(dir_okay=True, path_type=Path, allow_dash=True),
+        help="File of job IDs, one per line ('#' starts a comment); '-' reads standard input.",
+    )(func)
+    return click.argument("ids", nargs=-1)(func)
+
+
 def connection_options(func: Any) -> Any:
     func = click.option(
         "--api-key",
@@ -179,9 +193,12 @@ def polling_options(func: Any) -> Any:
     return connection_options(func)
 
 
-def make_client(*, base_url: str, api_key: str | None, **options: Any) -> VideoTranslationClient:
+def make_client(
+    *, base_url: str, api_key: str | None, rate_limiter: Limiter | None = None, **options: Any
+) -> VideoTranslationClient:
     """The client the options describe (the library's default for any not given), or
-    :class:`Problem` naming the option the user typed."""
+    :class:`Problem` naming the option the user typed. With ``rate_limiter`` (a fleet's),
+    the rate options go to that limiter, not to the client."""
     config: dict[str, Any] = {}
     client: dict[str, Any] = {}
     for name, given in options.items():
@@ -192,6 +209,9 @@ def make_client(*, base_url: str, api_key: str | None, **options: Any) -> VideoT
         setting = _BY_NAME[name]
         target = config if setting.home == "config" else client
         target.setdefault(name, setting.value(given))
+    if rate_limiter is not None:
+        client = {k: v for k, v in client.items() if k not in ("rate_limit", "burst")}
+        client["rate_limiter"] = rate_limiter
     try:
         return VideoTranslationClient(
             base_url, StatusPollingConfig(**config), api_key=api_key, **client

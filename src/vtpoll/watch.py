@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import click
 from rich.console import Console
@@ -13,21 +12,13 @@ from rich.console import Console
 from video_translation_client import Outcome
 
 from ._errors import EXIT_NOT_ALL_COMPLETED, EXIT_OK, Problem
-from ._jobfile import InputError, file_lines, read_ids
-from ._options import make_client, polling_options
+from ._jobfile import InputError, id_sources, read_ids
+from ._options import job_id_options, make_client, polling_options
 from ._watching import say, watch_and_report
 
 
 @click.command()
-@click.argument("ids", nargs=-1)
-@click.option(
-    "--file",
-    "-f",
-    "files",
-    multiple=True,
-    type=click.Path(dir_okay=True, path_type=Path, allow_dash=True),
-    help="File of job IDs, one per line ('#' starts a comment); '-' reads standard input.",
-)
+@job_id_options
 @click.option(
     "--output",
     "-o",
@@ -64,7 +55,7 @@ def watch(
         raise Problem("--resume cannot continue standard output; give --output a file")
     client = make_client(**polling)
     try:
-        id_list = read_ids(_id_sources(ids, files, sys.stdin))
+        id_list = read_ids(id_sources(ids, files, sys.stdin))
     except InputError as exc:
         raise Problem(str(exc)) from None
     if not id_list.ids:
@@ -97,19 +88,3 @@ def _interrupted(output: Path | None, saved: int, left: int) -> str:
             f"run the same command with --resume to poll the other {left} jobs"
         )
     return f"interrupted with {left} jobs unfinished; use --output FILE to keep results across runs"
-
-
-def _id_sources(
-    ids: Iterable[str], files: Iterable[Path], stdin: IO[str]
-) -> list[tuple[str, Iterable[str]]]:
-    sources: list[tuple[str, Iterable[str]]] = []
-    arguments = [i for i in ids if i != "-"]
-    if arguments:
-        sources.append(("argument", arguments))
-    wants_stdin = "-" in ids or any(str(f) == "-" for f in files)
-    for path in files:
-        if str(path) != "-":
-            sources.append((str(path), file_lines(path)))
-    if wants_stdin:
-        sources.append(("<stdin>", stdin.read().removeprefix("\ufeff").splitlines()))
-    return sources

@@ -40,7 +40,8 @@ def test_every_library_setting_is_an_option():
     keywords = {
         name
         for name, p in inspect.signature(VideoTranslationClient.__init__).parameters.items()
-        if p.kind is p.KEYWORD_ONLY and name not in ("api_key", "http_client", "random")
+        if p.kind is p.KEYWORD_ONLY
+        and name not in ("api_key", "http_client", "random", "rate_limiter")
     }
     assert {s.name for s in SETTINGS} == fields | keywords
     assert all(s.help for s in SETTINGS), [s.name for s in SETTINGS if not s.help]

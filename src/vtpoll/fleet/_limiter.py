@@ -1,0 +1,89 @@
+"""The fleet's one rate limit toward the status API, shared by every worker through Redis.
+
+Each request reserves the fleet's next slot (a GCRA kept in Redis: a slot is never denied,
+the caller waits for it), so N workers together never exceed the rate. A 429's Retry-After
+pauses every worker, and a quota the server declares lowers the fleet's rate, both written to
+Redis by :meth:`FleetRateLimiter.publish` (the client reports them synchronously; Redis is
+reached from a task of the worker's own).
+"""
+
+from __future__ import annotations
+
+import math
+
+import anyio
+
+from video_translation_client import RateLimiterStatistics
+
+from ._redis import Fleet
+
+
+class FleetRateLimiter:
+    """A client's rate limiter (``VideoTranslationClient(rate_limiter=...)``) for a fleet."""
+
+    def __init__(self, fleet: Fleet, rate: float, burst: int | None = None) -> None:
+        if not (math.isfinite(rate) and rate > 0):
+            raise ValueError(f"rate must be a finite number > 0, got {rate!r}")
+        self.fleet = fleet
+        self.rate = float(rate)
+        # Evenly spaced slots by default: requests delayed on their way (a busy worker, a
+        # slow network) bunch up at the server, and a burst of the fleet's own would add to
+        # that; the server's bucket then absorbs the bunching.
+        self.burst = burst if burst is not None else 1
+        self._paused_until = -math.inf
+        self._to_publish: tuple[float | None, float | None] | None = None
+        self._wake = anyio.Event()
+        self._acquired = self._waiting = 0
+        self._wait_time = 0.0
+
+    async def acquire(self) -> None:
+        started = anyio.current_time()
+        self._waiting += 1
+        try:
+            # A pause this worker learnt of holds it at once, before Redis has heard of it.
+            await anyio.sleep(max(0.0, self._paused_until - started))
+            await anyio.sleep(await self.fleet.reserve(self.rate, self.burst))
+            self._acquired += 1
+        finally:
+            self._waiting -= 1
+            self._wait_time += anyio.current_time() - started
+
+    def pause(self, seconds: float) -> None:
+        self._paused_until = max(self._paused_until, anyio.current_time() + seconds)
+        self._publish(pause=seconds)
+
+    def throttled(self, quota: float | None = None) -> None:
+        if quota is not None:
+            self._publish(quota=quota)
+
+    def answered(self) -> None:
+        """Nothing to learn: the fleet's rate is set, not measured."""
+
+    def _publish(self, *, pause: float | None = None, quota: float | None = None) -> None:
+        old_pause, old_quota = self._to_publish or (None, None)
+        if old_pause is not None and (pause is None or old_pause > pause):
+            pause = old_pause
+        self._to_publish = (pause, quota if quota is not None else old_quota)
+        self._wake.set()
+
+    async def publish(self) -> None:
+        """Run for the worker's life: hand each pause and quota learnt to the whole fleet."""
+        while True:
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            if self._to_publish is not None:
+                (pause, quota), self._to_publish = self._to_publish, None
+                await self.fleet.throttled(pause, quota)
+
+    def statistics(self) -> RateLimiterStatistics:
+        return RateLimiterStatistics(
+            rate=self.rate,
+            current_rate=self.rate,
+            burst=self.burst,
+            acquired=self._acquired,
+            waiting=self._waiting,
+            wait_time=self._wait_time,
+            decreases=0,
+            paused_for=max(0.0, self._paused_until - anyio.current_time()),
+            server_rate=None,
+        )

@@ -1,0 +1,177 @@
+"""Reaching the fleet's Redis: the URL checked, the server checked (a Redis, new enough), the
+scripts registered, and every call retried through a short loss of the connection.
+
+coredis runs on anyio, so this is native under trio. Its own retry policy is off: a command
+sent twice could add a stream entry twice. Ours retries only scripts and reads, which are
+idempotent here (see ``_scripts``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import anyio
+import coredis
+import coredis.exceptions
+import coredis.retry
+
+from . import _scripts
+from ._scripts import Keys
+
+T = TypeVar("T")
+
+#: Redis Streams with consumer groups exist since 5.0; the fleet is tested from 6.2 (the
+#: oldest redis-server it ships tests against) and needs nothing newer than that.
+MIN_VERSION = (6, 2)
+#: Seconds a call keeps retrying while Redis does not answer, before the fleet gives up.
+RECONNECT_FOR = 10.0
+#: Longest wait for one reply (a blocking read adds its own block time).
+REPLY_TIMEOUT = 10.0
+SCHEMES = ("redis", "rediss", "unix")
+
+
+class FleetError(Exception):
+    """Redis cannot be used: unreachable, not a Redis, too old, a bad URL. One line."""
+
+
+def check_url(url: str) -> str:
+    """The URL, or :class:`FleetError` naming what is wrong with it."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parsing the port is the check
+    except ValueError as exc:
+        raise FleetError(f"--redis {url!r} is not a valid URL: {exc}") from None
+    if parts.scheme not in SCHEMES:
+        raise FleetError(
+            f"--redis {url!r} must be a redis://, rediss:// or unix:// URL "
+            "(redis://localhost:6379, unix:///run/redis.sock)"
+        )
+    if parts.scheme == "unix" and not parts.path:
+        raise FleetError(f"--redis {url!r} names no socket path")
+    if parts.scheme != "unix" and not parts.hostname:
+        raise FleetError(f"--redis {url!r} names no host")
+    return url
+
+
+class Fleet:
+    """One fleet's keys and scripts on one Redis connection pool."""
+
+    def __init__(self, redis: coredis.Redis[str], keys: Keys, url: str) -> None:
+        self.redis, self.keys, self.url = redis, keys, url
+        register = self.redis.register_script
+        self._submit = register(_scripts.SUBMIT)
+        self._record = register(_scripts.RECORD)
+        self._lease = register(_scripts.LEASE)
+        self._takeover = register(_scripts.TAKEOVER)
+        self._reserve = register(_scripts.RESERVE)
+        self._throttled = register(_scripts.THROTTLED)
+
+    async def call(self, make: Callable[[], Awaitable[T]], *, patience: float = RECONNECT_FOR) -> T:
+        """``await make()``, retried with backoff while Redis cannot be reached, for up to
+        ``patience`` seconds; then :class:`FleetError`."""
+        deadline = anyio.current_time() + patience
+        delay = 0.05
+        while True:
+            try:
+                return await make()
+            except (coredis.exceptions.ConnectionError, TimeoutError) as exc:
+                if anyio.current_time() + delay > deadline:
+                    raise FleetError(f"Redis at {self.url} does not answer: {exc}") from None
+            await anyio.sleep(delay)
+            delay = min(1.0, delay * 2)
+
+    async def ensure_group(self) -> None:
+        # identifier "0", a string: coredis reads the integer 0 as "$" (the stream's end).
+        with suppress(coredis.exceptions.StreamDuplicateConsumerGroupError):
+            await self.call(
+                lambda: self.redis.xgroup_create(
+                    self.keys.jobs, _scripts.GROUP, identifier="0", mkstream=True
+                )
+            )
+
+    async def submit(self, ids: list[str], deadline: float | None) -> int:
+        stamp = "" if deadline is None else repr(deadline)
+        added: int = await self.call(
+            lambda: self._submit(keys=[self.keys.state, self.keys.jobs], args=[stamp, *ids])
+        )
+        return added
+
+    async def record(self, batch: list[tuple[str, str, str]]) -> int:
+        args: list[str] = [_scripts.GROUP]
+        for job_id, entry, line in batch:
+            args += [job_id, entry, line]
+        keys = [self.keys.state, self.keys.results, self.keys.jobs]
+        new: int = await self.call(lambda: self._record(keys=keys, args=args))
+        return new
+
+    async def lease(self, worker: str, ttl: float, *, join: bool) -> int:
+        args = [worker, str(math.ceil(ttl * 1000)), "join" if join else "renew"]
+        expiry: int = await self.call(lambda: self._lease(keys=[self.keys.workers], args=args))
+        return expiry
+
+    async def take_over(self, worker: str, most: int) -> list[tuple[str, str, str]]:
+        keys = [self.keys.workers, self.keys.jobs]
+        args = [_scripts.GROUP, worker, str(most)]
+        flat: list[str] = await self.call(lambda: self._takeover(keys=keys, args=args))
+        return [(flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)]
+
+    async def reserve(self, rate: float, burst: int) -> float:
+        """Reserve the fleet's next request slot; seconds to wait for it."""
+        keys = [self.keys.rate, self.keys.pause, self.keys.quota]
+        wait: str = await self.call(lambda: self._reserve(keys=keys, args=[repr(rate), str(burst)]))
+        return float(wait) / 1000
+
+    async def throttled(self, pause: float | None, quota: float | None) -> None:
+        args = ["" if pause is None else repr(pause), "" if quota is None else repr(quota)]
+        await self.call(lambda: self._throttled(keys=[self.keys.pause, self.keys.quota], args=args))
+
+
+@asynccontextmanager
+async def open_fleet(url: str, name: str) -> AsyncIterator[Fleet]:
+    """The fleet ``name`` on the Redis at ``url``, checked; :class:`FleetError` if it cannot
+    be used. An error inside the block comes out as itself, not in an exception group."""
+    check_url(url)
+    try:
+        redis: coredis.Redis[str] = coredis.Redis.from_url(
+            url,
+            decode_responses=True,
+            stream_timeout=REPLY_TIMEOUT,
+            connect_timeout=2.0,
+            retry_policy=coredis.retry.NoRetryPolicy(),
+        )
+    except ValueError as exc:
+        raise FleetError(f"--redis {url!r} is not a valid URL: {exc}") from None
+    try:
+        async with redis:
+            fleet = Fleet(redis, Keys(name), url)
+            await _check_server(fleet)
+            yield fleet
+    except BaseExceptionGroup as group:
+        # coredis's pool runs a task group: what ends the block arrives wrapped in it.
+        raise _single(group) from None
+
+
+def _single(group: BaseExceptionGroup[Any]) -> BaseException:
+    while isinstance(group, BaseExceptionGroup) and len(group.exceptions) == 1:
+        group = group.exceptions[0]
+    return group
+
+
+async def _check_server(fleet: Fleet) -> None:
+    try:
+        info = await fleet.redis.info("server")
+    except coredis.exceptions.ConnectionError as exc:
+        if isinstance(exc.__cause__, OSError):  # refused, no such socket, no route
+            raise FleetError(f"cannot reach Redis at {fleet.url}: {exc.__cause__}") from None
+        raise FleetError(f"{fleet.url} does not answer as Redis does ({exc})") from None
+    except (coredis.exceptions.RedisError, TimeoutError) as exc:
+        raise FleetError(f"{fleet.url} does not answer as Redis does ({exc!r})") from None
+    version = str(info.get("redis_version", "0"))
+    numbers = tuple(int(part) for part in version.split(".")[:2] if part.isdigit())
+    if numbers < MIN_VERSION:
+        wanted = ".".join(map(str, MIN_VERSION))
+        raise FleetError(f"Redis at {fleet.url} is version {version}; the fleet needs {wanted}+")

@@ -1,0 +1,175 @@
+"""The fleet's state in Redis: its keys, and the Lua scripts that change it atomically.
+
+Every key of a fleet shares one hash tag (``vt:{NAME}:...``), so the scripts also run on a
+Redis Cluster. A script is one atomic step: submit (an ID is queued once), record (a result is
+written once), take over (a dead worker's jobs change hands), lease (a worker proves it is
+alive, or learns it was fenced), reserve (the fleet's rate limit hands out the next slot).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: The consumer group every worker reads the jobs stream in.
+GROUP = "pollers"
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """The keys of one fleet."""
+
+    fleet: str
+
+    def _key(self, name: str) -> str:
+        return f"vt:{{{self.fleet}}}:{name}"
+
+    @property
+    def jobs(self) -> str:
+        """Stream: one entry per job to poll (``id``, ``deadline``), read by the group."""
+        return self._key("jobs")
+
+    @property
+    def state(self) -> str:
+        """Hash: job ID -> ``queued`` or ``done``; makes submit and record idempotent."""
+        return self._key("state")
+
+    @property
+    def results(self) -> str:
+        """Stream: one entry per finished job (``id``, ``record``: the JSON line)."""
+        return self._key("results")
+
+    @property
+    def workers(self) -> str:
+        """Sorted set: worker name scored by its lease's expiry, Redis time in ms."""
+        return self._key("workers")
+
+    @property
+    def rate(self) -> str:
+        """String: the rate limit's next free slot (GCRA theoretical arrival time, ms)."""
+        return self._key("rl:tat")
+
+    @property
+    def pause(self) -> str:
+        """String: no request before this instant (ms), set from a 429's Retry-After."""
+        return self._key("rl:pause")
+
+    @property
+    def quota(self) -> str:
+        """String: the server's declared quota (requests/s), lowering the fleet's rate."""
+        return self._key("rl:quota")
+
+
+#: KEYS: state, jobs. ARGV: deadline (epoch s, or ""), then the IDs. Returns how many were new.
+SUBMIT = """
+local added = 0
+for i = 2, #ARGV do
+  if redis.call('HSETNX', KEYS[1], ARGV[i], 'queued') == 1 then
+    redis.call('XADD', KEYS[2], '*', 'id', ARGV[i], 'deadline', ARGV[1])
+    added = added + 1
+  end
+end
+return added
+"""
+
+#: KEYS: state, results, jobs. ARGV: group, then (job ID, entry ID, record) triples.
+#: Each result is written once, however often its job was polled (a takeover may poll a job
+#: twice); the entry is acknowledged and deleted either way. Returns how many were new.
+RECORD = """
+local new = 0
+for i = 2, #ARGV, 3 do
+  local id, entry, record = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  if redis.call('HGET', KEYS[1], id) ~= 'done' then
+    redis.call('HSET', KEYS[1], id, 'done')
+    redis.call('XADD', KEYS[2], '*', 'id', id, 'record', record)
+    new = new + 1
+  end
+  redis.call('XACK', KEYS[3], ARGV[1], entry)
+  redis.call('XDEL', KEYS[3], entry)
+end
+return new
+"""
+
+#: KEYS: workers. ARGV: worker, lease ms, "join" or "renew". Returns the lease's expiry (ms),
+#: or -1 when renewing a lease that is gone: the worker was fenced (taken over) and must stop.
+LEASE = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+if ARGV[3] == 'renew' and not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  return -1
+end
+local expiry = now + tonumber(ARGV[2])
+redis.call('ZADD', KEYS[1], expiry, ARGV[1])
+return expiry
+"""
+
+#: KEYS: workers, jobs. ARGV: group, me, most entries to claim. Every worker whose lease has
+#: expired has its pending entries claimed by ``me`` (their fields kept: the original
+#: deadline); a victim that owns nothing more is removed from the group and the lease set.
+#: Returns a flat list: entry ID, job ID, deadline, entry ID, ...
+TAKEOVER = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local budget = tonumber(ARGV[3])
+local out = {}
+for _, victim in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
+  if victim ~= ARGV[2] then
+    local pending = redis.call('XPENDING', KEYS[2], ARGV[1], '-', '+', budget, victim)
+    local ids = {}
+    for _, p in ipairs(pending) do ids[#ids + 1] = p[1] end
+    if #ids > 0 then
+      local claimed = redis.call('XCLAIM', KEYS[2], ARGV[1], ARGV[2], 0, unpack(ids))
+      for _, entry in ipairs(claimed) do
+        if entry and entry[2] then
+          local f = {}
+          for j = 1, #entry[2], 2 do f[entry[2][j]] = entry[2][j + 1] end
+          out[#out + 1] = entry[1]
+          out[#out + 1] = f['id']
+          out[#out + 1] = f['deadline'] or ''
+        end
+      end
+      budget = budget - #ids
+    end
+    if #ids < tonumber(ARGV[3]) then
+      redis.call('XGROUP', 'DELCONSUMER', KEYS[2], ARGV[1], victim)
+      redis.call('ZREM', KEYS[1], victim)
+    end
+    if budget <= 0 then break end
+  end
+end
+return out
+"""
+
+#: KEYS: rate, pause, quota. ARGV: rate (requests/s), burst. Reserves the fleet's next
+#: request slot (GCRA, never denying: the caller waits) and returns the wait in ms.
+RESERVE = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + t[2] / 1000
+local rate = tonumber(ARGV[1])
+local quota = tonumber(redis.call('GET', KEYS[3]) or '')
+if quota and quota < rate then rate = quota end
+local interval = 1000 / rate
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+local pause = tonumber(redis.call('GET', KEYS[2]) or '0')
+local slot = math.max(tat, now - (tonumber(ARGV[2]) - 1) * interval, pause)
+local keep = math.ceil(slot + interval - now) + 60000
+redis.call('SET', KEYS[1], tostring(slot + interval), 'PX', keep)
+return tostring(math.max(0, slot - now))
+"""
+
+#: KEYS: pause, quota. ARGV: pause seconds ("" for none), declared quota ("" for none).
+#: A 429's Retry-After pauses every worker; a declared quota lowers the fleet's rate.
+THROTTLED = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + t[2] / 1000
+if ARGV[1] ~= '' then
+  local until_ms = now + tonumber(ARGV[1]) * 1000
+  local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+  if until_ms > current then
+    redis.call('SET', KEYS[1], tostring(until_ms), 'PX', math.ceil(until_ms - now) + 1000)
+  end
+end
+if ARGV[2] ~= '' then
+  redis.call('SET', KEYS[2], ARGV[2], 'EX', 60)
+end
+return 1
+"""

@@ -1,0 +1,184 @@
+"""One fleet worker: takes jobs from the group as capacity allows, polls each with the library
+(one client: the same scheduler, batches, long-polls and hints as ``watch``), records each
+result once, keeps its lease alive, and takes over the jobs of workers whose lease expired.
+
+A worker that finds itself fenced (its lease gone: it was frozen or cut off longer than the
+lease, and its jobs were taken over) stops at once; what it had not recorded is polled again
+by the worker that took its jobs, and recorded once there.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from functools import partial
+
+import anyio
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from video_translation_client import VideoTranslationClient
+
+from .._jobfile import record_line
+from ._limiter import FleetRateLimiter
+from ._redis import Fleet, FleetError
+from ._scripts import GROUP
+
+#: Results written to Redis in one script call, at most, and how long one waits for company.
+RECORD_BATCH = 200
+RECORD_WINDOW = 0.02
+#: Most jobs taken from the group in one read, and claimed in one takeover pass.
+TAKE_BATCH = 500
+CLAIM_BATCH = 1000
+#: Milliseconds a read of the group blocks for new jobs.
+READ_BLOCK_MS = 1000
+
+
+class Fenced(Exception):
+    """This worker's lease is gone: its jobs belong to others now."""
+
+
+@dataclass(slots=True)
+class WorkerStats:
+    taken: int = 0
+    claimed: int = 0
+    recorded: int = 0
+    duplicates: int = 0
+    active: int = 0
+    by_outcome: dict[str, int] = field(default_factory=dict)
+
+
+class Worker:
+    def __init__(
+        self,
+        fleet: Fleet,
+        client: VideoTranslationClient,
+        *,
+        name: str,
+        lease: float,
+        capacity: int,
+        limiter: FleetRateLimiter | None = None,
+    ) -> None:
+        self.fleet = fleet
+        self.limiter = limiter
+        self.client = client
+        self.name = name
+        self.lease = lease
+        self.capacity = anyio.Semaphore(capacity)
+        self.stats = WorkerStats()
+        self._send, self._receive = anyio.create_memory_object_stream[tuple[str, str, str]](
+            RECORD_BATCH * 4
+        )
+        self._lease_ends = -math.inf
+
+    async def run(self) -> None:
+        """Work until cancelled; raises :class:`Fenced` if the fleet took this worker's jobs."""
+        await self.fleet.ensure_group()
+        await self._renew(join=True)
+        try:
+            async with self.client, anyio.create_task_group() as tg:
+                if self.limiter is not None:
+                    tg.start_soon(self.limiter.publish)
+                tg.start_soon(self._heartbeat)
+                tg.start_soon(self._take_over, tg)
+                tg.start_soon(self._record, self._receive)
+                tg.start_soon(self._read, tg)
+        except* Fenced as fenced:
+            raise fenced.exceptions[0] from None
+
+    async def leave(self) -> None:
+        """Hand this worker's jobs to the fleet now: its lease is marked expired, so the next
+        takeover pass of any worker claims them."""
+        await self.fleet.redis.zadd(self.fleet.keys.workers, {self.name: 0})
+
+    # -- lease -----------------------------------------------------------------------------------
+
+    async def _renew(self, *, join: bool = False) -> None:
+        started = anyio.current_time()
+        expiry = await self.fleet.lease(self.name, self.lease, join=join)
+        if expiry < 0:
+            raise Fenced(f"worker {self.name}: its lease expired and its jobs were taken over")
+        self._lease_ends = started + self.lease
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await anyio.sleep(self.lease / 3)
+            try:
+                # Past its end (the process was frozen, or Redis away), the lease may already be
+                # another worker's takeover: this worker must not go on as if it held its jobs.
+                with anyio.fail_after(max(0.0, self._lease_ends - anyio.current_time())):
+                    await self._renew()
+            except (TimeoutError, FleetError):
+                raise Fenced(
+                    f"worker {self.name}: its lease expired before it could be renewed"
+                    f" ({self.lease:g} s; frozen, or cut off from Redis)"
+                ) from None
+
+    # -- jobs ------------------------------------------------------------------------------------
+
+    async def _read(self, tg: TaskGroup) -> None:
+        redis, keys = self.fleet.redis, self.fleet.keys
+        while True:
+            await self.capacity.acquire()
+            free = 1
+            while free < TAKE_BATCH and self.capacity.value > 0:
+                await self.capacity.acquire()
+                free += 1
+            batch = await self.fleet.call(
+                partial(
+                    redis.xreadgroup,
+                    GROUP,
+                    self.name,
+                    streams={keys.jobs: ">"},
+                    count=free,
+                    block=READ_BLOCK_MS,
+                )
+            )
+            entries = batch[keys.jobs] if batch else ()
+            for entry in entries:
+                fields = entry.field_values
+                job_id, deadline = str(fields["id"]), str(fields.get("deadline", ""))
+                tg.start_soon(self._poll, str(entry.identifier), job_id, deadline)
+            self.stats.taken += len(entries)
+            for _ in range(free - len(entries)):
+                self.capacity.release()
+
+    async def _take_over(self, tg: TaskGroup) -> None:
+        while True:
+            await anyio.sleep(self.lease / 2)
+            while claimed := await self.fleet.take_over(self.name, CLAIM_BATCH):
+                self.stats.claimed += len(claimed)
+                for entry, job_id, deadline in claimed:
+                    # A claimed job is polled at once, beyond this worker's capacity: it was
+                    # someone's already, and its deadline runs.
+                    tg.start_soon(self._poll, entry, job_id, deadline, False)
+                if len(claimed) < CLAIM_BATCH:
+                    break
+
+    async def _poll(self, entry: str, job_id: str, deadline: str, held: bool = True) -> None:
+        self.stats.active += 1
+        try:
+            local = None
+            if deadline:
+                local = anyio.current_time() + (float(deadline) - time.time())
+            result = await self.client.poll_job(job_id, deadline=local)
+            line = record_line(result)
+            outcome = result.outcome.value
+            self.stats.by_outcome[outcome] = self.stats.by_outcome.get(outcome, 0) + 1
+            await self._send.send((job_id, entry, line))
+        finally:
+            self.stats.active -= 1
+            if held:
+                self.capacity.release()
+
+    async def _record(self, receive: MemoryObjectReceiveStream[tuple[str, str, str]]) -> None:
+        async with receive:
+            while True:
+                batch = [await receive.receive()]
+                with anyio.move_on_after(RECORD_WINDOW):
+                    while len(batch) < RECORD_BATCH:
+                        batch.append(await receive.receive())
+                new = await self.fleet.record(batch)
+                self.stats.recorded += new
+                self.stats.duplicates += len(batch) - new

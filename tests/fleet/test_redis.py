@@ -1,0 +1,189 @@
+"""The fleet's atomic steps against a real redis-server: submit once, record once, leases and
+takeover, the shared rate limit; and Redis that cannot be used, refused in one line."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+import trio
+from click.testing import CliRunner
+
+from tests.fleet.conftest import COREDIS_LEAK
+from tests.helpers import stop
+from vtpoll import cli
+from vtpoll.fleet._limiter import FleetRateLimiter
+from vtpoll.fleet._redis import Fleet, FleetError, check_url, open_fleet
+from vtpoll.fleet._scripts import GROUP
+
+#: Every test here ends well within this (real clock: Redis is a real server).
+GUARD = 10.0
+
+
+async def take(fleet: Fleet, worker: str, count: int) -> list[tuple[str, str]]:
+    """(entry, job ID) of up to ``count`` new entries, read by ``worker``."""
+    got = await fleet.redis.xreadgroup(
+        GROUP, worker, streams={fleet.keys.jobs: ">"}, count=count, block=100
+    )
+    entries = got[fleet.keys.jobs] if got else ()
+    return [(str(e.identifier), str(e.field_values["id"])) for e in entries]
+
+
+async def test_submit_adds_each_id_once(redis_url: str, fleet_name: str):
+    """Resubmitting IDs adds nothing: the state hash decides, atomically with the stream."""
+    with trio.fail_after(GUARD):
+        async with open_fleet(redis_url, fleet_name) as fleet:
+            await fleet.ensure_group()
+            assert await fleet.submit(["a", "b", "c"], None) == 3
+            assert await fleet.submit(["b", "c", "d"], 123.5) == 1
+            assert await fleet.redis.hlen(fleet.keys.state) == 4
+            assert await fleet.redis.xlen(fleet.keys.jobs) == 4
+            [(_, job_id)] = [t for t in await take(fleet, "w", 10) if t[1] == "d"]
+            assert job_id == "d"
+
+
+async def test_a_result_is_recorded_once_however_often_its_job_was_polled(
+    redis_url: str, fleet_name: str
+):
+    """Two workers recording the same job (a takeover polled it twice): one result, and the
+    entry leaves the group's pending list and the stream."""
+    with trio.fail_after(GUARD):
+        async with open_fleet(redis_url, fleet_name) as fleet:
+            await fleet.ensure_group()
+            await fleet.submit(["j1", "j2"], None)
+            taken = await take(fleet, "w1", 10)
+            by_id = {job_id: entry for entry, job_id in taken}
+            assert await fleet.record([("j1", by_id["j1"], '{"job_id":"j1"}')]) == 1
+            assert await fleet.record([("j1", by_id["j1"], '{"job_id":"j1","again":1}')]) == 0
+            assert await fleet.record([("j2", by_id["j2"], '{"job_id":"j2"}')]) == 1
+            results = await fleet.redis.xrange(fleet.keys.results, "-", "+")
+            assert [r.field_values["id"] for r in results] == ["j1", "j2"]
+            assert results[0].field_values["record"] == '{"job_id":"j1"}'
+            pending = await fleet.redis.xpending(fleet.keys.jobs, GROUP)
+            assert pending.pending == 0  # type: ignore[union-attr]
+            assert await fleet.redis.xlen(fleet.keys.jobs) == 0
+
+
+async def test_an_expired_workers_jobs_are_taken_over_with_their_deadlines(
+    redis_url: str, fleet_name: str
+):
+    """A worker whose lease ran out loses its jobs, deadlines kept, to the next takeover
+    pass; renewing then tells it that it was fenced."""
+    with trio.fail_after(GUARD):
+        async with open_fleet(redis_url, fleet_name) as fleet:
+            await fleet.ensure_group()
+            await fleet.submit(["x1", "x2", "x3"], 1234.5)
+            assert await fleet.lease("dead", 0.2, join=True) > 0
+            assert len(await take(fleet, "dead", 10)) == 3
+            assert await fleet.lease("alive", 60, join=True) > 0
+            assert await fleet.take_over("alive", 100) == []  # the lease still runs
+            await trio.sleep(0.3)
+            claimed = await fleet.take_over("alive", 100)
+            assert sorted(job_id for _, job_id, _ in claimed) == ["x1", "x2", "x3"]
+            assert {deadline for _, _, deadline in claimed} == {"1234.5"}
+            assert await fleet.lease("dead", 0.2, join=False) == -1  # fenced
+            pending = await fleet.redis.xpending(fleet.keys.jobs, GROUP)
+            assert dict(pending.consumers) == {"alive": 3}  # type: ignore[union-attr]
+            assert await fleet.redis.zscore(fleet.keys.workers, "dead") is None
+
+
+async def test_the_rate_limit_hands_out_slots_one_interval_apart(redis_url: str, fleet_name: str):
+    """Slots are reserved, never denied: N reservations at R/s move the next free slot N/R
+    seconds on, whichever worker made them; a pause holds every slot back until it ends."""
+    with trio.fail_after(GUARD):
+        async with open_fleet(redis_url, fleet_name) as fleet:
+            rate = 50.0
+            await fleet.throttled(30.0, None)  # every slot after the pause: exact arithmetic
+            pause = float(await fleet.redis.get(fleet.keys.pause) or 0)
+            waits = [await fleet.reserve(rate, 1) for _ in range(10)]
+            assert all(25 < wait <= 30.2 for wait in waits), waits
+            next_free = float(await fleet.redis.get(fleet.keys.rate) or 0)
+            assert next_free == pytest.approx(pause + 10 * 1000 / rate)
+
+
+async def test_a_429_pauses_every_worker(redis_url: str, fleet_name: str):
+    """One worker's 429 with Retry-After holds another worker's next request back."""
+    with trio.fail_after(GUARD):
+        async with open_fleet(redis_url, fleet_name) as fleet:
+            one, other = FleetRateLimiter(fleet, 1000.0), FleetRateLimiter(fleet, 1000.0)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(one.publish)
+                one.pause(0.5)
+                await trio.sleep(0.1)  # the publisher hands it to Redis
+                started = trio.current_time()
+                await other.acquire()
+                assert trio.current_time() - started >= 0.3
+                nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://localhost:6379", "must be a redis://, rediss:// or unix:// URL"),
+        ("redis://localhost:abc", "is not a valid URL"),
+        ("redis://", "names no host"),
+        ("unix://", "names no socket path"),
+    ],
+)
+def test_a_malformed_url_is_named(url: str, message: str):
+    """A URL that cannot name a Redis is refused before any connection."""
+    with pytest.raises(FleetError, match=message):
+        check_url(url)
+
+
+@pytest.mark.filterwarnings(COREDIS_LEAK)
+def test_redis_that_cannot_be_used_is_one_line_and_exit_2(tmp_path):
+    """Nothing listening, or something that is not Redis: one line, exit status 2."""
+    with socket.socket() as not_redis:
+        not_redis.bind(("127.0.0.1", 0))
+        not_redis.listen()
+        port = not_redis.getsockname()[1]
+
+        def answer_http() -> None:
+            conn, _ = not_redis.accept()
+            with conn:
+                conn.recv(1024)
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+        import threading
+
+        thread = threading.Thread(target=answer_http, daemon=True)
+        thread.start()
+        started = time.monotonic()
+        done = CliRunner().invoke(cli, ["fleet", "status", "--redis", f"redis://127.0.0.1:{port}"])
+        assert time.monotonic() - started < GUARD
+        thread.join(GUARD)
+    assert done.exit_code == 2, done.output
+    assert "does not answer as Redis does" in done.stderr
+    assert done.stderr.count("\n") == 1
+    nothing = CliRunner().invoke(cli, ["fleet", "status", "--redis", f"unix://{tmp_path}/no.sock"])
+    assert nothing.exit_code == 2
+    assert "cannot reach Redis at" in nothing.stderr
+
+
+@pytest.mark.filterwarnings(COREDIS_LEAK)
+async def test_a_call_rides_through_a_redis_restart(tmp_path):
+    """Redis gone for a moment (killed, started again on the same socket): the call waits
+    for it and succeeds, instead of failing the worker."""
+    from tests.fleet.conftest import start_redis
+
+    proc, url = start_redis(tmp_path)
+    try:
+        with trio.fail_after(GUARD):
+            async with open_fleet(url, "restart") as fleet:
+                assert await fleet.submit(["before"], None) == 1
+                proc.kill()
+                proc.wait()
+
+                async def come_back() -> None:
+                    await trio.sleep(0.3)
+                    nonlocal proc
+                    proc, _ = await trio.to_thread.run_sync(start_redis, tmp_path)
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(come_back)
+                    # Nothing was kept (no persistence here): the ID is new again.
+                    assert await fleet.submit(["after"], None) == 1
+    finally:
+        stop(proc)

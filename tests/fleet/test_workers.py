@@ -1,0 +1,135 @@
+"""Real worker processes on a real redis-server and a real simulation server: a worker killed,
+another frozen and thawed, and still every job's result recorded once, true, and nothing
+left pending; the fleet's one rate limit keeps the server from refusing anything."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+from click.testing import CliRunner
+
+from tests.helpers import metric, server_process, spawn, stop
+from vtpoll import cli
+from vtpoll.fleet._redis import Fleet, open_fleet
+from vtpoll.fleet._scripts import GROUP
+
+#: The whole scenario ends well within this, or the test fails.
+GUARD = 45.0
+JOBS = 3000
+#: The fleet's rate, and the server's limit at 1.25 times it.
+FLEET_RATE = 40
+
+
+def fleet_state(redis_url: str, name: str, look: Callable[[Fleet], Any]) -> Any:
+    async def main() -> Any:
+        async with open_fleet(redis_url, name) as fleet:
+            return await look(fleet)
+
+    return trio.run(main)
+
+
+async def _counts(fleet: Fleet) -> dict[str, Any]:
+    pending = await fleet.redis.xpending(fleet.keys.jobs, GROUP)
+    return {
+        "results": await fleet.redis.xlen(fleet.keys.results),
+        "pending": dict(pending.consumers or {}),  # type: ignore[union-attr]
+        "left": await fleet.redis.xlen(fleet.keys.jobs),
+    }
+
+
+def wait_until(check: Callable[[], bool], deadline: float, what: str) -> None:
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_three_workers_one_killed_one_frozen_every_job_once(
+    redis_url: str, fleet_name: str, tmp_path: Path
+):
+    """3 workers, 3,000 jobs: SIGKILL one while it holds jobs, SIGSTOP another and SIGCONT
+    it later. Results = distinct results = 3,000, each the server's outcome; nothing left
+    pending in the group; and, the fleet's rate at 0.8 of the server's limit, no 429."""
+    deadline = time.monotonic() + GUARD
+    ids = [f"fj-{i}" for i in range(JOBS)]
+    (tmp_path / "ids.txt").write_text("\n".join(ids) + "\n")
+    args = ["--redis", redis_url, "--fleet", fleet_name]
+    server = ("--auto-create", "--seed", "5", "--completion-time", "1.0")
+    with server_process(*server, "--rate-limit", str(FLEET_RATE * 1.25)) as url:
+        done = CliRunner().invoke(cli, ["fleet", "submit", *args, "-f", str(tmp_path / "ids.txt")])
+        assert done.exit_code == 0, done.output
+        workers = [
+            spawn(
+                [
+                    *(sys.executable, "-m", "vtpoll", "fleet", "worker", *args),
+                    *("--base-url", url, "--name", f"w{i}", "--lease", "1.0"),
+                    *("--capacity", "1200", "--rate", str(FLEET_RATE)),
+                ],
+                stderr=subprocess.PIPE,
+            )
+            for i in range(3)
+        ]
+        try:
+
+            def all_hold_jobs() -> bool:
+                pending = fleet_state(redis_url, fleet_name, _counts)["pending"]
+                return all(pending.get(f"w{i}", 0) > 0 for i in range(3))
+
+            wait_until(all_hold_jobs, deadline, "every worker to hold jobs")
+            workers[0].send_signal(signal.SIGKILL)
+            workers[1].send_signal(signal.SIGSTOP)
+            # Longer than the lease: the frozen worker's jobs are taken over meanwhile.
+            time.sleep(1.5)
+            workers[1].send_signal(signal.SIGCONT)
+
+            def all_recorded() -> bool:
+                return bool(fleet_state(redis_url, fleet_name, _counts)["results"] >= JOBS)
+
+            wait_until(all_recorded, deadline, f"{JOBS} results")
+            assert workers[1].wait(timeout=10) == 1  # it found itself fenced, and stopped
+            assert "its lease expired" in (workers[1].stderr.read() if workers[1].stderr else "")
+            counts = fleet_state(redis_url, fleet_name, _counts)
+            throttled = metric(url, "sim_rate_limited_total")
+            truth = _server_outcomes(url, ids)
+            workers[2].send_signal(signal.SIGTERM)
+            assert workers[2].wait(timeout=10) == 0
+            said = workers[2].stderr.read() if workers[2].stderr else ""
+            taken_over = re.search(r"(\d+) jobs taken over", said)
+            assert taken_over is not None, said
+            assert int(taken_over[1]) > 0  # the killed and the frozen worker's
+        finally:
+            for proc in workers:
+                stop(proc, signal.SIGTERM)
+    assert counts["results"] == JOBS
+    assert counts["pending"] == {}
+    assert counts["left"] == 0
+    out = tmp_path / "results.jsonl"
+    written = CliRunner().invoke(cli, ["fleet", "results", *args, "-o", str(out)])
+    assert written.exit_code == 0, written.output
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == len({r["job_id"] for r in records}) == JOBS
+    assert {r["job_id"]: r["outcome"] for r in records} == truth
+    assert throttled == 0
+
+
+def _server_outcomes(url: str, ids: list[str]) -> dict[str, str]:
+    outcomes: dict[str, str] = {}
+    with httpx.Client(base_url=url, timeout=10) as http:
+        for start in range(0, len(ids), 100):
+            # A status read of its own: no rate limit applies to the metrics, but it does to
+            # this; wait out a 429 as any client would.
+            while (
+                r := http.get("/jobs", params={"ids": ",".join(ids[start : start + 100])})
+            ).status_code == 429:
+                time.sleep(float(r.headers.get("Retry-After", "1")))
+            outcomes.update({job["job_id"]: job["result"] for job in r.json()["jobs"]})
+    return outcomes
