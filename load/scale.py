@@ -90,8 +90,8 @@ def client_main(url: str, policy: str, jobs: int, seed: int) -> None:
 
 def wrk(url: str, seconds: int) -> float | None:
     """Requests per second wrk gets from one URL (16 connections, like the client); None
-    without wrk."""
-    return run_wrk(url, seconds, 16, 1) if shutil.which("wrk") else None
+    without wrk, or for 0 seconds."""
+    return run_wrk(url, seconds, 16, 1) if seconds > 0 and shutil.which("wrk") else None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -103,7 +103,9 @@ def main(argv: list[str] | None = None) -> None:
         default=10000,
         help="also run one request per check up to this size (default 10000)",
     )
-    parser.add_argument("--wrk-seconds", type=int, default=5, help="each wrk run (default 5)")
+    parser.add_argument(
+        "--wrk-seconds", type=int, default=5, help="each wrk run (default 5; 0: none)"
+    )
     parser.add_argument("--client", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.client:
@@ -152,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
             round(rps * (BATCH if row["policy"] == "batch" else 1), 1) if rps else None
         )
     print_table(rows, COLUMNS)
-    if batch_rps is None:
+    if batch_rps is None and args.wrk_seconds > 0:
         print("wrk not found (apt-get install wrk): no server ceiling", file=sys.stderr)
     write_json(args.json, rows)
     if not args.no_plots:
