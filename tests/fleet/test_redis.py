@@ -102,6 +102,33 @@ async def test_the_rate_limit_hands_out_slots_one_interval_apart(redis_url: str,
             assert next_free == pytest.approx(pause + 10 * 1000 / rate)
 
 
+async def test_a_declared_quota_lowers_the_fleets_rate(redis_url: str, fleet_name: str):
+    """A quota the server declares below the fleet's rate spaces every worker's slots by it."""
+    with trio.fail_after(GUARD):
+        async with open_fleet(redis_url, fleet_name) as fleet:
+            await fleet.throttled(30.0, 10.0)  # slots after the pause: exact arithmetic
+            pause = float(await fleet.redis.get(fleet.keys.pause) or 0)
+            for _ in range(5):
+                await fleet.reserve(50.0, 1)
+            next_free = float(await fleet.redis.get(fleet.keys.rate) or 0)
+            assert next_free == pytest.approx(pause + 5 * 1000 / 10.0)
+
+
+async def test_a_redis_too_old_is_refused(
+    redis_url: str, fleet_name: str, monkeypatch: pytest.MonkeyPatch
+):
+    """A server older than the fleet needs is named, with both versions."""
+    from vtpoll.fleet import _redis
+
+    monkeypatch.setattr(_redis, "MIN_VERSION", (99, 0))
+    with (
+        trio.fail_after(GUARD),
+        pytest.raises(FleetError, match=r"is version .*; the fleet needs 99\.0\+"),
+    ):
+        async with open_fleet(redis_url, fleet_name):
+            pass
+
+
 async def test_a_429_pauses_every_worker(redis_url: str, fleet_name: str):
     """One worker's 429 with Retry-After holds another worker's next request back."""
     with trio.fail_after(GUARD):

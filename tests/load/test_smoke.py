@@ -194,12 +194,12 @@ def test_fleet(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
         "fleet",
         tmp_path,
         capsys,
-        *("--jobs", "200", "--workers", "2", "--completion-time", "1", "--lease", "1"),
-        *("--capacity", "80"),
+        *("--jobs", "200", "--workers", "--kill-with", "2", "--completion-time", "1"),
+        *("--lease", "1", "--capacity", "80"),
         workload=False,
     )
     [row] = rows
-    assert row["workers"] == 2
+    assert (row["workers"], row["killed"]) == (2, 1)
     assert row["results"] == 200
     assert row["duplicates"] == 0
     assert row["takeover_s"] is not None

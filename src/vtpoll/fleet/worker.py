@@ -73,34 +73,7 @@ def worker(
             client = make_client(**polling, rate_limiter=limiter)
             work = Worker(fleet, client, name=name, lease=lease, capacity=capacity, limiter=limiter)
             click.echo(f"worker {name} polling fleet {fleet_name!r} on {client.base_url}", err=True)
-            fenced = False
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async with anyio.create_task_group() as tg:
-
-                    async def until_signal() -> None:
-                        async for _ in signals:
-                            tg.cancel_scope.cancel()
-                            return
-
-                    tg.start_soon(until_signal)
-                    try:
-                        await work.run()
-                    except Fenced as exc:
-                        click.echo(f"vtpoll: {exc}; stopping", err=True)
-                        tg.cancel_scope.cancel()
-                        fenced = True
-            if fenced:
-                return EXIT_NOT_ALL_COMPLETED
-            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                await work.leave()
-            stats = work.stats
-            click.echo(
-                f"worker {name} stopped: {stats.recorded} results recorded "
-                f"({stats.duplicates} already recorded by another), {stats.claimed} jobs taken "
-                "over; its unfinished jobs go to the other workers",
-                err=True,
-            )
-            return 0
+            return await until_stopped(work)
 
     try:
         code = trio.run(main)
@@ -108,3 +81,36 @@ def worker(
         raise Problem(str(exc)) from None
     sys.stdout.flush()
     ctx.exit(code)
+
+
+async def until_stopped(work: Worker) -> int:
+    """Run the worker until SIGINT or SIGTERM (its jobs handed back at once: 0), or until it
+    finds its lease gone (1)."""
+    fenced = False
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with anyio.create_task_group() as tg:
+
+            async def until_signal() -> None:
+                async for _ in signals:
+                    tg.cancel_scope.cancel()
+                    return
+
+            tg.start_soon(until_signal)
+            try:
+                await work.run()
+            except Fenced as exc:
+                click.echo(f"vtpoll: {exc}; stopping", err=True)
+                tg.cancel_scope.cancel()
+                fenced = True
+    if fenced:
+        return EXIT_NOT_ALL_COMPLETED
+    with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+        await work.leave()
+    stats = work.stats
+    click.echo(
+        f"worker {work.name} stopped: {stats.recorded} results recorded "
+        f"({stats.duplicates} already recorded by another), {stats.claimed} jobs taken "
+        "over; its unfinished jobs go to the other workers",
+        err=True,
+    )
+    return 0
