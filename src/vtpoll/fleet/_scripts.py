@@ -102,17 +102,26 @@ redis.call('ZADD', KEYS[1], expiry, ARGV[1])
 return expiry
 """
 
-#: KEYS: workers, jobs. ARGV: group, me, most entries to claim. Every worker whose lease has
-#: expired has its pending entries claimed by ``me`` (their fields kept: the original
-#: deadline); a victim that owns nothing more is removed from the group and the lease set.
-#: Returns a flat list: entry ID, job ID, deadline, entry ID, ...
+#: KEYS: workers, jobs. ARGV: group, me, most entries to claim. Every other consumer of the
+#: group that holds entries while its lease has expired, or has none at all (a fenced worker
+#: that read once more before it noticed), has them claimed by ``me`` with their fields (the
+#: original deadline kept); a victim left owning nothing is removed from the group and the
+#: lease set, as is any expired worker that owns nothing. Returns a flat list: entry ID, job
+#: ID, deadline, entry ID, ...
 TAKEOVER = """
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local budget = tonumber(ARGV[3])
 local out = {}
-for _, victim in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
-  if victim ~= ARGV[2] then
+local summary = redis.call('XPENDING', KEYS[2], ARGV[1])
+local holders = {}
+if summary[4] then
+  for _, c in ipairs(summary[4]) do holders[c[1]] = true end
+end
+for victim, _ in pairs(holders) do
+  if budget <= 0 then break end
+  local lease = redis.call('ZSCORE', KEYS[1], victim)
+  if victim ~= ARGV[2] and ((not lease) or tonumber(lease) < now) then
     local pending = redis.call('XPENDING', KEYS[2], ARGV[1], '-', '+', budget, victim)
     local ids = {}
     for _, p in ipairs(pending) do ids[#ids + 1] = p[1] end
@@ -127,13 +136,19 @@ for _, victim in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
           out[#out + 1] = f['deadline'] or ''
         end
       end
-      budget = budget - #ids
     end
-    if #ids < tonumber(ARGV[3]) then
+    if #ids < budget then
       redis.call('XGROUP', 'DELCONSUMER', KEYS[2], ARGV[1], victim)
       redis.call('ZREM', KEYS[1], victim)
+      holders[victim] = nil
     end
-    if budget <= 0 then break end
+    budget = budget - #ids
+  end
+end
+for _, victim in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
+  if victim ~= ARGV[2] and not holders[victim] then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[2], ARGV[1], victim)
+    redis.call('ZREM', KEYS[1], victim)
   end
 end
 return out

@@ -125,6 +125,10 @@ class Worker:
             while free < TAKE_BATCH and self.capacity.value > 0:
                 await self.capacity.acquire()
                 free += 1
+            if anyio.current_time() >= self._lease_ends:
+                # Frozen past its lease: its jobs may be another's by now, and new ones
+                # taken here would wait for the next takeover once this worker stops.
+                raise Fenced(f"worker {self.name}: its lease expired before it could be renewed")
             batch = await self.fleet.call(
                 partial(
                     redis.xreadgroup,
