@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import hmac
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from quart import Blueprint, Response, current_app, g, request
 from quart_schema import (
     document_headers,
@@ -42,6 +43,7 @@ from ._state import SimState
 PUBLIC_PATHS = frozenset({"/healthz", "/metrics", "/openapi.json"})
 
 routes = Blueprint("sim", __name__)
+View = TypeVar("View", bound=Callable[..., Any])
 
 
 def state() -> SimState:
@@ -162,13 +164,19 @@ async def _answer(job: Job) -> tuple[float, dict[str, str]]:
     return await state().answer([job], request.headers.getlist("Prefer"))
 
 
+def _status_docs(answer: type[BaseModel], *errors: int) -> Callable[[View], View]:
+    """What a status route documents: ``Prefer``, its answer, and its error answers."""
+
+    def decorate(view: View) -> View:
+        for code in errors:
+            view = document_response(ErrorBody, code)(view)
+        return document_headers(PreferHeader)(document_response(answer)(view))
+
+    return decorate
+
+
 @routes.get("/jobs/<job_id>")
-@document_headers(PreferHeader)
-@document_response(JobView)
-@document_response(ErrorBody, 401)
-@document_response(ErrorBody, 429)
-@document_response(ErrorBody, 400)
-@document_response(ErrorBody, 404)
+@_status_docs(JobView, 401, 429, 400, 404)
 async def job_status(job_id: str) -> Response:
     """Status of one job; ``Prefer: wait=N`` holds a pending answer until it changes."""
     job = state().require(job_id)
@@ -177,12 +185,7 @@ async def job_status(job_id: str) -> Response:
 
 
 @routes.get("/jobs/<job_id>/status")
-@document_headers(PreferHeader)
-@document_response(LegacyStatus)
-@document_response(ErrorBody, 401)
-@document_response(ErrorBody, 429)
-@document_response(ErrorBody, 400)
-@document_response(ErrorBody, 404)
+@_status_docs(LegacyStatus, 401, 429, 400, 404)
 async def legacy_job_status(job_id: str) -> Response:
     """Status of one job in the original ``{"result": ...}`` format."""
     job = state().require(job_id)
@@ -191,10 +194,7 @@ async def legacy_job_status(job_id: str) -> Response:
 
 
 @routes.get("/status")
-@document_headers(PreferHeader)
-@document_response(LegacyStatus)
-@document_response(ErrorBody, 401)
-@document_response(ErrorBody, 429)
+@_status_docs(LegacyStatus, 401, 429)
 async def legacy_status() -> Response:
     """The default job, whose clock starts with the server, in the original format."""
     job = state().default_job
@@ -204,11 +204,7 @@ async def legacy_status() -> Response:
 
 @routes.get("/jobs")
 @document_querystring(BatchQuery)
-@document_headers(PreferHeader)
-@document_response(BatchView)
-@document_response(ErrorBody, 401)
-@document_response(ErrorBody, 429)
-@document_response(ErrorBody, 400)
+@_status_docs(BatchView, 401, 429, 400)
 async def batch_status() -> Response:
     """Status of up to 100 jobs; with ``Prefer: wait=N``, held until one of them finishes."""
     sim = state()

@@ -162,6 +162,29 @@ def job_id_options(func: Any) -> Any:
     return click.argument("ids", nargs=-1)(func)
 
 
+def results_file_options(*, default: str | None = None) -> Callable[[Any], Any]:
+    """``--output`` (JSON Lines, ``-`` for stdout) and ``--resume``, as ``watch`` and ``fleet
+    results`` both write them."""
+
+    def decorate(func: Any) -> Any:
+        func = click.option(
+            "--resume",
+            is_flag=True,
+            help="Skip the jobs already in --output and append the rest (repairs a torn last"
+            " line).",
+        )(func)
+        return click.option(
+            "--output",
+            "-o",
+            type=click.Path(dir_okay=False, path_type=Path, allow_dash=True),
+            default=default,
+            show_default=default is not None,
+            help="Write one JSON line per finished job here, as each one ends ('-' = stdout).",
+        )(func)
+
+    return decorate
+
+
 def connection_options(func: Any) -> Any:
     func = click.option(
         "--api-key",

@@ -13,23 +13,13 @@ from video_translation_client import Outcome
 
 from ._errors import EXIT_NOT_ALL_COMPLETED, EXIT_OK, Problem
 from ._jobfile import InputError, id_sources, read_ids
-from ._options import job_id_options, make_client, polling_options
+from ._options import job_id_options, make_client, polling_options, results_file_options
 from ._watching import say, watch_and_report
 
 
 @click.command()
 @job_id_options
-@click.option(
-    "--output",
-    "-o",
-    type=click.Path(dir_okay=False, path_type=Path, allow_dash=True),
-    help="Write one JSON line per finished job here, as each one ends ('-' = stdout).",
-)
-@click.option(
-    "--resume",
-    is_flag=True,
-    help="Skip the jobs already in --output and append the rest (repairs a torn last line).",
-)
+@results_file_options()
 @click.option("--quiet", "-q", is_flag=True, help="No live display: one plain line per job.")
 @polling_options
 @click.pass_context

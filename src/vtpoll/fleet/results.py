@@ -12,6 +12,7 @@ from rich.console import Console
 
 from .._errors import EXIT_OK, Problem
 from .._jobfile import InputError, Previous, ResultWriter, open_results
+from .._options import results_file_options
 from .._watching import say
 from ._options import fleet_options, with_fleet
 from ._redis import Fleet
@@ -22,19 +23,7 @@ FOLLOW_BLOCK_MS = 1000
 
 
 @click.command()
-@click.option(
-    "--output",
-    "-o",
-    type=click.Path(dir_okay=False, path_type=Path, allow_dash=True),
-    default="-",
-    show_default=True,
-    help="Write one JSON line per finished job here ('-' = stdout).",
-)
-@click.option(
-    "--resume",
-    is_flag=True,
-    help="Skip the jobs already in --output and append the rest (repairs a torn last line).",
-)
+@results_file_options(default="-")
 @click.option("--follow", is_flag=True, help="Keep writing results as they come, until Ctrl-C.")
 @fleet_options
 @click.pass_context
