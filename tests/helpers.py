@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,24 @@ def stop(proc: subprocess.Popen[str], sig: int = signal.SIGKILL, timeout: float 
     for stream in (proc.stdin, proc.stdout, proc.stderr):
         if stream is not None:
             stream.close()
+
+
+def wait_for(
+    check: Callable[[], bool],
+    what: str,
+    *,
+    timeout: float,
+    alive: subprocess.Popen[str] | None = None,
+    every: float = 0.05,
+) -> None:
+    """Poll ``check`` until it holds; fail naming ``what`` after ``timeout`` seconds, or at
+    once if the process ``alive`` has ended meanwhile."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if alive is not None and alive.poll() is not None:
+            raise AssertionError(f"process ended ({alive.returncode}) before {what}")
+        assert time.monotonic() < deadline, f"no {what} within {timeout:g} s"
+        time.sleep(every)
 
 
 def session_members(sid: int) -> list[int]:

@@ -24,7 +24,7 @@ from ._http import StatusFetcher, redact_url
 from ._job import JobPoll, StatusCallback
 from ._models import ClientStatistics, JobResult, JobStatus, Outcome, StatusResponse
 from ._ratelimit import Limiter, RateLimiter
-from ._session import Counters, Health, Limits, Session, SessionScope
+from ._session import Counters, Health, Limits, Session, SessionScope, Shared
 
 #: What ``watch()`` yields: each status change, then each job's result.
 WatchEvent = StatusResponse | JobResult
@@ -128,16 +128,17 @@ class VideoTranslationClient:
     # -- the session -------------------------------------------------------------------------
 
     def _session_scope(self) -> SessionScope:
-        return SessionScope(
-            fetcher=self._fetcher,
-            config=self.config,
-            limits=Limits(self.max_in_flight, self.max_held, self.batch, self.batch_window),
-            limiter=self._rate,
-            budget=self._budget,
-            health=self._health,
-            counters=self._counters,
-            http_client=self._user_http,
+        limits = Limits(self.max_in_flight, self.max_held, self.batch, self.batch_window)
+        shared = Shared(
+            self._fetcher,
+            self.config,
+            limits,
+            self._rate,
+            self._budget,
+            self._health,
+            self._counters,
         )
+        return SessionScope(shared, self._user_http)
 
     async def __aenter__(self) -> VideoTranslationClient:
         if self._scope is not None:

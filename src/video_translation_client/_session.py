@@ -105,29 +105,34 @@ class Limits:
     batch_window: float
 
 
+@dataclass(frozen=True, slots=True)
+class Shared:
+    """What every session of one client works with: its settings and the client-wide state
+    that outlives a session (the limiter, the retry budget, the server's health, counters)."""
+
+    fetcher: StatusFetcher
+    config: StatusPollingConfig
+    limits: Limits
+    limiter: Limiter
+    budget: RetryBudget
+    health: Health
+    counters: Counters
+
+
 class Session:
     """One open client's scheduler. Made by :class:`SessionScope`; closed with it."""
 
     def __init__(
         self,
+        shared: Shared,
         *,
-        fetcher: StatusFetcher,
-        config: StatusPollingConfig,
-        limits: Limits,
-        limiter: Limiter,
-        budget: RetryBudget,
-        health: Health,
-        counters: Counters,
         short_http: httpx.AsyncClient,
         held_http: Callable[[], httpx.AsyncClient],
         task_group: TaskGroup,
     ) -> None:
-        self.fetcher = fetcher
-        self.config = config
-        self.limiter = limiter
-        self.budget = budget
-        self.health = health
-        self.counters = counters
+        self.fetcher, self.config, self.limiter = shared.fetcher, shared.config, shared.limiter
+        self.budget, self.health, self.counters = shared.budget, shared.health, shared.counters
+        limits = shared.limits
         self._short_http = short_http
         self._held_http = held_http
         #: None until the server answers a batch (or the client's ``batch`` says).
@@ -336,19 +341,8 @@ class SessionScope:
     out wrapped in an ExceptionGroup (the session's tasks never raise one of their own).
     """
 
-    def __init__(
-        self,
-        *,
-        fetcher: StatusFetcher,
-        config: StatusPollingConfig,
-        limits: Limits,
-        limiter: Limiter,
-        budget: RetryBudget,
-        health: Health,
-        counters: Counters,
-        http_client: httpx.AsyncClient | None,
-    ) -> None:
-        self._parts = (fetcher, config, limits, limiter, budget, health, counters)
+    def __init__(self, shared: Shared, http_client: httpx.AsyncClient | None) -> None:
+        self._shared = shared
         self._user_http = http_client
         self._own: list[httpx.AsyncClient] = []
         self._tg: TaskGroup | None = None
@@ -357,24 +351,19 @@ class SessionScope:
         if self._user_http is not None:
             return self._user_http
         if len(self._own) < 2:
-            config, limits = self._parts[1], self._parts[2]
-            self._own.append(new_http_client(limits.max_held, config.request_timeout))
+            timeout = self._shared.config.request_timeout
+            self._own.append(new_http_client(self._shared.limits.max_held, timeout))
         return self._own[1]
 
     async def __aenter__(self) -> Session:
-        fetcher, config, limits, limiter, budget, health, counters = self._parts
+        shared = self._shared
         if self._user_http is None:
-            self._own.append(new_http_client(limits.max_in_flight, config.request_timeout))
+            timeout = shared.config.request_timeout
+            self._own.append(new_http_client(shared.limits.max_in_flight, timeout))
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         return Session(
-            fetcher=fetcher,
-            config=config,
-            limits=limits,
-            limiter=limiter,
-            budget=budget,
-            health=health,
-            counters=counters,
+            shared,
             short_http=self._user_http or self._own[0],
             held_http=self._held_http,
             task_group=self._tg,

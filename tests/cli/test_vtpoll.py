@@ -26,7 +26,7 @@ import trio
 from click.testing import CliRunner
 
 from sim_server.testing import create_jobs
-from tests.helpers import server_process, spawn, stop
+from tests.helpers import server_process, spawn, stop, wait_for
 from vtpoll import cli
 
 VTPOLL = str(Path(sys.executable).with_name("vtpoll"))
@@ -95,11 +95,12 @@ def records(path: Path) -> list[dict[str, Any]]:
 
 def wait_for_lines(path: Path, count: int, proc: subprocess.Popen[str]) -> None:
     """Until the results file has ``count`` lines (the process must still be running)."""
-    deadline = time.monotonic() + 20
-    while not (path.exists() and len(path.read_text().splitlines()) >= count):
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "results did not appear within 20 s"
-        time.sleep(0.05)
+    wait_for(
+        lambda: path.exists() and len(path.read_text().splitlines()) >= count,
+        f"{count} results",
+        timeout=20,
+        alive=proc,
+    )
 
 
 def status_checks(url: str) -> float:

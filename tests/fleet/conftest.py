@@ -8,14 +8,13 @@ import gc
 import shutil
 import socket
 import subprocess
-import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import spawn, stop
+from tests.helpers import spawn, stop, wait_for
 
 #: Seconds redis-server may take to answer its first PING (it starts in ~10 ms).
 START_TIMEOUT = 10.0
@@ -56,11 +55,9 @@ def start_redis(folder: Path) -> tuple[subprocess.Popen[str], str]:
         stdout=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while not _answers(path):
-            assert proc.poll() is None, "redis-server exited; see " + str(folder / "redis.log")
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.01)
+        wait_for(
+            lambda: _answers(path), "PONG from redis-server", timeout=START_TIMEOUT, alive=proc
+        )
     except BaseException:
         stop(proc)
         raise

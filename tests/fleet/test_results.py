@@ -7,13 +7,12 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import trio
 from click.testing import CliRunner
 
-from tests.helpers import spawn, stop
+from tests.helpers import spawn, stop, wait_for
 from vtpoll import cli
 from vtpoll.fleet._redis import open_fleet
 from vtpoll.fleet._scripts import GROUP
@@ -57,11 +56,12 @@ def test_results_after_kill_9_and_resume_give_each_job_once(
         stderr=subprocess.PIPE,
     )
     try:
-        deadline = time.monotonic() + GUARD
-        while not out.exists() or out.read_text().count("\n") < JOBS // 2:
-            assert writer.poll() is None, writer.stderr.read() if writer.stderr else ""
-            assert time.monotonic() < deadline, "the writer did not write the first half"
-            time.sleep(0.02)
+        wait_for(
+            lambda: out.exists() and out.read_text().count("\n") >= JOBS // 2,
+            "first half written",
+            timeout=GUARD,
+            alive=writer,
+        )
     finally:
         stop(writer, signal.SIGKILL)
     trio.run(_recorded, redis_url, fleet_name, JOBS // 2, JOBS - JOBS // 2)

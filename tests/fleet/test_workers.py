@@ -18,7 +18,7 @@ import httpx
 import trio
 from click.testing import CliRunner
 
-from tests.helpers import metric, server_process, spawn, stop
+from tests.helpers import metric, server_process, spawn, stop, wait_for
 from vtpoll import cli
 from vtpoll.fleet._redis import Fleet, open_fleet
 from vtpoll.fleet._scripts import GROUP
@@ -47,19 +47,12 @@ async def _counts(fleet: Fleet) -> dict[str, Any]:
     }
 
 
-def wait_until(check: Callable[[], bool], deadline: float, what: str) -> None:
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def test_three_workers_one_killed_one_frozen_every_job_once(
     redis_url: str, fleet_name: str, tmp_path: Path
 ):
     """3 workers, 3,000 jobs: SIGKILL one while it holds jobs, SIGSTOP another and SIGCONT
     it later. Results = distinct results = 3,000, each the server's outcome; nothing left
     pending in the group; and, the fleet's rate at 0.8 of the server's limit, no 429."""
-    deadline = time.monotonic() + GUARD
     ids = [f"fj-{i}" for i in range(JOBS)]
     (tmp_path / "ids.txt").write_text("\n".join(ids) + "\n")
     args = ["--redis", redis_url, "--fleet", fleet_name]
@@ -84,7 +77,7 @@ def test_three_workers_one_killed_one_frozen_every_job_once(
                 pending = fleet_state(redis_url, fleet_name, _counts)["pending"]
                 return all(pending.get(f"w{i}", 0) > 0 for i in range(3))
 
-            wait_until(all_hold_jobs, deadline, "every worker to hold jobs")
+            wait_for(all_hold_jobs, "every worker holding jobs", timeout=GUARD)
             workers[0].send_signal(signal.SIGKILL)
             workers[1].send_signal(signal.SIGSTOP)
             # Longer than the lease: the frozen worker's jobs are taken over meanwhile.
@@ -94,7 +87,7 @@ def test_three_workers_one_killed_one_frozen_every_job_once(
             def all_recorded() -> bool:
                 return bool(fleet_state(redis_url, fleet_name, _counts)["results"] >= JOBS)
 
-            wait_until(all_recorded, deadline, f"{JOBS} results")
+            wait_for(all_recorded, f"{JOBS} results", timeout=GUARD)
             assert workers[1].wait(timeout=10) == 1  # it found itself fenced, and stopped
             assert "its lease expired" in (workers[1].stderr.read() if workers[1].stderr else "")
             counts = fleet_state(redis_url, fleet_name, _counts)

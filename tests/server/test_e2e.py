@@ -18,7 +18,7 @@ import pytest
 import trio
 
 from sim_server import TranslationServer
-from tests.helpers import session_members, start_server, stop, wait_healthy
+from tests.helpers import session_members, start_server, stop, wait_for, wait_healthy
 
 
 async def create_poll_and_long_poll(url: str) -> None:
@@ -145,10 +145,7 @@ def test_two_workers_share_jobs_and_the_key_and_die_with_their_master():
             assert httpx.get(f"{url}/jobs/{job_id}", timeout=5).status_code == 401
         proc.kill()
         proc.wait(timeout=10)
-        deadline = time.monotonic() + 10
-        while session_members(proc.pid):
-            assert time.monotonic() < deadline, "workers outlived their master"
-            time.sleep(0.05)
+        wait_for(lambda: not session_members(proc.pid), "end of the workers", timeout=10)
     finally:
         stop(proc)
     # The port is free again. A worker ignores SIGTERM (its master stops it), and SIGTERM sent
@@ -165,10 +162,10 @@ def test_two_workers_share_jobs_and_the_key_and_die_with_their_master():
             if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
         ]
         assert len(workers) == 2
-        deadline = time.monotonic() + 15
-        while not all(ignores_sigterm(pid) for pid in workers):  # still importing the app
-            assert time.monotonic() < deadline, "workers never set up their signals"
-            time.sleep(0.05)
+        # Workers still importing the app have not set up their signals yet.
+        wait_for(
+            lambda: all(ignores_sigterm(pid) for pid in workers), "SIGTERM ignored", timeout=15
+        )
         for pid in workers:
             os.kill(pid, signal.SIGTERM)
         for _ in range(10):
@@ -176,10 +173,7 @@ def test_two_workers_share_jobs_and_the_key_and_die_with_their_master():
         assert set(workers) <= set(session_members(proc.pid))
         os.killpg(proc.pid, signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
-        deadline = time.monotonic() + 10
-        while session_members(proc.pid):
-            assert time.monotonic() < deadline, "workers outlived their master"
-            time.sleep(0.05)
+        wait_for(lambda: not session_members(proc.pid), "end of the workers", timeout=10)
     finally:
         stop(proc)
 
