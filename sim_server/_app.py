@@ -20,7 +20,7 @@ from ._metrics import MetricsMiddleware
 from ._models import SimOpenAPIProvider
 from ._routes import routes
 from ._settings import MAX_BODY_BYTES, ServerSettings
-from ._state import SimState
+from ._state import EXTENSION, SimState
 
 Backend = Literal["asyncio", "trio"]
 
@@ -63,7 +63,7 @@ def create_app(
         openapi_provider_class=SimOpenAPIProvider,
     )
     state = SimState(settings, clock or time.time)
-    app.extensions["sim_server"] = state
+    app.extensions[EXTENSION] = state
     app.register_blueprint(routes)
     metrics = state.metrics
     app.asgi_app = cast(  # type: ignore[method-assign]
@@ -79,8 +79,3 @@ def create_app(
         ),
     )
     return app
-
-
-def sim_state(app: Quart) -> SimState:
-    state: SimState = app.extensions["sim_server"]
-    return state

@@ -36,7 +36,7 @@ from ._models import (
 from ._protocol import ID_RULE, ApiError, retry_after
 from ._ratelimit import Decision
 from ._settings import MAX_BATCH
-from ._state import SimState
+from ._state import SimState, sim_state
 
 #: Routes anyone may read, with or without the API key and the rate limit: liveness probes and
 #: scrapers must keep working while clients are throttled.
@@ -48,8 +48,7 @@ View = TypeVar("View", bound=Callable[..., Any])
 
 def state() -> SimState:
     """The state of the app serving this request."""
-    found: SimState = current_app.extensions["sim_server"]
-    return found
+    return sim_state(current_app)
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

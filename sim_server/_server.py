@@ -20,9 +20,9 @@ import anyio
 from hypercorn.config import Config
 
 from . import _protocol_errors as protocol_errors
-from ._app import create_app, sim_state
+from ._app import create_app
 from ._settings import ServerSettings
-from ._state import LIVE_SETTINGS
+from ._state import LIVE_SETTINGS, sim_state
 
 SETTINGS_ENV = "SIM_SERVER_SETTINGS"
 _SETTING_NAMES = frozenset(f.name for f in dataclasses.fields(ServerSettings))

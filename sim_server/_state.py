@@ -19,6 +19,8 @@ from ._protocol import ID_RULE, ApiError, parse_wait, retry_after
 from ._ratelimit import TokenBuckets
 from ._settings import ServerSettings
 
+#: Where an app keeps its :class:`SimState` (``app.extensions``).
+EXTENSION = "sim_server"
 #: Settings a running server takes changes of (the original design's tests set them).
 LIVE_SETTINGS = frozenset({"completion_time", "error_rate"})
 
@@ -48,9 +50,7 @@ class SimState:
         self.default_job = self._default_job()
 
     def _default_job(self) -> Job:
-        s = self.settings
-        outcome: Outcome = "error" if self.outcomes.random() < s.error_rate else "completed"
-        return Job("default", self.started_at, s.completion_time, outcome)
+        return Job("default", self.started_at, self.settings.completion_time, self.new_outcome())
 
     def change(self, **changes: Any) -> None:
         """Change settings of the running server: ``completion_time`` and ``error_rate`` (the
@@ -164,3 +164,9 @@ class SimState:
         self._released = True
         for scope in list(self._holds):
             scope.cancel()
+
+
+def sim_state(app: Any) -> SimState:
+    """The state of a Quart app made by ``create_app``."""
+    state: SimState = app.extensions[EXTENSION]
+    return state

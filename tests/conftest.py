@@ -16,8 +16,7 @@ import trio
 from hypothesis import settings
 
 from sim_server import ServerSettings, create_app
-from sim_server._app import sim_state
-from sim_server._state import SimState
+from sim_server._state import SimState, sim_state
 from sim_server.testing import SimTransport, create_jobs
 from video_translation_client import _client as client_module
 

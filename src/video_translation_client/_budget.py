@@ -45,12 +45,12 @@ class RetryBudget:
         """Retries are held back: the server has been failing most requests."""
         return self.tokens <= self.max_tokens / 2
 
-    def record_success(self, now: float) -> None:
+    def record_success(self) -> None:
         if self.spent:
             self.tokens = self.max_tokens / 2
         self.tokens = min(self.max_tokens, self.tokens + self.token_ratio)
 
-    def record_failure(self, now: float) -> None:
+    def record_failure(self) -> None:
         self.tokens = max(0.0, self.tokens - 1)
 
     def allows_retry(self, now: float, *, reserve: bool = True) -> bool:

@@ -195,6 +195,7 @@ def _batch_answers(reply: Reply, ids: list[str]) -> dict[str, Answer | BaseExcep
     if not isinstance(jobs, list) or not isinstance(unknown, list):
         raise MalformedBatch("malformed batch answer (no list of jobs)", status_code=code)
     wanted = set(ids)
+    applied = parse_wait_applied(reply.headers.get("preference-applied"))
     out: dict[str, Answer | BaseException] = {}
     for entry in jobs:
         if not isinstance(entry, dict) or entry.get("job_id") not in wanted:
@@ -208,15 +209,12 @@ def _batch_answers(reply: Reply, ids: list[str]) -> dict[str, Answer | BaseExcep
             continue
         status = _STATUSES[result]
         hint = finite_number(entry.get("eta")) if status is JobStatus.PENDING else None
-        out[job_id] = Answer(status, entry, hint, None)
-    applied = parse_wait_applied(reply.headers.get("preference-applied"))
+        out[job_id] = Answer(status, entry, hint, applied)
     listed_unknown = {i for i in unknown if isinstance(i, str)}
     for job_id in ids:
         if job_id in out:
-            answer = out[job_id]
-            if isinstance(answer, Answer) and applied is not None:
-                out[job_id] = Answer(answer.status, answer.payload, answer.hint, applied)
-        elif job_id in listed_unknown:
+            continue
+        if job_id in listed_unknown:
             out[job_id] = JobNotFound(
                 f"the server does not know job {job_id!r} (listed unknown in a batch)",
                 job_id=job_id,

@@ -9,7 +9,9 @@ the pool with the fewest requests in flight, and each pool's scans stay short.
 
 from __future__ import annotations
 
+import functools
 import math
+import ssl
 from collections.abc import AsyncIterator
 from http.cookiejar import DefaultCookiePolicy
 
@@ -18,6 +20,13 @@ import httpx
 #: Connections per pool. Small enough that a pool's scans cost little, large enough that few
 #: pools are needed (a client's in-flight cap is usually 16).
 SHARD_SIZE = 32
+
+
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """One TLS context for every pool of the process: making one loads the CA bundle (20-60 ms),
+    which every session (two pools each) would otherwise pay again."""
+    return httpx.create_ssl_context()
 
 
 def new_http_client(connections: int, timeout: float) -> httpx.AsyncClient:
@@ -29,7 +38,9 @@ def new_http_client(connections: int, timeout: float) -> httpx.AsyncClient:
         )
     else:
         limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-        http = httpx.AsyncClient(limits=limits, timeout=timeout, follow_redirects=False)
+        http = httpx.AsyncClient(
+            limits=limits, timeout=timeout, follow_redirects=False, verify=tls_context()
+        )
     # A status client has no use for cookies, and a server setting new ones on every answer
     # would grow the jar (and each request's Cookie header) without end.
     http.cookies.jar.set_policy(DefaultCookiePolicy(allowed_domains=[]))
@@ -41,10 +52,8 @@ def sharded_transport(connections: int, shard_size: int = SHARD_SIZE) -> Sharded
     count = math.ceil(connections / shard_size)
     size = math.ceil(connections / count)
     limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
-    # One TLS context for all: making one costs ~60 ms (it loads the CA bundle).
-    tls = httpx.create_ssl_context()
     return ShardedTransport(
-        [httpx.AsyncHTTPTransport(limits=limits, verify=tls) for _ in range(count)]
+        [httpx.AsyncHTTPTransport(limits=limits, verify=tls_context()) for _ in range(count)]
     )
 
 

@@ -287,9 +287,9 @@ class Session:
                 self._failed(failure)
                 raise
             except (BatchUnsupported, VideoTranslationError):
-                self._answered(success=True)  # a refusal is an answer: the server works
+                self._answered()  # a refusal is an answer: the server works
                 raise
-        self._answered(success=True)
+        self._answered()
         return result
 
     def _saw_hold(self, answer: Answer | None, *, asked: int | None) -> None:
@@ -303,15 +303,14 @@ class Session:
         elif asked > 0 and not answer.is_final:
             self.long_poll_ok = False
 
-    def _answered(self, *, success: bool) -> None:
-        now = anyio.current_time()
+    def _answered(self) -> None:
+        """The server answered, with a status or a refusal that is no failure."""
         self.limiter.answered()
-        if success and self.budget.spent:
+        if self.budget.spent:
             self._recovered.set()
             self._recovered = anyio.Event()
-        if success:
-            self.budget.record_success(now)
-        self.health.answered(now, success=success)
+        self.budget.record_success()
+        self.health.answered(anyio.current_time(), success=True)
 
     def _failed(self, failure: Transient) -> None:
         now = anyio.current_time()
@@ -324,7 +323,7 @@ class Session:
             self.limiter.throttled(failure.quota)
             self.health.answered(now, success=False)
             return
-        self.budget.record_failure(now)
+        self.budget.record_failure()
         if failure.status_code is None:
             self.health.no_answer(now)
         else:

@@ -58,10 +58,11 @@ def integer(name: str, value: object, *, low: int) -> int:
 
 def optional_integer(name: str, value: object, *, low: int) -> None:
     """None, or as :func:`integer`."""
-    if value is not None and not (
-        isinstance(value, int) and not isinstance(value, bool) and value >= low
-    ):
-        raise InvalidArgument(name, f"an integer >= {low}", value, optional=True)
+    if value is not None:
+        try:
+            integer(name, value, low=low)
+        except InvalidArgument:
+            raise InvalidArgument(name, f"an integer >= {low}", value, optional=True) from None
 
 
 def one_of(name: str, value: object, choices: Iterable[object]) -> None:

@@ -9,12 +9,12 @@ def test_failures_spend_and_successes_refill():
     """Retries pass while more than half the tokens remain; successes give tokens back."""
     budget = RetryBudget(max_tokens=10, probe_interval=100)
     for _ in range(5):
-        budget.record_failure(0.0)
+        budget.record_failure()
     assert budget.spent
     assert budget.allows_retry(0.0)  # the first probe
     budget.release()
     assert not budget.allows_retry(1.0)
-    budget.record_success(1.0)
+    budget.record_success()
     assert not budget.spent
     assert budget.allows_retry(1.0)
     assert budget.denied == 1
@@ -34,13 +34,13 @@ def test_a_dead_server_is_probed_once_a_second():
     """With the budget spent, one retry per probe interval goes out, the rest are held back."""
     budget = RetryBudget(max_tokens=20, probe_interval=1.0)
     for _ in range(20):
-        budget.record_failure(0.0)
+        budget.record_failure()
     allowed = []
     for step in range(100):  # 10 s, asked every 0.1 s
         now = step / 10
         if budget.allows_retry(now):
             allowed.append(now)
-            budget.record_failure(now)
+            budget.record_failure()
             budget.release()
     assert allowed == [float(s) for s in range(10)]
 
@@ -49,12 +49,12 @@ def test_recovery_lifts_the_budget_just_over_half():
     """The first success after an outage lets retries resume one at a time, then ramp up."""
     budget = RetryBudget(max_tokens=20, probe_interval=100)
     for _ in range(20):
-        budget.record_failure(0.0)
-    budget.record_success(1.0)
+        budget.record_failure()
+    budget.record_success()
     assert not budget.spent
     assert budget.allows_retry(1.0)
     assert not budget.allows_retry(1.0)  # one at a time at first
-    budget.record_success(1.1)
+    budget.record_success()
     budget.release()
     assert sum(budget.allows_retry(1.1) for _ in range(10)) == 2
 
@@ -65,7 +65,7 @@ def test_batched_retries_reserve_nothing():
     assert all(budget.allows_retry(0.0, reserve=False) for _ in range(100))
     assert budget.in_flight == 0
     for _ in range(5):
-        budget.record_failure(0.0)
+        budget.record_failure()
     assert budget.allows_retry(0.0, reserve=False)  # the probe
     assert not budget.allows_retry(0.1, reserve=False)
 
