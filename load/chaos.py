@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import trio
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -46,7 +45,7 @@ from _common import (
 )
 from _workload import create_all, workload, workload_args, workload_argv
 
-from sim_server.testing import wait_healthy
+from sim_server.testing import recorded_results, wait_healthy
 
 POLICIES = ["batch", "hint-aware", "default"]
 FAULTS = ("500", "502", "503", "429", "slow", "drop", "garbage")
@@ -159,27 +158,6 @@ class Server:
             stop(self.proc)
 
 
-def truth(url: str, ids: list[str]) -> dict[str, str]:
-    """Each job's result as the server records it (batch reads; faults may need a retry)."""
-    out: dict[str, str] = {}
-    with httpx.Client(base_url=url, timeout=30) as http:
-        for i in range(0, len(ids), 100):
-            chunk = ids[i : i + 100]
-            for _ in range(50):
-                try:
-                    response = http.get("/jobs", params={"ids": ",".join(chunk)})
-                    if response.status_code == 200:
-                        for job in response.json()["jobs"]:
-                            out[job["job_id"]] = job["result"]
-                        break
-                except (httpx.HTTPError, ValueError, KeyError):
-                    pass
-                time.sleep(0.2)
-            else:
-                raise SystemExit("could not read the server's record")
-    return out
-
-
 def run_policy(policy: str, args: argparse.Namespace, server: Server) -> dict[str, Any]:
     client = client_process(__file__, server.url, policy, *forward(args))
     assert client.stdout is not None
@@ -193,7 +171,7 @@ def run_policy(policy: str, args: argparse.Namespace, server: Server) -> dict[st
     downtime = time.monotonic() - down
     out = client_report(client, policy)
     outcomes: dict[str, str] = out["outcomes"]
-    record = truth(server.url, list(outcomes))
+    record = recorded_results(server.url, list(outcomes))
     lost = sum(1 for job_id, outcome in outcomes.items() if outcome != record.get(job_id))
     wrong = sum(1 for job_id, outcome in out["intended"].items() if record.get(job_id) != outcome)
     lags_ms = [lag * 1000 for lag in out["lags"]]

@@ -30,12 +30,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import trio
-
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import metrics, print_table, server, spawn, stop, write_json
 
-from vtpoll.fleet._redis import Fleet, open_fleet
+from vtpoll.fleet._options import with_fleet
+from vtpoll.fleet._redis import Fleet
 from vtpoll.fleet._scripts import GROUP
 
 COLUMNS = [
@@ -81,18 +80,9 @@ def start_redis(folder: Path) -> tuple[subprocess.Popen[str], str]:
     return proc, f"unix://{sock}"
 
 
-def look(redis_url: str, name: str, what: Any) -> Any:
-    async def main() -> Any:
-        async with open_fleet(redis_url, name) as fleet:
-            return await what(fleet)
-
-    return trio.run(main)
-
-
 async def _submit(fleet: Fleet, ids: list[str]) -> None:
     await fleet.ensure_group()
-    for start in range(0, len(ids), 1000):
-        await fleet.submit(ids[start : start + 1000], None)
+    await fleet.submit(ids, None)
 
 
 async def _progress(fleet: Fleet) -> tuple[int, dict[str, int]]:
@@ -119,9 +109,9 @@ def peak_rss_mib(pid: int) -> float:
 def run(n: int, args: argparse.Namespace, redis_url: str, url: str, kill: bool) -> dict[str, Any]:
     name = f"bench-{n}-{int(time.time())}"
     ids = [f"{name}-{i}" for i in range(args.jobs)]
-    memory0 = look(redis_url, name, _memory)
-    look(redis_url, name, lambda fleet: _submit(fleet, ids))
-    commands0, requests0 = look(redis_url, name, _commands), metrics(url)["status_requests"]
+    memory0 = with_fleet(redis_url, name, _memory)
+    with_fleet(redis_url, name, lambda fleet: _submit(fleet, ids))
+    commands0, requests0 = with_fleet(redis_url, name, _commands), metrics(url)["status_requests"]
     started = time.monotonic()
     workers = [
         spawn(
@@ -137,7 +127,7 @@ def run(n: int, args: argparse.Namespace, redis_url: str, url: str, kill: bool) 
     killed_at = takeover = None
     try:
         while True:
-            done, pending = look(redis_url, name, _progress)
+            done, pending = with_fleet(redis_url, name, _progress)
             now = time.monotonic()
             if kill and killed_at is None and pending.get("w0", 0) > 0 and done > args.jobs / 10:
                 workers[0].send_signal(signal.SIGKILL)
@@ -156,10 +146,10 @@ def run(n: int, args: argparse.Namespace, redis_url: str, url: str, kill: bool) 
     finally:
         for worker in workers:
             stop(worker)
-    commands = look(redis_url, name, _commands) - commands0
+    commands = with_fleet(redis_url, name, _commands) - commands0
     # What stays per job once it is done: its state entry and its result (the job entry is
     # deleted when recorded).
-    memory = look(redis_url, name, _memory) - memory0
+    memory = with_fleet(redis_url, name, _memory) - memory0
     requests = metrics(url)["status_requests"] - requests0
     return {
         "workers": n,

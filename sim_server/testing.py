@@ -16,6 +16,7 @@ import anyio
 import httpx
 
 from ._asgi import ASGIApp, Message, Receive, Scope, Send
+from ._settings import MAX_BATCH
 
 
 def wait_healthy(url: str, timeout: float = 15.0) -> None:
@@ -124,6 +125,28 @@ def _retry_after(response: httpx.Response) -> float:
         except ValueError:
             continue
     return 1.0
+
+
+def recorded_results(url: str, ids: list[str], *, attempts: int = 50) -> dict[str, str]:
+    """Each job's result as the server records it, read in batches of 100; an answer that is
+    not a batch (a fault, a 429) is asked again, ``attempts`` times at most per batch."""
+    out: dict[str, str] = {}
+    with httpx.Client(base_url=url, timeout=30) as http:
+        for start in range(0, len(ids), MAX_BATCH):
+            batch = ids[start : start + MAX_BATCH]
+            query = {"ids": ",".join(batch)}
+            for _ in range(attempts):
+                try:
+                    response = http.get("/jobs", params=query)
+                    if response.status_code == 200:
+                        out.update({j["job_id"]: j["result"] for j in response.json()["jobs"]})
+                        break
+                except (httpx.HTTPError, ValueError, KeyError):
+                    pass
+                time.sleep(0.2)
+            else:
+                raise RuntimeError(f"{url} did not answer a batch of {len(batch)} IDs")
+    return out
 
 
 class SimTransport(httpx.ASGITransport):

@@ -68,7 +68,8 @@ def wait_for(
     deadline = time.monotonic() + timeout
     while not check():
         if alive is not None and alive.poll() is not None:
-            raise AssertionError(f"process ended ({alive.returncode}) before {what}")
+            said = alive.stderr.read() if alive.stderr is not None else ""
+            raise AssertionError(f"process ended ({alive.returncode}) before {what}: {said}")
         assert time.monotonic() < deadline, f"no {what} within {timeout:g} s"
         time.sleep(every)
 

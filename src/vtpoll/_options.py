@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import sys
 import types
 import typing
 from collections.abc import Callable, Iterator
@@ -24,6 +25,7 @@ from video_translation_client import Limiter, StatusPollingConfig, VideoTranslat
 from video_translation_client._validate import InvalidArgument
 
 from ._errors import Problem
+from ._jobfile import IdList, InputError, id_sources, read_ids
 
 DEFAULT_BASE_URL = "http://localhost:8000"
 #: Flags that read better than the library's names; every other flag is the name, dashed.
@@ -183,6 +185,18 @@ def results_file_options(*, default: str | None = None) -> Callable[[Any], Any]:
         )(func)
 
     return decorate
+
+
+def given_job_ids(ids: tuple[str, ...], files: tuple[Path, ...]) -> IdList:
+    """The IDs :func:`job_id_options` collected, read and checked: :class:`Problem` naming
+    every invalid one, or saying none was given."""
+    try:
+        id_list = read_ids(id_sources(ids, files, sys.stdin))
+    except InputError as exc:
+        raise Problem(str(exc)) from None
+    if not id_list.ids:
+        raise Problem("no job IDs given: pass IDs, --file FILE, or '-' to read standard input")
+    return id_list
 
 
 def connection_options(func: Any) -> Any:

@@ -58,13 +58,13 @@ async def run_watch(
     on_result: Callable[[JobResult], None] | None = None,
 ) -> WatchRun:
     """Poll every job with ``client.watch``, writing each result the moment it is known."""
-    run = WatchRun()
     started = trio.current_time()
     display = WatchDisplay(console, len(ids), started, live=live)
+    # The display counts the outcomes; the run reports the same counts.
+    run = WatchRun(ended=display.state.ended)
 
     def take(event: StatusResponse | JobResult) -> None:
         if isinstance(event, JobResult):
-            run.ended[event.outcome] += 1
             if writer is not None:
                 writer.write(event)
             if on_result is not None:
@@ -126,25 +126,8 @@ def watch_and_report(
     on_result: Callable[[JobResult], None] | None = None,
 ) -> WatchRun:
     """Open the results file, watch the jobs not in it yet, print the summary."""
-    file: IO[str] | None = None
-    previous = Previous()
     files = ExitStack()
-    if output is not None and str(output) == "-":
-        file = sys.stdout
-    elif output is not None:
-        try:
-            file, previous = open_results(output, resume=resume)
-        except InputError as exc:
-            raise Problem(str(exc)) from None
-        files.enter_context(file)
-    if previous.repaired:
-        say(
-            console,
-            f"warning: {output}: cut a torn last line ({previous.repaired} bytes) left by an "
-            "interrupted run; that job is polled again",
-        )
-    for warning in previous.warnings:
-        say(console, f"warning: {warning}")
+    file, previous = open_output(output, resume=resume, console=console, files=files)
     done_before = {i: previous.outcomes[i] for i in ids if i in previous.outcomes}
     todo = [i for i in ids if i not in done_before]
     if done_before:
@@ -169,6 +152,32 @@ def watch_and_report(
     if run.stats is not None:
         console.print(summary_table(run.ended, run.stats, run.wall, skipped=len(done_before)))
     return run
+
+
+def open_output(
+    output: Path | None, *, resume: bool, console: Console, files: ExitStack
+) -> tuple[IO[str] | None, Previous]:
+    """The results file the options name, open for appending (standard output for '-', None
+    for none; a file is closed with ``files``), and what it already held. A torn last line
+    cut off and any odd record are said on ``console``."""
+    if output is None:
+        return None, Previous()
+    if str(output) == "-":
+        return sys.stdout, Previous()
+    try:
+        file, previous = open_results(output, resume=resume)
+    except InputError as exc:
+        raise Problem(str(exc)) from None
+    files.enter_context(file)
+    if previous.repaired:
+        say(
+            console,
+            f"warning: {output}: cut a torn last line ({previous.repaired} bytes) left by an "
+            "interrupted run; that job's result is written again",
+        )
+    for warning in previous.warnings:
+        say(console, f"warning: {warning}")
+    return file, previous
 
 
 def say(console: Console, text: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +11,13 @@ from rich.console import Console
 from video_translation_client import Outcome
 
 from ._errors import EXIT_NOT_ALL_COMPLETED, EXIT_OK, Problem
-from ._jobfile import InputError, id_sources, read_ids
-from ._options import job_id_options, make_client, polling_options, results_file_options
+from ._options import (
+    given_job_ids,
+    job_id_options,
+    make_client,
+    polling_options,
+    results_file_options,
+)
 from ._watching import say, watch_and_report
 
 
@@ -44,12 +48,7 @@ def watch(
     if resume and str(output) == "-":
         raise Problem("--resume cannot continue standard output; give --output a file")
     client = make_client(**polling)
-    try:
-        id_list = read_ids(id_sources(ids, files, sys.stdin))
-    except InputError as exc:
-        raise Problem(str(exc)) from None
-    if not id_list.ids:
-        raise Problem("no job IDs given: pass IDs, --file FILE, or '-' to read standard input")
+    id_list = given_job_ids(ids, files)
     console = Console(stderr=True, soft_wrap=True)
     if id_list.first_duplicate is not None:
         source, line, job_id = id_list.first_duplicate

@@ -20,13 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import trio
 from click.testing import CliRunner
 
 from sim_server.testing import create_jobs
-from tests.helpers import server_process, spawn, stop, wait_for
+from tests.helpers import metric, server_process, spawn, stop, wait_for
 from vtpoll import cli
 
 VTPOLL = str(Path(sys.executable).with_name("vtpoll"))
@@ -101,12 +100,6 @@ def wait_for_lines(path: Path, count: int, proc: subprocess.Popen[str]) -> None:
         timeout=20,
         alive=proc,
     )
-
-
-def status_checks(url: str) -> float:
-    text = httpx.get(f"{url}/metrics").text
-    line = next(line for line in text.splitlines() if line.startswith("sim_status_checks_total"))
-    return float(line.split()[-1])
 
 
 def test_watch_a_file_writes_every_result(url: str, tmp_path: Path, run):
@@ -224,13 +217,13 @@ def test_bad_ids_are_refused_before_any_request(url: str, tmp_path: Path, run):
     """Invalid lines are all reported with their numbers, exit 2, and nothing is polled."""
     id_file = tmp_path / "ids.txt"
     id_file.write_text("good-1\nhas space\ngood-2\nx/y\n")
-    before = status_checks(url)
+    before = metric(url, "sim_status_checks_total")
     done = run("watch", "--file", str(id_file), "--base-url", url)
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1, done.stderr
     assert f"{id_file}:2 'has space'" in done.stderr
     assert f"{id_file}:4 'x/y'" in done.stderr
-    assert status_checks(url) == before
+    assert metric(url, "sim_status_checks_total") == before
 
 
 BAD_INPUTS = [

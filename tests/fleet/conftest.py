@@ -56,7 +56,10 @@ def start_redis(folder: Path) -> tuple[subprocess.Popen[str], str]:
     )
     try:
         wait_for(
-            lambda: _answers(path), "PONG from redis-server", timeout=START_TIMEOUT, alive=proc
+            lambda: _answers(path),
+            f"PONG from redis-server (its log: {folder / 'redis.log'})",
+            timeout=START_TIMEOUT,
+            alive=proc,
         )
     except BaseException:
         stop(proc)

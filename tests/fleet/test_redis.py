@@ -39,8 +39,9 @@ async def test_submit_adds_each_id_once(redis_url: str, fleet_name: str):
             assert await fleet.submit(["b", "c", "d"], 123.5) == 1
             assert await fleet.redis.hlen(fleet.keys.state) == 4
             assert await fleet.redis.xlen(fleet.keys.jobs) == 4
-            [(_, job_id)] = [t for t in await take(fleet, "w", 10) if t[1] == "d"]
-            assert job_id == "d"
+            queued = await fleet.redis.xrange(fleet.keys.jobs, "-", "+")
+            deadlines = {e.field_values["id"]: e.field_values["deadline"] for e in queued}
+            assert deadlines == {"a": "", "b": "", "c": "", "d": "123.5"}
 
 
 async def test_a_result_is_recorded_once_however_often_its_job_was_polled(

@@ -26,8 +26,7 @@ async def _recorded(redis_url: str, name: str, first: int, count: int) -> None:
     async with open_fleet(redis_url, name) as fleet:
         await fleet.ensure_group()
         ids = [f"r{i}" for i in range(first, first + count)]
-        for start in range(0, count, 1000):
-            await fleet.submit(ids[start : start + 1000], None)
+        await fleet.submit(ids, None)
         while got := await fleet.redis.xreadgroup(
             GROUP, "w", streams={fleet.keys.jobs: ">"}, count=500
         ):

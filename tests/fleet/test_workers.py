@@ -10,17 +10,16 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
-import trio
 from click.testing import CliRunner
 
+from sim_server.testing import recorded_results
 from tests.helpers import metric, server_process, spawn, stop, wait_for
 from vtpoll import cli
-from vtpoll.fleet._redis import Fleet, open_fleet
+from vtpoll.fleet._options import with_fleet
+from vtpoll.fleet._redis import Fleet
 from vtpoll.fleet._scripts import GROUP
 
 #: The whole scenario ends well within this, or the test fails.
@@ -28,14 +27,6 @@ GUARD = 45.0
 JOBS = 3000
 #: The fleet's rate, and the server's limit at 1.25 times it.
 FLEET_RATE = 40
-
-
-def fleet_state(redis_url: str, name: str, look: Callable[[Fleet], Any]) -> Any:
-    async def main() -> Any:
-        async with open_fleet(redis_url, name) as fleet:
-            return await look(fleet)
-
-    return trio.run(main)
 
 
 async def _counts(fleet: Fleet) -> dict[str, Any]:
@@ -53,6 +44,7 @@ def test_three_workers_one_killed_one_frozen_every_job_once(
     """3 workers, 3,000 jobs: SIGKILL one while it holds jobs, SIGSTOP another and SIGCONT
     it later. Results = distinct results = 3,000, each the server's outcome; nothing left
     pending in the group; and, the fleet's rate at 0.8 of the server's limit, no 429."""
+    deadline = time.monotonic() + GUARD
     ids = [f"fj-{i}" for i in range(JOBS)]
     (tmp_path / "ids.txt").write_text("\n".join(ids) + "\n")
     args = ["--redis", redis_url, "--fleet", fleet_name]
@@ -74,10 +66,12 @@ def test_three_workers_one_killed_one_frozen_every_job_once(
         try:
 
             def all_hold_jobs() -> bool:
-                pending = fleet_state(redis_url, fleet_name, _counts)["pending"]
+                pending = with_fleet(redis_url, fleet_name, _counts)["pending"]
                 return all(pending.get(f"w{i}", 0) > 0 for i in range(3))
 
-            wait_for(all_hold_jobs, "every worker holding jobs", timeout=GUARD)
+            wait_for(
+                all_hold_jobs, "every worker holding jobs", timeout=deadline - time.monotonic()
+            )
             workers[0].send_signal(signal.SIGKILL)
             workers[1].send_signal(signal.SIGSTOP)
             # Longer than the lease: the frozen worker's jobs are taken over meanwhile.
@@ -85,14 +79,14 @@ def test_three_workers_one_killed_one_frozen_every_job_once(
             workers[1].send_signal(signal.SIGCONT)
 
             def all_recorded() -> bool:
-                return bool(fleet_state(redis_url, fleet_name, _counts)["results"] >= JOBS)
+                return bool(with_fleet(redis_url, fleet_name, _counts)["results"] >= JOBS)
 
-            wait_for(all_recorded, f"{JOBS} results", timeout=GUARD)
+            wait_for(all_recorded, f"{JOBS} results", timeout=deadline - time.monotonic())
             assert workers[1].wait(timeout=10) == 1  # it found itself fenced, and stopped
             assert "its lease expired" in (workers[1].stderr.read() if workers[1].stderr else "")
-            counts = fleet_state(redis_url, fleet_name, _counts)
+            counts = with_fleet(redis_url, fleet_name, _counts)
             throttled = metric(url, "sim_rate_limited_total")
-            truth = _server_outcomes(url, ids)
+            truth = recorded_results(url, ids)
             workers[2].send_signal(signal.SIGTERM)
             assert workers[2].wait(timeout=10) == 0
             said = workers[2].stderr.read() if workers[2].stderr else ""
@@ -112,17 +106,3 @@ def test_three_workers_one_killed_one_frozen_every_job_once(
     assert len(records) == len({r["job_id"] for r in records}) == JOBS
     assert {r["job_id"]: r["outcome"] for r in records} == truth
     assert throttled == 0
-
-
-def _server_outcomes(url: str, ids: list[str]) -> dict[str, str]:
-    outcomes: dict[str, str] = {}
-    with httpx.Client(base_url=url, timeout=10) as http:
-        for start in range(0, len(ids), 100):
-            # A status read of its own: no rate limit applies to the metrics, but it does to
-            # this; wait out a 429 as any client would.
-            while (
-                r := http.get("/jobs", params={"ids": ",".join(ids[start : start + 100])})
-            ).status_code == 429:
-                time.sleep(float(r.headers.get("Retry-After", "1")))
-            outcomes.update({job["job_id"]: job["result"] for job in r.json()["jobs"]})
-    return outcomes

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
+from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -32,6 +33,8 @@ RECONNECT_FOR = 10.0
 #: Longest wait for one reply (a blocking read adds its own block time).
 REPLY_TIMEOUT = 10.0
 SCHEMES = ("redis", "rediss", "unix")
+#: IDs per submit script call.
+SUBMIT_CHUNK = 1000
 
 
 class FleetError(Exception):
@@ -70,10 +73,10 @@ class Fleet:
         self._reserve = register(_scripts.RESERVE)
         self._throttled = register(_scripts.THROTTLED)
 
-    async def call(self, make: Callable[[], Awaitable[T]], *, patience: float = RECONNECT_FOR) -> T:
+    async def call(self, make: Callable[[], Awaitable[T]]) -> T:
         """``await make()``, retried with backoff while Redis cannot be reached, for up to
-        ``patience`` seconds; then :class:`FleetError`."""
-        deadline = anyio.current_time() + patience
+        ``RECONNECT_FOR`` seconds; then :class:`FleetError`."""
+        deadline = anyio.current_time() + RECONNECT_FOR
         delay = 0.05
         while True:
             try:
@@ -94,10 +97,14 @@ class Fleet:
             )
 
     async def submit(self, ids: list[str], deadline: float | None) -> int:
+        """Queue each ID the fleet does not have yet, ``SUBMIT_CHUNK`` per script call (one
+        call is atomic and blocks Redis while it runs); how many were new."""
         stamp = "" if deadline is None else repr(deadline)
-        added: int = await self.call(
-            lambda: self._submit(keys=[self.keys.state, self.keys.jobs], args=[stamp, *ids])
-        )
+        keys = [self.keys.state, self.keys.jobs]
+        added = 0
+        for start in range(0, len(ids), SUBMIT_CHUNK):
+            chunk = ids[start : start + SUBMIT_CHUNK]
+            added += await self.call(partial(self._submit, keys=keys, args=[stamp, *chunk]))
         return added
 
     async def record(self, batch: list[tuple[str, str, str]]) -> int:

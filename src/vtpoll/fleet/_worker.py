@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 
 import anyio
@@ -41,12 +41,9 @@ class Fenced(Exception):
 
 @dataclass(slots=True)
 class WorkerStats:
-    taken: int = 0
     claimed: int = 0
     recorded: int = 0
     duplicates: int = 0
-    active: int = 0
-    by_outcome: dict[str, int] = field(default_factory=dict)
 
 
 class Worker:
@@ -144,7 +141,6 @@ class Worker:
                 fields = entry.field_values
                 job_id, deadline = str(fields["id"]), str(fields.get("deadline", ""))
                 tg.start_soon(self._poll, str(entry.identifier), job_id, deadline)
-            self.stats.taken += len(entries)
             for _ in range(free - len(entries)):
                 self.capacity.release()
 
@@ -161,18 +157,13 @@ class Worker:
                     break
 
     async def _poll(self, entry: str, job_id: str, deadline: str, held: bool = True) -> None:
-        self.stats.active += 1
         try:
             local = None
             if deadline:
                 local = anyio.current_time() + (float(deadline) - time.time())
             result = await self.client.poll_job(job_id, deadline=local)
-            line = record_line(result)
-            outcome = result.outcome.value
-            self.stats.by_outcome[outcome] = self.stats.by_outcome.get(outcome, 0) + 1
-            await self._send.send((job_id, entry, line))
+            await self._send.send((job_id, entry, record_line(result)))
         finally:
-            self.stats.active -= 1
             if held:
                 self.capacity.release()
 

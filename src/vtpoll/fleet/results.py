@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import sys
+from contextlib import ExitStack, suppress
 from functools import partial
 from pathlib import Path
-from typing import IO
 
 import click
 from rich.console import Console
 
 from .._errors import EXIT_OK, Problem
-from .._jobfile import InputError, Previous, ResultWriter, open_results
+from .._jobfile import ResultWriter
 from .._options import results_file_options
-from .._watching import say
+from .._watching import open_output, say
 from ._options import fleet_options, with_fleet
 from ._redis import Fleet
 
@@ -40,15 +39,9 @@ def results(
     if resume and str(output) == "-":
         raise Problem("--resume cannot continue standard output; give --output a file")
     console = Console(stderr=True, soft_wrap=True)
-    file: IO[str] = sys.stdout
-    previous = Previous()
-    if str(output) != "-":
-        try:
-            file, previous = open_results(output, resume=resume)
-        except InputError as exc:
-            raise Problem(str(exc)) from None
-    for warning in previous.warnings:
-        say(console, f"warning: {warning}")
+    files = ExitStack()
+    file, previous = open_output(output, resume=resume, console=console, files=files)
+    assert file is not None  # --output defaults to '-'
     writer = ResultWriter(file)
     seen = set(previous.outcomes)
 
@@ -70,12 +63,7 @@ def results(
             if not entries and not follow:
                 return
 
-    try:
+    with files, suppress(KeyboardInterrupt):
         with_fleet(redis_url, fleet_name, body)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if file is not sys.stdout:
-            file.close()
     say(console, f"{writer.written} results written ({len(previous.outcomes)} already there)")
     ctx.exit(EXIT_OK)

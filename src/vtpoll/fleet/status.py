@@ -16,7 +16,8 @@ from ._options import fleet_options, with_fleet
 from ._redis import Fleet
 from ._scripts import GROUP
 
-#: Redis's clock, in ms, as the leases are scored by it.
+#: Redis's clock, in ms, as the leases are scored by it (coredis 6.9's time() drops the
+#: sub-second part).
 _NOW = "local t = redis.call('TIME') return t[1] * 1000 + math.floor(t[2] / 1000)"
 
 

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 import click
 
-from .._errors import EXIT_OK, Problem
-from .._jobfile import InputError, id_sources, read_ids
-from .._options import job_id_options
+from .._errors import EXIT_OK
+from .._options import given_job_ids, job_id_options
 from ._options import fleet_options, with_fleet
 from ._redis import Fleet
-
-#: IDs per script call: one call is atomic, and blocks Redis while it runs.
-CHUNK = 1000
 
 
 @click.command()
@@ -44,20 +39,12 @@ def submit(
     Idempotent: an ID the fleet already has is not added again. Every invalid ID is reported
     together, before anything is written.
     """
-    try:
-        id_list = read_ids(id_sources(ids, files, sys.stdin))
-    except InputError as exc:
-        raise Problem(str(exc)) from None
-    if not id_list.ids:
-        raise Problem("no job IDs given: pass IDs, --file FILE, or '-' to read standard input")
+    id_list = given_job_ids(ids, files)
     deadline = time.time() + timeout if timeout else None
 
     async def body(fleet: Fleet) -> int:
         await fleet.ensure_group()
-        added = 0
-        for start in range(0, len(id_list.ids), CHUNK):
-            added += await fleet.submit(id_list.ids[start : start + CHUNK], deadline)
-        return added
+        return await fleet.submit(id_list.ids, deadline)
 
     added = with_fleet(redis_url, fleet_name, body)
     known = len(id_list.ids) - added
