@@ -9,15 +9,19 @@ server's ``Retry-After``, and a rate that finds the server's own), so this is wr
 - **FIFO**: callers are served in the order they asked (anyio's ``Lock`` is fair), so no job
   starves behind luckier ones.
 - **Pause**: ``pause(seconds)`` stops everyone until then (a 429's ``Retry-After``).
-- **Adaptive**: the limiter counts the answers the server accepts (``answered()``). While it
-  overruns the server (429s, ``throttled()``), the answers accepted per second since the first
-  429 *are* the server's rate, whatever its headers say: at most every ``cooldown`` seconds the
-  limiter settles just under that measure (halving instead when it knows nothing yet; going
-  back to the last measure when a new overrun begins). Without 429s it then probes upwards,
-  slowly at first and faster the longer no 429 comes (``probe`` times the square of the
-  seconds since the last decrease), up to the configured rate; each probe that finds the limit
-  where it was makes the next one half as steep. A stale or wrong ``RateLimit-Policy`` cannot
-  pin it low, and a server that raises its limit is found.
+- **Adaptive**: the limiter counts the answers the server accepts (``answered()``) and the
+  429s it gets (``throttled()``). Refusals thick enough (``OVERRUN_REFUSALS``, at least
+  ``OVERRUN_SHARE`` of requests) show an overrun, and while it lasts the answers accepted per
+  second *are* the server's rate, whatever its headers say: at most every ``cooldown``
+  seconds the limiter settles just under that measure. A 429 that comes alone is no overrun:
+  it lowers nothing and pauses only its own request, unless a probe has gone past the last
+  measure (then back under it), or it refutes that measure (refused at the very rate settled
+  under it: the measure was taken from refusals at random, or the limit fell; forgotten).
+  Without 429s the rate probes upwards, slowly at first and faster the longer no 429 comes
+  (``probe`` times the square of the seconds since the last decrease), up to the configured
+  rate; each probe that finds the limit where it was makes the next one half as steep. A
+  stale or wrong ``RateLimit-Policy`` cannot pin it low, nor can random 429s, and a server
+  that raises its limit is found.
 """
 
 from __future__ import annotations
@@ -46,6 +50,12 @@ ANSWERS_MEMORY = 5.0
 UNLIMITED = 1e6
 #: A measure within this share of the last one finds the server's rate unchanged.
 STABLE = 0.1
+#: Refusals that show an overrun, where the measure begins: at least this many in it, and
+#: this share of its requests. Random 429s at a few percent of requests rarely come so thick.
+OVERRUN_REFUSALS = 5
+OVERRUN_SHARE = 0.3
+#: How far above the rate it settled at a probe has climbed while it still counts as there.
+SETTLED = 0.005
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +95,10 @@ class Limiter(Protocol):
     def answered(self) -> None:
         """The server accepted a request (any answer but a 429)."""
 
-    def throttled(self, quota: float | None = None) -> None:
-        """The server refused a request with 429; ``quota`` is what its policy declares."""
+    def throttled(self, quota: float | None = None) -> bool:
+        """The server refused a request with 429; ``quota`` is what its policy declares.
+        True if every request should wait out the refusal's ``Retry-After`` (``pause``), as
+        when the server is overrun; False if only the refused one should (a 429 at random)."""
 
     def statistics(self) -> RateLimiterStatistics:
         """A snapshot, for ``client.statistics()``."""
@@ -124,6 +136,13 @@ class RateLimiter:
         self._paused_until = -math.inf
         #: The first 429 of the current overrun, and the last one.
         self._overrun_since = self._last_throttled = -math.inf
+        #: Whether the current overrun has shown itself one (its refusals thick enough to
+        #: measure), and whether a probe past the last measure was ended in it.
+        self._overrun_shown = self._probe_ended = False
+        self._refused: deque[float] = deque()
+        #: The rate in force when the current overrun began, and when the one measured
+        #: first did: where to go back to if that measure proves no limit.
+        self._rate_before = self._before_measure = self.rate
         self._answers: deque[float] = deque()
         # Per event loop: one limiter may serve a trio run and later an asyncio one.
         self._lock: RunVar[anyio.Lock | None] = RunVar("RateLimiter lock", default=None)
@@ -215,45 +234,79 @@ class RateLimiter:
         """The server accepted a request (any answer but a 429): what the rate is measured by."""
         now = anyio.current_time()
         self._answers.append(now)
-        while self._answers[0] < now - ANSWERS_MEMORY:
-            self._answers.popleft()
+        _forget_before(self._answers, now - ANSWERS_MEMORY)
 
-    def throttled(self, quota: float | None = None) -> None:
-        """The server said 429: settle just under the rate it accepts, at most once per
-        ``cooldown``.
+    def throttled(self, quota: float | None = None) -> bool:
+        """The server said 429: if it is overrun, settle just under the rate it accepts, at
+        most once per ``cooldown``; True if it is (every request waits out the pause).
 
         ``quota``, the rate a ``RateLimit-Policy`` declares, is not trusted: a server that
         misdeclares (or a stale policy) would pin the rate far below what it accepts. The rate
-        the server is seen to accept while refusing is the measure.
+        the server is seen to accept while refusing is the measure, taken while the refusals
+        are thick (``OVERRUN_REFUSALS``, ``OVERRUN_SHARE``): a 429 now and then (a proxy's,
+        an injected fault's) says nothing of the server's rate, and taking the client's own
+        pace at that moment for it would pin the client there. Nor does such a 429 stop every
+        request for its ``Retry-After``: only the refused one waits.
         """
         now = anyio.current_time()
-        if now - self._last_throttled > OVERRUN_GAP:
-            self._overrun_since = now  # a new overrun begins
-        self._last_throttled = now
-        if now - self._decreased_at < self.cooldown:
-            return
         self._refill(now)
+        self._refused.append(now)
+        _forget_before(self._refused, now - ANSWERS_MEMORY)
+        if now - self._last_throttled > OVERRUN_GAP:
+            self._overrun_since = now
+            self._overrun_shown = self._probe_ended = False
+            self._rate_before = self._current
+        self._last_throttled = now
+        known = self._server_rate
+        if known is not None and self._refutes(now, known):
+            # Refused while sending at the rate settled under the measure, after a quiet
+            # spell: the measure was no limit (the refusals come at random), or the limit
+            # fell. Forget it and go back to where the rate was: a limit that fell shows
+            # itself again, and is measured afresh.
+            self._server_rate = None
+            self._probe = self.probe
+            self._target = max(self._current, self._before_measure)
+            return False
         measured = self._accepted_rate(now)
+        if now - self._decreased_at < self.cooldown:
+            return self._overrun
         if measured is not None:
-            known = self._server_rate
             if known is not None and abs(measured - known) <= STABLE * known:
                 # Found where it was: probe half as fast next time (cycles grow by sqrt 2).
                 self._probe = max(self.probe / 1000, self._probe / 2)
             else:
                 self._probe = self.probe
+            if known is None:
+                self._before_measure = self._rate_before
             self._server_rate = measured
-            lowered = measured * MARGIN
-        elif self._server_rate is not None:
-            # A new overrun, nothing measured yet: back to the last measure, and probe half as
-            # fast next time (the limit is most likely where it was).
-            lowered = self._server_rate * MARGIN
+            self._decrease(now, measured * MARGIN)
+            return True
+        if known is not None and not self._probe_ended:
+            # A probe went past the server's rate: back under the last measure, and probe
+            # half as fast next time (the limit is most likely where it was).
+            self._probe_ended = True
             self._probe = max(self.probe / 1000, self._probe / 2)
-        elif self._current < math.inf:
-            lowered = self._current / 2  # nothing known yet: halve, and measure
-        else:
-            # No limit, and nothing known: the 429's pause paces the client until the next
-            # 429 of this overrun measures the server's rate.
-            return
+            self._decrease(now, known * MARGIN)
+        elif known is None and self._overrun_shown and self._current < math.inf:
+            # Overrun, and nothing accepted to measure yet: halve, and measure.
+            self._decrease(now, self._current / 2)
+        return self._overrun
+
+    @property
+    def _overrun(self) -> bool:
+        """Whether the current overrun is one: refusals thick enough, or past a measure."""
+        return self._overrun_shown or self._probe_ended
+
+    def _refutes(self, now: float, known: float) -> bool:
+        """Whether this 429, the first after a quiet spell, came while the rate had not moved
+        from just under the measure (a limit found there would have refused nothing)."""
+        return (
+            now == self._overrun_since
+            and now - self._decreased_at > OVERRUN_GAP
+            and self._current <= known * MARGIN * (1 + SETTLED)
+        )
+
+    def _decrease(self, now: float, lowered: float) -> None:
         self._current = max(self.min_rate, min(self._current, lowered))
         self._target = self._current
         self._decreased_at = now
@@ -263,14 +316,26 @@ class RateLimiter:
         self._tokens = min(self._tokens, 1.0 if self._paused_until > now else 0.0)
 
     def _accepted_rate(self, now: float) -> float | None:
-        """Answers per second since the current overrun began (the server's bucket was empty
-        all along, so this is its rate); None with too little to go on yet."""
-        span = now - self._overrun_since
-        if not MIN_MEASURE <= span <= ANSWERS_MEMORY:
+        """Answers per second since the current overrun began, or the rate was last lowered
+        in it (the server's bucket empty all along, so this is its rate), over at most the
+        last ``ANSWERS_MEMORY`` seconds; None unless the refusals over that time are thick
+        enough to say the server is still overrun, and time enough has passed to measure.
+        (Thin refusals after a decrease say little: while a pause holds every request, say,
+        the answers would measure the pause.)"""
+        if not self._overrun_shown:
+            self._overrun_shown = self._thick(max(self._overrun_since, now - ANSWERS_MEMORY))
+        since = max(self._overrun_since, self._decreased_at, now - ANSWERS_MEMORY)
+        if not self._thick(since) or now - since < MIN_MEASURE:
             return None
         # Strictly after: the answers that came with the first 429 were the server's burst.
-        accepted = sum(1 for t in self._answers if t > self._overrun_since)
-        return accepted / span if accepted else None
+        accepted = sum(1 for t in self._answers if t > since)
+        return accepted / (now - since) if accepted else None
+
+    def _thick(self, since: float) -> bool:
+        """Whether the refusals since then are thick enough to show an overrun."""
+        refused = sum(1 for t in self._refused if t >= since)
+        accepted = sum(1 for t in self._answers if t > since)
+        return refused >= OVERRUN_REFUSALS and refused >= OVERRUN_SHARE * (accepted + refused)
 
     def statistics(self) -> RateLimiterStatistics:
         now = anyio.current_time()
@@ -285,3 +350,8 @@ class RateLimiter:
             paused_for=max(0.0, self._paused_until - now),
             server_rate=self._server_rate,
         )
+
+
+def _forget_before(times: deque[float], oldest: float) -> None:
+    while times and times[0] < oldest:
+        times.popleft()

@@ -315,12 +315,13 @@ class Session:
     def _failed(self, failure: Transient) -> None:
         now = anyio.current_time()
         if failure.status_code == 429:
-            # A rate limit speaks for the whole client: every job waits, not just this one.
-            # (A 503's hint delays only its job: it may come from one overloaded path.)
+            # A rate limit speaks for the whole client: while the limiter finds the server
+            # overrun, every job waits, not just this one. (A 429 at random, like a 503's
+            # hint, delays only its own job: its retry waits the hint.)
             self.counters.throttled += 1
-            if failure.hint is not None:
+            overrun = self.limiter.throttled(failure.quota)
+            if failure.hint is not None and overrun:
                 self.limiter.pause(clamp_hint(failure.hint, self.config))
-            self.limiter.throttled(failure.quota)
             self.health.answered(now, success=False)
             return
         self.budget.record_failure()

@@ -21,6 +21,7 @@ from video_translation_client import (
     StatusResponse,
     VideoTranslationClient,
 )
+from video_translation_client._ratelimit import OVERRUN_REFUSALS
 
 from .scripted import Scripted, error, status
 
@@ -143,21 +144,33 @@ async def test_failed_batch_is_retried_like_a_single_request(autojump_clock, mak
     assert client.statistics().retries > 0
 
 
-async def test_retry_after_on_429_pauses_every_job(autojump_clock):
-    """A 429 with Retry-After: 5 stops all the client's jobs until it passes."""
-    times = await _first_answer_then_completed(error(429, {"Retry-After": "5"}))
-    assert times == [0, 5, 6, 7]
+async def test_retry_after_of_an_overrun_pauses_every_job(autojump_clock):
+    """Once 429s come thick (an overrun), a Retry-After: 5 stops all the client's jobs
+    until it passes."""
+    refusal = error(429, {"Retry-After": "5"})
+    jobs = OVERRUN_REFUSALS + 1
+    times = await _first_answers_then_completed([refusal] * OVERRUN_REFUSALS, jobs=jobs)
+    # Until they were thick, each refusal delayed only its own job: the next one went.
+    assert times[:OVERRUN_REFUSALS] == list(range(OVERRUN_REFUSALS))
+    assert times[OVERRUN_REFUSALS] >= times[OVERRUN_REFUSALS - 1] + 5
+
+
+async def test_a_lone_429_delays_only_its_job(autojump_clock):
+    """A 429 on its own (a proxy's, a fault's) is no overrun: its Retry-After delays its
+    own job, as a 503's does, not every job."""
+    times = await _first_answers_then_completed([error(429, {"Retry-After": "5"})])
+    assert times == [0, 1, 2, 5]
 
 
 async def test_retry_after_on_503_delays_only_its_job(autojump_clock):
     """A 503's Retry-After delays its own job: a 503 may come from one overloaded path, and
     the retry budget, not a client-wide pause, answers widespread ones."""
-    times = await _first_answer_then_completed(error(503, {"Retry-After": "5"}))
+    times = await _first_answers_then_completed([error(503, {"Retry-After": "5"})])
     assert times == [0, 1, 2, 5]
 
 
-async def _first_answer_then_completed(first: httpx.Response) -> list[float]:
-    answers = iter([first])
+async def _first_answers_then_completed(first: list[httpx.Response], jobs: int = 3) -> list[float]:
+    answers = iter(first)
 
     def answer(request: httpx.Request) -> httpx.Response:
         return next(answers, None) or status("completed")
@@ -169,7 +182,7 @@ async def _first_answer_then_completed(first: httpx.Response) -> list[float]:
         client = VideoTranslationClient(
             URL, cfg(), http_client=http, batch=False, rate_limit=1, burst=1
         )
-        await client.poll_many(["p", "q", "r"])
+        await client.poll_many([f"j{i}" for i in range(jobs)])
     return [t - start for t, _ in server.log]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 import re
 
 import pytest
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from trio.testing import MockClock
 
 from video_translation_client import RateLimiter
+from video_translation_client._ratelimit import OVERRUN_GAP, OVERRUN_REFUSALS
 
 
 def run(fn):
@@ -88,8 +90,10 @@ async def test_pause_stops_everyone(autojump_clock):
 
 
 async def _overrun(limiter: RateLimiter, accepted_per_s: float) -> None:
-    """A second of overrunning a server: a 429, the answers it accepts, a 429."""
-    limiter.throttled()
+    """A second of overrunning a server: a burst refused at once, the answers it accepts
+    over the second, a 429 again."""
+    for _ in range(OVERRUN_REFUSALS):
+        limiter.throttled()
     for _ in range(int(accepted_per_s)):
         await trio.sleep(1 / accepted_per_s)
         limiter.answered()
@@ -97,21 +101,58 @@ async def _overrun(limiter: RateLimiter, accepted_per_s: float) -> None:
 
 
 async def test_throttled_settles_under_the_rate_the_server_accepts(autojump_clock):
-    """Overrunning a server that accepts 10/s: the answers it accepts after the first 429
-    measure its rate, and the limiter settles just under it (halving first, with no measure)."""
+    """Overrunning a server that accepts 10/s: once its refusals are thick, the answers it
+    accepts after the first 429 measure its rate, and the limiter settles just under it."""
     limiter = RateLimiter(100, 10)
-    limiter.throttled()  # the first 429: nothing measured yet
-    assert limiter.current_rate() == pytest.approx(50)
-    for _ in range(5):  # a storm within the cooldown: one decrease
-        limiter.throttled()
-    assert limiter.statistics().decreases == 1
+    assert limiter.throttled() is False  # one 429 is no overrun: only its request waits
+    assert limiter.current_rate() == 100
+    for _ in range(OVERRUN_REFUSALS - 1):  # a burst refused: an overrun, nothing to measure
+        overrun = limiter.throttled()
+    assert overrun is True
+    assert limiter.current_rate() == pytest.approx(50)  # so: halve, and measure
     for _ in range(10):  # the server accepts one request every 0.1 s...
         await trio.sleep(0.1)
         limiter.answered()
-    limiter.throttled()  # ...and refuses the rest
+    assert limiter.throttled() is True  # ...and refuses the rest
     assert limiter.statistics().server_rate == pytest.approx(10)
     assert limiter.current_rate() == pytest.approx(9.7)
     assert limiter.statistics().decreases == 2
+
+
+@pytest.mark.parametrize("seed", range(5))
+async def test_random_429s_neither_lower_the_rate_nor_pause_everyone(autojump_clock, seed):
+    """A server with no limit refusing 5% of requests at random (an injected fault, a
+    proxy's): over two minutes at 20 requests/s, no refusal counts as an overrun, the rate
+    stays where it was, and no measure is taken."""
+    draw = random.Random(seed).random
+    limiter = RateLimiter(50)
+    overruns = refused = 0
+    for _ in range(2400):
+        await limiter.acquire()
+        await trio.sleep(0.05)
+        if draw() < 0.05:
+            refused += 1
+            overruns += limiter.throttled()
+        else:
+            limiter.answered()
+    assert refused > 80
+    assert overruns == 0
+    assert limiter.current_rate() == 50
+    assert limiter.statistics().server_rate is None
+
+
+async def test_a_429_at_the_settled_rate_refutes_the_measure(autojump_clock):
+    """A measure the server then refuses at, after a quiet spell at the rate settled under
+    it, was no limit (random refusals thick by chance), or the limit fell: forgotten, and
+    the rate goes back to where it was, to be measured afresh if the server is overrun."""
+    limiter = RateLimiter(100, 10, probe=1e-6)
+    await _overrun(limiter, accepted_per_s=10)
+    assert limiter.current_rate() == pytest.approx(9.7)
+    await trio.sleep(OVERRUN_GAP + 1)
+    assert limiter.throttled() is False
+    assert limiter.statistics().server_rate is None
+    await trio.sleep(1)
+    assert limiter.current_rate() == 100
 
 
 async def test_without_429s_the_rate_probes_upwards(autojump_clock):
@@ -157,11 +198,11 @@ async def test_lowered_rate_is_enforced(autojump_clock):
     """After a decrease, grants are spaced by the lower rate."""
     limiter = RateLimiter(10, 1, probe=1e-9)
     await limiter.acquire()
-    limiter.throttled()  # 5/s, and the bucket emptied
+    await _overrun(limiter, accepted_per_s=5)  # 4.85/s, and the bucket emptied
     start = trio.current_time()
     for _ in range(5):
         await limiter.acquire()
-    assert trio.current_time() - start == pytest.approx(1.0, rel=1e-3)
+    assert trio.current_time() - start == pytest.approx(5 / 4.85, rel=1e-3)
 
 
 @pytest.mark.parametrize("quota", [None, 10.0, 100.0, 1000.0], ids=str)
@@ -225,6 +266,7 @@ async def test_without_a_rate_it_is_unlimited_until_the_server_throttles(autojum
     await trio.sleep(2)
     limiter.throttled()  # nothing measured yet: still no pacing (the 429's pause paces)
     assert limiter.current_rate() == math.inf
+    await trio.sleep(OVERRUN_GAP + 1)
     await _overrun(limiter, accepted_per_s=10)
     assert limiter.current_rate() == pytest.approx(9.7)
     assert limiter.statistics().server_rate == pytest.approx(10)

@@ -94,8 +94,8 @@ class CountingLimiter:
     def answered(self) -> None:
         self.answered_count += 1
 
-    def throttled(self, quota: float | None = None) -> None:
-        pass
+    def throttled(self, quota: float | None = None) -> bool:
+        return True
 
     def statistics(self) -> RateLimiterStatistics:
         return RateLimiterStatistics(

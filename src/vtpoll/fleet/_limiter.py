@@ -52,9 +52,12 @@ class FleetRateLimiter:
         self._paused_until = max(self._paused_until, anyio.current_time() + seconds)
         self._publish(pause=seconds)
 
-    def throttled(self, quota: float | None = None) -> None:
+    def throttled(self, quota: float | None = None) -> bool:
+        """Every worker waits out a 429's pause: the fleet's rate is set, not measured, so it
+        has nothing to tell a refusal at random from an overrun by."""
         if quota is not None:
             self._publish(quota=quota)
+        return True
 
     def answered(self) -> None:
         """Nothing to learn: the fleet's rate is set, not measured."""
