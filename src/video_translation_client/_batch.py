@@ -3,7 +3,8 @@
 Checks that fall due within ``window`` seconds of the first one go out together, up to
 ``MAX_BATCH`` IDs a request; each job still keeps its own schedule and deadline, and only waits
 for its own answer. A session has two batchers: one for checks answered at once, one for held
-checks (long-poll), whose request the server holds until the first of its jobs finishes. The
+checks (long-poll), whose request the server holds until the first of its jobs finishes. A
+batch takes the rate limiter's token itself, and stays open while it waits for it. The
 flush timers and the requests run in the session's task group; a request whose every job has
 stopped waiting (cancelled, past its deadline) is cancelled with them.
 """
@@ -42,9 +43,17 @@ class _Batch:
 
 
 class Batcher:
-    def __init__(self, task_group: TaskGroup, send: SendBatch, *, window: float) -> None:
+    def __init__(
+        self,
+        task_group: TaskGroup,
+        send: SendBatch,
+        *,
+        admit: Callable[[], Awaitable[None]],
+        window: float,
+    ) -> None:
         self._tg = task_group
         self._send = send
+        self._admit = admit
         self.window = window
         self._open: _Batch | None = None
 
@@ -52,12 +61,12 @@ class Batcher:
         batch = self._open
         if batch is None:
             batch = self._open = _Batch(wait=wait)
-            self._tg.start_soon(self._flush_later, batch)
+            self._tg.start_soon(self._go, batch)
         batch.ids.append(job_id)
         # The hold is as long as the most impatient job allows.
         batch.wait = min(batch.wait, wait)
         if len(batch.ids) >= MAX_BATCH:
-            self._flush(batch)
+            self._close(batch)
         batch.waiting += 1
         try:
             await batch.done.wait()
@@ -72,26 +81,29 @@ class Batcher:
             raise _copy(outcome)
         return outcome
 
-    async def _flush_later(self, batch: _Batch) -> None:
-        await anyio.sleep(self.window)
-        self._flush(batch)
-
-    def _flush(self, batch: _Batch) -> None:
+    def _close(self, batch: _Batch) -> None:
         if self._open is batch:
             self._open = None
-            self._tg.start_soon(self._run, batch)
 
-    async def _run(self, batch: _Batch) -> None:
-        ids = list(dict.fromkeys(batch.ids))
-        started = anyio.current_time()
+    async def _go(self, batch: _Batch) -> None:
+        """Gather checks for ``window`` seconds, and on until the rate limiter lets the
+        request go: a batch waiting its turn takes in the checks that fall due meanwhile, so
+        a tight rate makes fewer, fuller requests instead of a queue of small ones."""
         try:
             with batch.scope:
-                batch.outcomes = await self._send(ids, batch.wait)
-        except Exception as exc:
-            batch.outcomes = dict.fromkeys(ids, exc)
+                await anyio.sleep(self.window)
+                await self._admit()
+                self._close(batch)
+                ids = list(dict.fromkeys(batch.ids))
+                started = anyio.current_time()
+                try:
+                    batch.outcomes = await self._send(ids, batch.wait)
+                except Exception as exc:
+                    batch.outcomes = dict.fromkeys(ids, exc)
+                if batch.wait and batch.outcomes:
+                    _mark_cut_short(batch, anyio.current_time() - started)
         finally:
-            if batch.wait and batch.outcomes:
-                _mark_cut_short(batch, anyio.current_time() - started)
+            self._close(batch)
             batch.done.set()
 
 

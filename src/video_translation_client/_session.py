@@ -145,9 +145,10 @@ class Session:
         self._probing_hold = False
         self._short = anyio.CapacityLimiter(limits.max_in_flight)
         self._held = anyio.CapacityLimiter(limits.max_held)
+        admit = self.limiter.acquire
         self._batchers = (
-            Batcher(task_group, self._send_batch, window=limits.batch_window),
-            Batcher(task_group, self._send_batch, window=limits.batch_window),
+            Batcher(task_group, self._send_batch, admit=admit, window=limits.batch_window),
+            Batcher(task_group, self._send_batch, admit=admit, window=limits.batch_window),
         )
         #: Set (and replaced) when the server answers while the retry budget is spent: jobs
         #: sleeping off failures may come back early.
@@ -233,7 +234,7 @@ class Session:
             return hold
         return None
 
-    async def _single(self, job_id: str | None, hold: int) -> Answer:
+    async def _single(self, job_id: str | None, hold: int, *, admitted: bool = False) -> Answer:
         if hold and self._held.available_tokens < 1:
             hold = 0  # every held slot is taken: this check is answered at once instead
         started = anyio.current_time()
@@ -242,6 +243,7 @@ class Session:
             lambda http: self.fetcher.fetch(http, job_id, wait=prefer, limit=self._limit(hold)),
             checks=1,
             hold=hold,
+            admitted=admitted,
         )
         self._saw_hold(answer, asked=prefer)
         if not hold or answer.is_final:
@@ -251,8 +253,9 @@ class Session:
         return answer
 
     async def _send_batch(self, ids: list[str], hold: int) -> dict[str, Answer | BaseException]:
+        """A batch's request: the batcher has taken its rate limiter token already."""
         if len(ids) == 1:  # a batch of one is a single check
-            return {ids[0]: await self._single(ids[0], hold)}
+            return {ids[0]: await self._single(ids[0], hold, admitted=True)}
         prefer = self._prefer(hold)
         try:
             outcomes = await self._send(
@@ -261,6 +264,7 @@ class Session:
                 ),
                 checks=len(ids),
                 hold=hold,
+                admitted=True,
             )
         except MalformedBatch:
             if self.batch_supported is not True:  # not a batch endpoint after all
@@ -272,11 +276,18 @@ class Session:
         return outcomes
 
     async def _send(
-        self, attempt: Callable[[httpx.AsyncClient], Awaitable[T]], *, checks: int, hold: int
+        self,
+        attempt: Callable[[httpx.AsyncClient], Awaitable[T]],
+        *,
+        checks: int,
+        hold: int,
+        admitted: bool = False,
     ) -> T:
-        """One request through the rate limiter and its in-flight bound, its outcome recorded
-        for the limiter, the retry budget and the server's health."""
-        await self.limiter.acquire()
+        """One request through the rate limiter (unless ``admitted`` by it already) and its
+        in-flight bound, its outcome recorded for the limiter, the retry budget and the
+        server's health."""
+        if not admitted:
+            await self.limiter.acquire()
         slots, http = (self._held, self._held_http()) if hold else (self._short, self._short_http)
         async with slots:
             self.counters.requests += 1

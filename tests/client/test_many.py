@@ -116,6 +116,23 @@ async def test_checks_due_together_go_out_as_one_batch(autojump_clock, make_sim)
     assert client.statistics().status_checks == 501
 
 
+async def test_a_batch_waiting_for_the_rate_limiter_takes_in_checks_due_meanwhile(
+    autojump_clock, make_sim
+):
+    """200 jobs ending over 10 s, 20 a second, through a rate of 2 requests/s: a batch
+    stays open while it waits its turn, so each request carries every check due by then,
+    and no job waits behind a queue of small batches (which would take 100 s to drain)."""
+    sim = make_sim(max_wait=0)
+    add_jobs(sim, {f"r{i}": (0.05 * (i + 1), "completed") for i in range(200)})
+    client = VideoTranslationClient(URL, cfg(), http_client=sim.client, rate_limit=2, burst=1)
+    results = await client.poll_many([f"r{i}" for i in range(200)])
+    assert all(r.outcome is Outcome.COMPLETED for r in results)
+    assert max(r.elapsed_time for r in results) <= 12
+    stats = client.statistics()
+    assert stats.requests <= 2 * 12 + 1
+    assert stats.status_checks >= 15 * stats.requests
+
+
 async def test_server_without_batch_endpoint_gets_single_requests(autojump_clock):
     """A 404 on GET /jobs?ids= turns batching off: each job is checked on its own."""
 
