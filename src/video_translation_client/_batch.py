@@ -38,6 +38,8 @@ class _Batch:
     ids: list[str] = field(default_factory=list)
     done: anyio.Event = field(default_factory=anyio.Event)
     outcomes: dict[str, Answer | BaseException] = field(default_factory=dict)
+    #: Set when it holds ``MAX_BATCH`` IDs: it goes without waiting out the window.
+    full: anyio.Event = field(default_factory=anyio.Event)
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     waiting: int = 0
 
@@ -67,6 +69,7 @@ class Batcher:
         batch.wait = min(batch.wait, wait)
         if len(batch.ids) >= MAX_BATCH:
             self._close(batch)
+            batch.full.set()
         batch.waiting += 1
         try:
             await batch.done.wait()
@@ -74,6 +77,7 @@ class Batcher:
             batch.waiting -= 1
             if batch.waiting == 0 and not batch.done.is_set():
                 batch.scope.cancel()  # nobody left to answer
+                self._close(batch)
         outcome = batch.outcomes.get(job_id)
         if outcome is None:  # the session closed under the request
             raise Transient("the batch request was cancelled")
@@ -91,15 +95,16 @@ class Batcher:
         a tight rate makes fewer, fuller requests instead of a queue of small ones."""
         try:
             with batch.scope:
-                await anyio.sleep(self.window)
-                await self._admit()
-                self._close(batch)
-                ids = list(dict.fromkeys(batch.ids))
+                with anyio.move_on_after(self.window):
+                    await batch.full.wait()
                 started = anyio.current_time()
                 try:
-                    batch.outcomes = await self._send(ids, batch.wait)
-                except Exception as exc:
-                    batch.outcomes = dict.fromkeys(ids, exc)
+                    await self._admit()
+                    self._close(batch)
+                    started = anyio.current_time()
+                    batch.outcomes = await self._send(list(dict.fromkeys(batch.ids)), batch.wait)
+                except Exception as exc:  # the limiter's too (a fleet's Redis gone)
+                    batch.outcomes = dict.fromkeys(batch.ids, exc)
                 if batch.wait and batch.outcomes:
                     _mark_cut_short(batch, anyio.current_time() - started)
         finally:

@@ -13,15 +13,18 @@ server's ``Retry-After``, and a rate that finds the server's own), so this is wr
   429s it gets (``throttled()``). Refusals thick enough (``OVERRUN_REFUSALS``, at least
   ``OVERRUN_SHARE`` of requests) show an overrun, and while it lasts the answers accepted per
   second *are* the server's rate, whatever its headers say: at most every ``cooldown``
-  seconds the limiter settles just under that measure. A 429 that comes alone is no overrun:
-  it lowers nothing and pauses only its own request, unless a probe has gone past the last
-  measure (then back under it), or it refutes that measure (refused at the very rate settled
-  under it: the measure was taken from refusals at random, or the limit fell; forgotten).
-  Without 429s the rate probes upwards, slowly at first and faster the longer no 429 comes
-  (``probe`` times the square of the seconds since the last decrease), up to the configured
-  rate; each probe that finds the limit where it was makes the next one half as steep. A
-  stale or wrong ``RateLimit-Policy`` cannot pin it low, nor can random 429s, and a server
-  that raises its limit is found.
+  seconds the limiter settles just under that measure, and every request waits out each
+  refusal's pause. Thinner refusals cannot be told from a server's or a proxy's 429s at
+  random: on their own they lower nothing and pause only their own request. If they persist
+  (``TRIAL_REFUSALS``), the rate is put on trial: it settles under what the server accepted
+  meanwhile and holds there; a limit then refuses nothing (``TRIAL_ANSWERS_AFTER`` answers),
+  and the measure stands, while a refusal shows them random: the rate goes back, and the
+  next trial waits for twice as many. Without 429s the rate probes upwards, slowly at first
+  and faster the longer no 429 comes (``probe`` times the square of the seconds since the
+  last decrease), up to the configured rate; a 429 past the rate settled under the last
+  measure sends it back there, and makes the next probe half as steep. A stale or wrong
+  ``RateLimit-Policy`` cannot pin the rate low, nor can random 429s, and a server that raises
+  its limit is found.
 """
 
 from __future__ import annotations
@@ -56,6 +59,18 @@ OVERRUN_REFUSALS = 5
 OVERRUN_SHARE = 0.3
 #: How far above the rate it settled at a probe has climbed while it still counts as there.
 SETTLED = 0.005
+#: Thin refusals that persist, this many within ``ANSWERS_MEMORY`` seconds, put the rate on
+#: trial: it settles under what the server accepted meanwhile and holds for ``TRIAL`` seconds
+#: at least. A refusal then shows them random (and doubles the count the next trial waits for).
+TRIAL_REFUSALS = 5
+TRIAL = 5.0
+#: The fewest answers a trial's measure is taken from, and the fewest it lasts for: random
+#: refusals at 5% of requests leave 60 answers in a row unrefused 5% of the time.
+TRIAL_ANSWERS = 5
+TRIAL_ANSWERS_AFTER = 60
+#: A pause this long (a Retry-After in whole seconds) holds every request for longer than a
+#: server's burst makes up for after it: no rate is measured across one.
+LONG_PAUSE = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +140,8 @@ class RateLimiter:
         #: The probe now: it slows each time a probe finds the server's rate where it was.
         self._probe = self.probe
         self.cooldown = check.number("cooldown", cooldown, low=0)
-        self.min_rate = min(self.rate, 1.0) if min_rate is None else min_rate
+        check.optional_number("min_rate", min_rate, low=0, inclusive=False)
+        self.min_rate = min(self.rate, 1.0) if min_rate is None else float(min_rate)
         self._tokens = float(burst)
         self._updated: float | None = None
         self._current = self.rate
@@ -134,15 +150,22 @@ class RateLimiter:
         self._server_rate: float | None = None
         self._decreased_at = -math.inf
         self._paused_until = -math.inf
+        #: The end of the last pause of ``LONG_PAUSE`` or more: rates are measured after it.
+        self._long_pause_until = -math.inf
         #: The first 429 of the current overrun, and the last one.
         self._overrun_since = self._last_throttled = -math.inf
-        #: Whether the current overrun has shown itself one (its refusals thick enough to
-        #: measure), and whether a probe past the last measure was ended in it.
-        self._overrun_shown = self._probe_ended = False
+        #: Whether a probe past the last measure was ended in the current overrun.
+        self._probe_ended = False
         self._refused: deque[float] = deque()
-        #: The rate in force when the current overrun began, and when the one measured
-        #: first did: where to go back to if that measure proves no limit.
-        self._rate_before = self._before_measure = self.rate
+        #: A trial of a measure taken from thin refusals: until when, from which rate, and
+        #: how many refusals the next one waits for.
+        self._trial_until = -math.inf
+        self._trial_from = self.rate
+        self._trial_refusals = TRIAL_REFUSALS
+        self._trial_ended = -math.inf
+        #: Whether a trial is on, and the answers it has had.
+        self._on_trial = False
+        self._trial_answers = 0
         self._answers: deque[float] = deque()
         # Per event loop: one limiter may serve a trio run and later an asyncio one.
         self._lock: RunVar[anyio.Lock | None] = RunVar("RateLimiter lock", default=None)
@@ -181,10 +204,14 @@ class RateLimiter:
         before = self._current
         if self._current < self._target:
             # Back to just under the server's rate within a cooldown...
-            self._current += (self._target - self._current) * min(1.0, elapsed / self.cooldown)
-        else:
-            # ...then beyond it, slowly at first, faster the longer no 429 comes.
-            since = now - self._decreased_at
+            back = min(1.0, elapsed / self.cooldown) if self.cooldown else 1.0
+            self._current += (self._target - self._current) * back
+            if self._current >= self._target * (1 - STABLE / 10):
+                self._current = self._target  # there: probe from it (never there otherwise)
+        elif not self._on_trial:
+            # ...then beyond it, slowly at first, faster the longer no 429 comes (a trial
+            # holds the rate where it settled).
+            since = now - max(self._decreased_at, self._trial_ended)
             self._current = max(self._current, self._target * (1 + self._probe * since * since))
         self._current = min(self.rate, self._current)
         if self._current > UNLIMITED:
@@ -227,6 +254,8 @@ class RateLimiter:
         now = anyio.current_time()
         self._refill(now)
         self._paused_until = max(self._paused_until, now + max(0.0, seconds))
+        if seconds >= LONG_PAUSE:
+            self._long_pause_until = max(self._long_pause_until, now + seconds)
         # One request goes as the pause ends: the server said it would take one then.
         self._tokens = 1.0
 
@@ -235,76 +264,122 @@ class RateLimiter:
         now = anyio.current_time()
         self._answers.append(now)
         _forget_before(self._answers, now - ANSWERS_MEMORY)
+        if self._on_trial:
+            self._trial_answers += 1
+            if now >= self._trial_until and self._trial_answers >= TRIAL_ANSWERS_AFTER:
+                # Under a limit, nothing is refused: so it was one.
+                self._on_trial = False
+                self._trial_ended = now
+                self._trial_refusals = TRIAL_REFUSALS
 
     def throttled(self, quota: float | None = None) -> bool:
-        """The server said 429: if it is overrun, settle just under the rate it accepts, at
-        most once per ``cooldown``; True if it is (every request waits out the pause).
+        """The server said 429: lower the rate if it is overrun, at most once per
+        ``cooldown``; True if every request should wait out this refusal's pause.
 
         ``quota``, the rate a ``RateLimit-Policy`` declares, is not trusted: a server that
         misdeclares (or a stale policy) would pin the rate far below what it accepts. The rate
-        the server is seen to accept while refusing is the measure, taken while the refusals
-        are thick (``OVERRUN_REFUSALS``, ``OVERRUN_SHARE``): a 429 now and then (a proxy's,
-        an injected fault's) says nothing of the server's rate, and taking the client's own
-        pace at that moment for it would pin the client there. Nor does such a 429 stop every
-        request for its ``Retry-After``: only the refused one waits.
+        the server is seen to accept while refusing is the measure. A 429 now and then (a
+        proxy's, an injected fault's) says nothing of that rate, and taking the client's own
+        pace at that moment for it would pin the client there; so refusals lower the rate, and
+        pause every request, only while they come thick (``OVERRUN_REFUSALS``,
+        ``OVERRUN_SHARE``) or end a probe past the last measure. Thinner refusals that persist
+        are put to the test: the rate settles under what the server accepts, and holds there
+        for ``TRIAL`` seconds; a limit then refuses nothing, while refusals at random go on,
+        and one of them ends the trial and restores the rate.
         """
         now = anyio.current_time()
         self._refill(now)
         self._refused.append(now)
         _forget_before(self._refused, now - ANSWERS_MEMORY)
+        if self._on_trial and now - self._decreased_at >= self.cooldown:
+            self._refuted(now)
+            return False
         if now - self._last_throttled > OVERRUN_GAP:
             self._overrun_since = now
-            self._overrun_shown = self._probe_ended = False
-            self._rate_before = self._current
+            self._probe_ended = False
         self._last_throttled = now
-        known = self._server_rate
-        if known is not None and self._refutes(now, known):
-            # Refused while sending at the rate settled under the measure, after a quiet
-            # spell: the measure was no limit (the refusals come at random), or the limit
-            # fell. Forget it and go back to where the rate was: a limit that fell shows
-            # itself again, and is measured afresh.
-            self._server_rate = None
-            self._probe = self.probe
-            self._target = max(self._current, self._before_measure)
-            return False
-        measured = self._accepted_rate(now)
+        overrun = max(self._overrun_since, now - ANSWERS_MEMORY)
         if now - self._decreased_at < self.cooldown:
-            return self._overrun
-        if measured is not None:
-            if known is not None and abs(measured - known) <= STABLE * known:
-                # Found where it was: probe half as fast next time (cycles grow by sqrt 2).
-                self._probe = max(self.probe / 1000, self._probe / 2)
-            else:
-                self._probe = self.probe
-            if known is None:
-                self._before_measure = self._rate_before
-            self._server_rate = measured
-            self._decrease(now, measured * MARGIN)
+            # The answer to a request sent before the last decrease, most likely.
+            return self._thick(overrun)[0]
+        # Measured since the last decrease, if it came in this overrun (answers before it
+        # came at another rate), and since the last long pause (which held every request
+        # longer than the server's burst would make up for after it).
+        since = max(overrun, self._decreased_at, self._long_pause_until)
+        thick, accepted = self._thick(since)
+        known = self._server_rate
+        if thick:
+            if accepted and now - since >= MIN_MEASURE:
+                self._measured(now, accepted / (now - since))
+            elif not accepted and known is None and self._current < math.inf:
+                self._decrease(now, self._current / 2)  # nothing accepted to measure: halve
             return True
-        if known is not None and not self._probe_ended:
-            # A probe went past the server's rate: back under the last measure, and probe
-            # half as fast next time (the limit is most likely where it was).
+        if self._thick(overrun)[0]:
+            return True  # still thick over the whole overrun: every request waits
+        settled = known is not None and self._current <= known * MARGIN * (1 + SETTLED)
+        if known is not None and not settled and not self._probe_ended:
+            # A probe went past the rate settled under the last measure: back there, and
+            # probe half as fast next time (the limit is most likely where it was). Every
+            # request waits only if it went past the measure itself.
             self._probe_ended = True
             self._probe = max(self.probe / 1000, self._probe / 2)
+            past = self._current > known
             self._decrease(now, known * MARGIN)
-        elif known is None and self._overrun_shown and self._current < math.inf:
-            # Overrun, and nothing accepted to measure yet: halve, and measure.
-            self._decrease(now, self._current / 2)
-        return self._overrun
-
-    @property
-    def _overrun(self) -> bool:
-        """Whether the current overrun is one: refusals thick enough, or past a measure."""
-        return self._overrun_shown or self._probe_ended
-
-    def _refutes(self, now: float, known: float) -> bool:
-        """Whether this 429, the first after a quiet spell, came while the rate had not moved
-        from just under the measure (a limit found there would have refused nothing)."""
-        return (
-            now == self._overrun_since
-            and now - self._decreased_at > OVERRUN_GAP
-            and self._current <= known * MARGIN * (1 + SETTLED)
+            return past
+        # Thin refusals that persist (since the last decrease and the last trial): try what
+        # the server accepted meanwhile.
+        since = max(
+            self._decreased_at, now - ANSWERS_MEMORY, self._long_pause_until, self._trial_ended
         )
+        refused = [t for t in self._refused if t >= since]
+        if len(refused) >= self._trial_refusals:
+            # From the first of them: the server's bucket was empty then.
+            accepted = sum(1 for t in self._answers if t > refused[0])
+            if accepted >= TRIAL_ANSWERS and now - refused[0] >= MIN_MEASURE:
+                self._trial_from = self._current
+                self._measured(now, self._accepted_rate(accepted, now - refused[0]))
+                self._on_trial = True
+                self._trial_until = now + TRIAL
+                self._trial_answers = 0
+        return False
+
+    @staticmethod
+    def _accepted_rate(accepted: int, span: float) -> float:
+        """The server's rate from the answers it accepted over a span that began and ended
+        with a refusal (its bucket empty at both ends), less the token the bucket may have
+        held at either: so that a limit there refuses nothing."""
+        return (accepted - 1) / span
+
+    def _thick(self, since: float) -> tuple[bool, int]:
+        """Whether the refusals since then are thick enough to show an overrun, and the
+        answers accepted since then (strictly after: the answers that came with the first
+        429 were the server's burst)."""
+        refused = sum(1 for t in self._refused if t >= since)
+        accepted = sum(1 for t in self._answers if t > since)
+        thick = refused >= OVERRUN_REFUSALS and refused >= OVERRUN_SHARE * (accepted + refused)
+        return thick, accepted
+
+    def _measured(self, now: float, measured: float) -> None:
+        known = self._server_rate
+        if known is not None and abs(measured - known) <= STABLE * known:
+            # Found where it was: probe half as fast next time (cycles grow by sqrt 2).
+            self._probe = max(self.probe / 1000, self._probe / 2)
+        else:
+            self._probe = self.probe
+        self._server_rate = measured
+        self._on_trial = False
+        self._decrease(now, measured * MARGIN)
+
+    def _refuted(self, now: float) -> None:
+        """Refused during a trial, under a rate the server had been seen to accept: the
+        refusals are at random, not a limit. The measure is forgotten, the rate goes back to
+        where it was, and the next trial waits for twice as many refusals."""
+        self._on_trial = False
+        self._trial_ended = now
+        self._server_rate = None
+        self._probe = self.probe
+        self._target = max(self._target, self._trial_from)
+        self._trial_refusals *= 2
 
     def _decrease(self, now: float, lowered: float) -> None:
         self._current = max(self.min_rate, min(self._current, lowered))
@@ -314,28 +389,6 @@ class RateLimiter:
         # The burst was what got us throttled: start again from an empty bucket (but for the
         # one request a pause lets go at its end).
         self._tokens = min(self._tokens, 1.0 if self._paused_until > now else 0.0)
-
-    def _accepted_rate(self, now: float) -> float | None:
-        """Answers per second since the current overrun began, or the rate was last lowered
-        in it (the server's bucket empty all along, so this is its rate), over at most the
-        last ``ANSWERS_MEMORY`` seconds; None unless the refusals over that time are thick
-        enough to say the server is still overrun, and time enough has passed to measure.
-        (Thin refusals after a decrease say little: while a pause holds every request, say,
-        the answers would measure the pause.)"""
-        if not self._overrun_shown:
-            self._overrun_shown = self._thick(max(self._overrun_since, now - ANSWERS_MEMORY))
-        since = max(self._overrun_since, self._decreased_at, now - ANSWERS_MEMORY)
-        if not self._thick(since) or now - since < MIN_MEASURE:
-            return None
-        # Strictly after: the answers that came with the first 429 were the server's burst.
-        accepted = sum(1 for t in self._answers if t > since)
-        return accepted / (now - since) if accepted else None
-
-    def _thick(self, since: float) -> bool:
-        """Whether the refusals since then are thick enough to show an overrun."""
-        refused = sum(1 for t in self._refused if t >= since)
-        accepted = sum(1 for t in self._answers if t > since)
-        return refused >= OVERRUN_REFUSALS and refused >= OVERRUN_SHARE * (accepted + refused)
 
     def statistics(self) -> RateLimiterStatistics:
         now = anyio.current_time()

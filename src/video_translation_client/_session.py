@@ -330,7 +330,8 @@ class Session:
             # overrun, every job waits, not just this one. (A 429 at random, like a 503's
             # hint, delays only its own job: its retry waits the hint.)
             self.counters.throttled += 1
-            overrun = self.limiter.throttled(failure.quota)
+            # (A limiter of one's own written before throttled() said may return None.)
+            overrun = self.limiter.throttled(failure.quota) is not False
             if failure.hint is not None and overrun:
                 self.limiter.pause(clamp_hint(failure.hint, self.config))
             self.health.answered(now, success=False)

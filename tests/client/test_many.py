@@ -133,6 +133,23 @@ async def test_a_batch_waiting_for_the_rate_limiter_takes_in_checks_due_meanwhil
     assert stats.status_checks >= 15 * stats.requests
 
 
+async def test_a_full_batch_goes_without_waiting_out_the_window(autojump_clock):
+    """100 IDs fill a batch: it goes at once, not after ``batch_window``."""
+    sent: list[float] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(trio.current_time())
+        ids = request.url.params["ids"].split(",")
+        jobs = [{"job_id": i, "result": "completed"} for i in ids]
+        return httpx.Response(200, json={"jobs": jobs, "unknown": []})
+
+    start = trio.current_time()
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
+        client = VideoTranslationClient(URL, cfg(), http_client=http, batch_window=1.0)
+        await client.poll_many([f"f{i}" for i in range(100)])
+    assert sent == [start]
+
+
 async def test_server_without_batch_endpoint_gets_single_requests(autojump_clock):
     """A 404 on GET /jobs?ids= turns batching off: each job is checked on its own."""
 

@@ -128,3 +128,29 @@ def test_a_rate_limiter_with_a_rate_is_refused():
     """A limiter of one's own and a rate for the client's own contradict each other."""
     with pytest.raises(ValueError, match="rate_limiter"):
         VideoTranslationClient(URL, rate_limiter=CountingLimiter(), rate_limit=5)
+
+
+class BrokenLimiter(CountingLimiter):
+    """A limiter of one's own that fails (a fleet's, its Redis gone)."""
+
+    async def acquire(self) -> None:
+        raise RuntimeError("the limiter's store is gone")
+
+
+@pytest.mark.parametrize("batch", [True, False], ids=["batch", "single"])
+async def test_a_failing_rate_limiter_reaches_the_caller_batched_or_not(
+    autojump_clock, make_sim, batch
+):
+    """An error from ``acquire`` is no job's failure: it reaches the caller of each job
+    whose check it held, batched or not (a batch takes its token in the session's own task,
+    which must not die of it, nor swallow it)."""
+    sim = make_sim()
+    add_jobs(sim, {f"r{i}": (5, "completed") for i in range(5)})
+    client = VideoTranslationClient(
+        URL, http_client=sim.client, rate_limiter=BrokenLimiter(), batch=batch
+    )
+    with pytest.raises(BaseExceptionGroup) as caught:
+        await client.poll_many([f"r{i}" for i in range(5)])
+    errors = caught.value.exceptions
+    assert len(errors) == 5
+    assert all(isinstance(e, RuntimeError) and "store is gone" in str(e) for e in errors)
