@@ -21,10 +21,11 @@ server's ``Retry-After``, and a rate that finds the server's own), so this is wr
   and the measure stands, while a refusal shows them random: the rate goes back, and the
   next trial waits for twice as many. Without 429s the rate probes upwards, slowly at first
   and faster the longer no 429 comes (``probe`` times the square of the seconds since the
-  last decrease), up to the configured rate; a 429 past the rate settled under the last
-  measure sends it back there, and makes the next probe half as steep. A stale or wrong
-  ``RateLimit-Policy`` cannot pin the rate low, nor can random 429s, and a server that raises
-  its limit is found.
+  last decrease or trial), up to the configured rate; a 429 past the rate settled under the
+  last measure sends it back there, and makes the next probe half as steep. A stale or wrong
+  ``RateLimit-Policy`` cannot pin the rate low, random 429s do not lower it (but for a trial
+  they happen to pass, which holds for a minute at most), and a server that raises its limit
+  is found.
 """
 
 from __future__ import annotations
@@ -61,9 +62,14 @@ OVERRUN_SHARE = 0.3
 SETTLED = 0.005
 #: Thin refusals that persist, this many within ``ANSWERS_MEMORY`` seconds, put the rate on
 #: trial: it settles under what the server accepted meanwhile and holds for ``TRIAL`` seconds
-#: at least. A refusal then shows them random (and doubles the count the next trial waits for).
+#: at least. A refusal then (after ``TRIAL_GRACE``, for answers to requests sent before)
+#: shows them random, and doubles the count the next trial waits for (up to 4 times). A
+#: measure a trial confirmed lasts ``TRIAL_MEASURE_LIFE`` seconds, unless an overrun's
+#: thick refusals measure the rate meanwhile.
 TRIAL_REFUSALS = 5
 TRIAL = 5.0
+TRIAL_GRACE = 1.0
+TRIAL_MEASURE_LIFE = 60.0
 #: The fewest answers a trial's measure is taken from, and the fewest it lasts for: random
 #: refusals at 5% of requests leave 60 answers in a row unrefused 5% of the time.
 TRIAL_ANSWERS = 5
@@ -163,6 +169,7 @@ class RateLimiter:
         self._trial_from = self.rate
         self._trial_refusals = TRIAL_REFUSALS
         self._trial_ended = -math.inf
+        self._measure_expires = math.inf
         #: Whether a trial is on, and the answers it has had.
         self._on_trial = False
         self._trial_answers = 0
@@ -280,24 +287,28 @@ class RateLimiter:
         misdeclares (or a stale policy) would pin the rate far below what it accepts. The rate
         the server is seen to accept while refusing is the measure. A 429 now and then (a
         proxy's, an injected fault's) says nothing of that rate, and taking the client's own
-        pace at that moment for it would pin the client there; so refusals lower the rate, and
-        pause every request, only while they come thick (``OVERRUN_REFUSALS``,
-        ``OVERRUN_SHARE``) or end a probe past the last measure. Thinner refusals that persist
-        are put to the test: the rate settles under what the server accepts, and holds there
-        for ``TRIAL`` seconds; a limit then refuses nothing, while refusals at random go on,
-        and one of them ends the trial and restores the rate.
+        pace at that moment for it would pin the client there; so refusals pause every request
+        only while they come thick (``OVERRUN_REFUSALS``, ``OVERRUN_SHARE``) or end a probe
+        past the last measure itself, and lower the rate only then, or when a probe passes the
+        rate settled under that measure. Thinner refusals that persist are put to the test:
+        the rate settles under what the server accepted meanwhile and holds there for
+        ``TRIAL`` seconds at least; a limit then refuses nothing, while refusals at random go
+        on, and one of them ends the trial and restores the rate.
         """
         now = anyio.current_time()
         self._refill(now)
         self._refused.append(now)
         _forget_before(self._refused, now - ANSWERS_MEMORY)
-        if self._on_trial and now - self._decreased_at >= self.cooldown:
-            self._refuted(now)
-            return False
         if now - self._last_throttled > OVERRUN_GAP:
             self._overrun_since = now
             self._probe_ended = False
         self._last_throttled = now
+        if self._on_trial and now - self._decreased_at >= max(self.cooldown, TRIAL_GRACE):
+            self._refuted(now)
+            return False
+        if self._server_rate is not None and now > self._measure_expires:
+            self._server_rate = None  # a trial's measure, not confirmed by an overrun since
+            self._probe = self.probe
         overrun = max(self._overrun_since, now - ANSWERS_MEMORY)
         if now - self._decreased_at < self.cooldown:
             # The answer to a request sent before the last decrease, most likely.
@@ -311,6 +322,7 @@ class RateLimiter:
         if thick:
             if accepted and now - since >= MIN_MEASURE:
                 self._measured(now, accepted / (now - since))
+                self._trial_refusals = TRIAL_REFUSALS
             elif not accepted and known is None and self._current < math.inf:
                 self._decrease(now, self._current / 2)  # nothing accepted to measure: halve
             return True
@@ -337,7 +349,7 @@ class RateLimiter:
             accepted = sum(1 for t in self._answers if t > refused[0])
             if accepted >= TRIAL_ANSWERS and now - refused[0] >= MIN_MEASURE:
                 self._trial_from = self._current
-                self._measured(now, self._accepted_rate(accepted, now - refused[0]))
+                self._measured(now, self._accepted_rate(accepted, now - refused[0]), trial=True)
                 self._on_trial = True
                 self._trial_until = now + TRIAL
                 self._trial_answers = 0
@@ -359,8 +371,12 @@ class RateLimiter:
         thick = refused >= OVERRUN_REFUSALS and refused >= OVERRUN_SHARE * (accepted + refused)
         return thick, accepted
 
-    def _measured(self, now: float, measured: float) -> None:
+    def _measured(self, now: float, measured: float, *, trial: bool = False) -> None:
+        """Settle under a measure: one from thick refusals stands, one from a trial for
+        ``TRIAL_MEASURE_LIFE`` seconds (a trial that refusals at random happened to spare
+        would otherwise hold the rate for good)."""
         known = self._server_rate
+        self._measure_expires = now + TRIAL_MEASURE_LIFE if trial else math.inf
         if known is not None and abs(measured - known) <= STABLE * known:
             # Found where it was: probe half as fast next time (cycles grow by sqrt 2).
             self._probe = max(self.probe / 1000, self._probe / 2)
@@ -379,7 +395,7 @@ class RateLimiter:
         self._server_rate = None
         self._probe = self.probe
         self._target = max(self._target, self._trial_from)
-        self._trial_refusals *= 2
+        self._trial_refusals = min(TRIAL_REFUSALS * 4, self._trial_refusals * 2)
 
     def _decrease(self, now: float, lowered: float) -> None:
         self._current = max(self.min_rate, min(self._current, lowered))

@@ -13,7 +13,11 @@ from hypothesis import strategies as st
 from trio.testing import MockClock
 
 from video_translation_client import RateLimiter
-from video_translation_client._ratelimit import OVERRUN_GAP, OVERRUN_REFUSALS
+from video_translation_client._ratelimit import (
+    OVERRUN_GAP,
+    OVERRUN_REFUSALS,
+    TRIAL_MEASURE_LIFE,
+)
 
 
 def run(fn):
@@ -172,6 +176,11 @@ async def test_thin_refusals_that_stop_under_the_accepted_rate_were_a_limit(auto
     await trio.sleep(10)
     assert limiter.current_rate() > settled
     assert limiter.statistics().server_rate == server_rate
+    # Unless thick refusals confirm it, such a measure lasts a minute: a trial that random
+    # refusals happened to spare must not hold the rate for good.
+    await trio.sleep(TRIAL_MEASURE_LIFE)
+    assert limiter.throttled() is False
+    assert limiter.statistics().server_rate is None
 
 
 async def test_thin_refusals_that_go_on_under_the_accepted_rate_are_random(autojump_clock):
