@@ -97,16 +97,15 @@ class Batcher:
             with batch.scope:
                 with anyio.move_on_after(self.window):
                     await batch.full.wait()
-                started = anyio.current_time()
                 try:
                     await self._admit()
                     self._close(batch)
                     started = anyio.current_time()
                     batch.outcomes = await self._send(list(dict.fromkeys(batch.ids)), batch.wait)
+                    if batch.wait and batch.outcomes:
+                        _mark_cut_short(batch, anyio.current_time() - started)
                 except Exception as exc:  # the limiter's too (a fleet's Redis gone)
                     batch.outcomes = dict.fromkeys(batch.ids, exc)
-                if batch.wait and batch.outcomes:
-                    _mark_cut_short(batch, anyio.current_time() - started)
         finally:
             self._close(batch)
             batch.done.set()

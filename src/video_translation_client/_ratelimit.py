@@ -79,6 +79,18 @@ TRIAL_ANSWERS_AFTER = 60
 LONG_PAUSE = 1.0
 
 
+@dataclass(slots=True)
+class _Trial:
+    """A measure from thin refusals on trial: the rate holds under it until ``until`` and
+    ``TRIAL_ANSWERS_AFTER`` answers have passed with no refusal."""
+
+    started: float
+    until: float
+    #: The rate in force before it: where a refuted trial goes back to.
+    before: float
+    answers: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class RateLimiterStatistics:
     #: The configured rate (requests/s), ``inf`` when unlimited.
@@ -163,16 +175,11 @@ class RateLimiter:
         #: Whether a probe past the last measure was ended in the current overrun.
         self._probe_ended = False
         self._refused: deque[float] = deque()
-        #: A trial of a measure taken from thin refusals: until when, from which rate, and
-        #: how many refusals the next one waits for.
-        self._trial_until = -math.inf
-        self._trial_from = self.rate
-        self._trial_refusals = TRIAL_REFUSALS
+        #: The trial on now, if any; when the last one ended; the refusals the next waits for.
+        self._trial: _Trial | None = None
         self._trial_ended = -math.inf
+        self._trial_refusals = TRIAL_REFUSALS
         self._measure_expires = math.inf
-        #: Whether a trial is on, and the answers it has had.
-        self._on_trial = False
-        self._trial_answers = 0
         self._answers: deque[float] = deque()
         # Per event loop: one limiter may serve a trio run and later an asyncio one.
         self._lock: RunVar[anyio.Lock | None] = RunVar("RateLimiter lock", default=None)
@@ -215,7 +222,7 @@ class RateLimiter:
             self._current += (self._target - self._current) * back
             if self._current >= self._target * (1 - STABLE / 10):
                 self._current = self._target  # there: probe from it (never there otherwise)
-        elif not self._on_trial:
+        elif self._trial is None:
             # ...then beyond it, slowly at first, faster the longer no 429 comes (a trial
             # holds the rate where it settled).
             since = now - max(self._decreased_at, self._trial_ended)
@@ -271,11 +278,12 @@ class RateLimiter:
         now = anyio.current_time()
         self._answers.append(now)
         _forget_before(self._answers, now - ANSWERS_MEMORY)
-        if self._on_trial:
-            self._trial_answers += 1
-            if now >= self._trial_until and self._trial_answers >= TRIAL_ANSWERS_AFTER:
+        trial = self._trial
+        if trial is not None:
+            trial.answers += 1
+            if now >= trial.until and trial.answers >= TRIAL_ANSWERS_AFTER:
                 # Under a limit, nothing is refused: so it was one.
-                self._on_trial = False
+                self._trial = None
                 self._trial_ended = now
                 self._trial_refusals = TRIAL_REFUSALS
 
@@ -303,8 +311,9 @@ class RateLimiter:
             self._overrun_since = now
             self._probe_ended = False
         self._last_throttled = now
-        if self._on_trial and now - self._decreased_at >= max(self.cooldown, TRIAL_GRACE):
-            self._refuted(now)
+        trial = self._trial
+        if trial is not None and now - trial.started >= max(self.cooldown, TRIAL_GRACE):
+            self._refuted(now, trial)
             return False
         if self._server_rate is not None and now > self._measure_expires:
             self._server_rate = None  # a trial's measure, not confirmed by an overrun since
@@ -326,7 +335,7 @@ class RateLimiter:
             elif not accepted and known is None and self._current < math.inf:
                 self._decrease(now, self._current / 2)  # nothing accepted to measure: halve
             return True
-        if self._thick(overrun)[0]:
+        if since != overrun and self._thick(overrun)[0]:
             return True  # still thick over the whole overrun: every request waits
         settled = known is not None and self._current <= known * MARGIN * (1 + SETTLED)
         if known is not None and not settled and not self._probe_ended:
@@ -348,11 +357,9 @@ class RateLimiter:
             # From the first of them: the server's bucket was empty then.
             accepted = sum(1 for t in self._answers if t > refused[0])
             if accepted >= TRIAL_ANSWERS and now - refused[0] >= MIN_MEASURE:
-                self._trial_from = self._current
+                before = self._current
                 self._measured(now, self._accepted_rate(accepted, now - refused[0]), trial=True)
-                self._on_trial = True
-                self._trial_until = now + TRIAL
-                self._trial_answers = 0
+                self._trial = _Trial(started=now, until=now + TRIAL, before=before)
         return False
 
     @staticmethod
@@ -383,18 +390,18 @@ class RateLimiter:
         else:
             self._probe = self.probe
         self._server_rate = measured
-        self._on_trial = False
+        self._trial = None
         self._decrease(now, measured * MARGIN)
 
-    def _refuted(self, now: float) -> None:
+    def _refuted(self, now: float, trial: _Trial) -> None:
         """Refused during a trial, under a rate the server had been seen to accept: the
         refusals are at random, not a limit. The measure is forgotten, the rate goes back to
         where it was, and the next trial waits for twice as many refusals."""
-        self._on_trial = False
+        self._trial = None
         self._trial_ended = now
         self._server_rate = None
         self._probe = self.probe
-        self._target = max(self._target, self._trial_from)
+        self._target = max(self._target, trial.before)
         self._trial_refusals = min(TRIAL_REFUSALS * 4, self._trial_refusals * 2)
 
     def _decrease(self, now: float, lowered: float) -> None:

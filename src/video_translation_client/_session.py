@@ -199,6 +199,7 @@ class Session:
                     if exc.missing and self.batch_supported is not False:
                         self.batch_supported = False
                         logger.info("the server has no batch endpoint; checking jobs one by one")
+            await self.limiter.acquire()  # (a batch takes its own, once)
             return await self._single(job_id, hold)
         finally:
             if probe:
@@ -234,7 +235,7 @@ class Session:
             return hold
         return None
 
-    async def _single(self, job_id: str | None, hold: int, *, admitted: bool = False) -> Answer:
+    async def _single(self, job_id: str | None, hold: int) -> Answer:
         if hold and self._held.available_tokens < 1:
             hold = 0  # every held slot is taken: this check is answered at once instead
         started = anyio.current_time()
@@ -243,7 +244,6 @@ class Session:
             lambda http: self.fetcher.fetch(http, job_id, wait=prefer, limit=self._limit(hold)),
             checks=1,
             hold=hold,
-            admitted=admitted,
         )
         self._saw_hold(answer, asked=prefer)
         if not hold or answer.is_final:
@@ -253,9 +253,9 @@ class Session:
         return answer
 
     async def _send_batch(self, ids: list[str], hold: int) -> dict[str, Answer | BaseException]:
-        """A batch's request: the batcher has taken its rate limiter token already."""
+        """A batch's request (the batcher has taken its rate limiter token)."""
         if len(ids) == 1:  # a batch of one is a single check
-            return {ids[0]: await self._single(ids[0], hold, admitted=True)}
+            return {ids[0]: await self._single(ids[0], hold)}
         prefer = self._prefer(hold)
         try:
             outcomes = await self._send(
@@ -264,7 +264,6 @@ class Session:
                 ),
                 checks=len(ids),
                 hold=hold,
-                admitted=True,
             )
         except MalformedBatch:
             if self.batch_supported is not True:  # not a batch endpoint after all
@@ -276,18 +275,11 @@ class Session:
         return outcomes
 
     async def _send(
-        self,
-        attempt: Callable[[httpx.AsyncClient], Awaitable[T]],
-        *,
-        checks: int,
-        hold: int,
-        admitted: bool = False,
+        self, attempt: Callable[[httpx.AsyncClient], Awaitable[T]], *, checks: int, hold: int
     ) -> T:
-        """One request through the rate limiter (unless ``admitted`` by it already) and its
-        in-flight bound, its outcome recorded for the limiter, the retry budget and the
-        server's health."""
-        if not admitted:
-            await self.limiter.acquire()
+        """One request through its in-flight bound (its rate limiter token taken by the
+        caller: :meth:`check`, or the batcher), its outcome recorded for the limiter, the
+        retry budget and the server's health."""
         slots, http = (self._held, self._held_http()) if hold else (self._short, self._short_http)
         async with slots:
             self.counters.requests += 1
