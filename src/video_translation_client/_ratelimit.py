@@ -9,8 +9,8 @@ server's ``Retry-After``, and a rate that finds the server's own), so this is wr
 - **FIFO**: callers are served in the order they asked (anyio's ``Lock`` is fair), so no job
   starves behind luckier ones.
 - **Pause**: ``pause(seconds)`` stops everyone until then (a 429's ``Retry-After``).
-- **Adaptive**: the limiter counts the answers the server accepts (``answered()``) and the
-  429s it gets (``throttled()``). Refusals thick enough (``OVERRUN_REFUSALS``, at least
+- **Adaptive**: the limiter counts the answers the server accepts (``accepted()``) and the
+  429s it gets (``refused()``). Refusals thick enough (``OVERRUN_REFUSALS``, at least
   ``OVERRUN_SHARE`` of requests) show an overrun, and while it lasts the answers accepted per
   second *are* the server's rate, whatever its headers say: at most every ``cooldown``
   seconds the limiter settles just under that measure, and every request waits out each
@@ -114,7 +114,12 @@ class RateLimiterStatistics:
 
 class Limiter(Protocol):
     """What a client asks of its rate limiter: :class:`RateLimiter`, or one of your own
-    (``VideoTranslationClient(rate_limiter=...)``), such as a limit shared by many processes."""
+    (``VideoTranslationClient(rate_limiter=...)``), such as a limit shared by many processes.
+
+    The client reports each request's outcome and nothing else: whether a refusal means the
+    server is overrun (and every request should wait out its ``Retry-After``) or is one at
+    random (only the refused request waits, which the client sees to) is the limiter's call.
+    """
 
     #: The configured rate (requests/s), ``inf`` when unlimited.
     rate: float
@@ -122,16 +127,13 @@ class Limiter(Protocol):
     async def acquire(self) -> None:
         """Return when the next request may go."""
 
-    def pause(self, seconds: float) -> None:
-        """The server said to wait (a 429's Retry-After): no request for ``seconds``."""
+    def accepted(self) -> None:
+        """The server took a request (any answer but a 429)."""
 
-    def answered(self) -> None:
-        """The server accepted a request (any answer but a 429)."""
-
-    def throttled(self, quota: float | None = None) -> bool:
-        """The server refused a request with 429; ``quota`` is what its policy declares.
-        True if every request should wait out the refusal's ``Retry-After`` (``pause``), as
-        when the server is overrun; False if only the refused one should (a 429 at random)."""
+    def refused(self, retry_after: float | None = None, quota: float | None = None) -> None:
+        """The server refused a request with 429. ``retry_after`` is its hint (seconds,
+        already bounded by the client's ``max_hint``), ``quota`` the rate its
+        ``RateLimit-Policy`` declares, if it says."""
 
     def statistics(self) -> RateLimiterStatistics:
         """A snapshot, for ``client.statistics()``."""
@@ -273,7 +275,12 @@ class RateLimiter:
         # One request goes as the pause ends: the server said it would take one then.
         self._tokens = 1.0
 
-    def answered(self) -> None:
+    def refused(self, retry_after: float | None = None, quota: float | None = None) -> None:
+        """A 429: every request waits out its ``retry_after`` while the server is overrun."""
+        if self.throttled(quota) and retry_after is not None:
+            self.pause(retry_after)
+
+    def accepted(self) -> None:
         """The server accepted a request (any answer but a 429): what the rate is measured by."""
         now = anyio.current_time()
         self._answers.append(now)

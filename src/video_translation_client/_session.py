@@ -308,7 +308,7 @@ class Session:
 
     def _answered(self) -> None:
         """The server answered, with a status or a refusal that is no failure."""
-        self.limiter.answered()
+        self.limiter.accepted()
         if self.budget.spent:
             self._recovered.set()
             self._recovered = anyio.Event()
@@ -322,17 +322,15 @@ class Session:
             # overrun, every job waits, not just this one. (A 429 at random, like a 503's
             # hint, delays only its own job: its retry waits the hint.)
             self.counters.throttled += 1
-            # (A limiter of one's own written before throttled() said may return None.)
-            overrun = self.limiter.throttled(failure.quota) is not False
-            if failure.hint is not None and overrun:
-                self.limiter.pause(clamp_hint(failure.hint, self.config))
+            hint = None if failure.hint is None else clamp_hint(failure.hint, self.config)
+            self.limiter.refused(hint, failure.quota)
             self.health.answered(now, success=False)
             return
         self.budget.record_failure()
         if failure.status_code is None:
             self.health.no_answer(now)
         else:
-            self.limiter.answered()
+            self.limiter.accepted()
             self.health.answered(now, success=False)
 
 

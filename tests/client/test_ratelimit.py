@@ -100,7 +100,7 @@ async def _overrun(limiter: RateLimiter, accepted_per_s: float) -> None:
         limiter.throttled()
     for _ in range(int(accepted_per_s)):
         await trio.sleep(1 / accepted_per_s)
-        limiter.answered()
+        limiter.accepted()
     limiter.throttled()
 
 
@@ -116,7 +116,7 @@ async def test_throttled_settles_under_the_rate_the_server_accepts(autojump_cloc
     assert limiter.current_rate() == pytest.approx(50)  # so: halve, and measure
     for _ in range(10):  # the server accepts one request every 0.1 s...
         await trio.sleep(0.1)
-        limiter.answered()
+        limiter.accepted()
     assert limiter.throttled() is True  # ...and refuses the rest
     assert limiter.statistics().server_rate == pytest.approx(10)
     assert limiter.current_rate() == pytest.approx(9.7)
@@ -138,7 +138,7 @@ async def test_random_429s_neither_lower_the_rate_nor_pause_everyone(autojump_cl
             refused += 1
             overruns += limiter.throttled()
         else:
-            limiter.answered()
+            limiter.accepted()
     assert refused > 80
     assert overruns == 0
     assert limiter.current_rate() == 50
@@ -150,7 +150,7 @@ async def _thin_refusals(limiter: RateLimiter) -> None:
     an overrun from refusals at random), until the limiter puts its rate on trial."""
     for tick in range(100):
         await trio.sleep(0.1)
-        limiter.answered()
+        limiter.accepted()
         if tick % 5 == 4:
             assert limiter.throttled() is False
             if limiter.current_rate() < 100:
@@ -170,7 +170,7 @@ async def test_thin_refusals_that_stop_under_the_accepted_rate_were_a_limit(auto
     assert server_rate is not None
     for answered in range(80):  # the trial: nothing refused, and the rate holds meanwhile
         await trio.sleep(1 / settled)
-        limiter.answered()
+        limiter.accepted()
         if answered == 30:
             assert limiter.current_rate() == settled
     await trio.sleep(10)
@@ -302,7 +302,7 @@ def test_the_client_finds_the_servers_rate_whatever_its_header_says(
                         limiter.pause(1)
                     await trio.sleep(1)  # the refused request's own Retry-After
                 elif server_takes():
-                    limiter.answered()
+                    limiter.accepted()
                 else:
                     refused += 1
                     if limiter.throttled(quota):
@@ -326,7 +326,7 @@ async def test_without_a_rate_it_is_unlimited_until_the_server_throttles(autojum
     start = trio.current_time()
     for _ in range(1000):
         await limiter.acquire()
-        limiter.answered()
+        limiter.accepted()
     assert trio.current_time() == start
     assert limiter.current_rate() == math.inf
     await trio.sleep(2)

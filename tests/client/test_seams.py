@@ -88,14 +88,12 @@ class CountingLimiter:
     async def acquire(self) -> None:
         self.acquired += 1
 
-    def pause(self, seconds: float) -> None:
-        self.pauses.append(seconds)
+    def refused(self, retry_after: float | None = None, quota: float | None = None) -> None:
+        if retry_after is not None:
+            self.pauses.append(retry_after)
 
-    def answered(self) -> None:
+    def accepted(self) -> None:
         self.answered_count += 1
-
-    def throttled(self, quota: float | None = None) -> bool:
-        return True
 
     def statistics(self) -> RateLimiterStatistics:
         return RateLimiterStatistics(

@@ -137,7 +137,7 @@ async def test_a_429_pauses_every_worker(redis_url: str, fleet_name: str):
             one, other = FleetRateLimiter(fleet, 1000.0), FleetRateLimiter(fleet, 1000.0)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(one.publish)
-                one.pause(0.5)
+                one.refused(0.5)
                 await trio.sleep(0.1)  # the publisher hands it to Redis
                 started = trio.current_time()
                 await other.acquire()

@@ -48,18 +48,15 @@ class FleetRateLimiter:
             self._waiting -= 1
             self._wait_time += anyio.current_time() - started
 
-    def pause(self, seconds: float) -> None:
-        self._paused_until = max(self._paused_until, anyio.current_time() + seconds)
-        self._publish(pause=seconds)
-
-    def throttled(self, quota: float | None = None) -> bool:
+    def refused(self, retry_after: float | None = None, quota: float | None = None) -> None:
         """Every worker waits out a 429's pause: the fleet's rate is set, not measured, so it
         has nothing to tell a refusal at random from an overrun by."""
-        if quota is not None:
-            self._publish(quota=quota)
-        return True
+        if retry_after is not None:
+            self._paused_until = max(self._paused_until, anyio.current_time() + retry_after)
+        if retry_after is not None or quota is not None:
+            self._publish(pause=retry_after, quota=quota)
 
-    def answered(self) -> None:
+    def accepted(self) -> None:
         """Nothing to learn: the fleet's rate is set, not measured."""
 
     def _publish(self, *, pause: float | None = None, quota: float | None = None) -> None:
