@@ -1,124 +1,130 @@
 """Coalescing status checks of different jobs into batch requests (``GET /jobs?ids=...``).
 
 Checks that fall due within ``window`` seconds of the first one go out together, up to
-``MAX_BATCH`` IDs a request; each job still keeps its own schedule and deadline, and only waits
-for its own answer. A session has two batchers: one for checks answered at once, one for held
-checks (long-poll), whose request the server holds until the first of its jobs finishes. A
-batch takes the rate limiter's token itself, and stays open while it waits for it. The
-flush timers and the requests run in the session's task group; a request whose every job has
-stopped waiting (cancelled, past its deadline) is cancelled with them.
+``MAX_BATCH`` IDs and ``MAX_URL`` bytes of URL a request; each job still keeps its own
+schedule and deadline, and only waits for its own answer. A session has two batchers: one for
+checks answered at once, one for held checks (long-poll), whose request the server holds until
+the first of its jobs changes.
+
+No task of its own: the first check of a batch leads it. Its task gathers the others for the
+window, takes the rate limiter's token (the batch stays open meanwhile, so that a tight rate
+makes fewer, fuller requests) and sends the request; the others wait for their answers. If the
+leader stops waiting (its job cancelled, or past its deadline), the request goes with it, and
+the checks still waiting ask again (one of them leads the next batch). So a batch never
+outlives the tasks that asked for it, and a client works the same entered or not.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from urllib.parse import quote
 
 import anyio
-from anyio.abc import TaskGroup
 
 from ._http import Answer, Transient
-from ._models import JobStatus
 
 MAX_BATCH = 100
-#: A held batch answered pending sooner than this share of its wait, with none of its jobs
-#: finished, was not really held (a proxy cutting it short, a server shutting down).
-HELD_ENOUGH = 0.5
+#: Longest request target a batch may have, bytes: servers commonly refuse request lines
+#: past 8 KiB (nginx's default buffer; hypercorn's h11 caps a request head at 16 KiB), and
+#: the base URL's path and the HTTP verb share the line.
+MAX_URL = 6000
 
-SendBatch = Callable[[list[str], int], Awaitable[dict[str, Answer | BaseException]]]
+SendBatch = Callable[[list[str], int, bool], Awaitable[dict[str, Answer | BaseException]]]
 
 
 @dataclass(slots=True, eq=False)
 class _Batch:
     """The checks that go out in one request. One event for all of them: a batch of 100 is
-    one wake-up call, not 100 events made and set."""
+    one wake-up, not 100 events made and set."""
 
     wait: int
     ids: list[str] = field(default_factory=list)
+    length: int = 0
+    retry: bool = False
     done: anyio.Event = field(default_factory=anyio.Event)
     outcomes: dict[str, Answer | BaseException] = field(default_factory=dict)
-    #: Set when it holds ``MAX_BATCH`` IDs: it goes without waiting out the window.
+    #: Set when no other ID fits: it goes without waiting out the window.
     full: anyio.Event = field(default_factory=anyio.Event)
-    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
-    waiting: int = 0
+    #: The leader stopped waiting before the answer came: the others ask again.
+    abandoned: bool = False
 
 
 class Batcher:
     def __init__(
         self,
-        task_group: TaskGroup,
         send: SendBatch,
         *,
         admit: Callable[[], Awaitable[None]],
         window: float,
+        room: int = MAX_URL,
     ) -> None:
-        self._tg = task_group
         self._send = send
         self._admit = admit
         self.window = window
+        #: Bytes of URL the IDs may take (``MAX_URL`` less the base URL's own).
+        self.room = room
         self._open: _Batch | None = None
 
-    async def fetch(self, job_id: str, wait: int) -> Answer:
-        batch = self._open
-        if batch is None:
-            batch = self._open = _Batch(wait=wait)
-            self._tg.start_soon(self._go, batch)
-        batch.ids.append(job_id)
-        # The hold is as long as the most impatient job allows.
-        batch.wait = min(batch.wait, wait)
-        if len(batch.ids) >= MAX_BATCH:
-            self._close(batch)
-            batch.full.set()
-        batch.waiting += 1
-        try:
-            await batch.done.wait()
-        finally:
-            batch.waiting -= 1
-            if batch.waiting == 0 and not batch.done.is_set():
-                batch.scope.cancel()  # nobody left to answer
+    async def fetch(self, job_id: str, wait: int, *, retry: bool = False) -> Answer:
+        """This job's answer from a batch request, held up to ``wait`` seconds (the batch's
+        hold is its most impatient job's). Raises what the request or the job's entry in
+        the answer raised."""
+        size = len(quote(job_id, safe="")) + 1
+        while True:
+            batch = self._open
+            leader = batch is None or len(batch.ids) >= MAX_BATCH
+            if batch is not None and not leader and batch.length + size > self.room:
+                leader = True
+            if leader:
+                if batch is not None:
+                    self._close(batch)
+                batch = self._open = _Batch(wait=wait)
+            assert batch is not None
+            batch.ids.append(job_id)
+            batch.length += size
+            batch.wait = min(batch.wait, wait)
+            batch.retry |= retry
+            if len(batch.ids) >= MAX_BATCH:
                 self._close(batch)
+            if leader:
+                await self._lead(batch)
+            else:
+                await batch.done.wait()
+            if not batch.abandoned:
+                break
         outcome = batch.outcomes.get(job_id)
-        if outcome is None:  # the session closed under the request
-            raise Transient("the batch request was cancelled")
+        if outcome is None:  # an answer for other IDs only: the request's own bug
+            raise Transient("the batch request answered nothing for this job")
         if isinstance(outcome, BaseException):
             raise _copy(outcome)
         return outcome
 
     def _close(self, batch: _Batch) -> None:
+        """No more checks join it: it goes as soon as its leader has the token."""
         if self._open is batch:
             self._open = None
+        batch.full.set()
 
-    async def _go(self, batch: _Batch) -> None:
+    async def _lead(self, batch: _Batch) -> None:
         """Gather checks for ``window`` seconds, and on until the rate limiter lets the
-        request go: a batch waiting its turn takes in the checks that fall due meanwhile, so
-        a tight rate makes fewer, fuller requests instead of a queue of small ones."""
+        request go; send it; hand each waiting check its answer."""
+        answered = False
         try:
-            with batch.scope:
-                with anyio.move_on_after(self.window):
-                    await batch.full.wait()
-                try:
-                    await self._admit()
-                    self._close(batch)
-                    started = anyio.current_time()
-                    batch.outcomes = await self._send(list(dict.fromkeys(batch.ids)), batch.wait)
-                    if batch.wait and batch.outcomes:
-                        _mark_cut_short(batch, anyio.current_time() - started)
-                except Exception as exc:  # the limiter's too (a fleet's Redis gone)
-                    batch.outcomes = dict.fromkeys(batch.ids, exc)
+            with anyio.move_on_after(self.window):
+                await batch.full.wait()
+            try:
+                await self._admit()
+                self._close(batch)
+                ids = list(dict.fromkeys(batch.ids))
+                batch.outcomes = await self._send(ids, batch.wait, batch.retry)
+            except Exception as exc:  # the limiter's too (a fleet's Redis gone)
+                batch.outcomes = dict.fromkeys(batch.ids, exc)
+            answered = True
         finally:
             self._close(batch)
+            batch.abandoned = not answered
             batch.done.set()
-
-
-def _mark_cut_short(batch: _Batch, held: float) -> None:
-    answers = [a for a in batch.outcomes.values() if isinstance(a, Answer)]
-    woken = any(a.status is not JobStatus.PENDING for a in answers)
-    if woken or held >= HELD_ENOUGH * batch.wait:
-        return
-    for job_id, answer in batch.outcomes.items():
-        if isinstance(answer, Answer):
-            batch.outcomes[job_id] = dataclasses.replace(answer, cut_short=True)
 
 
 def _copy(exc: BaseException) -> BaseException:

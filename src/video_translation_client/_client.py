@@ -1,13 +1,14 @@
 """The client, a facade: it checks what it is given, keeps one session open while it is
-entered (:mod:`._session`, the scheduler every check goes through), and runs each job's loop
-(:mod:`._job`) through that session.
+entered or any of its calls runs (:mod:`._session`, the scheduler every check goes through),
+and runs each job's loop (:mod:`._job`) through that session. What it learns of the server
+(:mod:`._state`) lives as long as the client.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager
 from types import TracebackType
 
 import anyio
@@ -17,14 +18,17 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from . import _validate as check
 from ._backoff import default_random
+from ._batch import MAX_URL
 from ._budget import RetryBudget
 from ._config import StatusPollingConfig
-from ._errors import PollTimeout, VideoTranslationError
-from ._http import StatusFetcher, redact_url
-from ._job import JobPoll, StatusCallback
-from ._models import ClientStatistics, JobResult, JobStatus, Outcome, StatusResponse
+from ._errors import VideoTranslationError
+from ._http import StatusFetcher, redact_url, status_path
+from ._job import JobPoll, StatusCallback, outcome_of
+from ._models import ClientStatistics, JobResult, Outcome, StatusResponse
 from ._ratelimit import Limiter, RateLimiter
-from ._session import Counters, Health, Limits, Session, SessionScope, Shared
+from ._schedule import Hinted
+from ._session import Limits, Session
+from ._state import ServerState
 
 #: What ``watch()`` yields: each status change, then each job's result.
 WatchEvent = StatusResponse | JobResult
@@ -112,40 +116,34 @@ class VideoTranslationClient:
                 "rate_limiter", "given without rate_limit and burst", rate_limiter
             )
         # RateLimiter checks rate and burst, with messages naming them.
-        self._rate: Limiter = rate_limiter or RateLimiter(rate_limit, burst)
-        self._budget = RetryBudget()
-        self._health = Health()
-        self._counters = Counters()
+        limiter: Limiter = rate_limiter or RateLimiter(rate_limit, burst)
+        self._state = ServerState(
+            limiter, batch=batch, long_poll=self.config.long_poll > 0, budget=RetryBudget()
+        )
         self._fetcher = StatusFetcher(self.base_url, api_key, max_response_bytes=max_response_bytes)
+        self._schedule = Hinted()
         self._random = random if random is not None else default_random()
         self._user_http = http_client
-        self._scope: SessionScope | None = None
+        #: The session, while the client is entered or any call runs; and how many of them.
         self._open: Session | None = None
+        self._users = 0
+        self._entered = False
+
+    @property
+    def display_url(self) -> str:
+        """The base URL fit to show: a password in it hidden."""
+        return self._fetcher.shown_url
 
     def __repr__(self) -> str:
-        return f"<VideoTranslationClient {redact_url(self.base_url)}>"
+        return f"<VideoTranslationClient {self.display_url}>"
 
     # -- the session -------------------------------------------------------------------------
 
-    def _session_scope(self) -> SessionScope:
-        limits = Limits(self.max_in_flight, self.max_held, self.batch, self.batch_window)
-        shared = Shared(
-            self._fetcher,
-            self.config,
-            limits,
-            self._rate,
-            self._budget,
-            self._health,
-            self._counters,
-        )
-        return SessionScope(shared, self._user_http)
-
     async def __aenter__(self) -> VideoTranslationClient:
-        if self._scope is not None:
+        if self._entered:
             raise RuntimeError("this client is already open")
-        scope = self._session_scope()
-        self._open = await scope.__aenter__()
-        self._scope = scope
+        self._enter()
+        self._entered = True
         return self
 
     async def __aexit__(
@@ -157,19 +155,37 @@ class VideoTranslationClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the session (and the connection pools this client made; a user's
+        """Leave the client (its connection pools close once no call is using them; a user's
         ``http_client`` is left open)."""
-        scope, self._scope, self._open = self._scope, None, None
-        if scope is not None:
-            await scope.__aexit__(None, None, None)
+        if self._entered:
+            self._entered = False
+            await self._leave()
+
+    def _enter(self) -> Session:
+        """One more user of the session, opened if there was none: every call made while
+        another runs shares its batches, its pools and its bounds, entered or not. (Opening
+        it awaits nothing: two calls starting together cannot both open one.)"""
+        if self._open is None:
+            limits = Limits(self.max_in_flight, self.max_held, self.batch_window)
+            self._open = Session(
+                self._state, self._fetcher, self.config, limits, http_client=self._user_http
+            )
+        self._users += 1
+        return self._open
+
+    async def _leave(self) -> None:
+        self._users -= 1
+        if self._users == 0 and self._open is not None:
+            session, self._open = self._open, None
+            await session.aclose()
 
     @asynccontextmanager
     async def _session(self) -> AsyncIterator[Session]:
-        if self._open is not None:
-            yield self._open
-            return
-        async with self._session_scope() as session:
+        session = self._enter()
+        try:
             yield session
+        finally:
+            await self._leave()
 
     def _job(
         self,
@@ -181,6 +197,7 @@ class VideoTranslationClient:
         return JobPoll(
             session,
             job_id,
+            schedule=self._schedule,
             random=self._random,
             callbacks=(self.on_status_change, *callbacks),
             deadline=deadline,
@@ -191,7 +208,7 @@ class VideoTranslationClient:
     async def get_status(self, job_id: str) -> StatusResponse:
         """The job's current status, answered at once; transient failures retried (bounded by
         ``config.timeout``)."""
-        _check_id(job_id)
+        self._check_id(job_id)
         async with self._session() as session:
             with session.polling():
                 return await self._job(session, job_id).status()
@@ -206,7 +223,7 @@ class VideoTranslationClient:
         its answers keep failing.
         """
         if job_id is not None:
-            _check_id(job_id)
+            self._check_id(job_id)
         async with self._session() as session:
             with session.polling():
                 return await self._job(session, job_id).run()
@@ -222,7 +239,7 @@ class VideoTranslationClient:
         shares the client's batches, rate limit and bounds), and cancel a job's task (its
         cancel scope) to stop polling that job alone.
         """
-        _check_id(job_id)
+        self._check_id(job_id)
         if deadline is not None:
             check.number("deadline", deadline, low=-math.inf)
         async with self._session() as session:
@@ -304,48 +321,55 @@ class VideoTranslationClient:
         *,
         deadline: float | None = None,
     ) -> JobResult:
+        try:
+            self._check_id(job_id)
+        except check.InvalidArgument as exc:  # this job alone: the others go on
+            session.state.counters.ended[Outcome.FAILED] += 1
+            return JobResult(job_id=job_id, outcome=Outcome.FAILED, status=None, error=exc)
         job = self._job(session, job_id, *([listener] if listener else []), deadline=deadline)
-        counters = self._counters
-        counters.pending += 1
         error: VideoTranslationError | None = None
         try:
             final = await job.run()
-        except PollTimeout as exc:
-            outcome, error = Outcome.TIMEOUT, exc
         except VideoTranslationError as exc:
-            outcome, error = Outcome.FAILED, exc
-        else:
-            outcome = Outcome.COMPLETED if final.status is JobStatus.COMPLETED else Outcome.ERROR
-        finally:
-            counters.pending -= 1
-        counters.ended[outcome] += 1
+            error = exc
         return JobResult(
             job_id=job_id,
-            outcome=outcome,
+            outcome=outcome_of(final if error is None else error),
             status=final if error is None else job.last,
             error=_as_data(error),
-            attempts=job.attempts,
-            elapsed_time=anyio.current_time() - job.started,
+            attempts=job.record.checks,
+            elapsed_time=anyio.current_time() - job.record.started,
         )
+
+    def _check_id(self, job_id: object) -> None:
+        """A job ID the status URL can carry: a non-empty string, and short enough."""
+        if not isinstance(job_id, str) or not job_id:
+            raise check.InvalidArgument("job_id", "a non-empty string", job_id)
+        if len(self.base_url) + len(status_path(job_id)) > MAX_URL:
+            shown = job_id[:40] + "…"
+            raise check.InvalidArgument(
+                "job_id", f"an ID whose status URL fits in {MAX_URL} bytes", shown
+            )
 
     def statistics(self) -> ClientStatistics:
         """A frozen snapshot of this client's counters."""
-        rate = self._rate.statistics() if _in_async_context() else None
-        counters = self._counters
+        state = self._state
+        rate = state.limiter.statistics() if _in_async_context() else None
+        counters = state.counters
         return ClientStatistics(
             requests=counters.requests,
             status_checks=counters.checks,
             retries=counters.retries,
             throttled=counters.throttled,
-            retries_denied=self._budget.denied,
-            current_rate=rate.current_rate if rate else self._rate.rate,
+            retries_denied=state.budget.denied,
+            current_rate=rate.current_rate if rate else state.limiter.rate,
             limiter_wait_time=rate.wait_time if rate else 0.0,
             jobs_pending=counters.pending,
             jobs_completed=counters.ended[Outcome.COMPLETED],
             jobs_error=counters.ended[Outcome.ERROR],
             jobs_timeout=counters.ended[Outcome.TIMEOUT],
             jobs_failed=counters.ended[Outcome.FAILED],
-            server_silent_since=self._health.silent_since_wall,
+            server_silent_since=state.health.silent_since_wall,
         )
 
 
@@ -358,25 +382,27 @@ async def _start_in_order(
 ) -> None:
     """Start ``run(job_id)`` in ``tg`` for each ID in order, at most ``max_active`` at once:
     memory stays bounded and results flow from the start, however many IDs there are. A job
-    counts as active in ``session`` from the moment it is started."""
+    counts as polled from the moment it is started, so that the first of many jobs started
+    together is batched too."""
     slots = anyio.Semaphore(max_active)
 
-    async def one(job_id: str) -> None:
+    async def one(job_id: str, polling: AbstractContextManager[None]) -> None:
         try:
             await run(job_id)
         finally:
-            session.active -= 1
+            polling.__exit__(None, None, None)
             slots.release()
 
     for job_id in ids:
         try:
             # Without a checkpoint while there is room: jobs started together all count as
-            # active before the first of them asks (and so share its batch).
+            # polled before the first of them asks (and so share its batch).
             slots.acquire_nowait()
         except anyio.WouldBlock:
             await slots.acquire()
-        session.active += 1
-        tg.start_soon(one, job_id)
+        polling = session.polling()
+        polling.__enter__()
+        tg.start_soon(one, job_id, polling)
 
 
 class _unwrapped:
@@ -424,17 +450,13 @@ def _valid_base_url(value: object) -> httpx.URL:
     raise check.InvalidArgument("base_url", "an http:// or https:// URL", given)
 
 
-def _check_id(job_id: object) -> None:
-    if not isinstance(job_id, str) or not job_id:
-        raise check.InvalidArgument("job_id", "a non-empty string", job_id)
-
-
 def _distinct(job_ids: Iterable[str]) -> list[str]:
     if isinstance(job_ids, str):
         raise TypeError("job_ids must be an iterable of IDs, not one string")
     ids = list(dict.fromkeys(job_ids))
     for job_id in ids:
-        _check_id(job_id)
+        if not isinstance(job_id, str) or not job_id:
+            raise check.InvalidArgument("job_id", "a non-empty string", job_id)
     return ids
 
 

@@ -41,9 +41,15 @@ class Answer:
     hint: float | None
     #: The long-poll wait the server says it applied, or None if it did not say.
     wait_applied: float | None
+    #: The seconds the session asked the server to hold this check (0: answered at once):
+    #: decided once, where the request was made.
+    held: int = 0
     #: A held check answered pending well before its wait, nothing having finished: the
     #: server (or a proxy) does not really hold, and asking again at once would spin.
     cut_short: bool = False
+    #: A held batch came back because another of its jobs changed: this job's pending answer
+    #: is no check of it.
+    woken: bool = False
 
     @property
     def is_final(self) -> bool:
@@ -112,6 +118,11 @@ def status_path(job_id: str | None) -> str:
     return f"/jobs/{segment}"
 
 
+def batch_path(ids: list[str]) -> str:
+    """``/jobs?ids=a,b,c``, each ID percent-encoded."""
+    return "/jobs?ids=" + ",".join(quote(i, safe="") for i in ids)
+
+
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
     return (url.scheme, url.host, url.port)
 
@@ -127,7 +138,7 @@ def redact_url(url: str) -> str:
     return f"{scheme}://{user}:***@{host}{slash}{path}"
 
 
-def _name(job_id: str | None) -> str:
+def job_name(job_id: str | None) -> str:
     return "the default job" if job_id is None else f"job {job_id!r}"
 
 
@@ -142,13 +153,13 @@ def parse_status(
     data, not_json = _decode(body)
     if not_json:
         raise InvalidResponse(
-            f"the status of {_name(job_id)} is not valid JSON ({not_json})",
+            f"the status of {job_name(job_id)} is not valid JSON ({not_json})",
             job_id=job_id,
             status_code=status_code,
         )
     if not isinstance(data, dict) or "result" not in data:
         raise InvalidResponse(
-            f"the answer for {_name(job_id)} has no 'result'",
+            f"the answer for {job_name(job_id)} has no 'result'",
             job_id=job_id,
             status_code=status_code,
         )
@@ -156,7 +167,7 @@ def parse_status(
     if isinstance(result, str) and result in _STATUSES:
         return _STATUSES[result], data
     raise InvalidResponse(
-        f"the answer for {_name(job_id)} has an unknown result {_quote(result)}",
+        f"the answer for {job_name(job_id)} has an unknown result {_quote(result)}",
         job_id=job_id,
         status_code=status_code,
     )
@@ -221,7 +232,9 @@ def _batch_answers(reply: Reply, ids: list[str]) -> dict[str, Answer | BaseExcep
                 status_code=404,
             )
         else:
-            out[job_id] = Transient(f"job {job_id!r} missing from a batch answer", status_code=code)
+            # Left out: asked on its own at once, neither a failure nor a wait.
+            left_out = f"job {job_id!r} left out of a batch answer"
+            out[job_id] = BatchUnsupported(left_out, missing=False)
     return out
 
 
@@ -252,8 +265,7 @@ class StatusFetcher:
         """One batch request. Raises :class:`BatchUnsupported` if the server has no batch
         endpoint, :class:`Transient` if the whole batch failed; otherwise maps each ID to its
         answer, or to the error for that job alone."""
-        query = "ids=" + ",".join(quote(i, safe="") for i in ids)
-        reply = await self._get(http, b"/jobs?" + query.encode(), wait, limit, None)
+        reply = await self._get(http, batch_path(ids).encode(), wait, limit, None)
         code = reply.status_code
         if code in (404, 405, 501):
             raise BatchUnsupported(f"batch request answered {code}", missing=True)
@@ -282,9 +294,9 @@ class StatusFetcher:
         headers = dict(self._headers)
         if wait is not None:
             headers["Prefer"] = f"wait={wait}"
-        url = self.base.copy_with(raw_path=self.base.raw_path.rstrip(b"/") + path)
         failure: str | None = None
         try:
+            url = self.base.copy_with(raw_path=self.base.raw_path.rstrip(b"/") + path)
             # httpx's own timeouts are not enforced by every transport: the cancel scope is
             # the guarantee, httpx's timeout a courtesy to the connection pool.
             with anyio.fail_after(limit):
@@ -298,14 +310,18 @@ class StatusFetcher:
         except (httpx.TransportError, httpx.DecodingError) as exc:
             failure = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         except BodyError as exc:
-            invalid = InvalidResponse(f"{exc} for {_name(job_id)}", job_id=job_id)
+            invalid = InvalidResponse(f"{exc} for {job_name(job_id)}", job_id=job_id)
             raise Transient(str(invalid), error=invalid) from None
+        except httpx.InvalidURL as exc:  # a URL too long for httpx: the caller's bounds missed
+            raise RequestRejected(
+                f"no valid URL for {job_name(job_id)} ({exc})", job_id=job_id
+            ) from None
         except httpx.HTTPError as exc:
-            failure = f"the request for {_name(job_id)} failed: {type(exc).__name__}"
+            failure = f"the request for {job_name(job_id)} failed: {type(exc).__name__}"
             raise RequestRejected(failure, job_id=job_id) from None
         else:
             raise RequestRejected(
-                f"more than {MAX_REDIRECTS} redirects for {_name(job_id)}", job_id=job_id
+                f"more than {MAX_REDIRECTS} redirects for {job_name(job_id)}", job_id=job_id
             )
         raise Transient(failure)
 
@@ -326,7 +342,7 @@ class StatusFetcher:
                 if target is None or _origin(target) != _origin(self.base):
                     where = f"{target.scheme}://{target.host}" if target is not None else "nowhere"
                     raise RequestRejected(
-                        f"the server redirected {_name(job_id)} to another origin ({where}),"
+                        f"the server redirected {job_name(job_id)} to another origin ({where}),"
                         " not followed",
                         job_id=job_id,
                         status_code=response.status_code,
@@ -355,27 +371,27 @@ class StatusFetcher:
                 )
             raise Transient(str(invalid), status_code=code, error=invalid)
         if code in TRANSIENT_STATUS:
-            raise _transient(reply, f"HTTP {code} for {_name(job_id)}")
+            raise _transient(reply, f"HTTP {code} for {job_name(job_id)}")
         if code in (401, 403):
             raise AuthenticationError(
-                f"the server refused the credentials for {_name(job_id)} ({code})",
+                f"the server refused the credentials for {job_name(job_id)} ({code})",
                 job_id=job_id,
                 status_code=code,
             )
         if code in (404, 410):
             raise JobNotFound(
-                f"the server does not know {_name(job_id)} ({code})",
+                f"the server does not know {job_name(job_id)} ({code})",
                 job_id=job_id,
                 status_code=code,
             )
         if 400 <= code < 500:
             raise RequestRejected(
-                f"the server rejected the request for {_name(job_id)} ({code})",
+                f"the server rejected the request for {job_name(job_id)} ({code})",
                 job_id=job_id,
                 status_code=code,
             )
         # 5xx outside the usual set (501, 505, ...) and anything stranger: keep trying.
-        raise _transient(reply, f"HTTP {code} for {_name(job_id)}")
+        raise _transient(reply, f"HTTP {code} for {job_name(job_id)}")
 
 
 def _transient(reply: Reply, description: str) -> Transient:

@@ -29,17 +29,21 @@ def tls_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
-def new_http_client(connections: int, timeout: float) -> httpx.AsyncClient:
+def new_http_client(connections: int, timeout: float, scheme: str = "https") -> httpx.AsyncClient:
     """An httpx client for status checks: ``connections`` at most, no redirects followed (the
-    caller follows same-origin ones itself), no cookies kept."""
+    caller follows same-origin ones itself), no cookies kept. For an ``http://`` server no
+    CA bundle is loaded (the client follows no redirect to another origin, https included)."""
+    verify = tls_context() if scheme == "https" else False
     if connections > SHARD_SIZE:
         http = httpx.AsyncClient(
-            transport=sharded_transport(connections), timeout=timeout, follow_redirects=False
+            transport=sharded_transport(connections, verify=verify),
+            timeout=timeout,
+            follow_redirects=False,
         )
     else:
         limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
         http = httpx.AsyncClient(
-            limits=limits, timeout=timeout, follow_redirects=False, verify=tls_context()
+            limits=limits, timeout=timeout, follow_redirects=False, verify=verify
         )
     # A status client has no use for cookies, and a server setting new ones on every answer
     # would grow the jar (and each request's Cookie header) without end.
@@ -47,13 +51,17 @@ def new_http_client(connections: int, timeout: float) -> httpx.AsyncClient:
     return http
 
 
-def sharded_transport(connections: int, shard_size: int = SHARD_SIZE) -> ShardedTransport:
+def sharded_transport(
+    connections: int, shard_size: int = SHARD_SIZE, *, verify: ssl.SSLContext | bool = True
+) -> ShardedTransport:
     """``connections`` connections in as few pools of at most ``shard_size`` as will do."""
+    if verify is True:
+        verify = tls_context()
     count = math.ceil(connections / shard_size)
     size = math.ceil(connections / count)
     limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
     return ShardedTransport(
-        [httpx.AsyncHTTPTransport(limits=limits, verify=tls_context()) for _ in range(count)]
+        [httpx.AsyncHTTPTransport(limits=limits, verify=verify) for _ in range(count)]
     )
 
 

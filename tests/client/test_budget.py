@@ -73,7 +73,7 @@ def test_batched_retries_reserve_nothing():
 def test_health_knows_answers_successes_and_silence():
     """The server is silent from the first attempt that got no answer until the next answer;
     a failing answer is still an answer."""
-    from video_translation_client._session import Health
+    from video_translation_client._state import Health
 
     health = Health()
     assert not health.ever_answered

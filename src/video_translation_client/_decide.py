@@ -1,0 +1,345 @@
+"""One job's polling as decisions apart from I/O.
+
+Given what happened (an answer about the job, a failure, a retry held back by the retry
+budget, the deadline) and the time, these functions say what comes next: check again after
+a wait with a hold (:class:`Check`), end with the final status (:class:`Done`), or end with an
+error (:class:`Fail`). They read the clock and the server's state only through their
+arguments (``now``, a :class:`ServerView`), and touch nothing but the job's own
+:class:`JobRecord`; a short async loop (:mod:`._job`) drives them. What to do after a pending
+answer is the schedule's call (:mod:`._schedule`), a policy object the decisions ask.
+
+As h11 keeps the protocol apart from the sockets and stamina the retry policy apart from the
+loop, a verdict here is tested as a table, without a clock or a server.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+from ._backoff import Backoff, clamp_hint
+from ._config import StatusPollingConfig
+from ._errors import PollTimeout, RetriesExhausted, ServerUnreachable, VideoTranslationError
+from ._http import Answer, Transient, job_name
+from ._models import StatusResponse
+
+#: The last check before a deadline goes out this long before it (or request_timeout, or a
+#: quarter of the timeout, if shorter), so that its answer can arrive in time.
+LAST_POLL_MARGIN = 1.0
+#: Seconds over which jobs held back by the retry budget are spread once the server answers.
+HELD_BACK_SPREAD = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """Check the job after ``delay`` seconds, asking the server to hold the check up to
+    ``hold`` seconds (0: answered at once). With ``until_recovery``, the server answering
+    again (while the retry budget is spent) ends the wait early."""
+
+    delay: float = 0.0
+    hold: int = 0
+    until_recovery: bool = False
+    #: If, after ``delay``, the check cannot be held after all (the server turned out not to
+    #: hold, or another check is finding out), wait this much longer and check at once.
+    unheld_delay: float = 0.0
+    #: What this check is, for the log: "retry 2 of 5", say.
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """The job ended: its final status."""
+
+    response: StatusResponse
+
+
+@dataclass(frozen=True, slots=True)
+class Fail:
+    """Polling the job ended without a final status."""
+
+    error: VideoTranslationError
+
+
+Action = Check | Done | Fail
+
+
+@dataclass(frozen=True, slots=True)
+class ServerView:
+    """What a decision needs of the server's state, read at one instant."""
+
+    #: Whether the server has answered anything since the client started.
+    ever_answered: bool = True
+    last_answer: float = -math.inf
+    last_success: float = -math.inf
+    silent_since: float | None = None
+    silent_since_wall: datetime | None = None
+    #: Whether a check may be held now.
+    may_hold: bool = False
+    #: Whether this job's checks ride batches now.
+    batched: bool = False
+    #: The base URL fit to show.
+    url: str = ""
+
+    def silent_for(self, now: float) -> float:
+        return 0.0 if self.silent_since is None else now - self.silent_since
+
+
+class JobRecord:
+    """Everything about one job's polling, and nothing else: it ends with the job."""
+
+    __slots__ = (
+        "backoff",
+        "budget",
+        "checks",
+        "config",
+        "deadline",
+        "failed_at",
+        "failing",
+        "failures",
+        "job_id",
+        "last",
+        "random",
+        "recovered",
+        "requests",
+        "retry_at",
+        "retry_backoff",
+        "started",
+    )
+
+    def __init__(
+        self,
+        job_id: str | None,
+        config: StatusPollingConfig,
+        *,
+        started: float,
+        random: Callable[[], float],
+        deadline: float | None = None,
+    ) -> None:
+        self.job_id = job_id
+        self.config = config
+        self.started = started
+        if deadline is None:
+            deadline = math.inf if config.timeout is None else started + config.timeout
+        self.deadline = deadline
+        #: Seconds from the start to the deadline.
+        self.budget = deadline - started
+        self.random = random
+        self.backoff = Backoff(config, random)
+        # Retries never wait less than half their nominal delay: with full jitter, five retries
+        # could otherwise all fall within a second.
+        retry_jitter = "equal" if config.jitter == "full" else config.jitter
+        self.retry_backoff = Backoff(config, random, jitter=retry_jitter)
+        #: Requests sent for the job (failed ones too), and its checks: answers about it.
+        self.requests = self.checks = 0
+        #: Failures counted towards max_retries (not those of an outage, nor 429s).
+        self.failures = 0
+        #: The failure of the last request, until an answer comes; when it failed, and when
+        #: its retry is due.
+        self.failing: Transient | None = None
+        self.failed_at = self.retry_at = -math.inf
+        #: The last answer came after a failed request (whose retry was a short check).
+        self.recovered = False
+        self.last: StatusResponse | None = None
+
+    @property
+    def margin(self) -> float:
+        return min(LAST_POLL_MARGIN, self.config.request_timeout, max(0.0, self.budget) / 4)
+
+    def hold(self, now: float, server: ServerView) -> int:
+        """Seconds to ask the server to hold the next check, 0 for none: whole seconds
+        (RFC 7240's delta-seconds), never past the last-check point."""
+        if not server.may_hold:
+            return 0
+        left = self.deadline - now - self.margin
+        return max(0, int(min(self.config.long_poll, left)))
+
+    def fit(self, delay: float, now: float) -> float | None:
+        """``delay`` shortened so that no check goes past the last-check point before the
+        deadline; None once that point has passed (the last check has been made: what is left
+        is to wait for the deadline)."""
+        last_at = self.deadline - self.margin
+        if now >= last_at:
+            return None
+        return min(delay, last_at - now)
+
+
+class Schedule(Protocol):
+    """When to check a job again after it was answered pending. One object per client, asked
+    for every job; what it keeps of a job lives in the job's :class:`JobRecord`."""
+
+    def after_pending(
+        self, job: JobRecord, answer: Answer, now: float, server: ServerView
+    ) -> Check: ...
+
+
+# -- after an answer --------------------------------------------------------------------------
+
+
+def answered(
+    job: JobRecord, answer: Answer, now: float, server: ServerView, schedule: Schedule
+) -> Action:
+    """The server answered about the job. A held batch that came back because another of its
+    jobs changed (``answer.woken``) is no check of this one: it is asked again at once."""
+    job.recovered = job.failing is not None
+    job.failing = None
+    job.failures = 0
+    job.retry_backoff.reset()
+    if answer.woken:
+        return Check(hold=job.hold(now, server))
+    job.checks += 1
+    job.last = response = StatusResponse(
+        status=answer.status,
+        job_id=job.job_id,
+        elapsed_time=now - job.started,
+        attempts=job.checks,
+        payload=answer.payload,
+        retry_after=answer.hint,
+    )
+    if response.is_final:
+        return Done(response)
+    limit = job.config.max_attempts
+    if limit is not None and job.checks >= limit:
+        return Fail(timeout(job, f"still pending after {job.checks} checks (max_attempts)"))
+    return schedule.after_pending(job, answer, now, server)
+
+
+# -- after a failure --------------------------------------------------------------------------
+
+
+def failed(job: JobRecord, failure: Transient, now: float, server: ServerView) -> Action:
+    """A request for the job failed transiently: when to try again, and how; or, when the
+    job must end (too many failures of its own, the server silent too long), why."""
+    config = job.config
+    if failure.hint is not None:
+        delay = clamp_hint(failure.hint, config)
+    else:
+        delay = job.retry_backoff.next_delay()
+    # A held check that failed is retried as a short one: if held checks are the trouble (a
+    # proxy cutting them), the short check gets through, and the server state sets holds aside.
+    if failure.status_code == 429:
+        return Check(delay=delay, note="asking again (throttled)")  # flow control: not counted
+    if failure.status_code is not None or server.last_answer > job.failed_at:
+        # The server answers (this failure, or others since this job's last one): this job's
+        # own trouble, or an intermittent one.
+        job.failures += 1
+        if job.failures > config.max_retries:
+            return Fail(exhausted(job, failure))
+        note = f"retry {job.failures} of {config.max_retries}"
+    else:
+        error = _silence(job, failure, now, server)
+        if error is not None:
+            return Fail(error)
+        note = f"retry (no answer from the server for {server.silent_for(now):.1f} s)"
+    job.failing, job.failed_at, job.retry_at = failure, now, now + delay
+    return Check(delay=delay, until_recovery=True, note=note)
+
+
+def held_back(job: JobRecord, now: float, server: ServerView) -> Action:
+    """The retry budget held the job's retry back (the server fails most requests): when to
+    ask again. No request goes unless the budget allows: one probe a second gets through, and
+    the first answer wakes every held-back job."""
+    if server.last_success >= job.failed_at:
+        # The server answers again and the budget is refilling: wait a moment, spread at
+        # random so that held-back jobs do not return in one wave.
+        return Check(delay=HELD_BACK_SPREAD * job.random(), until_recovery=True)
+    failing = job.failing
+    assert failing is not None
+    if now >= job.retry_at:
+        # Nothing has succeeded since this job failed, and its whole backoff has passed that
+        # way: a silent server is an outage (ridden through, up to outage_timeout), failing
+        # answers count as one more failure.
+        if failing.status_code is None and server.silent_since is not None:
+            error = _silence(job, failing, now, server)
+            if error is not None:
+                return Fail(error)
+        else:
+            job.failures += 1
+            if job.failures > job.config.max_retries:
+                return Fail(exhausted(job, failing, held_back=True))
+        job.retry_at = now + job.retry_backoff.next_delay()
+    delay = min(job.retry_at - now, HELD_BACK_SPREAD * (0.5 + job.random()))
+    return Check(delay=delay, until_recovery=True)
+
+
+def _silence(
+    job: JobRecord, failure: Transient, now: float, server: ServerView
+) -> VideoTranslationError | None:
+    """The server answers nothing: ride through it, up to ``outage_timeout``; a server never
+    reached since the client started (a wrong URL, most likely) is given up on after
+    ``max_retries`` retries, as a failing one would be."""
+    if not server.ever_answered:
+        job.failures += 1
+        if job.failures > job.config.max_retries:
+            return unreachable(job, failure, now, server, never=True)
+    elif server.silent_for(now) >= job.config.outage_timeout:
+        return unreachable(job, failure, now, server)
+    return None
+
+
+# -- verdicts ---------------------------------------------------------------------------------
+
+
+def verdict(job: JobRecord, now: float, server: ServerView) -> VideoTranslationError:
+    """What the deadline means for the job: a timeout if the server's last word on it was
+    pending; if its last request failed, that it failed (its status is not known)."""
+    failing = job.failing
+    if failing is None:
+        return timeout(job, f"did not finish within {job.budget:g} s")
+    if server.silent_since is not None:
+        # The server answers nothing now: whatever this job's last failure was, its retries
+        # since met (or were held back by) the silence, and its state is not known.
+        return unreachable(job, failing, now, server)
+    error = RetriesExhausted(
+        f"{job_name(job.job_id)}: the deadline ({job.budget:g} s) passed while "
+        f"retrying; the last failure: {failing.description}",
+        job_id=job.job_id,
+        attempts=job.requests,
+    )
+    error.__cause__ = failing.error or failing
+    return error
+
+
+def timeout(job: JobRecord, why: str) -> PollTimeout:
+    last = f"; last status {job.last.status.value}" if job.last else "; no status seen"
+    return PollTimeout(
+        f"{job_name(job.job_id)} {why}{last}",
+        job_id=job.job_id,
+        timeout=job.budget if math.isfinite(job.budget) else None,
+        last_status=job.last,
+    )
+
+
+def exhausted(job: JobRecord, failure: Transient, *, held_back: bool = False) -> RetriesExhausted:
+    why = f"{job.failures} transient failures in a row"
+    if held_back:
+        why += " (the last retries held back: the server fails most requests)"
+    error = RetriesExhausted(
+        f"{job_name(job.job_id)}: {why}, the last: {failure.description}",
+        job_id=job.job_id,
+        attempts=job.requests,
+    )
+    error.__cause__ = failure.error or failure
+    return error
+
+
+def unreachable(
+    job: JobRecord, failure: Transient, now: float, server: ServerView, *, never: bool = False
+) -> ServerUnreachable:
+    if never:
+        when = f"has not answered since the client started ({job.failures} attempts)"
+    else:
+        since = server.silent_since_wall
+        shown = since.astimezone(UTC).strftime("%H:%M:%S UTC") if since else "?"
+        when = f"has answered nothing since {shown} ({server.silent_for(now):.1f} s)"
+    error = ServerUnreachable(
+        f"{job_name(job.job_id)}: the server at {server.url} {when}; "
+        f"the last attempt: {failure.description}",
+        job_id=job.job_id,
+        attempts=job.requests,
+        since=server.silent_since_wall,
+    )
+    error.__cause__ = failure.error or failure
+    return error

@@ -1,0 +1,227 @@
+"""What one client knows of its server, kept for as long as the client lives.
+
+One :class:`ServerState` per client, whatever calls it and whether it is entered or not: the
+server's health, the rate limiter, the retry budget, what the server offers (a batch route,
+held checks) and the counters. Every request's outcome reaches it through one method,
+:meth:`ServerState.record`, which updates all of them; nothing else writes them.
+
+What the server offers is learnt once and relearnt when it changes (:class:`Offer`): a route
+that is missing stays off; one that misbehaves (a batch route whose answers are not batches,
+held checks that fail while short ones succeed) is set aside and tried again later, after a
+pause that doubles each time it misbehaves again.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import Enum
+
+import anyio
+
+from ._budget import RetryBudget
+from ._models import Outcome
+from ._ratelimit import Limiter
+
+#: Seconds a misbehaving route is set aside before it is tried again; doubled each time it
+#: misbehaves again, up to ``RETRY_ROUTE_MAX``. A minute: a proxy's hiccup is over by then,
+#: and a route that really is broken costs one failed request a minute at most, then fewer.
+RETRY_ROUTE_AFTER = 60.0
+RETRY_ROUTE_MAX = 3600.0
+
+
+class Result(Enum):
+    """What became of one request, as far as the server's state is concerned."""
+
+    #: An answer that is no failure: a status, or a refusal that is the job's own (404, 401).
+    ANSWERED = "answered"
+    #: An HTTP answer that is a transient failure (5xx, a malformed body).
+    FAILED = "failed"
+    #: A 429.
+    REFUSED = "refused"
+    #: No HTTP answer at all (connection refused or dropped, a time-out).
+    SILENT = "silent"
+
+
+@dataclass(slots=True)
+class Counters:
+    """A client's running counts, snapshotted by ``statistics()``. Each word is defined once,
+    in the README's glossary: a *request* is one HTTP request (a batch is one); a *check* is
+    one job's status asked in a request that answered about it; a *retry* is a request sent
+    again after a failure."""
+
+    requests: int = 0
+    checks: int = 0
+    retries: int = 0
+    throttled: int = 0
+    pending: int = 0
+    ended: dict[Outcome, int] = field(default_factory=lambda: dict.fromkeys(Outcome, 0))
+
+
+class Health:
+    """What the client knows of the server's condition, for riding through an outage and for
+    the verdict on a job when the server does not answer.
+
+    An *answer* is any HTTP response (a 503 too); a *success* is an answer that is not a
+    failure. The server is *silent* from the first attempt that got no answer at all until the
+    next answer.
+    """
+
+    __slots__ = ("last_answer", "last_success", "silent_since", "silent_since_wall")
+
+    def __init__(self) -> None:
+        self.last_answer = -math.inf
+        self.last_success = -math.inf
+        self.silent_since: float | None = None
+        self.silent_since_wall: datetime | None = None
+
+    @property
+    def ever_answered(self) -> bool:
+        return self.last_answer > -math.inf
+
+    def answered(self, now: float, *, success: bool) -> None:
+        self.last_answer = now
+        if success:
+            self.last_success = now
+        self.silent_since = self.silent_since_wall = None
+
+    def no_answer(self, now: float) -> None:
+        if self.silent_since is None:
+            self.silent_since = now
+            self.silent_since_wall = datetime.now(UTC)
+
+    def silent_for(self, now: float) -> float:
+        return 0.0 if self.silent_since is None else now - self.silent_since
+
+
+class Offer:
+    """Whether the server offers something (a batch route, held checks): None while unknown,
+    then True or False. False because it is missing lasts; False because it misbehaved lasts
+    until :attr:`retry_at`, after which it is unknown again and relearnt."""
+
+    __slots__ = ("_known", "_pause", "retry_at")
+
+    def __init__(self, known: bool | None = None) -> None:
+        self._known = known
+        self.retry_at = math.inf
+        self._pause = RETRY_ROUTE_AFTER
+
+    def known(self, now: float) -> bool | None:
+        if self._known is False and now >= self.retry_at:
+            self._known, self.retry_at = None, math.inf  # set aside long enough: try again
+        return self._known
+
+    def works(self) -> None:
+        if self._known is not True:
+            self._known = True
+        self._pause = RETRY_ROUTE_AFTER
+
+    def missing(self) -> None:
+        self._known, self.retry_at = False, math.inf
+
+    def misbehaves(self, now: float) -> None:
+        """Set it aside for a while; each time again, for twice as long."""
+        if self._known is False:
+            return
+        self._known, self.retry_at = False, now + self._pause
+        self._pause = min(RETRY_ROUTE_MAX, self._pause * 2)
+
+
+class ServerState:
+    """One client's knowledge of its server (see the module's docstring)."""
+
+    def __init__(
+        self, limiter: Limiter, *, batch: bool | None, long_poll: bool, budget: RetryBudget
+    ) -> None:
+        self.limiter = limiter
+        self.budget = budget
+        self.health = Health()
+        self.counters = Counters()
+        #: ``batch=False`` turns the route off for good; True or None start from what is said.
+        self.batch = Offer(batch)
+        if batch is False:
+            self.batch.missing()
+        self.holds = Offer()
+        if not long_poll:
+            self.holds.missing()
+        #: A check is finding out whether the server holds checks (one at a time).
+        self.probing_hold = False
+        #: When a held check last failed with an HTTP answer (a proxy's 504), and when one
+        #: last succeeded: a short check that succeeds after a held one failed so shows that
+        #: the held route is the trouble. (No answer at all is an outage, not the route.)
+        self._held_failed = self._held_ok = -math.inf
+        self._recovered: anyio.Event | None = None
+
+    # -- what the next check may do ----------------------------------------------------------
+
+    def may_hold(self, now: float) -> bool:
+        """Whether a check may ask the server to hold it: the server holds (or it is not known
+        yet and no other check is finding out)."""
+        known = self.holds.known(now)
+        return known is True or (known is None and not self.probing_hold)
+
+    def may_batch(self, now: float) -> bool:
+        return self.batch.known(now) is not False
+
+    # -- outcomes ----------------------------------------------------------------------------
+
+    def record(
+        self,
+        result: Result,
+        now: float,
+        *,
+        held: bool = False,
+        retry_after: float | None = None,
+        quota: float | None = None,
+    ) -> None:
+        """The one place a request's outcome updates the limiter, the retry budget, the
+        server's health, what it offers and the counters."""
+        if result is Result.REFUSED:
+            self.counters.throttled += 1
+            self.limiter.refused(retry_after, quota)
+            self.health.answered(now, success=False)
+            return
+        if result is Result.SILENT:
+            self.budget.record_failure()
+            self.health.no_answer(now)
+            return
+        self.limiter.accepted()
+        if result is Result.FAILED:
+            self.budget.record_failure()
+            self.health.answered(now, success=False)
+            if held:
+                self._held_failed = now
+            return
+        if self.budget.spent and self._recovered is not None:
+            self._recovered.set()
+            self._recovered = None
+        self.budget.record_success()
+        self.health.answered(now, success=True)
+        if held:
+            self._held_ok = now
+        elif self._held_failed > self._held_ok:
+            # Held checks fail where short ones get through (a proxy cutting held requests):
+            # check at once for a while, and try holding again later.
+            self._held_failed = self._held_ok = -math.inf
+            self.holds.misbehaves(now)
+
+    def learnt_holds(self, applied: bool, *, asked: int, final: bool) -> None:
+        """Learn from an answer whether the server honours ``Prefer: wait``: it says so when
+        it applied it; a pending answer to a held check that does not say so means it does not
+        hold (a final answer, or one to ``wait=0``, may simply not mention it)."""
+        if applied:
+            self.holds.works()
+        elif asked > 0 and not final:
+            self.holds.missing()
+
+    async def recovered(self) -> None:
+        """Until the server answers again while the retry budget is spent."""
+        if self._recovered is None:
+            self._recovered = anyio.Event()
+        await self._recovered.wait()
+
+    def new_run(self) -> None:
+        """A session opens, maybe under another event loop: an event made under the last one
+        cannot be waited on here."""
+        self._recovered = None
