@@ -30,10 +30,12 @@ from ._models import StatusResponse as StatusResponse
 from ._ratelimit import Limiter as Limiter
 from ._ratelimit import RateLimiter as RateLimiter
 from ._ratelimit import RateLimiterStatistics as RateLimiterStatistics
+from ._validate import InvalidArgument as InvalidArgument
 
 __all__ = [
     "AuthenticationError",
     "ClientStatistics",
+    "InvalidArgument",
     "InvalidResponse",
     "JobNotFound",
     "JobResult",

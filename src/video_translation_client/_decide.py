@@ -197,6 +197,8 @@ def answered(
         attempts=job.checks,
         payload=answer.payload,
         retry_after=answer.hint,
+        progress=answer.progress,
+        eta=answer.eta,
     )
     if response.is_final:
         return Done(response)

@@ -41,6 +41,9 @@ class Answer:
     hint: float | None
     #: The long-poll wait the server says it applied, or None if it did not say.
     wait_applied: float | None
+    #: How far along the job is (0 to 1) and the seconds it has left, if the answer says.
+    progress: float | None = None
+    eta: float | None = None
     #: The seconds the session asked the server to hold this check (0: answered at once):
     #: decided once, where the request was made.
     held: int = 0
@@ -176,6 +179,14 @@ def parse_status(
 _STATUSES = {status.value: status for status in JobStatus}
 
 
+def _progress(payload: dict[str, Any]) -> tuple[float | None, float | None]:
+    """The job's progress (0 to 1) and seconds left, where the answer gives them sanely."""
+    progress = finite_number(payload.get("progress"))
+    return (progress if progress is not None and progress <= 1 else None), finite_number(
+        payload.get("eta")
+    )
+
+
 def _decode(body: bytes) -> tuple[Any, str | None]:
     """The JSON in ``body``, or the name of the reason it is none. The decoder's error itself
     is not kept: it holds the whole body."""
@@ -220,7 +231,7 @@ def _batch_answers(reply: Reply, ids: list[str]) -> dict[str, Answer | BaseExcep
             continue
         status = _STATUSES[result]
         hint = finite_number(entry.get("eta")) if status is JobStatus.PENDING else None
-        out[job_id] = Answer(status, entry, hint, applied)
+        out[job_id] = Answer(status, entry, hint, applied, *_progress(entry))
     listed_unknown = {i for i in unknown if isinstance(i, str)}
     for job_id in ids:
         if job_id in out:
@@ -368,6 +379,7 @@ class StatusFetcher:
                     payload,
                     _hint(reply),
                     parse_wait_applied(reply.headers.get("preference-applied")),
+                    *_progress(payload),
                 )
             raise Transient(str(invalid), status_code=code, error=invalid)
         if code in TRANSIENT_STATUS:

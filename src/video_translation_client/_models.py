@@ -42,6 +42,9 @@ class StatusResponse:
     payload: dict[str, Any] = field(default_factory=dict, compare=False)
     #: The server's hint of when to ask again, in seconds, if it gave one.
     retry_after: float | None = None
+    #: How far along the job is, 0 to 1, and the seconds it has left, if the server says.
+    progress: float | None = None
+    eta: float | None = None
 
     @property
     def is_final(self) -> bool:

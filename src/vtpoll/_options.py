@@ -21,8 +21,12 @@ from typing import Any, Literal
 
 import click
 
-from video_translation_client import Limiter, StatusPollingConfig, VideoTranslationClient
-from video_translation_client._validate import InvalidArgument
+from video_translation_client import (
+    InvalidArgument,
+    Limiter,
+    StatusPollingConfig,
+    VideoTranslationClient,
+)
 
 from ._errors import Problem
 from ._jobfile import IdList, InputError, id_sources, read_ids

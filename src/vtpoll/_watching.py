@@ -24,7 +24,6 @@ from video_translation_client import (
     StatusResponse,
     VideoTranslationClient,
 )
-from video_translation_client._http import redact_url
 
 from ._display import WatchDisplay, summary_table, wants_live
 from ._errors import Problem
@@ -141,7 +140,7 @@ def watch_and_report(
     with files:
         if todo:
             if not live:
-                say(console, f"watching {len(todo)} jobs on {redact_url(client.base_url)}")
+                say(console, f"watching {len(todo)} jobs on {client.display_url}")
             writer = ResultWriter(file) if file is not None else None
             run = trio.run(
                 lambda: run_watch(

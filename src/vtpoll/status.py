@@ -12,8 +12,6 @@ from rich.table import Table
 from rich.text import Text
 
 from video_translation_client import StatusResponse, VideoTranslationClient, VideoTranslationError
-from video_translation_client._headers import finite_number
-from video_translation_client._http import redact_url
 
 from ._errors import EXIT_NOT_ALL_COMPLETED, EXIT_OK, Problem
 from ._jobfile import InputError, read_ids
@@ -97,7 +95,7 @@ async def _statuses(
         while client.statistics().server_silent_since is None:  # noqa: ASYNC110
             await trio.sleep(WATCH_SILENCE)
         click.echo(
-            f"vtpoll: no answer from {redact_url(client.base_url)}; "
+            f"vtpoll: no answer from {client.display_url}; "
             f"retrying for up to {retrying_for:g} s (--timeout)",
             err=True,
         )
@@ -115,12 +113,10 @@ def _status_row(job_id: str, answer: StatusResponse | VideoTranslationError) -> 
     if isinstance(answer, VideoTranslationError):
         error = f"{type(answer).__name__}: {answer}"
         return {"job_id": job_id, "status": None, "progress": None, "eta_s": None, "error": error}
-    payload = answer.payload
-    progress = finite_number(payload.get("progress"))
     return {
         "job_id": job_id,
         "status": answer.status.value,
-        "progress": progress if progress is not None and progress <= 1 else None,
-        "eta_s": finite_number(payload.get("eta")),
+        "progress": answer.progress,
+        "eta_s": answer.eta,
         "error": None,
     }

@@ -1,0 +1,197 @@
+"""A job's decisions as tables: given what happened, the time and the server's state, what
+comes next. No clock, no server, no event loop."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from video_translation_client import (
+    JobStatus,
+    PollTimeout,
+    RetriesExhausted,
+    ServerUnreachable,
+    StatusPollingConfig,
+)
+from video_translation_client._decide import (
+    Check,
+    Done,
+    Fail,
+    JobRecord,
+    ServerView,
+    answered,
+    failed,
+    held_back,
+    verdict,
+)
+from video_translation_client._http import Answer, Transient
+from video_translation_client._schedule import Hinted
+
+CONFIG = StatusPollingConfig(jitter="none", timeout=100, max_retries=2, outage_timeout=30)
+UP = ServerView(ever_answered=True, last_answer=0.0, last_success=0.0)
+
+
+def job(config: StatusPollingConfig = CONFIG, **fields: object) -> JobRecord:
+    record = JobRecord("j", config, started=0.0, random=lambda: 0.5)
+    for name, value in fields.items():
+        setattr(record, name, value)
+    return record
+
+
+def pending(**fields: object) -> Answer:
+    base: dict[str, object] = {
+        "status": JobStatus.PENDING,
+        "payload": {},
+        "hint": None,
+        "wait_applied": None,
+    }
+    return Answer(**{**base, **fields})  # type: ignore[arg-type]
+
+
+FAIL_500 = Transient("HTTP 500", status_code=500)
+FAIL_429 = Transient("HTTP 429", status_code=429, hint=3.0)
+NO_ANSWER = Transient("ConnectError")
+
+
+@pytest.mark.parametrize(
+    ("failing", "server", "expected", "words"),
+    [
+        (None, UP, PollTimeout, "did not finish within 100 s; no status seen"),
+        (FAIL_500, UP, RetriesExhausted, "passed while retrying; the last failure: HTTP 500"),
+        (
+            NO_ANSWER,
+            ServerView(silent_since=50.0, url="http://x"),
+            ServerUnreachable,
+            "has answered nothing since ? (50.0 s)",
+        ),
+    ],
+)
+def test_the_verdict_at_the_deadline(failing, server, expected, words):
+    """Pending at the deadline is a timeout; failing, retries exhausted; a silent server,
+    unreachable."""
+    error = verdict(job(failing=failing), 100.0, server)
+    assert type(error) is expected
+    assert words in str(error)
+
+
+@pytest.mark.parametrize(
+    ("failure", "failures", "server", "now", "expected"),
+    [
+        # A 429 is flow control: its hint, and no failure counted.
+        (FAIL_429, 0, UP, 1.0, Check(delay=3.0, note="asking again (throttled)")),
+        # An HTTP failure counts; the retry waits the retry backoff, and sleeps until recovery.
+        (FAIL_500, 0, UP, 1.0, Check(delay=1.0, until_recovery=True, note="retry 1 of 2")),
+        (FAIL_500, 2, UP, 1.0, RetriesExhausted),
+        # No answer from a server that never answered: counted as a failure.
+        (
+            NO_ANSWER,
+            2,
+            ServerView(ever_answered=False, last_answer=-math.inf),
+            1.0,
+            ServerUnreachable,
+        ),
+        # No answer during an outage: ridden through until outage_timeout...
+        (
+            NO_ANSWER,
+            5,
+            ServerView(last_answer=-1.0, silent_since=0.0),
+            29.0,
+            Check(
+                delay=1.0,
+                until_recovery=True,
+                note="retry (no answer from the server for 29.0 s)",
+            ),
+        ),
+        # ...and no longer.
+        (NO_ANSWER, 0, ServerView(last_answer=-1.0, silent_since=0.0), 30.0, ServerUnreachable),
+    ],
+)
+def test_what_follows_a_failure(failure, failures, server, now, expected):
+    """The table of failures: flow control, the job's own failures, the server's silence."""
+    record = job(failures=failures, failed_at=0.0)
+    action = failed(record, failure, now, server)
+    if isinstance(expected, Check):
+        assert action == expected
+    else:
+        assert isinstance(action, Fail)
+        assert type(action.error) is expected
+
+
+def test_an_answer_that_woke_for_another_job_is_no_check():
+    """A held batch woken by another job's change: no check of this one, asked again at once
+    with the same hold."""
+    record = job()
+    server = ServerView(may_hold=True)
+    action = answered(record, pending(held=25, woken=True), 10.0, server, Hinted())
+    assert action == Check(hold=25)
+    assert record.checks == 0
+    assert record.last is None
+
+
+def test_a_final_answer_ends_the_job():
+    record = job()
+    action = answered(record, pending(status=JobStatus.COMPLETED), 7.0, UP, Hinted())
+    assert isinstance(action, Done)
+    assert action.response.status is JobStatus.COMPLETED
+    assert action.response.elapsed_time == 7.0
+    assert action.response.attempts == 1
+
+
+def test_max_attempts_counts_checks():
+    """The tenth pending check of a job with max_attempts=10 ends it as a timeout."""
+    config = StatusPollingConfig(jitter="none", max_attempts=10)
+    record = job(config, checks=9)
+    action = answered(record, pending(), 5.0, UP, Hinted())
+    assert isinstance(action, Fail)
+    assert isinstance(action.error, PollTimeout)
+    assert "still pending after 10 checks (max_attempts)" in str(action.error)
+
+
+@pytest.mark.parametrize(
+    ("checks", "answer", "server", "expected"),
+    [
+        # Hints win: ask again when the server says.
+        (3, pending(hint=4.0), UP, Check(delay=4.0)),
+        # No hint, no hold: the backoff (jitter none: 1, 2, 4...).
+        (3, pending(), UP, Check(delay=1.0)),
+        # A server that held this check holds the next: ask again at once.
+        (
+            3,
+            pending(held=25, wait_applied=25.0),
+            ServerView(may_hold=True),
+            Check(hold=25),
+        ),
+        # A held check cut short (a proxy): back to the backoff, not a spin.
+        (
+            3,
+            pending(held=25, wait_applied=25.0, cut_short=True),
+            ServerView(may_hold=True),
+            Check(delay=1.0),
+        ),
+        # A lone job's first answer with an ETA: wait half of it, then a held check.
+        (
+            0,
+            pending(hint=10.0),
+            ServerView(may_hold=True),
+            Check(delay=5.0, hold=25, unheld_delay=5.0),
+        ),
+        # The same job riding batches: hold at once.
+        (0, pending(hint=10.0), ServerView(may_hold=True, batched=True), Check(hold=25)),
+    ],
+)
+def test_the_hinted_schedule(checks, answer, server, expected):
+    """Hints, held checks and backoff, as a table."""
+    record = job(checks=checks)
+    assert answered(record, answer, 0.0, server, Hinted()) == expected
+
+
+def test_a_held_back_retry_waits_for_the_server_or_its_backoff():
+    """A retry the budget held back: within about a second, no request; after its whole
+    backoff with nothing succeeding, one more failure."""
+    record = job(failing=FAIL_500, failed_at=10.0, retry_at=12.0)
+    server = ServerView(last_answer=10.0, last_success=5.0)
+    assert held_back(record, 11.0, server) == Check(delay=1.0, until_recovery=True)
+    assert record.failures == 0
+    assert held_back(record, 12.0, server) == Check(delay=1.0, until_recovery=True)
+    assert record.failures == 1
