@@ -106,9 +106,7 @@ class JobPoll:
                 return self.record.last
 
     def verdict(self) -> VideoTranslationError:
-        return deadline_verdict(
-            self.record, anyio.current_time(), self._view()
-        )
+        return deadline_verdict(self.record, anyio.current_time(), self._view())
 
     async def _wait(self, check: Check) -> None:
         """Wait as ``check`` says, never past the last-check point before the deadline; past
