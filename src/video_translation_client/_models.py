@@ -36,7 +36,7 @@ class StatusResponse:
     job_id: str | None
     #: Seconds since this client started asking about the job (original design's field).
     elapsed_time: float
-    #: Requests sent for the job so far, this one included.
+    #: The job's checks so far, this one included: answers about it (see the README's "Words").
     attempts: int = 1
     #: The decoded JSON body, as the server sent it.
     payload: dict[str, Any] = field(default_factory=dict, compare=False)
@@ -77,8 +77,9 @@ class JobResult:
     status: StatusResponse | None
     #: What made the job fail (``outcome`` FAILED or TIMEOUT), else None.
     error: Exception | None = field(default=None, compare=False)
-    #: Checks of this job's status: one per request about it alone, and one per batch
-    #: request it was part of (``ClientStatistics.requests`` counts the requests).
+    #: The job's checks: answers about it, whether alone or in a batch; a held batch woken
+    #: by another job's completion and a failed request are none (``ClientStatistics``
+    #: counts the requests).
     attempts: int = 0
     #: Seconds from the start of polling to the outcome.
     elapsed_time: float = 0.0
@@ -94,9 +95,10 @@ class ClientStatistics:
 
     #: HTTP requests sent (a batch counts once).
     requests: int
-    #: Job status checks made (a batch of n counts n).
+    #: Checks: answers about one job each (a batch answering n jobs counts n; the jobs a held
+    #: batch was woken for another's completion are not counted).
     status_checks: int
-    #: Requests that were retries after a transient failure.
+    #: Requests that were retries after a transient failure (a batch counts once).
     retries: int
     #: Answers with status 429.
     throttled: int
@@ -104,7 +106,7 @@ class ClientStatistics:
     retries_denied: int
     #: The shared rate limiter's rate now (requests/s; ``inf`` if unlimited).
     current_rate: float
-    #: Seconds requests spent waiting for the rate limiter, summed.
+    #: Seconds requests spent waiting for the rate (a token, or a 429's pause), summed.
     limiter_wait_time: float
     #: Jobs being polled now, and jobs finished by outcome.
     jobs_pending: int
