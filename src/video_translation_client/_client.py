@@ -21,8 +21,9 @@ from ._backoff import default_random
 from ._batch import MAX_URL
 from ._budget import RetryBudget
 from ._config import StatusPollingConfig
+from ._dialect import Dialect, as_dialect
 from ._errors import VideoTranslationError
-from ._http import StatusFetcher, redact_url, status_path
+from ._http import StatusFetcher, redact_url
 from ._job import JobPoll, StatusCallback, outcome_of
 from ._models import ClientStatistics, JobResult, Outcome, StatusResponse
 from ._ratelimit import Limiter, RateLimiter
@@ -70,6 +71,8 @@ class VideoTranslationClient:
         http_client: An httpx.AsyncClient of your own (TLS, proxies); used as it is.
         random: Source of jitter, returning floats in [0, 1).
         max_response_bytes: Largest answer read, bytes; a larger one is a failure.
+        dialect: How the server is asked and its answers read: a Dialect, or the name of a
+            built-in one (sim, original, elevenlabs, heygen).
     """
 
     def __init__(
@@ -89,8 +92,10 @@ class VideoTranslationClient:
         http_client: httpx.AsyncClient | None = None,
         random: Callable[[], float] | None = None,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
+        dialect: Dialect | str = "sim",
     ) -> None:
         url = _valid_base_url(base_url)
+        self.dialect = as_dialect(dialect)
         check.integer("max_in_flight", max_in_flight, low=1)
         check.integer("max_held", max_held, low=1)
         check.optional_number("rate_limit", rate_limit, low=0, inclusive=False)
@@ -117,10 +122,16 @@ class VideoTranslationClient:
             )
         # RateLimiter checks rate and burst, with messages naming them.
         limiter: Limiter = rate_limiter or RateLimiter(rate_limit, burst)
+        # What the dialect says the service lacks is never asked for.
         self._state = ServerState(
-            limiter, batch=batch, long_poll=self.config.long_poll > 0, budget=RetryBudget()
+            limiter,
+            batch=batch if self.dialect.batch_url is not None else False,
+            long_poll=self.config.long_poll > 0 and self.dialect.long_poll,
+            budget=RetryBudget(),
         )
-        self._fetcher = StatusFetcher(self.base_url, api_key, max_response_bytes=max_response_bytes)
+        self._fetcher = StatusFetcher(
+            self.base_url, api_key, max_response_bytes=max_response_bytes, dialect=self.dialect
+        )
         self._schedule = Hinted()
         self._random = random if random is not None else default_random()
         self._user_http = http_client
@@ -224,6 +235,10 @@ class VideoTranslationClient:
         """
         if job_id is not None:
             self._check_id(job_id)
+        elif self.dialect.default_url is None:
+            raise check.InvalidArgument(
+                "job_id", f"given: the {self.dialect.name} dialect has no job-less route", None
+            )
         async with self._session() as session:
             with session.polling():
                 return await self._job(session, job_id).run()
@@ -345,7 +360,7 @@ class VideoTranslationClient:
         """A job ID the status URL can carry: a non-empty string, and short enough."""
         if not isinstance(job_id, str) or not job_id:
             raise check.InvalidArgument("job_id", "a non-empty string", job_id)
-        if len(self.base_url) + len(status_path(job_id)) > MAX_URL:
+        if len(self.base_url) + len(self.dialect.status_path(job_id)) > MAX_URL:
             shown = job_id[:40] + "…"
             raise check.InvalidArgument(
                 "job_id", f"an ID whose status URL fits in {MAX_URL} bytes", shown

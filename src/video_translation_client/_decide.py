@@ -22,7 +22,14 @@ from typing import Protocol
 
 from ._backoff import Backoff, clamp_hint
 from ._config import StatusPollingConfig
-from ._errors import PollTimeout, RetriesExhausted, ServerUnreachable, VideoTranslationError
+from ._errors import (
+    JobNotFound,
+    PollTimeout,
+    RetriesExhausted,
+    ServerUnreachable,
+    VideoTranslationError,
+    WrongRoute,
+)
 from ._http import Answer, Transient, job_name
 from ._models import StatusResponse
 
@@ -82,6 +89,11 @@ class ServerView:
     batched: bool = False
     #: The base URL fit to show.
     url: str = ""
+    #: Whether an answer of this client's has been read as a status: until then, a 404 or
+    #: an answer that is no status may be the route's fault rather than the job's.
+    route_known: bool = True
+    #: The dialect's name, for messages.
+    dialect: str = "sim"
 
     def silent_for(self, now: float) -> float:
         return 0.0 if self.silent_since is None else now - self.silent_since
@@ -101,6 +113,7 @@ class JobRecord:
         "failures",
         "job_id",
         "last",
+        "misses",
         "random",
         "recovered",
         "requests",
@@ -136,6 +149,8 @@ class JobRecord:
         self.requests = self.checks = 0
         #: Failures counted towards max_retries (not those of an outage, nor 429s).
         self.failures = 0
+        #: Answers that may show a wrong route (see :func:`missed`).
+        self.misses = 0
         #: The failure of the last request, until an answer comes; when it failed, and when
         #: its retry is due.
         self.failing: Transient | None = None
@@ -215,6 +230,10 @@ def failed(job: JobRecord, failure: Transient, now: float, server: ServerView) -
     """A request for the job failed transiently: when to try again, and how; or, when the
     job must end (too many failures of its own, the server silent too long), why."""
     config = job.config
+    if failure.miss and not server.route_known:
+        url = failure.error.url if failure.error is not None else None
+        what = failure.description.partition(": ")[2] or failure.description
+        return missed(job, now, server, url=url, what=f"no status ({what})")
     if failure.hint is not None:
         delay = clamp_hint(failure.hint, config)
     else:
@@ -237,6 +256,36 @@ def failed(job: JobRecord, failure: Transient, now: float, server: ServerView) -
         note = f"retry (no answer from the server for {server.silent_for(now):.1f} s)"
     job.failing, job.failed_at, job.retry_at = failure, now, now + delay
     return Check(delay=delay, until_recovery=True, note=note)
+
+
+def not_found(job: JobRecord, error: JobNotFound, now: float, server: ServerView) -> Action:
+    """The server answered 404 (or 410) for the job: it does not know it, unless no job of
+    this client has been answered at this route yet (see :func:`missed`)."""
+    if server.route_known:
+        return Fail(error)
+    return missed(job, now, server, url=error.url, what=str(error.status_code or 404))
+
+
+def missed(job: JobRecord, now: float, server: ServerView, *, url: str | None, what: str) -> Action:
+    """A 404, or an answer that is no status, while no answer of this client has been read as
+    a status: the route may be wrong rather than the job (a base URL without its /v1, a
+    dialect that does not fit). Asked once more after a short wait (another job's answer may
+    meanwhile show the route right, and a passing glitch passes); a second such answer, with
+    still no status read from any job, ends the job with :class:`WrongRoute`, within seconds
+    rather than after all its retries."""
+    job.misses += 1
+    if job.misses < 2:
+        return Check(delay=job.retry_backoff.next_delay(), note="asking once more")
+    asked = f"GET {url}" if url else f"the status route at {server.url}"
+    return Fail(
+        WrongRoute(
+            f"{asked} answered {what} for every job asked (dialect {server.dialect}): "
+            "is the base URL or the dialect right?",
+            job_id=job.job_id,
+            status_code=404,
+            url=url,
+        )
+    )
 
 
 def held_back(job: JobRecord, now: float, server: ServerView) -> Action:

@@ -5,6 +5,9 @@
     VideoTranslationError             base of everything raised here
     ├── PollTimeout                   the job's deadline passed (also a builtin TimeoutError)
     ├── JobNotFound                   404 / 410: the server does not know the job
+    │   └── WrongRoute                no job asked has been answered at this route (404s, or
+    │                                 answers that are no statuses): the base URL or the
+    │                                 dialect is wrong; ``url`` is what was asked
     ├── AuthenticationError           401 / 403: missing or wrong API key
     ├── RequestRejected               any other 4xx, or a redirect to another origin
     ├── RetriesExhausted              too many consecutive transient failures while the server
@@ -12,6 +15,7 @@
     │   └── ServerUnreachable         the server answered nothing for ``outage_timeout`` (or
     │                                 until the job's deadline); also a builtin ConnectionError
     └── InvalidResponse               a body that is not a status (transient: retried first)
+        └── UnknownStatus             the status field holds a value the dialect does not list
 
 Transport failures (httpx, h11) are turned into these at the boundary with ``raise ... from``;
 none of them reaches the caller undressed.
@@ -53,10 +57,17 @@ class PollTimeout(VideoTranslationError, TimeoutError):
 
 class _HTTPError(VideoTranslationError):
     def __init__(
-        self, message: str, *, job_id: str | None = None, status_code: int | None = None
+        self,
+        message: str,
+        *,
+        job_id: str | None = None,
+        status_code: int | None = None,
+        url: str | None = None,
     ) -> None:
         super().__init__(message, job_id=job_id)
         self.status_code = status_code
+        #: The URL asked (a password in it hidden), where it tells something.
+        self.url = url
 
 
 class JobNotFound(_HTTPError):
@@ -71,8 +82,20 @@ class RequestRejected(_HTTPError):
     """The server refused the request for good (a 4xx other than 401/403/404/410/429)."""
 
 
+class WrongRoute(JobNotFound):
+    """Every job asked got a 404, or an answer that is no status, and none an answer at
+    all: the route is wrong, not the jobs (the base URL, or the dialect)."""
+
+
 class InvalidResponse(_HTTPError):
     """The server's answer was not a status: bad JSON, no or unknown ``result``."""
+
+
+class UnknownStatus(InvalidResponse):
+    """The status field holds a value the dialect does not list (a state the service added,
+    or a dialect that does not fit). Transient, like any malformed answer: a service in the
+    middle of a deploy may answer oddly for a moment, and a value that persists ends the job
+    after ``max_retries`` with this error naming it, instead of being guessed at."""
 
 
 class RetriesExhausted(VideoTranslationError):

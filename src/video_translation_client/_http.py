@@ -15,13 +15,19 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 import anyio
 import httpx
 
-from ._errors import AuthenticationError, InvalidResponse, JobNotFound, RequestRejected
-from ._headers import finite_number, parse_ratelimit_policy, parse_retry_after, parse_wait_applied
+from ._dialect import SIM, Dialect, StatusFieldError, dig
+from ._errors import (
+    AuthenticationError,
+    InvalidResponse,
+    JobNotFound,
+    RequestRejected,
+    UnknownStatus,
+)
+from ._headers import parse_ratelimit_policy, parse_retry_after, parse_wait_applied
 from ._models import JobStatus
 from ._read import ACCEPT_ENCODING, BodyError, read_limited
 
@@ -72,6 +78,7 @@ class Transient(Exception):
         hint: float | None = None,
         quota: float | None = None,
         error: InvalidResponse | None = None,
+        miss: bool = False,
     ) -> None:
         super().__init__(description)
         self.description = description
@@ -81,6 +88,8 @@ class Transient(Exception):
         self.quota = quota
         #: The library's own error for this failure, for an answer that was not a status.
         self.error = error
+        #: An answer that may show a wrong route: not JSON, or without the status field.
+        self.miss = miss
 
 
 class MalformedBatch(Transient):
@@ -105,25 +114,8 @@ class Reply:
     status_code: int
     headers: httpx.Headers
     body: bytes
-
-
-def status_path(job_id: str | None) -> str:
-    """``/jobs/{id}`` with the ID as one opaque path segment, or the original ``/status``.
-
-    Everything but unreserved characters is percent-encoded, and so are the dots of ``.`` and
-    ``..``, which URL normalisation would otherwise resolve: no ID can reach another route.
-    """
-    if job_id is None:
-        return "/status"
-    segment = quote(job_id, safe="")
-    if set(job_id) <= {"."}:
-        segment = segment.replace(".", "%2E")
-    return f"/jobs/{segment}"
-
-
-def batch_path(ids: list[str]) -> str:
-    """``/jobs?ids=a,b,c``, each ID percent-encoded."""
-    return "/jobs?ids=" + ",".join(quote(i, safe="") for i in ids)
+    #: The URL asked.
+    url: httpx.URL
 
 
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
@@ -149,44 +141,6 @@ def _hint(reply: Reply) -> float | None:
     return parse_retry_after(reply.headers.get("retry-after"), reply.headers.get("retry-after-ms"))
 
 
-def parse_status(
-    body: bytes, job_id: str | None, status_code: int
-) -> tuple[JobStatus, dict[str, Any]]:
-    """The status in a response body; :class:`InvalidResponse` for anything else."""
-    data, not_json = _decode(body)
-    if not_json:
-        raise InvalidResponse(
-            f"the status of {job_name(job_id)} is not valid JSON ({not_json})",
-            job_id=job_id,
-            status_code=status_code,
-        )
-    if not isinstance(data, dict) or "result" not in data:
-        raise InvalidResponse(
-            f"the answer for {job_name(job_id)} has no 'result'",
-            job_id=job_id,
-            status_code=status_code,
-        )
-    result = data["result"]
-    if isinstance(result, str) and result in _STATUSES:
-        return _STATUSES[result], data
-    raise InvalidResponse(
-        f"the answer for {job_name(job_id)} has an unknown result {_quote(result)}",
-        job_id=job_id,
-        status_code=status_code,
-    )
-
-
-_STATUSES = {status.value: status for status in JobStatus}
-
-
-def _progress(payload: dict[str, Any]) -> tuple[float | None, float | None]:
-    """The job's progress (0 to 1) and seconds left, where the answer gives them sanely."""
-    progress = finite_number(payload.get("progress"))
-    return (progress if progress is not None and progress <= 1 else None), finite_number(
-        payload.get("eta")
-    )
-
-
 def _decode(body: bytes) -> tuple[Any, str | None]:
     """The JSON in ``body``, or the name of the reason it is none. The decoder's error itself
     is not kept: it holds the whole body."""
@@ -201,12 +155,14 @@ def _quote(value: object) -> str:
     return text[:QUOTED] + ("…" if len(text) > QUOTED else "")
 
 
-def _batch_answers(reply: Reply, ids: list[str]) -> dict[str, Answer | BaseException]:
+def _batch_answers(
+    reply: Reply, ids: list[str], dialect: Dialect
+) -> dict[str, Answer | BaseException]:
     """Per-job answers from a batch body ``{"jobs": [...], "unknown": [...]}``.
 
-    A pending job's hint is its own ``eta``: the response-wide ``Retry-After`` is the soonest
+    A pending job's hint is its own ETA: the response-wide ``Retry-After`` is the soonest
     of all the jobs', which would make every other job ask too early. One job's bad entry
-    fails that job's check alone.
+    fails that job's check alone; a job left out is checked on its own.
     """
     code = reply.status_code
     data, not_json = _decode(reply.body)
@@ -220,18 +176,15 @@ def _batch_answers(reply: Reply, ids: list[str]) -> dict[str, Answer | BaseExcep
     applied = parse_wait_applied(reply.headers.get("preference-applied"))
     out: dict[str, Answer | BaseException] = {}
     for entry in jobs:
-        if not isinstance(entry, dict) or entry.get("job_id") not in wanted:
+        job_id = dig(entry, dialect.id_field)
+        if not isinstance(job_id, str) or job_id not in wanted:
             continue
-        job_id = entry["job_id"]
-        result = entry.get("result")
-        if not (isinstance(result, str) and result in _STATUSES):
-            out[job_id] = Transient(
-                f"unknown result {_quote(result)} for job {job_id!r} in a batch", status_code=code
-            )
+        try:
+            status = dialect.status_of(entry)
+        except StatusFieldError as exc:
+            out[job_id] = Transient(f"job {job_id!r} in a batch: {exc}", status_code=code)
             continue
-        status = _STATUSES[result]
-        hint = finite_number(entry.get("eta")) if status is JobStatus.PENDING else None
-        out[job_id] = Answer(status, entry, hint, applied, *_progress(entry))
+        out[job_id] = _answer(status, entry, None, applied, dialect)
     listed_unknown = {i for i in unknown if isinstance(i, str)}
     for job_id in ids:
         if job_id in out:
@@ -249,15 +202,39 @@ def _batch_answers(reply: Reply, ids: list[str]) -> dict[str, Answer | BaseExcep
     return out
 
 
+def _answer(
+    status: JobStatus,
+    payload: dict[str, Any],
+    hint: float | None,
+    applied: float | None,
+    dialect: Dialect,
+) -> Answer:
+    """An answer, with what the dialect reads of the job's progress and time left. A pending
+    job's hint is the header's, else its own ETA."""
+    eta = dialect.eta(payload)
+    if hint is None and status is JobStatus.PENDING:
+        hint = eta
+    return Answer(status, payload, hint, applied, dialect.progress(payload), eta)
+
+
 class StatusFetcher:
-    def __init__(self, base_url: str, api_key: str | None, *, max_response_bytes: int) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None,
+        *,
+        max_response_bytes: int,
+        dialect: Dialect = SIM,
+    ) -> None:
         self.base = httpx.URL(base_url.rstrip("/"))
         #: The base URL fit to show: its password, if it has one, hidden.
         self.shown_url = redact_url(str(self.base))
         self.max_response_bytes = max_response_bytes
+        self.dialect = dialect
         self._headers = {"Accept": "application/json", "Accept-Encoding": ACCEPT_ENCODING}
         if api_key is not None:
-            self._headers["Authorization"] = f"Bearer {api_key}"
+            name, value = dialect.auth(api_key)
+            self._headers[name] = value
 
     def __repr__(self) -> str:
         return f"StatusFetcher({str(self.base)!r})"  # never the headers: they hold the key
@@ -267,7 +244,9 @@ class StatusFetcher:
     ) -> Answer:
         """One attempt, bounded by ``limit`` seconds as a cancel scope. ``wait`` is sent as
         ``Prefer: wait=N`` (None: no preference)."""
-        reply = await self._get(http, status_path(job_id).encode(), wait, limit, job_id)
+        reply = await self._get(
+            http, self.dialect.status_path(job_id).encode(), wait, limit, job_id
+        )
         return self._classify(reply, job_id)
 
     async def fetch_batch(
@@ -276,7 +255,7 @@ class StatusFetcher:
         """One batch request. Raises :class:`BatchUnsupported` if the server has no batch
         endpoint, :class:`Transient` if the whole batch failed; otherwise maps each ID to its
         answer, or to the error for that job alone."""
-        reply = await self._get(http, batch_path(ids).encode(), wait, limit, None)
+        reply = await self._get(http, self.dialect.batch_path(ids).encode(), wait, limit, None)
         code = reply.status_code
         if code in (404, 405, 501):
             raise BatchUnsupported(f"batch request answered {code}", missing=True)
@@ -290,7 +269,7 @@ class StatusFetcher:
             raise _transient(reply, f"HTTP {code} for a batch of {len(ids)}")
         if not 200 <= code < 300:
             raise RequestRejected(f"the server rejected a batch ({code})", status_code=code)
-        return _batch_answers(reply, ids)
+        return _batch_answers(reply, ids, self.dialect)
 
     async def _get(
         self,
@@ -358,30 +337,33 @@ class StatusFetcher:
                         job_id=job_id,
                         status_code=response.status_code,
                     )
-                return Reply(response.status_code, response.headers, b""), target
+                return Reply(response.status_code, response.headers, b"", url), target
             body = await read_limited(response, self.max_response_bytes)
-            return Reply(response.status_code, response.headers, body), None
+            return Reply(response.status_code, response.headers, body, url), None
         finally:
             await response.aclose()
 
-    @staticmethod
-    def _classify(reply: Reply, job_id: str | None) -> Answer:
+    def _classify(self, reply: Reply, job_id: str | None) -> Answer:
         code = reply.status_code
+        url = redact_url(str(reply.url))
         if 200 <= code < 300:
+            data, not_json = _decode(reply.body)
             try:
-                status, payload = parse_status(reply.body, job_id, code)
-            except InvalidResponse as exc:
-                # Without its traceback: the frames hold the body.
-                invalid = exc.with_traceback(None)
-            else:
-                return Answer(
-                    status,
-                    payload,
-                    _hint(reply),
-                    parse_wait_applied(reply.headers.get("preference-applied")),
-                    *_progress(payload),
+                if not_json:
+                    raise StatusFieldError(f"not valid JSON ({not_json})", unknown=False)
+                status = self.dialect.status_of(data)
+            except StatusFieldError as exc:
+                kind = UnknownStatus if exc.unknown else InvalidResponse
+                invalid = kind(
+                    f"{job_name(job_id)}: {exc}", job_id=job_id, status_code=code, url=url
                 )
-            raise Transient(str(invalid), status_code=code, error=invalid)
+                # Not JSON, or no status field: maybe not the route that was meant.
+                raise Transient(
+                    str(invalid), status_code=code, error=invalid, miss=not exc.unknown
+                ) from None
+            applied = parse_wait_applied(reply.headers.get("preference-applied"))
+            payload = data if isinstance(data, dict) else {"": data}
+            return _answer(status, payload, _hint(reply), applied, self.dialect)
         if code in TRANSIENT_STATUS:
             raise _transient(reply, f"HTTP {code} for {job_name(job_id)}")
         if code in (401, 403):
@@ -389,18 +371,21 @@ class StatusFetcher:
                 f"the server refused the credentials for {job_name(job_id)} ({code})",
                 job_id=job_id,
                 status_code=code,
+                url=url,
             )
         if code in (404, 410):
             raise JobNotFound(
                 f"the server does not know {job_name(job_id)} ({code})",
                 job_id=job_id,
                 status_code=code,
+                url=url,
             )
         if 400 <= code < 500:
             raise RequestRejected(
                 f"the server rejected the request for {job_name(job_id)} ({code})",
                 job_id=job_id,
                 status_code=code,
+                url=url,
             )
         # 5xx outside the usual set (501, 505, ...) and anything stranger: keep trying.
         raise _transient(reply, f"HTTP {code} for {job_name(job_id)}")

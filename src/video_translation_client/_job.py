@@ -23,9 +23,10 @@ from ._decide import (
     answered,
     failed,
     held_back,
+    not_found,
 )
 from ._decide import verdict as deadline_verdict
-from ._errors import PollTimeout, VideoTranslationError
+from ._errors import JobNotFound, PollTimeout, VideoTranslationError
 from ._http import Answer, Transient, job_name
 from ._models import JobStatus, Outcome, StatusResponse
 from ._session import Session
@@ -154,6 +155,8 @@ class JobPoll:
                 answer = await session.check(job_id, hold, retry=retry)
             finally:
                 session.retried(reserved)
+        except JobNotFound as error:
+            return not_found(record, error, anyio.current_time(), self._view())
         except Transient as failure:
             action = failed(record, failure, anyio.current_time(), self._view())
             if isinstance(action, Check):

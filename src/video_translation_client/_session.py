@@ -147,6 +147,8 @@ class Session:
             may_hold=self.config.long_poll > 0 and self.state.may_hold(now),
             batched=self.batched(job_id, now),
             url=self.fetcher.shown_url,
+            route_known=self.state.route_known,
+            dialect=self.fetcher.dialect.name,
         )
 
     async def check(self, job_id: str | None, hold: int, *, retry: bool = False) -> Answer:
@@ -212,6 +214,7 @@ class Session:
             retry=retry,
         )
         self._learn_holds(answer, asked=prefer)
+        self.state.route_known = True
         took = anyio.current_time() - started
         cut_short, _ = held_outcome(hold, took, changed=answer.is_final)
         return replace(answer, held=hold, cut_short=cut_short and answer.wait_applied is not None)
@@ -243,6 +246,7 @@ class Session:
                 logger.info("the server has no batch route; checking jobs one by one")
             return dict.fromkeys(ids, exc)
         state.batch.works()
+        state.route_known = True
         answers = [a for a in outcomes.values() if isinstance(a, Answer)]
         if answers:
             self._learn_holds(answers[0], asked=prefer)

@@ -147,6 +147,8 @@ class ServerState:
             self.holds.missing()
         #: A check is finding out whether the server holds checks (one at a time).
         self.probing_hold = False
+        #: An answer has been read as a status: the route and the dialect fit.
+        self.route_known = False
         #: When a held check last failed with an HTTP answer (a proxy's 504), and when one
         #: last succeeded: a short check that succeeds after a held one failed so shows that
         #: the held route is the trouble. (No answer at all is an outage, not the route.)

@@ -16,16 +16,20 @@ import trio
 from sim_server._jobs import Job
 from video_translation_client import (
     InvalidArgument,
+    JobNotFound,
     JobStatus,
     Outcome,
     PollTimeout,
     RequestRejected,
     StatusPollingConfig,
     VideoTranslationClient,
+    WrongRoute,
 )
 from video_translation_client import _pool as pool_module
 from video_translation_client._batch import Batcher
 from video_translation_client._http import Answer
+
+from .scripted import Scripted
 
 URL = "http://sim"
 
@@ -339,3 +343,41 @@ def test_no_ca_bundle_is_loaded_for_an_http_server(monkeypatch):
         assert loads
     finally:
         pool_module.tls_context.cache_clear()
+
+
+# -- a wrong route said at once -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("answer", "what"),
+    [
+        (httpx.Response(404, json={"detail": "Not Found"}), "answered 404"),
+        (httpx.Response(200, text="<html>hello</html>"), "answered no status (not valid JSON"),
+        (httpx.Response(200, json={"status": "dubbed"}), "no status field 'result'"),
+    ],
+)
+async def test_a_wrong_route_is_said_within_seconds(autojump_clock, answer, what):
+    """Every job asked answered 404 (or with no status at all) and none with one: each ends
+    after one more look with WrongRoute (a JobNotFound) naming the URL asked and the dialect,
+    within seconds, not after its retries."""
+    server = Scripted([answer])
+    async with server.client() as http:
+        client = VideoTranslationClient(URL, http_client=http, batch=False)
+        start = trio.current_time()
+        results = await client.poll_many(["abc", "def"])
+    assert {type(r.error) for r in results} == {WrongRoute}
+    assert what in str(results[0].error)
+    assert "GET http://sim/jobs/abc" in str(results[0].error)
+    assert "(dialect sim): is the base URL or the dialect right?" in str(results[0].error)
+    assert trio.current_time() - start < 5
+    assert len(server.log) == 4
+
+
+async def test_a_404_for_one_job_while_others_answer_is_an_unknown_job(autojump_clock, make_sim):
+    """The route answers other jobs: a 404 is that job unknown, at once."""
+    sim = make_sim()
+    add_jobs(sim, {"known": (5, "completed")})
+    client = VideoTranslationClient(URL, http_client=sim.client, batch=False)
+    known, unknown = await client.poll_many(["known", "nope"])
+    assert known.outcome is Outcome.COMPLETED
+    assert type(unknown.error) is JobNotFound
