@@ -214,6 +214,7 @@ def answered(
         retry_after=answer.hint,
         progress=answer.progress,
         eta=answer.eta,
+        kept=answer.kept,
     )
     if response.is_final:
         return Done(response)
@@ -282,8 +283,9 @@ def missed(job: JobRecord, now: float, server: ServerView, *, url: str | None, w
             f"{asked} answered {what} for every job asked (dialect {server.dialect}): "
             "is the base URL or the dialect right?",
             job_id=job.job_id,
-            status_code=404,
             url=url,
+            answered=what,
+            dialect=server.dialect,
         )
     )
 

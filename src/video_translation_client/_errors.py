@@ -84,7 +84,22 @@ class RequestRejected(_HTTPError):
 
 class WrongRoute(JobNotFound):
     """Every job asked got a 404, or an answer that is no status, and none an answer at
-    all: the route is wrong, not the jobs (the base URL, or the dialect)."""
+    all: the route is wrong, not the jobs (the base URL, or the dialect). ``url`` is what
+    was asked, ``answered`` what came back ("404", "no status (...)"), ``dialect`` the name
+    of the dialect that asked."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        job_id: str | None = None,
+        url: str | None = None,
+        answered: str = "",
+        dialect: str = "",
+    ) -> None:
+        super().__init__(message, job_id=job_id, status_code=404, url=url)
+        self.answered = answered
+        self.dialect = dialect
 
 
 class InvalidResponse(_HTTPError):

@@ -13,7 +13,7 @@ API key in their headers and the body in their state, and an error may live on i
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -50,6 +50,8 @@ class Answer:
     #: How far along the job is (0 to 1) and the seconds it has left, if the answer says.
     progress: float | None = None
     eta: float | None = None
+    #: The fields the dialect keeps.
+    kept: dict[str, Any] = field(default_factory=dict)
     #: The seconds the session asked the server to hold this check (0: answered at once):
     #: decided once, where the request was made.
     held: int = 0
@@ -214,7 +216,9 @@ def _answer(
     eta = dialect.eta(payload)
     if hint is None and status is JobStatus.PENDING:
         hint = eta
-    return Answer(status, payload, hint, applied, dialect.progress(payload), eta)
+    return Answer(
+        status, payload, hint, applied, dialect.progress(payload), eta, dialect.kept(payload)
+    )
 
 
 class StatusFetcher:

@@ -45,6 +45,9 @@ class StatusResponse:
     #: How far along the job is, 0 to 1, and the seconds it has left, if the server says.
     progress: float | None = None
     eta: float | None = None
+    #: The fields the dialect keeps (the translated video's URL, say), by dotted path; None
+    #: where the answer has none.
+    kept: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def is_final(self) -> bool:
@@ -87,6 +90,11 @@ class JobResult:
     @property
     def ok(self) -> bool:
         return self.outcome is Outcome.COMPLETED
+
+    @property
+    def kept(self) -> dict[str, Any]:
+        """The fields the dialect keeps, from the last status seen (empty if none was)."""
+        return self.status.kept if self.status is not None else {}
 
 
 @dataclass(frozen=True, slots=True)

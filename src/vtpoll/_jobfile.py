@@ -128,6 +128,8 @@ def result_record(result: JobResult, *, now: datetime | None = None) -> dict[str
         "elapsed_s": round(result.elapsed_time, 3),
         "attempts": result.attempts,
         "error": f"{type(error).__name__}: {error}" if error is not None else None,
+        # What the dialect keeps: the translated video's URL, the languages...
+        "kept": result.kept,
     }
 
 

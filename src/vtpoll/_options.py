@@ -22,10 +22,13 @@ from typing import Any, Literal
 import click
 
 from video_translation_client import (
+    DIALECTS,
+    Dialect,
     InvalidArgument,
     Limiter,
     StatusPollingConfig,
     VideoTranslationClient,
+    load_dialect,
 )
 
 from ._errors import Problem
@@ -37,7 +40,7 @@ FLAG_NAMES = {"rate_limit": "--rate", "max_in_flight": "--in-flight"}
 #: Settings that are numbers with an "off" value also get a ``--no-<flag>`` switch for it.
 OFF_SWITCHES = {"long_poll": 0.0}
 #: Client arguments that are not polling settings: the connection options carry them.
-CONNECTION = ("base_url", "api_key")
+CONNECTION = ("base_url", "api_key", "dialect")
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,7 +211,8 @@ def connection_options(func: Any) -> Any:
         "--api-key",
         envvar="VTPOLL_API_KEY",
         show_envvar=True,
-        help="API key, sent as 'Authorization: Bearer KEY' (the variable keeps it out of ps).",
+        help="API key, sent in the dialect's header ('Authorization: Bearer KEY' for sim; the"
+        " variable keeps it out of ps).",
     )(func)
     return click.option(
         "--base-url",
@@ -220,8 +224,38 @@ def connection_options(func: Any) -> Any:
     )(func)
 
 
+def dialect_options(func: Any) -> Any:
+    """How the server is asked and read: a built-in dialect, or one from a TOML file."""
+    func = click.option(
+        "--dialect-file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="A dialect of your own, from a TOML file (see the README, 'Poll your own backend').",
+    )(func)
+    return click.option(
+        "--dialect",
+        type=click.Choice(list(DIALECTS)),
+        default="sim",
+        show_default=True,
+        help="How the server is asked and its answers read: this project's server (sim), the"
+        " original design's routes, ElevenLabs dubbing or HeyGen video translate.",
+    )(func)
+
+
+def chosen_dialect(dialect: str = "sim", dialect_file: Path | None = None) -> Dialect:
+    """The dialect the options name, or :class:`Problem` saying in one line what is wrong
+    with the file (before any request)."""
+    if dialect_file is None:
+        return DIALECTS[dialect]
+    if dialect != "sim":
+        raise Problem("--dialect and --dialect-file cannot be used together")
+    try:
+        return load_dialect(dialect_file)
+    except InvalidArgument as exc:
+        raise Problem(f"{dialect_file}: {exc}") from None
+
+
 def polling_options(func: Any) -> Any:
-    """Every setting's option, then the connection's."""
+    """Every setting's option, then the connection's and the dialect's."""
     for setting in reversed(SETTINGS):
         if setting.name in OFF_SWITCHES:
             func = click.option(
@@ -231,17 +265,23 @@ def polling_options(func: Any) -> Any:
                 help=f"The same as {setting.flag} {OFF_SWITCHES[setting.name]:g}.",
             )(func)
         func = setting.option()(func)
-    return connection_options(func)
+    return connection_options(dialect_options(func))
 
 
 def make_client(
-    *, base_url: str, api_key: str | None, rate_limiter: Limiter | None = None, **options: Any
+    *,
+    base_url: str,
+    api_key: str | None,
+    rate_limiter: Limiter | None = None,
+    dialect: str = "sim",
+    dialect_file: Path | None = None,
+    **options: Any,
 ) -> VideoTranslationClient:
     """The client the options describe (the library's default for any not given), or
     :class:`Problem` naming the option the user typed. With ``rate_limiter`` (a fleet's),
     the rate options go to that limiter, not to the client."""
     config: dict[str, Any] = {}
-    client: dict[str, Any] = {}
+    client: dict[str, Any] = {"dialect": chosen_dialect(dialect, dialect_file)}
     for name, given in options.items():
         if name.startswith("no_"):
             if given:

@@ -23,6 +23,7 @@ from video_translation_client import (
     Outcome,
     StatusResponse,
     VideoTranslationClient,
+    WrongRoute,
 )
 
 from ._display import WatchDisplay, summary_table, wants_live
@@ -45,6 +46,8 @@ class WatchRun:
     signal: int | None = None
     #: Jobs found in the results file of an earlier run, and their outcomes.
     done_before: dict[str, str] = field(default_factory=dict)
+    #: Why the run stopped at once: no job answered at this route.
+    wrong_route: WrongRoute | None = None
 
 
 async def run_watch(
@@ -64,6 +67,12 @@ async def run_watch(
 
     def take(event: StatusResponse | JobResult) -> None:
         if isinstance(event, JobResult):
+            if isinstance(event.error, WrongRoute):
+                # No job has been answered at this route: nothing of the run is worth going
+                # on with, and nothing is written (a later run asks these jobs again).
+                run.wrong_route = event.error
+                polling.cancel()
+                return
             if writer is not None:
                 writer.write(event)
             if on_result is not None:
@@ -86,8 +95,9 @@ async def run_watch(
             display.refresh(client.statistics(), trio.current_time())
             await trio.sleep(1 / REFRESH_HZ if live else 0.25)
 
+    polling = trio.CancelScope()
     async with client:
-        with display:
+        with display, polling:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(until_signal, nursery.cancel_scope)
                 nursery.start_soon(tick)
@@ -104,6 +114,15 @@ async def run_watch(
             run.wall = ended - started
             display.refresh(run.stats, ended)
     return run
+
+
+def wrong_route(error: WrongRoute) -> str:
+    """The one line that says the route, not the jobs, is wrong, in the command's terms."""
+    asked = f"GET {error.url}" if error.url else "the status route"
+    return (
+        f"{asked} answered {error.answered} for every job (dialect {error.dialect}): "
+        "is --base-url or --dialect right?"
+    )
 
 
 def _drain(events: Any, take: Callable[[Any], None]) -> None:
@@ -148,6 +167,8 @@ def watch_and_report(
                 )
             )
     run.done_before = done_before
+    if run.wrong_route is not None:
+        raise Problem(wrong_route(run.wrong_route))
     if run.stats is not None:
         console.print(summary_table(run.ended, run.stats, run.wall, skipped=len(done_before)))
     return run

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import click
@@ -15,7 +16,7 @@ from video_translation_client import StatusResponse, VideoTranslationClient, Vid
 
 from ._errors import EXIT_NOT_ALL_COMPLETED, EXIT_OK, Problem
 from ._jobfile import InputError, read_ids
-from ._options import connection_options, make_client
+from ._options import connection_options, dialect_options, make_client
 
 #: Seconds between two looks at whether the server has gone silent.
 WATCH_SILENCE = 0.1
@@ -31,6 +32,7 @@ WATCH_SILENCE = 0.1
     show_default=True,
     help="Seconds to keep retrying a transient failure.",
 )
+@dialect_options
 @connection_options
 @click.pass_context
 def status(
@@ -40,6 +42,8 @@ def status(
     timeout: float,
     base_url: str,
     api_key: str | None,
+    dialect: str,
+    dialect_file: Path | None,
 ) -> None:
     """Show the current status of each job ID, once.
 
@@ -50,7 +54,14 @@ def status(
         id_list = read_ids([("argument", ids)])
     except InputError as exc:
         raise Problem(str(exc)) from None
-    client = make_client(base_url=base_url, api_key=api_key, timeout=timeout, long_poll=0)
+    client = make_client(
+        base_url=base_url,
+        api_key=api_key,
+        timeout=timeout,
+        long_poll=0,
+        dialect=dialect,
+        dialect_file=dialect_file,
+    )
     answers = trio.run(_statuses, client, id_list.ids, timeout)
     rows = [_status_row(i, answer) for i, answer in zip(id_list.ids, answers, strict=True)]
     if as_json:

@@ -27,7 +27,13 @@ from vtpoll._jobfile import (
 
 
 def _result(job_id: str, outcome: Outcome = Outcome.COMPLETED) -> JobResult:
-    status = StatusResponse(JobStatus.COMPLETED, job_id, 1.5, attempts=2)
+    status = StatusResponse(
+        JobStatus.COMPLETED,
+        job_id,
+        1.5,
+        attempts=2,
+        kept={"data.url": f"https://cdn.test/{job_id}.mp4"},
+    )
     return JobResult(job_id, outcome, status, attempts=2, elapsed_time=1.5)
 
 
@@ -93,7 +99,8 @@ def test_unreadable_files_are_named(tmp_path: Path):
 
 
 def test_record_has_what_a_script_needs():
-    """A result line carries ID, outcome, final status, detection time, attempts and error."""
+    """A result line carries ID, outcome, final status, detection time, attempts, error and
+    the fields the dialect keeps."""
     now = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
     assert result_record(_result("a"), now=now) == {
         "job_id": "a",
@@ -103,6 +110,7 @@ def test_record_has_what_a_script_needs():
         "elapsed_s": 1.5,
         "attempts": 2,
         "error": None,
+        "kept": {"data.url": "https://cdn.test/a.mp4"},
     }
     failed = JobResult("b", Outcome.FAILED, None, JobNotFound("b"), attempts=1)
     record = result_record(failed, now=now)

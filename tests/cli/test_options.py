@@ -41,11 +41,11 @@ def test_every_library_setting_is_an_option():
         name
         for name, p in inspect.signature(VideoTranslationClient.__init__).parameters.items()
         if p.kind is p.KEYWORD_ONLY
-        and name not in ("api_key", "http_client", "random", "rate_limiter")
+        and name not in ("api_key", "http_client", "random", "rate_limiter", "dialect")
     }
     assert {s.name for s in SETTINGS} == fields | keywords
     assert all(s.help for s in SETTINGS), [s.name for s in SETTINGS if not s.help]
-    assert {s.flag for s in SETTINGS} <= _flags()
+    assert {s.flag for s in SETTINGS} | {"--dialect", "--dialect-file"} <= _flags()
 
 
 def test_the_defaults_are_the_librarys():

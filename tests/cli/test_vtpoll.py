@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import signal
 import socket
@@ -133,13 +134,31 @@ def test_a_job_in_error_gives_exit_1(url: str, tmp_path: Path, run):
 
 
 def test_unknown_job_gives_exit_1_and_names_it(url: str, tmp_path: Path, run):
-    """A job the server does not know ends as failed with JobNotFound."""
+    """A job the server does not know, while others answer, ends as failed with
+    JobNotFound."""
     out = tmp_path / "out.jsonl"
-    done = run("watch", "no-such-job", "-o", str(out), "--base-url", url)
+    [known] = create(url, 1, duration=0.2)
+    done = run("watch", known, "no-such-job", "-o", str(out), "--base-url", url)
     assert done.returncode == 1
-    [row] = records(out)
-    assert row["outcome"] == "failed"
-    assert str(row["error"]).startswith("JobNotFound")
+    rows = {row["job_id"]: row for row in records(out)}
+    assert rows[known]["outcome"] == "completed"
+    assert rows["no-such-job"]["outcome"] == "failed"
+    assert str(rows["no-such-job"]["error"]).startswith("JobNotFound")
+
+
+def test_a_wrong_route_is_one_line_and_exit_2(url: str, tmp_path: Path, run):
+    """Every job answered 404 (a base URL missing a part of its path): within seconds, one
+    line naming the URL asked and the dialect, exit 2, nothing written."""
+    out = tmp_path / "out.jsonl"
+    done = run("watch", "abc", "def", "-o", str(out), "--base-url", url + "/v1")
+    assert done.returncode == 2
+    line = done.stderr.splitlines()[-1]
+    assert re.fullmatch(
+        rf"vtpoll: error: GET {re.escape(url)}/v1/jobs/(abc|def) answered 404 for every job "
+        r"\(dialect sim\): is --base-url or --dialect right\?",
+        line,
+    ), line
+    assert records(out) == []
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
@@ -376,8 +395,9 @@ def test_watch_never_shows_the_password_of_its_url(url: str, run):
     """A password in --base-url is used but never printed."""
     authority = url.removeprefix("http://")
     done = run("watch", "no-such-job", "--base-url", f"http://ann:s3cret-pw@{authority}")
-    assert done.returncode == 1
+    assert done.returncode == 2  # the one job's 404: a wrong route, as far as anyone can tell
     assert f"watching 1 jobs on http://ann:***@{authority}" in done.stderr
+    assert f"GET http://ann:***@{authority}/jobs/no-such-job answered 404" in done.stderr
     assert "s3cret-pw" not in done.stderr + done.stdout
 
 
