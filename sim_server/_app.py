@@ -74,6 +74,7 @@ def create_app(
                 state.injector,
                 slow_delay=settings.slow_delay,
                 on_fault=lambda kind: metrics.faults.labels(kind).inc(),
+                retry_after=settings.dialect != "elevenlabs",
             ),
             metrics,
         ),

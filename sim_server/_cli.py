@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from ._dialects import DIALECTS
 from ._server import run_server
 from ._settings import ServerSettings
 
@@ -39,6 +40,9 @@ _HELP = {
     "api_key": "Require this key as 'Authorization: Bearer KEY' or 'X-Api-Key: KEY'.",
     "db": "SQLite file that keeps jobs across restarts.",
     "workers": "Worker processes (they share jobs through the database).",
+    "dialect": "The status API spoken: sim (this project's), elevenlabs (GET /v1/dubbing/ID,"
+    " key in xi-api-key) or heygen (GET /v2/video_translate/ID, key in X-Api-Key); the vendors'"
+    " have no batch route, hints or long-poll.",
 }
 
 
@@ -55,6 +59,8 @@ def _option(name: str, default: Any) -> Any:
         return click.option(flag, type=float, **kwargs)
     if name in ("burst", "seed"):
         return click.option(flag, type=int, **kwargs)
+    if name == "dialect":
+        return click.option(flag, type=click.Choice(DIALECTS), default=default, **kwargs)
     return click.option(flag, type=type(default), default=default, **kwargs)
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import anyio
 
 from ._asgi import ASGIApp, Receive, Scope, Send, send_body
+from ._dialects import status_path
 
 GARBAGE_VARIANTS = ("truncated", "content_type", "unknown_result")
 
@@ -53,11 +54,9 @@ class FaultInjector:
 
 
 def is_status_read(scope: Scope) -> bool:
-    """The requests that faults strike: GETs of job status, single, batch or original format."""
-    if scope.get("method") != "GET":
-        return False
-    path: str = scope.get("path", "")
-    return path == "/status" or path == "/jobs" or path.startswith("/jobs/")
+    """The requests that faults strike: GETs of job status, single, batch or original format,
+    in any dialect."""
+    return scope.get("method") == "GET" and status_path(scope.get("path", ""))
 
 
 class FaultMiddleware:
@@ -68,11 +67,14 @@ class FaultMiddleware:
         *,
         slow_delay: float,
         on_fault: Callable[[str], None],
+        retry_after: bool = True,
     ) -> None:
         self.app = app
         self.injector = injector
         self.slow_delay = slow_delay
         self.on_fault = on_fault
+        #: Whether a 429 or 503 says when to come back (ElevenLabs' 429 does not).
+        self.retry_after = retry_after
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self.injector.enabled or not is_status_read(scope):
@@ -101,7 +103,8 @@ class FaultMiddleware:
             await _send_garbage(send, fault.variant or "truncated")
         else:
             status = int(fault.kind)
-            headers = [(b"retry-after", b"1")] if status in (429, 503) else []
+            hint = status in (429, 503) and self.retry_after
+            headers = [(b"retry-after", b"1")] if hint else []
             body = json.dumps({"error": "injected_fault", "detail": f"injected {status}"})
             await send_body(send, status, body.encode(), headers=headers)
 

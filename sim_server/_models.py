@@ -52,6 +52,30 @@ class LegacyStatus(BaseModel):
     result: Literal["pending", "completed", "error"]
 
 
+class ElevenLabsDubbing(BaseModel):
+    """``GET /v1/dubbing/{dubbing_id}`` as ElevenLabs answers it (``--dialect elevenlabs``)."""
+
+    dubbing_id: str
+    name: str
+    status: Literal["dubbing", "dubbed", "failed"]
+    target_languages: list[str]
+    error: str | None
+
+
+class HeyGenData(BaseModel):
+    video_translate_id: str
+    status: Literal["pending", "running", "success", "failed"]
+    url: str | None = Field(None, description="The translated video, once it succeeded")
+    message: str | None = Field(None, description="Why it failed")
+
+
+class HeyGenTranslation(BaseModel):
+    """``GET /v2/video_translate/{id}`` as HeyGen answers it (``--dialect heygen``)."""
+
+    error: None
+    data: HeyGenData
+
+
 JOB_ID_PATTERN = f"^{JOB_ID}$"
 BATCH_IDS_PATTERN = f"^{JOB_ID}(,{JOB_ID}){{0,{MAX_BATCH - 1}}}$"
 

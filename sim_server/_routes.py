@@ -22,13 +22,16 @@ from quart_schema import (
 )
 from werkzeug.exceptions import HTTPException, NotFound
 
+from ._dialects import KEY_HEADERS, ROUTES, vendor_view
 from ._jobs import Job, new_job_id, valid_job_id
 from ._models import (
     BatchQuery,
     BatchView,
     CreateJob,
+    ElevenLabsDubbing,
     ErrorBody,
     Health,
+    HeyGenTranslation,
     JobView,
     LegacyStatus,
     PreferHeader,
@@ -87,8 +90,14 @@ async def gate() -> None:
 
 @routes.after_app_request
 async def rate_headers(response: Response) -> Response:
+    sim = state()
+    if sim.settings.dialect == "elevenlabs":
+        # ElevenLabs says neither its limit nor when to come back: a 429 and a JSON detail.
+        for header in ("Retry-After", "Retry-After-Ms"):
+            response.headers.pop(header, None)
+        return response
     decision: Decision | None = g.get("rate_decision")
-    buckets = state().buckets
+    buckets = sim.buckets
     if decision is not None and buckets is not None:
         response.headers["RateLimit-Policy"] = buckets.policy_header()
         response.headers["RateLimit"] = buckets.state_header(decision)
@@ -163,6 +172,14 @@ async def _answer(job: Job) -> tuple[float, dict[str, str]]:
     return await state().answer([job], request.headers.getlist("Prefer"))
 
 
+def _speaking(dialect: str) -> SimState:
+    """The state, if the server speaks ``dialect``; else the route does not exist here."""
+    sim = state()
+    if sim.settings.dialect != dialect:
+        raise NotFound()
+    return sim
+
+
 def _status_docs(answer: type[BaseModel], *errors: int) -> Callable[[View], View]:
     """What a status route documents: ``Prefer``, its answer, and its error answers."""
 
@@ -178,16 +195,17 @@ def _status_docs(answer: type[BaseModel], *errors: int) -> Callable[[View], View
 @_status_docs(JobView, 401, 429, 400, 404)
 async def job_status(job_id: str) -> Response:
     """Status of one job; ``Prefer: wait=N`` holds a pending answer until it changes."""
-    job = state().require(job_id)
+    sim = _speaking("sim")
+    job = sim.require(job_id)
     now, headers = await _answer(job)
-    return _json(state().view(job, now), 200, headers)
+    return _json(sim.view(job, now), 200, headers)
 
 
 @routes.get("/jobs/<job_id>/status")
 @_status_docs(LegacyStatus, 401, 429, 400, 404)
 async def legacy_job_status(job_id: str) -> Response:
     """Status of one job in the original ``{"result": ...}`` format."""
-    job = state().require(job_id)
+    job = _speaking("sim").require(job_id)
     now, headers = await _answer(job)
     return _json({"result": job.result_at(now)}, 200, headers)
 
@@ -196,7 +214,7 @@ async def legacy_job_status(job_id: str) -> Response:
 @_status_docs(LegacyStatus, 401, 429)
 async def legacy_status() -> Response:
     """The default job, whose clock starts with the server, in the original format."""
-    job = state().default_job
+    job = _speaking("sim").default_job
     now, headers = await _answer(job)
     return _json({"result": job.result_at(now)}, 200, headers)
 
@@ -222,6 +240,26 @@ async def batch_status() -> Response:
     return _json({"jobs": [sim.view(j, now) for j in jobs], "unknown": unknown}, 200, headers)
 
 
+@routes.get(ROUTES["elevenlabs"])
+@_status_docs(ElevenLabsDubbing, 401, 429, 400, 404)
+async def elevenlabs_dubbing(job_id: str) -> Response:
+    """A dubbing's status, as ElevenLabs answers it (with ``--dialect elevenlabs``)."""
+    return await _vendor_status("elevenlabs", job_id)
+
+
+@routes.get(ROUTES["heygen"])
+@_status_docs(HeyGenTranslation, 401, 429, 400, 404)
+async def heygen_video_translate(job_id: str) -> Response:
+    """A video translation's status, as HeyGen answers it (with ``--dialect heygen``)."""
+    return await _vendor_status("heygen", job_id)
+
+
+async def _vendor_status(dialect: str, job_id: str) -> Response:
+    job = _speaking(dialect).require(job_id)
+    now, headers = await _answer(job)
+    return _json(vendor_view(dialect, job, now), 200, headers)
+
+
 def _batch_ids(raw: str | None) -> list[str]:
     if raw is None:
         raise ApiError(400, "missing_ids", "the ids query parameter is required: ?ids=a,b,c")
@@ -242,8 +280,12 @@ def _batch_ids(raw: str | None) -> list[str]:
 # -- helpers -----------------------------------------------------------------------------------
 
 
-def _supplied_key(headers: Any) -> str | None:
-    """The API key a request carries: ``X-Api-Key``, else ``Authorization: Bearer``."""
+def _supplied_key(headers: Any, dialect: str = "sim") -> str | None:
+    """The API key a request carries: in the vendor's header for a vendor's dialect; else
+    ``X-Api-Key``, or ``Authorization: Bearer``."""
+    if dialect in KEY_HEADERS:
+        vendor: str | None = headers.get(KEY_HEADERS[dialect])
+        return vendor
     supplied: str | None = headers.get("X-Api-Key")
     if supplied is None:
         scheme, _, token = headers.get("Authorization", "").partition(" ")
@@ -252,7 +294,10 @@ def _supplied_key(headers: Any) -> str | None:
 
 
 def _authorized(key: bytes) -> bool:
-    supplied = _supplied_key(request.headers)
+    # A vendor's status route takes the key in the vendor's header only; the simulator's own
+    # routes (creating jobs) take it as they always have.
+    dialect = state().settings.dialect
+    supplied = _supplied_key(request.headers, dialect if request.method == "GET" else "sim")
     # compare_digest on bytes: constant time in the key's length, whatever the supplied value.
     return supplied is not None and hmac.compare_digest(supplied.encode("utf-8", "replace"), key)
 

@@ -67,8 +67,19 @@ class ServerSettings:
     api_key: str | None = field(default=None, repr=False)
     db: Path | None = None
     workers: int = 1
+    #: The status API spoken: sim, elevenlabs or heygen (see ``_dialects``).
+    dialect: str = "sim"
 
     def __post_init__(self) -> None:
+        if self.dialect not in ("sim", "elevenlabs", "heygen"):
+            raise ValueError(
+                f"dialect must be one of 'sim', 'elevenlabs', 'heygen', got {self.dialect!r}"
+            )
+        if self.dialect != "sim":
+            # The vendors' APIs have no batch route, give no hints and hold no request.
+            object.__setattr__(self, "batch", False)
+            object.__setattr__(self, "hints", False)
+            object.__setattr__(self, "max_wait", 0.0)
         if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
             raise ValueError(f"port must be an integer in [0, 65535], got {self.port!r}")
         _positive("completion_time", self.completion_time, allow_zero=True)
