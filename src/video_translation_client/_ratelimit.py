@@ -3,47 +3,29 @@
 No maintained limiter for trio/anyio does what many-job polling needs (a pause until a
 server's ``Retry-After``, and a rate that finds the server's own), so this is written here.
 
-**Pacing.** A token bucket: ``burst`` tokens refilled at the rate in force, one per request,
-callers served in the order they came (anyio's ``Lock`` is fair). Over any interval of length
-t at most ``burst + rate * t`` requests go. With no rate (``None``) nothing is paced until
-the server shows a limit.
-
-**What a refusal means** is decided by a test, not by thresholds. The limiter keeps the share
-of requests the server refuses *at random* (a proxy's 429s, injected faults): a baseline p0
-learnt from every stretch of answers not judged an overrun, from a weak prior of one refusal
-in ``PRIOR`` requests. On each 429 it asks how likely the refusals among the last ``WINDOW``
-answers (k of n) would be if they came at that baseline: an overrun is declared when the
-binomial tail P(X >= k | n, p0) falls below ``ALPHA``. A random refusal only makes its own
-request wait (the client sees to that); an overrun pauses every request until the 429's
-``Retry-After`` and cuts the rate.
-
-**Cut and climb: CUBIC** (Ha, Rhee, Xu 2008; RFC 9438), as botocore's adaptive retry mode
-does for AWS throttling (``botocore/retries/adaptive.py``, ``CubicCalculator``). A cut sets
-W_max, the rate the server was seen to accept, and the rate to ``BETA`` * W_max; it then
-climbs back along W(n) = W_max * (1 - (1 - BETA) * (1 - n / RECOVERY)^3): concave up to
-W_max after ``RECOVERY`` requests, where it lingers, then convex beyond it to find a limit
-that was raised. Its clock counts requests the limiter held back, not seconds: a cycle is as
-many requests long (and costs the same few 429s) at 2/s as at 2,000/s, and an application
-that sends less than the rate allows does not grow it (RFC 9438, section 5.8, on
-application-limited flows). At most one cut is on probation at a time, which is the
-cooldown: the next cut waits for the verdict on this one.
-
-**What the server accepts** is measured as BBR measures delivery rate (Cardwell et al., "BBR:
-Congestion-Based Congestion Control", 2016; its app-limited samples): a sample counts only if
-the client was not what held the rate back. Requests accepted after the first 429 of an
-overrun, over the time since (the server's bucket empty from then, its burst spent before),
-are the server's rate: the refusals show that more was offered than it took, whether the
-limiter was pacing or not (unlimited, or set above the demand). Answers without refusals say
-nothing of a limit and lower nothing; without a sample, a cut goes from the rate in force.
-A ``RateLimit-Policy`` quota is not trusted: a wrong or stale one would pin the rate.
-
-**Probation.** A limit's refusals depend on the client's rate, random ones do not. After a
-cut, Wald's sequential probability ratio test weighs the answers that follow: at the lowered
-rate a limit would leave only the baseline refused (or, when the cut was not measured, the
-share the cut leaves over it), random refusals the share seen before the cut. If the share
-did not fall, the cut was noise: the rate goes back to where it was, and the refusals fold
-into the baseline, so that random 429s, even at 20% from the first second, are told apart
-within a cut or two.
+- **Token bucket**: ``burst`` tokens, refilled at the current rate; one token per request.
+  Over any interval of length t, at most ``burst + rate * t`` acquisitions succeed. With no
+  rate (``None``) nothing is paced until the server throttles: from then on, its own rate.
+- **FIFO**: callers are served in the order they asked (anyio's ``Lock`` is fair), so no job
+  starves behind luckier ones.
+- **Pause**: ``pause(seconds)`` stops everyone until then (a 429's ``Retry-After``).
+- **Adaptive**: the limiter counts the answers the server accepts (``accepted()``) and the
+  429s it gets (``refused()``). Refusals thick enough (``OVERRUN_REFUSALS``, at least
+  ``OVERRUN_SHARE`` of requests) show an overrun, and while it lasts the answers accepted per
+  second *are* the server's rate, whatever its headers say: at most every ``cooldown``
+  seconds the limiter settles just under that measure, and every request waits out each
+  refusal's pause. Thinner refusals cannot be told from a server's or a proxy's 429s at
+  random: on their own they lower nothing and pause only their own request. If they persist
+  (``TRIAL_REFUSALS``), the rate is put on trial: it settles under what the server accepted
+  meanwhile and holds there; a limit then refuses nothing (``TRIAL_ANSWERS_AFTER`` answers),
+  and the measure stands, while a refusal shows them random: the rate goes back, and the
+  next trial waits for twice as many. Without 429s the rate probes upwards, slowly at first
+  and faster the longer no 429 comes (``probe`` times the square of the seconds since the
+  last decrease or trial), up to the configured rate; a 429 past the rate settled under the
+  last measure sends it back there, and makes the next probe half as steep. A stale or wrong
+  ``RateLimit-Policy`` cannot pin the rate low, random 429s do not lower it (but for a trial
+  they happen to pass, which holds for a minute at most), and a server that raises its limit
+  is found.
 """
 
 from __future__ import annotations
@@ -58,36 +40,55 @@ from anyio.lowlevel import RunVar
 
 from . import _validate as check
 
-#: The test's level: the chance that refusals at the baseline's share are read as an overrun.
-#: Low, because a false overrun pauses every request for a Retry-After (often a whole second)
-#: while a late one costs only a 429 or two more.
-ALPHA = 1e-3
-#: CUBIC's multiplicative decrease (RFC 9438, and botocore's): deep enough that a rate cut
-#: from a slightly high measure is still under the limit, shallow enough that the concave
-#: climb back keeps the average above 0.9 of it.
-BETA = 0.7
-#: Requests, counted while the limiter held requests back, for CUBIC to climb back to W_max
-#: after a cut. A probe past a steady limit costs about three 429s; a hundred requests
-#: before it, and as many more on the convex side, keep that near 2% at any rate.
-RECOVERY = 100
-#: The baseline's prior: one refusal in this many requests. Weak (a few dozen answers
-#: outweigh it), and low enough that three refusals in a row (or a fifth of a window)
-#: against a new client are read as an overrun: a real limit is then met at its first 429s.
-PRIOR = 20
-#: The answers the test looks back over: enough for a refusal share of 15% to stand out from
-#: a baseline of a few percent, few enough that the test sees the present.
-WINDOW = 50
-#: The answers the baseline remembers (older ones fade): random refusals that stopped (a
-#: proxy mended) stop excusing a limit's after a few thousand requests.
-MEMORY = 2000
-
-#: Refusals in a row that a new client reads as an overrun (not a tuned number: the fewest
-#: whose chance at the prior's share, (1 / PRIOR) ** k, is below ALPHA).
-OVERRUN_REFUSALS = math.ceil(math.log(ALPHA) / math.log(1 / PRIOR))
-
-# A refill of 0.02 s x 50/s sums to 0.99999...: waiting for the missing 1e-16 of a token
-# would be a sleep too short for the clock to see, forever.
 _EPSILON = 1e-9
+#: The share of the measured server rate the limiter settles at: clocks differ.
+MARGIN = 0.97
+#: Seconds without a 429 after which an overrun is over: the next 429 starts a new one, whose
+#: rate is measured afresh (between overruns the server's bucket refills, and answers then
+#: say nothing of its rate). The shortest span a rate is measured over.
+OVERRUN_GAP = 2.0
+MIN_MEASURE = 0.1
+#: Seconds of answers remembered for measuring.
+ANSWERS_MEMORY = 5.0
+#: A rate climbing past this many requests a second is no limit any more.
+UNLIMITED = 1e6
+#: A measure within this share of the last one finds the server's rate unchanged.
+STABLE = 0.1
+#: Refusals that show an overrun, where the measure begins: at least this many in it, and
+#: this share of its requests. Random 429s at a few percent of requests rarely come so thick.
+OVERRUN_REFUSALS = 5
+OVERRUN_SHARE = 0.3
+#: How far above the rate it settled at a probe has climbed while it still counts as there.
+SETTLED = 0.005
+#: Thin refusals that persist, this many within ``ANSWERS_MEMORY`` seconds, put the rate on
+#: trial: it settles under what the server accepted meanwhile and holds for ``TRIAL`` seconds
+#: at least. A refusal then (after ``TRIAL_GRACE``, for answers to requests sent before)
+#: shows them random, and doubles the count the next trial waits for (up to 4 times). A
+#: measure a trial confirmed lasts ``TRIAL_MEASURE_LIFE`` seconds, unless an overrun's
+#: thick refusals measure the rate meanwhile.
+TRIAL_REFUSALS = 5
+TRIAL = 5.0
+TRIAL_GRACE = 1.0
+TRIAL_MEASURE_LIFE = 60.0
+#: The fewest answers a trial's measure is taken from, and the fewest it lasts for: random
+#: refusals at 5% of requests leave 60 answers in a row unrefused 5% of the time.
+TRIAL_ANSWERS = 5
+TRIAL_ANSWERS_AFTER = 60
+#: A pause this long (a Retry-After in whole seconds) holds every request for longer than a
+#: server's burst makes up for after it: no rate is measured across one.
+LONG_PAUSE = 1.0
+
+
+@dataclass(slots=True)
+class _Trial:
+    """A measure from thin refusals on trial: the rate holds under it until ``until`` and
+    ``TRIAL_ANSWERS_AFTER`` answers have passed with no refusal."""
+
+    started: float
+    until: float
+    #: The rate in force before it: where a refuted trial goes back to.
+    before: float
+    answers: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,14 +105,12 @@ class RateLimiterStatistics:
     #: Seconds the line of callers was held for the rate (a token, or a pause), summed: the
     #: time the rate cost, not the time callers spent queued behind one another.
     wait_time: float
-    #: Times the rate was cut.
+    #: Times the rate was lowered.
     decreases: int
     #: Seconds left of a pause, 0 if none.
     paused_for: float
-    #: The rate the server was last seen to accept when it was overrun (CUBIC's W_max).
+    #: The rate the server was last measured to accept when it throttled, if it has.
     server_rate: float | None
-    #: The share of requests the server is taken to refuse at random (the test's baseline).
-    random_refusals: float = 0.0
 
 
 class Limiter(Protocol):
@@ -141,49 +140,51 @@ class Limiter(Protocol):
         """A snapshot, for ``client.statistics()``."""
 
 
-@dataclass(slots=True)
-class _Cut:
-    """A cut on probation, and the likelihood ratio of "the refusals were random" to "they
-    were a limit" over the answers since."""
-
-    #: CUBIC's (W_max, clock) before the cut: where noise sends the rate back to.
-    before: tuple[float | None, int]
-    #: The refusals and answers of the window that showed the overrun.
-    shown: tuple[int, int]
-    #: The refused share if the refusals are random (as before), and if they are a limit.
-    random: float
-    limit: float
-    #: Answers still due to requests sent before the cut: they say nothing of it.
-    skip: int
-    log_ratio: float = 0.0
-    refused: int = 0
-    answers: int = 0
-
-
 class RateLimiter:
     """``await limiter.acquire()`` before each request; share one limiter among many tasks."""
 
-    def __init__(self, rate: float | None, burst: int | None = None) -> None:
+    def __init__(
+        self,
+        rate: float | None,
+        burst: int | None = None,
+        *,
+        probe: float = 0.002,
+        cooldown: float = 0.25,
+        min_rate: float | None = None,
+    ) -> None:
         check.optional_number("rate", rate, low=0, inclusive=False)
         self.rate = math.inf if rate is None else float(rate)
         if burst is None:
             burst = 1 if rate is None else max(1, math.ceil(self.rate))
         self.burst = check.integer("burst", burst, low=1)
+        self.probe = check.number("probe", probe, low=0, inclusive=False)
+        #: The probe now: it slows each time a probe finds the server's rate where it was.
+        self._probe = self.probe
+        self.cooldown = check.number("cooldown", cooldown, low=0)
+        check.optional_number("min_rate", min_rate, low=0, inclusive=False)
+        self.min_rate = min(self.rate, 1.0) if min_rate is None else float(min_rate)
         self._tokens = float(burst)
         self._updated: float | None = None
+        self._current = self.rate
+        #: Where the rate climbs back to quickly after a decrease, and probes on from.
+        self._target = self.rate
+        self._server_rate: float | None = None
+        self._decreased_at = -math.inf
         self._paused_until = -math.inf
-        #: CUBIC: the rate at the last cut (None: never cut) and requests held back since.
-        self._w_max: float | None = None
-        self._grown = 0
-        #: The last ``WINDOW`` answers, (time, refused), outside a cut's probation.
-        self._window: deque[tuple[float, bool]] = deque()
-        #: The baseline: refusals and answers not judged an overrun (decayed to ``MEMORY``).
-        self._base = (0.0, 0.0)
-        self._cut: _Cut | None = None
-        #: Requests granted and not answered yet (as far as anyone reports).
-        self._outstanding = 0
-        # Per event loop: one limiter may serve a trio run and later an asyncio one, and each
-        # run's clock starts anywhere (see _now).
+        #: The end of the last pause of ``LONG_PAUSE`` or more: rates are measured after it.
+        self._long_pause_until = -math.inf
+        #: The first 429 of the current overrun, and the last one.
+        self._overrun_since = self._last_throttled = -math.inf
+        #: Whether a probe past the last measure was ended in the current overrun.
+        self._probe_ended = False
+        self._refused: deque[float] = deque()
+        #: The trial on now, if any; when the last one ended; the refusals the next waits for.
+        self._trial: _Trial | None = None
+        self._trial_ended = -math.inf
+        self._trial_refusals = TRIAL_REFUSALS
+        self._measure_expires = math.inf
+        self._answers: deque[float] = deque()
+        # Per event loop: one limiter may serve a trio run and later an asyncio one.
         self._lock: RunVar[anyio.Lock | None] = RunVar("RateLimiter lock", default=None)
         self._run: RunVar[bool] = RunVar("RateLimiter run", default=False)
         self._acquired = 0
@@ -194,51 +195,69 @@ class RateLimiter:
     def __repr__(self) -> str:
         return f"<RateLimiter rate={self.rate:g}/s burst={self.burst}>"
 
-    # -- time ----------------------------------------------------------------------------------
-
     def _now(self) -> float:
-        """The running loop's clock. A new run (a second ``trio.run``) has a clock of its own,
-        started anywhere: what was timed on the last one (the bucket's refill, a pause, the
-        answers of the window, requests in flight) is dropped; what was learnt (the rate, the
-        baseline) is kept."""
+        """The running loop's clock. Each run (a second ``trio.run``, an ``asyncio.run``) has
+        a clock of its own, started anywhere: the times kept from an earlier run (the bucket's
+        refill, a pause, the refusals and answers remembered, a trial) would hold requests
+        for as long as the clocks differ. They are dropped; the rate learnt is kept, and
+        probes on as if just settled."""
         now = anyio.current_time()
         if not self._run.get():
             self._run.set(True)
             self._updated = None
-            self._paused_until = -math.inf
-            self._window.clear()
-            self._cut = None
-            self._outstanding = 0
+            self._paused_until = self._long_pause_until = -math.inf
+            self._overrun_since = self._last_throttled = self._trial_ended = -math.inf
+            self._decreased_at = now if self._current < self.rate else -math.inf
+            self._refused.clear()
+            self._answers.clear()
+            if self._trial is not None:
+                self._target = max(self._target, self._trial.before)
+                self._trial = None
+            if self._measure_expires < math.inf:
+                self._measure_expires = now + TRIAL_MEASURE_LIFE
         return now
 
-    # -- pacing ----------------------------------------------------------------------------------
-
     def current_rate(self) -> float:
-        """The rate in force: the configured one, or CUBIC's curve since the last cut."""
-        if self._w_max is None:
-            return self.rate
-        ramp = 1 - self._grown / RECOVERY
-        return min(self.rate, self._w_max * (1 - (1 - BETA) * ramp**3))
+        self._refill(self._now())
+        return self._current
 
-    def _burst_now(self, rate: float) -> float:
+    def _burst_now(self) -> float:
         """The bucket's size, shrunk in proportion to a lowered rate: a second's worth of the
         configured rate would overrun the server that made us lower it. (Without a configured
         rate, a lowered one allows no burst.)"""
         if self.rate == math.inf:
             return float(self.burst)
-        return max(1.0, self.burst * rate / self.rate)
+        return max(1.0, self.burst * self._current / self.rate)
 
-    def _refill(self, now: float, rate: float) -> None:
-        if self._updated is None or rate == math.inf:
-            self._tokens = max(self._tokens, 1.0) if rate < math.inf else float(self.burst)
+    def _refill(self, now: float) -> None:
+        if self._current == math.inf:  # no limit, configured or learnt
+            self._tokens = float(self.burst)
             self._updated = now
             return
-        # No tokens gather during a pause: the server's bucket is empty, and a burst at its
-        # end would only be refused again.
+        if self._updated is None:
+            self._updated = now
+            return
         elapsed = now - max(self._updated, self._paused_until)
         self._updated = max(self._updated, now)
-        if elapsed > 0:
-            self._tokens = min(self._burst_now(rate), self._tokens + elapsed * rate)
+        if elapsed <= 0:
+            return
+        before = self._current
+        if self._current < self._target:
+            # Back to just under the server's rate within a cooldown...
+            back = min(1.0, elapsed / self.cooldown) if self.cooldown else 1.0
+            self._current += (self._target - self._current) * back
+            if self._current >= self._target * (1 - STABLE / 10):
+                self._current = self._target  # there: probe from it (never there otherwise)
+        elif self._trial is None:
+            # ...then beyond it, slowly at first, faster the longer no 429 comes (a trial
+            # holds the rate where it settled).
+            since = now - max(self._decreased_at, self._trial_ended)
+            self._current = max(self._current, self._target * (1 + self._probe * since * since))
+        self._current = min(self.rate, self._current)
+        if self._current > UNLIMITED:
+            self._current = self.rate
+        # The trapezoid: exact for a linear climb, close enough for the rest.
+        self._tokens = min(self._burst_now(), self._tokens + elapsed * (before + self._current) / 2)
 
     async def acquire(self) -> None:
         """Wait for a token, in FIFO order with the other callers."""
@@ -249,21 +268,22 @@ class RateLimiter:
         self._waiting += 1
         try:
             async with lock:
-                held = False
                 while True:
                     now = self._now()
-                    rate = self.current_rate()
-                    self._refill(now, rate)
+                    self._refill(now)
                     wait = self._paused_until - now
                     if wait <= 0:
+                        # The tolerance: a refill of 0.02 s x 50/s sums to 0.99999...; waiting
+                        # for the missing 1e-16 of a token would be a sleep too short for the
+                        # clock to see, forever.
                         if self._tokens >= 1 - _EPSILON:
                             self._tokens = max(0.0, self._tokens - 1)
-                            # Held back, or others behind: the rate, not the application, set
-                            # the pace, and only such requests advance CUBIC's clock.
-                            self._granted(held or self._waiting > 1)
+                            self._acquired += 1
                             return
-                        wait = (1 - self._tokens) / rate
-                    held = True
+                        wait = (1 - self._tokens) / self._current
+                    # Only this sleep is time the rate cost: callers queued behind the lock
+                    # wait for one another, and summing their hand-offs would count the same
+                    # second once per caller (and something when there is no rate at all).
                     try:
                         await anyio.sleep(wait)
                     finally:
@@ -271,114 +291,162 @@ class RateLimiter:
         finally:
             self._waiting -= 1
 
-    def _granted(self, limited: bool) -> None:
-        self._acquired += 1
-        self._outstanding += 1
-        if limited and self._w_max is not None:
-            self._grown += 1
-
-    # -- outcomes ----------------------------------------------------------------------------
-
-    def accepted(self) -> None:
-        """The server accepted a request (any answer but a 429)."""
-        self._answered(self._now(), refused=False)
+    def pause(self, seconds: float) -> None:
+        """Nobody acquires for ``seconds`` from now (extends, never shortens, a pause), and no
+        tokens gather meanwhile: the server's own bucket is empty, and a burst at the end of
+        the pause would only be refused again."""
+        now = self._now()
+        self._refill(now)
+        self._paused_until = max(self._paused_until, now + max(0.0, seconds))
+        if seconds >= LONG_PAUSE:
+            self._long_pause_until = max(self._long_pause_until, now + seconds)
+        # One request goes as the pause ends: the server said it would take one then.
+        self._tokens = 1.0
 
     def refused(self, retry_after: float | None = None, quota: float | None = None) -> None:
-        """A 429. ``quota`` is not used: a server that misdeclares it, or a stale policy,
-        would pin the rate far from what the server accepts, which is measured instead."""
+        """A 429: every request waits out its ``retry_after`` while the server is overrun."""
+        if self.throttled(quota) and retry_after is not None:
+            self.pause(retry_after)
+
+    def accepted(self) -> None:
+        """The server accepted a request (any answer but a 429): what the rate is measured by."""
         now = self._now()
-        self._answered(now, refused=True)
-        if self._cut is None and self._window and self._overrun():
-            self._cut_rate(now, retry_after)
+        self._answers.append(now)
+        _forget_before(self._answers, now - ANSWERS_MEMORY)
+        trial = self._trial
+        if trial is not None:
+            trial.answers += 1
+            if now >= trial.until and trial.answers >= TRIAL_ANSWERS_AFTER:
+                # Under a limit, nothing is refused: so it was one.
+                self._trial = None
+                self._trial_ended = now
+                self._trial_refusals = TRIAL_REFUSALS
 
-    def _answered(self, now: float, *, refused: bool) -> None:
-        self._outstanding = max(0, self._outstanding - 1)
-        cut = self._cut
-        if cut is not None:
-            if cut.skip:
-                cut.skip -= 1
-            else:
-                self._weigh(cut, refused)
-            return
-        self._window.append((now, refused))
-        if len(self._window) > WINDOW:
-            _, old = self._window.popleft()
-            self._fold(int(old), 1)
+    def throttled(self, quota: float | None = None) -> bool:
+        """The server said 429: lower the rate if it is overrun, at most once per
+        ``cooldown``; True if every request should wait out this refusal's pause.
 
-    def _baseline(self) -> float:
-        refused, answers = self._base
-        return (refused + 1) / (answers + PRIOR)
-
-    def _fold(self, refused: int, answers: int) -> None:
-        """Answers not judged an overrun join the baseline; the oldest fade past ``MEMORY``."""
-        old_refused, old_answers = self._base
-        total = old_answers + answers
-        keep = min(1.0, MEMORY / total) if total else 1.0
-        self._base = ((old_refused + refused) * keep, total * keep)
-
-    def _overrun(self) -> bool:
-        """Whether the window's refusals are too many for the baseline: the binomial test."""
-        refused = sum(1 for _, r in self._window if r)
-        return _binomial_tail(refused, len(self._window), self._baseline()) < ALPHA
-
-    def _measure(self, now: float) -> float | None:
-        """The rate the server accepted since the window's first refusal (its bucket empty
-        from then), or None if too little was accepted to tell."""
-        first = next(t for t, r in self._window if r)
-        accepted = sum(1 for t, r in self._window if not r and t > first)
-        return accepted / (now - first) if accepted >= 2 else None
-
-    def _cut_rate(self, now: float, retry_after: float | None) -> None:
-        """An overrun: every request waits out its ``retry_after``, and the rate is cut to
-        ``BETA`` times what the server accepted (or the rate in force, unmeasured)."""
-        refused = sum(1 for _, r in self._window if r)
-        answers = len(self._window)
-        measured = self._measure(now)
-        self._window.clear()  # an overrun's answers are no baseline
-        if retry_after is not None:
-            self._paused_until = max(self._paused_until, now + retry_after)
-        rate = self.current_rate()
-        w_max = rate if measured is None else min(rate, measured)
-        if w_max == math.inf:
-            return  # unlimited, nothing measured yet: the pause alone, until a measure
-        # The share of refusals a limit would leave at BETA * w_max: the baseline, or, if
-        # unmeasured, what is left over a limit at the accepted share of w_max.
-        shown = min(refused / answers, 1 - 0.5 / answers)
-        known = measured if measured is not None else w_max * (1 - shown)
-        limit = max(self._baseline(), 1 - known / (BETA * w_max))
-        self._cut = _Cut(
-            before=(self._w_max, self._grown),
-            shown=(refused, answers),
-            random=shown,
-            limit=limit,
-            skip=min(self._outstanding, WINDOW),
+        ``quota``, the rate a ``RateLimit-Policy`` declares, is not trusted: a server that
+        misdeclares (or a stale policy) would pin the rate far below what it accepts. The rate
+        the server is seen to accept while refusing is the measure. A 429 now and then (a
+        proxy's, an injected fault's) says nothing of that rate, and taking the client's own
+        pace at that moment for it would pin the client there; so refusals pause every request
+        only while they come thick (``OVERRUN_REFUSALS``, ``OVERRUN_SHARE``) or end a probe
+        past the last measure itself, and lower the rate only then, or when a probe passes the
+        rate settled under that measure. Thinner refusals that persist are put to the test:
+        the rate settles under what the server accepted meanwhile and holds there for
+        ``TRIAL`` seconds at least; a limit then refuses nothing, while refusals at random go
+        on, and one of them ends the trial and restores the rate.
+        """
+        now = self._now()
+        self._refill(now)
+        self._refused.append(now)
+        _forget_before(self._refused, now - ANSWERS_MEMORY)
+        if now - self._last_throttled > OVERRUN_GAP:
+            self._overrun_since = now
+            self._probe_ended = False
+        self._last_throttled = now
+        trial = self._trial
+        if trial is not None and now - trial.started >= max(self.cooldown, TRIAL_GRACE):
+            self._refuted(now, trial)
+            return False
+        if self._server_rate is not None and now > self._measure_expires:
+            self._server_rate = None  # a trial's measure, not confirmed by an overrun since
+            self._probe = self.probe
+        overrun = max(self._overrun_since, now - ANSWERS_MEMORY)
+        if now - self._decreased_at < self.cooldown:
+            # The answer to a request sent before the last decrease, most likely.
+            return self._thick(overrun)[0]
+        # Measured since the last decrease, if it came in this overrun (answers before it
+        # came at another rate), and since the last long pause (which held every request
+        # longer than the server's burst would make up for after it).
+        since = max(overrun, self._decreased_at, self._long_pause_until)
+        thick, accepted = self._thick(since)
+        known = self._server_rate
+        if thick:
+            if accepted and now - since >= MIN_MEASURE:
+                self._measured(now, accepted / (now - since))
+                self._trial_refusals = TRIAL_REFUSALS
+            elif not accepted and known is None and self._current < math.inf:
+                self._decrease(now, self._current / 2)  # nothing accepted to measure: halve
+            return True
+        if since != overrun and self._thick(overrun)[0]:
+            return True  # still thick over the whole overrun: every request waits
+        settled = known is not None and self._current <= known * MARGIN * (1 + SETTLED)
+        if known is not None and not settled and not self._probe_ended:
+            # A probe went past the rate settled under the last measure: back there, and
+            # probe half as fast next time (the limit is most likely where it was). Every
+            # request waits only if it went past the measure itself.
+            self._probe_ended = True
+            self._probe = max(self.probe / 1000, self._probe / 2)
+            past = self._current > known
+            self._decrease(now, known * MARGIN)
+            return past
+        # Thin refusals that persist (since the last decrease and the last trial): try what
+        # the server accepted meanwhile.
+        since = max(
+            self._decreased_at, now - ANSWERS_MEMORY, self._long_pause_until, self._trial_ended
         )
-        self._w_max, self._grown = w_max, 0
-        self._decreases += 1
-        # The burst was what got us refused: start again from an empty bucket (but for the
-        # one request a pause lets go at its end: the server said it would take one then).
-        self._tokens = min(self._tokens, 1.0 if retry_after else 0.0)
-        if limit >= shown:
-            self._cut = None  # nothing the answers could tell: the cut stands
+        refused = [t for t in self._refused if t >= since]
+        if len(refused) >= self._trial_refusals:
+            # From the first of them: the server's bucket was empty then.
+            accepted = sum(1 for t in self._answers if t > refused[0])
+            if accepted >= TRIAL_ANSWERS and now - refused[0] >= MIN_MEASURE:
+                before = self._current
+                self._measured(now, self._accepted_rate(accepted, now - refused[0]), trial=True)
+                self._trial = _Trial(started=now, until=now + TRIAL, before=before)
+        return False
 
-    def _weigh(self, cut: _Cut, refused: bool) -> None:
-        """Wald's SPRT on one answer after a cut: random refusals keep their share, a limit's
-        fall to ``cut.limit``. Undecided after 4 windows of answers, the cut stands."""
-        cut.answers += 1
-        cut.refused += refused
-        if refused:
-            cut.log_ratio += math.log(cut.random / cut.limit)
+    @staticmethod
+    def _accepted_rate(accepted: int, span: float) -> float:
+        """The server's rate from the answers it accepted over a span that began and ended
+        with a refusal (its bucket empty at both ends), less the token the bucket may have
+        held at either: so that a limit there refuses nothing."""
+        return (accepted - 1) / span
+
+    def _thick(self, since: float) -> tuple[bool, int]:
+        """Whether the refusals since then are thick enough to show an overrun, and the
+        answers accepted since then (strictly after: the answers that came with the first
+        429 were the server's burst)."""
+        refused = sum(1 for t in self._refused if t >= since)
+        accepted = sum(1 for t in self._answers if t > since)
+        thick = refused >= OVERRUN_REFUSALS and refused >= OVERRUN_SHARE * (accepted + refused)
+        return thick, accepted
+
+    def _measured(self, now: float, measured: float, *, trial: bool = False) -> None:
+        """Settle under a measure: one from thick refusals stands, one from a trial for
+        ``TRIAL_MEASURE_LIFE`` seconds (a trial that refusals at random happened to spare
+        would otherwise hold the rate for good)."""
+        known = self._server_rate
+        self._measure_expires = now + TRIAL_MEASURE_LIFE if trial else math.inf
+        if known is not None and abs(measured - known) <= STABLE * known:
+            # Found where it was: probe half as fast next time (cycles grow by sqrt 2).
+            self._probe = max(self.probe / 1000, self._probe / 2)
         else:
-            cut.log_ratio += math.log((1 - cut.random) / (1 - cut.limit))
-        bound = math.log(1 / ALPHA)
-        if cut.log_ratio >= bound:  # the share did not fall: noise
-            self._cut = None
-            self._w_max, self._grown = cut.before
-            self._fold(cut.shown[0] + cut.refused, cut.shown[1] + cut.answers)
-        elif cut.log_ratio <= -bound or cut.answers >= 4 * WINDOW:
-            self._cut = None
-            if cut.limit <= self._baseline():  # under the limit: what is left is random
-                self._fold(cut.refused, cut.answers)
+            self._probe = self.probe
+        self._server_rate = measured
+        self._trial = None
+        self._decrease(now, measured * MARGIN)
+
+    def _refuted(self, now: float, trial: _Trial) -> None:
+        """Refused during a trial, under a rate the server had been seen to accept: the
+        refusals are at random, not a limit. The measure is forgotten, the rate goes back to
+        where it was, and the next trial waits for twice as many refusals."""
+        self._trial = None
+        self._trial_ended = now
+        self._server_rate = None
+        self._probe = self.probe
+        self._target = max(self._target, trial.before)
+        self._trial_refusals = min(TRIAL_REFUSALS * 4, self._trial_refusals * 2)
+
+    def _decrease(self, now: float, lowered: float) -> None:
+        self._current = max(self.min_rate, min(self._current, lowered))
+        self._target = self._current
+        self._decreased_at = now
+        self._decreases += 1
+        # The burst was what got us throttled: start again from an empty bucket (but for the
+        # one request a pause lets go at its end).
+        self._tokens = min(self._tokens, 1.0 if self._paused_until > now else 0.0)
 
     def statistics(self) -> RateLimiterStatistics:
         now = self._now()
@@ -391,11 +459,10 @@ class RateLimiter:
             wait_time=self._wait_time,
             decreases=self._decreases,
             paused_for=max(0.0, self._paused_until - now),
-            server_rate=self._w_max,
-            random_refusals=self._baseline(),
+            server_rate=self._server_rate,
         )
 
 
-def _binomial_tail(k: int, n: int, p: float) -> float:
-    """P(X >= k) for X ~ Binomial(n, p), summed from the tail (exact for small values)."""
-    return sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k, n + 1))
+def _forget_before(times: deque[float], oldest: float) -> None:
+    while times and times[0] < oldest:
+        times.popleft()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 import re
+import time
 
 import pytest
 import trio
@@ -360,3 +361,36 @@ async def test_float_refill_does_not_stall(autojump_clock):
         for _ in range(150):
             await limiter.acquire()
     assert trio.current_time() - start == pytest.approx(2.0)
+
+
+def test_one_limiter_serves_successive_runs():
+    """Each ``trio.run`` has a clock of its own, started anywhere: a limiter used in one run
+    and then in the next (a client kept between ``trio.run`` calls) paces by the new run's
+    clock, rather than waiting for as long as the two clocks differ. Real clock, tiny."""
+    limiter = RateLimiter(1000, 1)
+
+    async def burst_of_requests() -> None:
+        with trio.fail_after(1):
+            for _ in range(20):
+                await limiter.acquire()
+
+    started = time.monotonic()
+    trio.run(burst_of_requests)
+    trio.run(burst_of_requests)
+    assert time.monotonic() - started < 0.5
+
+
+async def test_wait_time_is_the_time_the_rate_cost(autojump_clock):
+    """``wait_time`` sums the time the line was held for a token or a pause, not the time
+    callers queued behind one another: none without a rate, however many callers; with
+    10/s and a burst of 1, eleven callers at once cost exactly one second."""
+    unlimited = RateLimiter(None)
+    paced = RateLimiter(10, 1)
+    async with trio.open_nursery() as nursery:
+        for _ in range(200):
+            nursery.start_soon(unlimited.acquire)
+    async with trio.open_nursery() as nursery:
+        for _ in range(11):
+            nursery.start_soon(paced.acquire)
+    assert unlimited.statistics().wait_time == 0
+    assert paced.statistics().wait_time == pytest.approx(1.0)
