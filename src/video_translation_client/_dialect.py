@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
@@ -277,8 +277,27 @@ SIM = Dialect(
     long_poll=True,
 )
 
+class Builtins(Mapping[str, Dialect]):
+    """The dialects built in, by name: read-only."""
+
+    def __init__(self, dialects: dict[str, Dialect]) -> None:
+        self._dialects = dialects
+
+    def __getitem__(self, name: str) -> Dialect:
+        return self._dialects[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._dialects)
+
+    def __len__(self) -> int:
+        return len(self._dialects)
+
+    def __repr__(self) -> str:
+        return f"<built-in dialects: {', '.join(self._dialects)}>"
+
+
 #: The dialects built in, by name.
-DIALECTS: Mapping[str, Dialect] = MappingProxyType(
+DIALECTS = Builtins(
     {
         "sim": SIM,
         "original": Dialect(

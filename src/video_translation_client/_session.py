@@ -237,7 +237,8 @@ class Session:
                 retry=retry,
             )
         except MalformedBatch as exc:
-            state.batch.misbehaves(anyio.current_time())
+            if not state.batch_malformed(anyio.current_time()):
+                raise  # once may be a glitch: a transient failure of the batch's jobs
             logger.info("the batch route misbehaves (%s); checking jobs one by one", exc)
             return dict.fromkeys(ids, BatchUnsupported(str(exc), missing=False))
         except BatchUnsupported as exc:
@@ -245,7 +246,7 @@ class Session:
                 state.batch.missing()
                 logger.info("the server has no batch route; checking jobs one by one")
             return dict.fromkeys(ids, exc)
-        state.batch.works()
+        state.batch_answered()
         state.route_known = True
         answers = [a for a in outcomes.values() if isinstance(a, Answer)]
         if answers:

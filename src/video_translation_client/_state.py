@@ -29,6 +29,9 @@ from ._ratelimit import Limiter
 #: and a route that really is broken costs one failed request a minute at most, then fewer.
 RETRY_ROUTE_AFTER = 60.0
 RETRY_ROUTE_MAX = 3600.0
+#: Batch answers in a row that are not batches before the route counts as misbehaving: one
+#: now and then is a glitch (a proxy's hiccup, an injected fault) for a retry to get past.
+MALFORMED_IN_A_ROW = 3
 
 
 class Result(Enum):
@@ -149,6 +152,8 @@ class ServerState:
         self.probing_hold = False
         #: An answer has been read as a status: the route and the dialect fit.
         self.route_known = False
+        #: Batch answers in a row that were no batches.
+        self._malformed = 0
         #: When a held check last failed with an HTTP answer (a proxy's 504), and when one
         #: last succeeded: a short check that succeeds after a held one failed so shows that
         #: the held route is the trouble. (No answer at all is an outage, not the route.)
@@ -165,6 +170,20 @@ class ServerState:
 
     def may_batch(self, now: float) -> bool:
         return self.batch.known(now) is not False
+
+    def batch_malformed(self, now: float) -> bool:
+        """A batch answer was no batch: whether the route now counts as misbehaving (and is
+        set aside for a while)."""
+        self._malformed += 1
+        if self._malformed < MALFORMED_IN_A_ROW:
+            return False
+        self._malformed = 0
+        self.batch.misbehaves(now)
+        return True
+
+    def batch_answered(self) -> None:
+        self._malformed = 0
+        self.batch.works()
 
     # -- outcomes ----------------------------------------------------------------------------
 

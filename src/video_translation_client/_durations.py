@@ -1,0 +1,261 @@
+"""How long jobs take, learnt from the run's own jobs, and when to check them for it.
+
+A job's duration is seen only through checks: a finished job's lies between its last pending
+answer and its first final one (interval-censored), a pending job's exceeds its age
+(right-censored). :class:`DurationModel` keeps both and fits a lognormal to them by maximum a
+posteriori, with a weak prior (a median a factor e² either way of the guess, a spread near 1),
+and checks the fit against the data themselves (a Kaplan-Meier estimate at the fitted
+quartiles); a poor fit is reported as such, and its users fall back to even checks.
+
+:class:`Plan` places the checks. Barlow, Hunter & Proschan (1963, "Optimum checking
+procedures") give the optimal check times for a duration distribution F, a cost c1 per check
+and c2 per second of lag; Keller (1974) their near-optimal smooth form, a checking density
+
+    n(t) = sqrt(h(t) / (2 τ)),   h = f / (1 - F) the hazard,  τ = c1 / c2,
+
+checking next, after a pending answer at age a, at the x where ∫_a^x n(t) dt = 1. For a budget
+of R checks per job, τ = I² / (2 (R - ½)²) with I = ∫ sqrt(f(t) (1 - F(t))) dt. A lognormal's
+plan is the same table whatever its median (the family scales: with T = s·T0, N(t) = N0(t/s)),
+so one table per spread and budget serves every job, a job's own expected duration included.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import deque
+from dataclasses import dataclass
+
+#: Finished jobs remembered for the fit: the latest, so that a drift in durations is followed.
+WINDOW = 1000
+#: Spread of the prior on the log-median, and the prior's spread: weak, so that a few jobs
+#: outweigh it (a guess six times off is e^1.8, within one prior standard deviation).
+PRIOR_MU_SD = 2.0
+PRIOR_SIGMA = 1.0
+PRIOR_LOG_SIGMA_SD = 1.0
+#: A fit is poor when the Kaplan-Meier estimate strays this far from it at a quartile.
+POOR_FIT = 0.15
+#: Points of the plan's table, log-spaced over the bulk of the distribution.
+GRID = 400
+_SQRT2 = math.sqrt(2.0)
+
+
+def _cdf(z: float) -> float:
+    return 0.5 * math.erfc(-z / _SQRT2)
+
+
+def _logsf(z: float) -> float:
+    """log(1 - Φ(z)), accurate in the far tail."""
+    if z < 5:
+        return math.log(max(1e-300, 0.5 * math.erfc(z / _SQRT2)))
+    # Mills' ratio: 1 - Φ(z) ≈ φ(z)/z (1 - 1/z² + 3/z⁴).
+    return -z * z / 2 - math.log(z * math.sqrt(2 * math.pi)) + math.log1p(-1 / z**2 + 3 / z**4)
+
+
+@dataclass(frozen=True, slots=True)
+class Lognormal:
+    mu: float
+    sigma: float
+
+    @property
+    def median(self) -> float:
+        return math.exp(self.mu)
+
+    def cdf(self, t: float) -> float:
+        return 0.0 if t <= 0 else _cdf((math.log(t) - self.mu) / self.sigma)
+
+    def quantile(self, p: float) -> float:
+        return math.exp(self.mu + self.sigma * _probit(p))
+
+
+def _probit(p: float) -> float:
+    """Φ⁻¹(p), by bisection on erfc: called a handful of times per fit."""
+    low, high = -10.0, 10.0
+    for _ in range(60):
+        mid = (low + high) / 2
+        if _cdf(mid) < p:
+            low = mid
+        else:
+            high = mid
+    return (low + high) / 2
+
+
+class DurationModel:
+    """What is known of the run's job durations (see the module's docstring)."""
+
+    def __init__(self, guess: float) -> None:
+        self.prior = Lognormal(math.log(guess), PRIOR_SIGMA)
+        #: Finished jobs: (last age seen pending, age seen final), seconds.
+        self.finished: deque[tuple[float, float]] = deque(maxlen=WINDOW)
+        self.fit: Lognormal = self.prior
+        self.poor = False
+        self._fitted_at = 0
+
+    def fitted(self, pending: list[float]) -> Lognormal:
+        """The fit, refreshed when the finished jobs grew by a fifth (or 5) since the last;
+        ``pending`` are the ages of the jobs still pending (right-censored)."""
+        n = len(self.finished)
+        if n >= max(self._fitted_at + 5, self._fitted_at * 6 // 5):
+            self._fitted_at = n
+            self.fit = self._map(pending)
+            self.poor = n >= 20 and self._strays(pending)
+        return self.fit
+
+    def _map(self, pending: list[float]) -> Lognormal:
+        """The maximum a posteriori lognormal, by Nelder-Mead over (μ, log σ)."""
+        intervals = list(self.finished)
+        ages = _binned(pending)
+        prior = self.prior
+
+        def cost(mu: float, log_sigma: float) -> float:
+            sigma = math.exp(log_sigma)
+            total = ((mu - prior.mu) / PRIOR_MU_SD) ** 2 / 2
+            total += ((log_sigma - math.log(PRIOR_SIGMA)) / PRIOR_LOG_SIGMA_SD) ** 2 / 2
+            for low, high in intervals:
+                a = _cdf((math.log(low) - mu) / sigma) if low > 0 else 0.0
+                b = _cdf((math.log(high) - mu) / sigma)
+                total -= math.log(max(1e-300, b - a))
+            for age, count in ages:
+                total -= count * _logsf((math.log(age) - mu) / sigma)
+            return total
+
+        start = self.fit
+        mu, log_sigma = _nelder_mead(cost, (start.mu, math.log(start.sigma)))
+        return Lognormal(mu, min(3.0, max(0.05, math.exp(log_sigma))))
+
+    def _strays(self, pending: list[float]) -> bool:
+        """Whether the Kaplan-Meier estimate (interval midpoints as events, pending ages as
+        censoring) strays from the fit by more than ``POOR_FIT`` at a fitted quartile."""
+        events = sorted(((low + high) / 2, True) for low, high in self.finished)
+        events += sorted((age, False) for age in pending)
+        events.sort()
+        at_risk = len(events)
+        survival = 1.0
+        checks = [(self.fit.quantile(q), q) for q in (0.25, 0.5, 0.75)]
+        estimate: list[float] = []
+        for time, event in events:
+            while checks and time > checks[0][0]:
+                estimate.append(abs((1 - survival) - checks.pop(0)[1]))
+            if event:
+                survival *= 1 - 1 / at_risk
+            at_risk -= 1
+        return any(gap > POOR_FIT for gap in estimate)
+
+
+def _binned(ages: list[float], bins: int = 64) -> list[tuple[float, int]]:
+    """Pending ages grouped on a log scale: the fit costs the same for 100 or 100,000 pending
+    jobs."""
+    positive = [a for a in ages if a > 0]
+    if len(positive) <= bins:
+        return [(a, 1) for a in positive]
+    low, high = math.log(min(positive)), math.log(max(positive))
+    width = (high - low) / bins or 1.0
+    counts: dict[int, int] = {}
+    for age in positive:
+        index = min(bins - 1, int((math.log(age) - low) / width))
+        counts[index] = counts.get(index, 0) + 1
+    return [(math.exp(low + (i + 0.5) * width), c) for i, c in counts.items()]
+
+
+def _nelder_mead(
+    cost: object, start: tuple[float, float], steps: int = 80
+) -> tuple[float, float]:
+    """A minimum of ``cost(x, y)`` near ``start``: Nelder-Mead, enough for a smooth 2-D bowl."""
+    assert callable(cost)
+    simplex = [start, (start[0] + 0.5, start[1]), (start[0], start[1] + 0.3)]
+    values = [cost(*p) for p in simplex]
+    for _ in range(steps):
+        order = sorted(range(3), key=values.__getitem__)
+        simplex = [simplex[i] for i in order]
+        values = [values[i] for i in order]
+        best, good, worst = simplex
+        centre = ((best[0] + good[0]) / 2, (best[1] + good[1]) / 2)
+
+        def toward(t: float) -> tuple[float, float]:
+            return (centre[0] + t * (worst[0] - centre[0]), centre[1] + t * (worst[1] - centre[1]))
+
+        reflected = toward(-1.0)
+        r = cost(*reflected)
+        if r < values[0]:
+            expanded = toward(-2.0)
+            e = cost(*expanded)
+            simplex[2], values[2] = (expanded, e) if e < r else (reflected, r)
+        elif r < values[1]:
+            simplex[2], values[2] = reflected, r
+        else:
+            contracted = toward(0.5)
+            c = cost(*contracted)
+            if c < values[2]:
+                simplex[2], values[2] = contracted, c
+            else:
+                simplex = [best] + [
+                    ((best[0] + p[0]) / 2, (best[1] + p[1]) / 2) for p in simplex[1:]
+                ]
+                values = [values[0]] + [cost(*p) for p in simplex[1:]]
+        if abs(values[2] - values[0]) < 1e-7:
+            break
+    return simplex[min(range(3), key=values.__getitem__)]
+
+
+class Plan:
+    """Keller's checking density for a lognormal of median 1 and spread ``sigma``, with a
+    budget of ``checks`` per job: ``next(age, scale)`` is when a job of median ``scale``,
+    pending at ``age``, is next checked."""
+
+    def __init__(self, sigma: float, checks: float) -> None:
+        dist = Lognormal(0.0, sigma)
+        low, high = dist.quantile(1e-4), dist.quantile(1 - 1e-5)
+        step = math.log(high / low) / GRID
+        times = [low * math.exp(step * k) for k in range(GRID + 1)]
+        root_h = []
+        integrand = []
+        for t in times:
+            z = math.log(t) / sigma
+            f = math.exp(-z * z / 2) / (sigma * t * math.sqrt(2 * math.pi))
+            survival = math.exp(_logsf(z))
+            root_h.append(math.sqrt(f / max(survival, 1e-300)))
+            integrand.append(math.sqrt(f * survival))
+        integral = _trapezoid(times, integrand)
+        tau = integral**2 / (2 * max(0.1, checks - 0.5) ** 2)
+        density = [r / math.sqrt(2 * tau) for r in root_h]
+        # N(t): the checks expected by age t; from 0 to the grid's first point, its density
+        # there (the hazard of a lognormal vanishes at 0, so this overestimates slightly).
+        cumulative = [density[0] * times[0]]
+        for k in range(1, len(times)):
+            cumulative.append(
+                cumulative[-1] + (density[k] + density[k - 1]) / 2 * (times[k] - times[k - 1])
+            )
+        self.sigma = sigma
+        self.checks = checks
+        self._times = times
+        self._cumulative = cumulative
+        self._last_density = density[-1]
+
+    def next(self, age: float, scale: float) -> float:
+        """The age at which a job of median ``scale``, pending at ``age``, is checked next."""
+        u = max(0.0, age / scale)
+        target = self._count(u) + 1.0
+        cumulative = self._cumulative
+        if target >= cumulative[-1]:
+            # Past the table: the density at its end, held.
+            return scale * (self._times[-1] + (target - cumulative[-1]) / self._last_density)
+        k = bisect.bisect_left(cumulative, target)
+        if k == 0:
+            return scale * self._times[0] * target / cumulative[0]
+        t0, t1 = self._times[k - 1], self._times[k]
+        c0, c1 = cumulative[k - 1], cumulative[k]
+        return scale * (t0 + (t1 - t0) * (target - c0) / (c1 - c0))
+
+    def _count(self, u: float) -> float:
+        times, cumulative = self._times, self._cumulative
+        if u <= times[0]:
+            return cumulative[0] * u / times[0]
+        if u >= times[-1]:
+            return cumulative[-1] + (u - times[-1]) * self._last_density
+        k = bisect.bisect_left(times, u)
+        t0, t1 = times[k - 1], times[k]
+        return cumulative[k - 1] + (cumulative[k] - cumulative[k - 1]) * (u - t0) / (t1 - t0)
+
+
+def _trapezoid(xs: list[float], ys: list[float]) -> float:
+    return sum((ys[k] + ys[k - 1]) / 2 * (xs[k] - xs[k - 1]) for k in range(1, len(xs)))
