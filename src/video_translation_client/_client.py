@@ -21,13 +21,14 @@ from ._backoff import default_random
 from ._batch import MAX_URL
 from ._budget import RetryBudget
 from ._config import StatusPollingConfig
+from ._decide import Schedule
 from ._dialect import Dialect, as_dialect
 from ._errors import VideoTranslationError
 from ._http import StatusFetcher, redact_url
 from ._job import JobPoll, StatusCallback, outcome_of
 from ._models import ClientStatistics, JobResult, Outcome, StatusResponse
 from ._ratelimit import Limiter, RateLimiter
-from ._schedule import Hinted
+from ._schedule import Hinted, Learned
 from ._session import Limits, Session
 from ._state import ServerState
 
@@ -132,7 +133,9 @@ class VideoTranslationClient:
         self._fetcher = StatusFetcher(
             self.base_url, api_key, max_response_bytes=max_response_bytes, dialect=self.dialect
         )
-        self._schedule = Hinted()
+        self._schedule: Schedule = (
+            Learned(self.config) if self.config.schedule == "learn" else Hinted()
+        )
         self._random = random if random is not None else default_random()
         self._user_http = http_client
         #: The session, while the client is entered or any call runs; and how many of them.
@@ -204,6 +207,7 @@ class VideoTranslationClient:
         job_id: str | None,
         *callbacks: StatusCallback,
         deadline: float | None = None,
+        expected: float | None = None,
     ) -> JobPoll:
         return JobPoll(
             session,
@@ -212,6 +216,7 @@ class VideoTranslationClient:
             random=self._random,
             callbacks=(self.on_status_change, *callbacks),
             deadline=deadline,
+            expected=expected,
         )
 
     # -- one job -----------------------------------------------------------------------------
@@ -224,15 +229,20 @@ class VideoTranslationClient:
             with session.polling():
                 return await self._job(session, job_id).status()
 
-    async def poll_until_complete(self, job_id: str | None = None) -> StatusResponse:
+    async def poll_until_complete(
+        self, job_id: str | None = None, *, expected_duration: float | None = None
+    ) -> StatusResponse:
         """Poll until the job is ``completed`` or ``error`` and return that status.
 
         With no job ID, polls the original ``GET /status`` endpoint. A job ending in ``error``
         is returned, not raised. Raises :class:`PollTimeout` (a ``TimeoutError``) when the
         deadline passes while the job is pending, :class:`ServerUnreachable` (a
         ``ConnectionError``) when the server answers nothing, :class:`RetriesExhausted` when
-        its answers keep failing.
+        its answers keep failing. ``expected_duration``, the seconds you expect the job to
+        take (from the video's length, say), narrows the guess of when to check it against a
+        server that gives no hint.
         """
+        _check_expected(expected_duration)
         if job_id is not None:
             self._check_id(job_id)
         elif self.dialect.default_url is None:
@@ -241,9 +251,15 @@ class VideoTranslationClient:
             )
         async with self._session() as session:
             with session.polling():
-                return await self._job(session, job_id).run()
+                return await self._job(session, job_id, expected=expected_duration).run()
 
-    async def poll_job(self, job_id: str, *, deadline: float | None = None) -> JobResult:
+    async def poll_job(
+        self,
+        job_id: str,
+        *,
+        deadline: float | None = None,
+        expected_duration: float | None = None,
+    ) -> JobResult:
         """Poll one job until it ends, and return its :class:`JobResult` (a failure or a
         timeout is a result here, not an exception, as in :meth:`poll_many`).
 
@@ -252,14 +268,18 @@ class VideoTranslationClient:
         over from elsewhere keeps the deadline it had. For jobs that come and go while a
         client runs: call it from a task per job inside ``async with client:`` (every call
         shares the client's batches, rate limit and bounds), and cancel a job's task (its
-        cancel scope) to stop polling that job alone.
+        cancel scope) to stop polling that job alone. ``expected_duration`` as in
+        :meth:`poll_until_complete`.
         """
         self._check_id(job_id)
+        _check_expected(expected_duration)
         if deadline is not None:
             check.number("deadline", deadline, low=-math.inf)
         async with self._session() as session:
             with session.polling():
-                return await self._run_job(session, job_id, deadline=deadline)
+                return await self._run_job(
+                    session, job_id, deadline=deadline, expected=expected_duration
+                )
 
     # -- many jobs ---------------------------------------------------------------------------
 
@@ -335,13 +355,15 @@ class VideoTranslationClient:
         listener: Callable[[StatusResponse], Awaitable[None]] | None = None,
         *,
         deadline: float | None = None,
+        expected: float | None = None,
     ) -> JobResult:
         try:
             self._check_id(job_id)
         except check.InvalidArgument as exc:  # this job alone: the others go on
             session.state.counters.ended[Outcome.FAILED] += 1
             return JobResult(job_id=job_id, outcome=Outcome.FAILED, status=None, error=exc)
-        job = self._job(session, job_id, *([listener] if listener else []), deadline=deadline)
+        listeners = [listener] if listener else []
+        job = self._job(session, job_id, *listeners, deadline=deadline, expected=expected)
         error: VideoTranslationError | None = None
         try:
             final = await job.run()
@@ -463,6 +485,10 @@ def _valid_base_url(value: object) -> httpx.URL:
             return url
     given = redact_url(value) if isinstance(value, str) else value
     raise check.InvalidArgument("base_url", "an http:// or https:// URL", given)
+
+
+def _check_expected(expected: float | None) -> None:
+    check.optional_number("expected_duration", expected, low=0, inclusive=False)
 
 
 def _distinct(job_ids: Iterable[str]) -> list[str]:

@@ -9,6 +9,8 @@ from . import _validate as check
 
 Jitter = Literal["full", "equal", "decorrelated", "none"]
 JITTERS: tuple[Jitter, ...] = ("full", "equal", "decorrelated", "none")
+Schedule = Literal["learn", "backoff"]
+SCHEDULES: tuple[Schedule, ...] = ("learn", "backoff")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +42,12 @@ class StatusPollingConfig:
         max_hint: Longest wait a server's hint (Retry-After) may impose, seconds.
         hints: Follow the server's hint of when to ask again; off, checks follow the backoff
             alone (a 429 or 503 Retry-After is obeyed either way: that is flow control).
+        checks_per_job: Against a server that neither hints nor holds checks, the checks a
+            job costs on average: the client learns how long jobs take and places that many
+            where completions are likely (more: completions seen sooner).
+        schedule: Against a server that neither hints nor holds checks: learn (how long
+            jobs take, and check where completions are likely) or backoff (exponential, from
+            initial_delay).
     """
 
     initial_delay: float = 1.0
@@ -55,6 +63,8 @@ class StatusPollingConfig:
     long_poll: float = 25.0
     max_hint: float = 300.0
     hints: bool = True
+    checks_per_job: float = 3.0
+    schedule: Schedule = "learn"
 
     def __post_init__(self) -> None:
         jitter: object = self.jitter
@@ -78,3 +88,5 @@ class StatusPollingConfig:
         check.number("max_hint", self.max_hint, low=0)
         if not isinstance(self.hints, bool):
             raise check.InvalidArgument("hints", "True or False", self.hints)
+        check.number("checks_per_job", self.checks_per_job, low=1)
+        check.one_of("schedule", self.schedule, SCHEDULES)

@@ -52,6 +52,11 @@ class Check:
     #: If, after ``delay``, the check cannot be held after all (the server turned out not to
     #: hold, or another check is finding out), wait this much longer and check at once.
     unheld_delay: float = 0.0
+    #: Do not check yet: wait for the outcome of another job's check (what the server offers
+    #: is about to be known), then ask the schedule again.
+    replan: bool = False
+    #: Check this job on its own, at once, not in a batch: others are waiting for its answer.
+    alone: bool = False
     #: What this check is, for the log: "retry 2 of 5", say.
     note: str = ""
 
@@ -94,6 +99,10 @@ class ServerView:
     route_known: bool = True
     #: The dialect's name, for messages.
     dialect: str = "sim"
+    #: The server is known to neither hint nor hold checks.
+    plain: bool = False
+    #: Some request has had an outcome (an answer, or none at all) since the client began.
+    heard: bool = True
 
     def silent_for(self, now: float) -> float:
         return 0.0 if self.silent_since is None else now - self.silent_since
@@ -108,12 +117,14 @@ class JobRecord:
         "checks",
         "config",
         "deadline",
+        "expected",
         "failed_at",
         "failing",
         "failures",
         "job_id",
         "last",
         "misses",
+        "pending_age",
         "random",
         "recovered",
         "requests",
@@ -130,8 +141,13 @@ class JobRecord:
         started: float,
         random: Callable[[], float],
         deadline: float | None = None,
+        expected: float | None = None,
     ) -> None:
         self.job_id = job_id
+        #: What the caller expects the job to take, seconds, if it says.
+        self.expected = expected
+        #: The job's age at its last pending answer (None before one): its duration is longer.
+        self.pending_age: float | None = None
         self.config = config
         self.started = started
         if deadline is None:
@@ -182,12 +198,20 @@ class JobRecord:
 
 
 class Schedule(Protocol):
-    """When to check a job again after it was answered pending. One object per client, asked
-    for every job; what it keeps of a job lives in the job's :class:`JobRecord`."""
+    """When to check a job: first, and again after it was answered pending. One object per
+    client, asked for every job; what it keeps of a job lives in the job's
+    :class:`JobRecord`. It is told when a job's status became final (what it may learn from)
+    and when the job's polling ended, however it ended."""
+
+    def first(self, job: JobRecord, now: float, server: ServerView) -> Check: ...
 
     def after_pending(
         self, job: JobRecord, answer: Answer, now: float, server: ServerView
     ) -> Check: ...
+
+    def finished(self, job: JobRecord, now: float) -> None: ...
+
+    def ended(self, job: JobRecord) -> None: ...
 
 
 # -- after an answer --------------------------------------------------------------------------
@@ -217,7 +241,9 @@ def answered(
         kept=answer.kept,
     )
     if response.is_final:
+        schedule.finished(job, now)
         return Done(response)
+    job.pending_age = now - job.started
     limit = job.config.max_attempts
     if limit is not None and job.checks >= limit:
         return Fail(timeout(job, f"still pending after {job.checks} checks (max_attempts)"))

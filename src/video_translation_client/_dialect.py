@@ -277,6 +277,7 @@ SIM = Dialect(
     long_poll=True,
 )
 
+
 class Builtins(Mapping[str, Dialect]):
     """The dialects built in, by name: read-only."""
 

@@ -4,7 +4,7 @@ A job's duration is seen only through checks: a finished job's lies between its 
 answer and its first final one (interval-censored), a pending job's exceeds its age
 (right-censored). :class:`DurationModel` keeps both and fits a lognormal to them by maximum a
 posteriori, with a weak prior (a median a factor e² either way of the guess, a spread near 1),
-and checks the fit against the data themselves (a Kaplan-Meier estimate at the fitted
+and checks the fit against the data themselves (the nonparametric bounds on F at the fitted
 quartiles); a poor fit is reported as such, and its users fall back to even checks.
 
 :class:`Plan` places the checks. Barlow, Hunter & Proschan (1963, "Optimum checking
@@ -33,7 +33,7 @@ WINDOW = 1000
 PRIOR_MU_SD = 2.0
 PRIOR_SIGMA = 1.0
 PRIOR_LOG_SIGMA_SD = 1.0
-#: A fit is poor when the Kaplan-Meier estimate strays this far from it at a quartile.
+#: A fit is poor when it strays this far outside the nonparametric bounds at a quartile.
 POOR_FIT = 0.15
 #: Points of the plan's table, log-spaced over the bulk of the distribution.
 GRID = 400
@@ -89,20 +89,27 @@ class DurationModel:
         self.finished: deque[tuple[float, float]] = deque(maxlen=WINDOW)
         self.fit: Lognormal = self.prior
         self.poor = False
+        #: Answers about jobs so far, pending and final: what a refit waits on.
+        self.seen = 0
         self._fitted_at = 0
 
+    def add(self, low: float, high: float) -> None:
+        """A job finished: its duration is in (low, high]."""
+        self.finished.append((low, high))
+        self.seen += 1
+
     def fitted(self, pending: list[float]) -> Lognormal:
-        """The fit, refreshed when the finished jobs grew by a fifth (or 5) since the last;
-        ``pending`` are the ages of the jobs still pending (right-censored)."""
-        n = len(self.finished)
-        if n >= max(self._fitted_at + 5, self._fitted_at * 6 // 5):
-            self._fitted_at = n
+        """The fit, refreshed when the answers seen grew by a tenth (or 5) since the last:
+        often while little is known, rarely once much is; ``pending`` are the ages of the
+        jobs still pending (right-censored)."""
+        if self.seen >= max(self._fitted_at + 5, self._fitted_at * 11 // 10):
+            self._fitted_at = self.seen
             self.fit = self._map(pending)
-            self.poor = n >= 20 and self._strays(pending)
+            self.poor = len(self.finished) >= 20 and self._strays(pending)
         return self.fit
 
     def _map(self, pending: list[float]) -> Lognormal:
-        """The maximum a posteriori lognormal, by Nelder-Mead over (μ, log σ)."""
+        """The maximum a posteriori lognormal, by Nelder-Mead over (mu, log sigma)."""
         intervals = list(self.finished)
         ages = _binned(pending)
         prior = self.prior
@@ -124,42 +131,40 @@ class DurationModel:
         return Lognormal(mu, min(3.0, max(0.05, math.exp(log_sigma))))
 
     def _strays(self, pending: list[float]) -> bool:
-        """Whether the Kaplan-Meier estimate (interval midpoints as events, pending ages as
-        censoring) strays from the fit by more than ``POOR_FIT`` at a fitted quartile."""
-        events = sorted(((low + high) / 2, True) for low, high in self.finished)
-        events += sorted((age, False) for age in pending)
-        events.sort()
-        at_risk = len(events)
-        survival = 1.0
-        checks = [(self.fit.quantile(q), q) for q in (0.25, 0.5, 0.75)]
-        estimate: list[float] = []
-        for time, event in events:
-            while checks and time > checks[0][0]:
-                estimate.append(abs((1 - survival) - checks.pop(0)[1]))
-            if event:
-                survival *= 1 - 1 / at_risk
-            at_risk -= 1
-        return any(gap > POOR_FIT for gap in estimate)
+        """Whether the fit leaves the nonparametric bounds by more than ``POOR_FIT`` at a
+        fitted quartile. A duration lies in its interval, so the share of jobs surely done
+        by t (right ends <= t) bounds F(t) from below, and the share possibly done (left
+        ends < t, pending ages counting as left ends) from above (the bounds Turnbull's
+        estimate lies between)."""
+        lows = sorted([low for low, _ in self.finished] + pending)
+        highs = sorted(high for _, high in self.finished)
+        total = len(lows)
+        for q in (0.25, 0.5, 0.75):
+            t = self.fit.quantile(q)
+            surely = bisect.bisect_right(highs, t) / total
+            possibly = bisect.bisect_left(lows, t) / total
+            if q < surely - POOR_FIT or q > possibly + POOR_FIT:
+                return True
+        return False
 
 
 def _binned(ages: list[float], bins: int = 64) -> list[tuple[float, int]]:
-    """Pending ages grouped on a log scale: the fit costs the same for 100 or 100,000 pending
-    jobs."""
+    """Pending ages grouped on a log scale, each group at its members' geometric mean: the
+    fit costs the same for 100 or 100,000 pending jobs."""
     positive = [a for a in ages if a > 0]
     if len(positive) <= bins:
         return [(a, 1) for a in positive]
     low, high = math.log(min(positive)), math.log(max(positive))
-    width = (high - low) / bins or 1.0
-    counts: dict[int, int] = {}
+    width = (high - low) / bins
+    groups: dict[int, list[float]] = {}
     for age in positive:
-        index = min(bins - 1, int((math.log(age) - low) / width))
-        counts[index] = counts.get(index, 0) + 1
-    return [(math.exp(low + (i + 0.5) * width), c) for i, c in counts.items()]
+        log_age = math.log(age)
+        index = min(bins - 1, int((log_age - low) / width)) if width > 0 else 0
+        groups.setdefault(index, []).append(log_age)
+    return [(math.exp(sum(g) / len(g)), len(g)) for g in groups.values()]
 
 
-def _nelder_mead(
-    cost: object, start: tuple[float, float], steps: int = 80
-) -> tuple[float, float]:
+def _nelder_mead(cost: object, start: tuple[float, float], steps: int = 80) -> tuple[float, float]:
     """A minimum of ``cost(x, y)`` near ``start``: Nelder-Mead, enough for a smooth 2-D bowl."""
     assert callable(cost)
     simplex = [start, (start[0] + 0.5, start[1]), (start[0], start[1] + 0.3)]
@@ -171,19 +176,16 @@ def _nelder_mead(
         best, good, worst = simplex
         centre = ((best[0] + good[0]) / 2, (best[1] + good[1]) / 2)
 
-        def toward(t: float) -> tuple[float, float]:
-            return (centre[0] + t * (worst[0] - centre[0]), centre[1] + t * (worst[1] - centre[1]))
-
-        reflected = toward(-1.0)
+        reflected = _toward(centre, worst, -1.0)
         r = cost(*reflected)
         if r < values[0]:
-            expanded = toward(-2.0)
+            expanded = _toward(centre, worst, -2.0)
             e = cost(*expanded)
             simplex[2], values[2] = (expanded, e) if e < r else (reflected, r)
         elif r < values[1]:
             simplex[2], values[2] = reflected, r
         else:
-            contracted = toward(0.5)
+            contracted = _toward(centre, worst, 0.5)
             c = cost(*contracted)
             if c < values[2]:
                 simplex[2], values[2] = contracted, c
@@ -195,6 +197,12 @@ def _nelder_mead(
         if abs(values[2] - values[0]) < 1e-7:
             break
     return simplex[min(range(3), key=values.__getitem__)]
+
+
+def _toward(
+    centre: tuple[float, float], point: tuple[float, float], t: float
+) -> tuple[float, float]:
+    return (centre[0] + t * (point[0] - centre[0]), centre[1] + t * (point[1] - centre[1]))
 
 
 class Plan:

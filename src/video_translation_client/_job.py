@@ -52,6 +52,7 @@ class JobPoll:
         random: Callable[[], float],
         callbacks: tuple[StatusCallback | None, ...] = (),
         deadline: float | None = None,
+        expected: float | None = None,
     ) -> None:
         self.session = session
         self.record = JobRecord(
@@ -60,6 +61,7 @@ class JobPoll:
             started=anyio.current_time(),
             random=random,
             deadline=deadline,
+            expected=expected,
         )
         self._schedule = schedule
         self._callbacks = callbacks
@@ -82,29 +84,46 @@ class JobPoll:
         except VideoTranslationError as exc:
             counters.ended[outcome_of(exc)] += 1
             raise
+        finally:
+            self._schedule.ended(self.record)
         counters.ended[outcome_of(response)] += 1
         return response
 
     async def status(self) -> StatusResponse:
         """One status, answered at once, transient failures retried (within the deadline)."""
-        with anyio.CancelScope(deadline=self.record.deadline) as scope:
-            return await self._until(final=False)
+        try:
+            with anyio.CancelScope(deadline=self.record.deadline) as scope:
+                return await self._until(final=False)
+        finally:
+            self._schedule.ended(self.record)
         assert scope.cancelled_caught
         raise self.verdict()
 
     async def _until(self, *, final: bool) -> StatusResponse:
         """Check, wait and check again as the decisions say: until the job ends, or (not
         ``final``) until the first answer about it."""
-        action: Action = Check()
+        action: Action = Check() if not final else self._first()
         while True:
             if isinstance(action, Done):
                 return action.response
             if isinstance(action, Fail):
                 raise action.error
+            if action.replan:
+                if action.delay:
+                    await self._sleep(action.delay, False)
+                else:
+                    # Another job is finding out what the server offers: its answer decides.
+                    with anyio.move_on_after(self.session.config.request_timeout):
+                        await self.session.state.heard()
+                action = self._first()
+                continue
             await self._wait(action)
-            action = await self._check(action.hold)
+            action = await self._check(action.hold, alone=action.alone)
             if not final and self.record.failing is None and self.record.last is not None:
                 return self.record.last
+
+    def _first(self) -> Check:
+        return self._schedule.first(self.record, anyio.current_time(), self._view())
 
     def verdict(self) -> VideoTranslationError:
         return deadline_verdict(self.record, anyio.current_time(), self._view())
@@ -140,7 +159,7 @@ class JobPoll:
 
     # -- one check ---------------------------------------------------------------------------
 
-    async def _check(self, hold: int) -> Action:
+    async def _check(self, hold: int, *, alone: bool = False) -> Action:
         session, record = self.session, self.record
         job_id = record.job_id
         retry = record.failing is not None
@@ -152,7 +171,7 @@ class JobPoll:
         record.requests += 1
         try:
             try:
-                answer = await session.check(job_id, hold, retry=retry)
+                answer = await session.check(job_id, hold, retry=retry, alone=alone)
             finally:
                 session.retried(reserved)
         except JobNotFound as error:

@@ -1,15 +1,36 @@
-"""Schedules: when to check a job again after the server answered it pending.
+"""Schedules: when to check a job, first and again after the server answered it pending.
 
 A schedule is a policy object the job's decisions ask (:class:`~._decide.Schedule`); one per
-client, asked for every job. :class:`Hinted` is the schedule for a server that says when to
-ask again or holds checks, and the backoff for one that does neither.
+client, asked for every job. :class:`Hinted` follows a server that says when to ask again or
+holds checks, and backs off exponentially otherwise; :class:`Learned`, the default, is
+:class:`Hinted` wherever the server hints or holds, and against a server that does neither
+learns how long jobs take and checks where completions are likely.
 """
 
 from __future__ import annotations
 
-from ._backoff import clamp_hint
+from ._backoff import MIN_HINT, clamp_hint
+from ._config import StatusPollingConfig
 from ._decide import Check, JobRecord, ServerView
+from ._durations import DurationModel, Plan
 from ._http import Answer
+
+#: The first guess of a job's median duration, in initial delays (5 s by default). Weak: the
+#: model's prior lets the run's own jobs outweigh it within a few, and until the probes have
+#: finished no other job commits to a check placed by it (see REPLAN). Tried against 1, 3, 5
+#: and 10 on the plain server's lognormal workloads: 5 and 10 spent the fewest requests.
+GUESS_DELAYS = 5.0
+#: Jobs checked densely (every half initial delay, or a quarter of their age) until this
+#: many of them have finished, so that the fit starts from real data.
+PROBES = 5
+PROBE_UNTIL = 5
+#: A check the plan puts further off than this many initial delays (or eighths of the job's
+#: age, at 0.5) is planned again then, from a fit of more jobs, rather than committed to.
+REPLAN = 0.5
+#: A job pending at age a is checked again by age (1 + GROWTH) a at the latest.
+GROWTH = 3.0
+#: Waits are spread by up to this share either way.
+SPREAD = 0.1
 
 
 class Hinted:
@@ -40,3 +61,124 @@ class Hinted:
             job.backoff.reset()
             return Check(hold=hold)
         return Check(delay=hint if hint is not None else job.backoff.next_delay())
+
+    def first(self, job: JobRecord, now: float, server: ServerView) -> Check:
+        """At once: the caller sees pending, and the server's estimate, before anything else."""
+        return Check()
+
+    def finished(self, job: JobRecord, now: float) -> None:
+        """Nothing to learn."""
+
+    def ended(self, job: JobRecord) -> None:
+        """Nothing kept."""
+
+
+class Learned:
+    """The schedule for a server that neither hints nor holds checks, :class:`Hinted`'s
+    wherever it does: the client learns how long its jobs take (:mod:`._durations`) and
+    checks where completions are likely, ``config.checks_per_job`` checks a job on average
+    (Keller's checking density on the duration distribution learnt so far).
+
+    - A job's first check comes at the plan's first point, not at once (a look at age 0 would
+      be a check spent where nothing has finished). While what the server offers is not
+      known yet, one job looks at once and the others wait for its answer.
+    - Until a few jobs have finished, the first jobs seen are probes, checked densely (every
+      half ``initial_delay`` or a quarter of their age), so that the fit starts from real
+      data; the others start from a guess on the short side (``initial_delay``), and what
+      their pending answers show moves it up.
+    - A fit that the data contradict (outside their nonparametric bounds at a quartile, as
+      bimodal durations are) falls back to even checks, the median over ``checks_per_job``
+      less a half, capped by ``max_delay``.
+    - A job's own ``expected_duration`` is its median; the learnt spread is kept.
+    - Waits are spread by up to ``SPREAD`` either way, so that jobs of one age do not check in
+      step; ``max_delay``, ``max_attempts`` and the deadline bound them as any schedule's.
+    """
+
+    def __init__(self, config: StatusPollingConfig) -> None:
+        self.checks = config.checks_per_job
+        self.model = DurationModel(guess=GUESS_DELAYS * config.initial_delay)
+        self._hinted = Hinted()
+        self._plans: dict[float, Plan] = {}
+        #: The jobs pending now (right-censored), by identity: forgotten when they end.
+        self._pending: dict[int, JobRecord] = {}
+        self._probes: set[int] = set()
+        self._looking = False
+
+    def first(self, job: JobRecord, now: float, server: ServerView) -> Check:
+        if server.plain:
+            return self._learned(job, now)
+        if server.heard:
+            return Check()
+        if not self._looking:
+            # The first look of the client: the others wait for what it shows of the server.
+            self._looking = True
+            return Check(alone=True)
+        return Check(replan=True)
+
+    def after_pending(
+        self, job: JobRecord, answer: Answer, now: float, server: ServerView
+    ) -> Check:
+        self._pending[id(job)] = job
+        self.model.seen += 1
+        if not server.plain:
+            return self._hinted.after_pending(job, answer, now, server)
+        return self._learned(job, now)
+
+    def finished(self, job: JobRecord, now: float) -> None:
+        self._pending.pop(id(job), None)
+        self.model.add(job.pending_age or 0.0, now - job.started)
+
+    def ended(self, job: JobRecord) -> None:
+        self._pending.pop(id(job), None)
+        self._probes.discard(id(job))
+
+    def _learned(self, job: JobRecord, now: float) -> Check:
+        """The next check by the plan. Not committed to when it is far: the job looks again
+        at the plan after a while (a quarter of its age), by then fitted to more jobs, so
+        that a fit misled early on (a few short jobs, a guess) does not hold a job back."""
+        config = job.config
+        age = now - job.started
+        if self._warming() and self._probing(job):
+            return Check(delay=self._spread(job, max(config.initial_delay / 2, age / 4)))
+        # A job that has been pending a while is next checked by twice its age at the latest:
+        # early on, a fit that puts it deep in the left tail (few jobs seen yet) would
+        # otherwise leave it unchecked for several times its age.
+        due = self._due(job, now)
+        seen = job.pending_age
+        if seen is not None:
+            due = min(due, seen + max(config.initial_delay, GROWTH * seen))
+        due -= age
+        replan_after = max(config.initial_delay * REPLAN, age * REPLAN / 4)
+        if due > replan_after:
+            return Check(delay=replan_after, replan=True)
+        return Check(delay=self._spread(job, max(0.0, due)))
+
+    def _spread(self, job: JobRecord, delay: float) -> float:
+        delay *= 1 - SPREAD + 2 * SPREAD * job.random()
+        return min(job.config.max_delay, max(MIN_HINT, delay))
+
+    def _due(self, job: JobRecord, now: float) -> float:
+        """The age at which the plan checks the job next, from the fit as it is now."""
+        fit = self.model.fitted([j.pending_age or 0.0 for j in self._pending.values()])
+        scale = job.expected if job.expected else fit.median
+        age = job.pending_age or 0.0
+        if self.model.poor:
+            return age + scale / (self.checks - 0.5)
+        return self._plan(fit.sigma).next(age, scale)
+
+    def _warming(self) -> bool:
+        return len(self.model.finished) < PROBE_UNTIL
+
+    def _probing(self, job: JobRecord) -> bool:
+        """Whether the job is a probe: it is one already, or there are too few."""
+        if id(job) not in self._probes and len(self._probes) < PROBES:
+            self._probes.add(id(job))
+        return id(job) in self._probes
+
+    def _plan(self, sigma: float) -> Plan:
+        """The plan for this spread, from a cache by spread rounded to 0.05."""
+        key = round(sigma * 20) / 20
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = Plan(max(0.05, key), self.checks)
+        return plan

@@ -23,6 +23,7 @@ requests. It has no task of its own.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -149,9 +150,20 @@ class Session:
             url=self.fetcher.shown_url,
             route_known=self.state.route_known,
             dialect=self.fetcher.dialect.name,
+            plain=self._plain(now),
+            heard=self.state.health.last_answer > -math.inf
+            or self.state.health.silent_since is not None,
         )
 
-    async def check(self, job_id: str | None, hold: int, *, retry: bool = False) -> Answer:
+    def _plain(self, now: float) -> bool:
+        """The server neither hints (or its hints are not followed) nor holds checks."""
+        state = self.state
+        unhinted = not self.config.hints or state.hints.known(now) is False
+        return unhinted and state.holds.known(now) is False
+
+    async def check(
+        self, job_id: str | None, hold: int, *, retry: bool = False, alone: bool = False
+    ) -> Answer:
         """One status check of ``job_id``, held up to ``hold`` seconds (0: answered at once),
         batched with other jobs' checks when the server allows. The answer carries the hold
         actually asked. Raises :class:`Transient` or a permanent
@@ -164,7 +176,7 @@ class Session:
         elif hold and state.holds.known(now) is None:
             probe = state.probing_hold = True  # this check finds out whether the server holds
         try:
-            if self.batched(job_id, now):
+            if not alone and self.batched(job_id, now):
                 assert job_id is not None
                 try:
                     return await self._batchers[hold > 0].fetch(job_id, hold, retry=retry)
@@ -286,10 +298,12 @@ class Session:
         return result
 
     def _learn_holds(self, answer: Answer, *, asked: int | None) -> None:
-        if asked is not None:
-            self.state.learnt_holds(
-                answer.wait_applied is not None, asked=asked, final=answer.is_final
-            )
+        self.state.learnt(
+            applied=answer.wait_applied is not None,
+            asked=asked,
+            final=answer.is_final,
+            hint=answer.hint is not None,
+        )
 
     def _failed(self, failure: Transient, *, held: bool) -> None:
         now = anyio.current_time()

@@ -148,6 +148,8 @@ class ServerState:
         self.holds = Offer()
         if not long_poll:
             self.holds.missing()
+        #: Whether the server hints when to ask again on a pending job.
+        self.hints = Offer()
         #: A check is finding out whether the server holds checks (one at a time).
         self.probing_hold = False
         #: An answer has been read as a status: the route and the dialect fit.
@@ -159,6 +161,7 @@ class ServerState:
         #: the held route is the trouble. (No answer at all is an outage, not the route.)
         self._held_failed = self._held_ok = -math.inf
         self._recovered: anyio.Event | None = None
+        self._heard: anyio.Event | None = None
 
     # -- what the next check may do ----------------------------------------------------------
 
@@ -198,6 +201,9 @@ class ServerState:
     ) -> None:
         """The one place a request's outcome updates the limiter, the retry budget, the
         server's health, what it offers and the counters."""
+        if self._heard is not None:
+            self._heard.set()
+            self._heard = None
         if result is Result.REFUSED:
             self.counters.throttled += 1
             self.limiter.refused(retry_after, quota)
@@ -227,14 +233,27 @@ class ServerState:
             self._held_failed = self._held_ok = -math.inf
             self.holds.misbehaves(now)
 
-    def learnt_holds(self, applied: bool, *, asked: int, final: bool) -> None:
-        """Learn from an answer whether the server honours ``Prefer: wait``: it says so when
-        it applied it; a pending answer to a held check that does not say so means it does not
-        hold (a final answer, or one to ``wait=0``, may simply not mention it)."""
-        if applied:
-            self.holds.works()
-        elif asked > 0 and not final:
-            self.holds.missing()
+    def learnt(self, *, applied: bool, asked: int | None, final: bool, hint: bool) -> None:
+        """Learn from an answer what the server offers. Whether it honours ``Prefer: wait``:
+        it says so when it applied it (RFC 7240's Preference-Applied, ``wait=0`` included); a
+        pending answer that does not say so means it does not hold (a final one may simply
+        not mention it). Whether it hints: a pending answer says when to ask again, or not."""
+        if asked is not None:
+            if applied:
+                self.holds.works()
+            elif not final:
+                self.holds.missing()
+        if not final:
+            if hint:
+                self.hints.works()
+            elif self.hints.known(-math.inf) is None:
+                self.hints.missing()
+
+    async def heard(self) -> None:
+        """Until the next request's outcome."""
+        if self._heard is None:
+            self._heard = anyio.Event()
+        await self._heard.wait()
 
     async def recovered(self) -> None:
         """Until the server answers again while the retry budget is spent."""
@@ -245,4 +264,4 @@ class ServerState:
     def new_run(self) -> None:
         """A session opens, maybe under another event loop: an event made under the last one
         cannot be waited on here."""
-        self._recovered = None
+        self._recovered = self._heard = None

@@ -138,8 +138,15 @@ async def test_server_stopped_mid_run_holds_retries_back():
                 if seen == jobs:
                     first_seen.set()
 
+            # Every job looks at once (the backoff schedule), so that all are seen before the
+            # server stops (the learning one would place their first checks by their duration).
             config = StatusPollingConfig(
-                initial_delay=0.25, max_delay=0.5, outage_timeout=0.5, timeout=300, hints=False
+                initial_delay=0.25,
+                max_delay=0.5,
+                outage_timeout=0.5,
+                timeout=300,
+                hints=False,
+                schedule="backoff",
             )
             async with VideoTranslationClient(
                 url, config, on_status_change=on_change, rate_limit=None, batch=False

@@ -39,9 +39,11 @@ URL = "http://server.test"
 
 
 def cfg(**kwargs) -> StatusPollingConfig:
+    """Waits on the backoff schedule, exactly: these tests are about failures."""
     kwargs.setdefault("long_poll", 0)
     kwargs.setdefault("jitter", "none")
     kwargs.setdefault("max_retries", 3)
+    kwargs.setdefault("schedule", "backoff")
     return StatusPollingConfig(**kwargs)
 
 

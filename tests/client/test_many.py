@@ -83,9 +83,9 @@ async def test_each_job_has_its_own_deadline_and_schedule(autojump_clock, make_s
     )
     await client.poll_many([f"j{i}" for i in range(10)])
     assert seen == {f"j{i}": pytest.approx(1 + i) for i in range(10)}
-    # Two per job, the first look and the hinted one, and one held check that found out
-    # that this server does not hold.
-    assert client.statistics().requests == 21
+    # Two per job, the first look and the hinted one (the first look's answer shows that
+    # this server does not hold: it does not say it applied Prefer: wait=0).
+    assert client.statistics().requests == 20
 
 
 async def test_hundreds_of_jobs_end_with_their_true_outcome(autojump_clock, make_sim):
@@ -110,10 +110,10 @@ async def test_checks_due_together_go_out_as_one_batch(autojump_clock, make_sim)
     client = VideoTranslationClient(URL, cfg(), http_client=sim.client, rate_limit=None)
     results = await client.poll_many([f"b{i}" for i in range(250)])
     assert all(r.outcome is Outcome.COMPLETED for r in results)
-    # 3 at the start, 3 when they complete, and one held check that found out that this
-    # server does not hold.
+    # One job's look finds what the server offers, then 3 for the others at once, and 3 when
+    # they complete.
     assert client.statistics().requests == 7
-    assert client.statistics().status_checks == 501
+    assert client.statistics().status_checks == 500
 
 
 async def test_a_batch_waiting_for_the_rate_limiter_takes_in_checks_due_meanwhile(
@@ -134,20 +134,24 @@ async def test_a_batch_waiting_for_the_rate_limiter_takes_in_checks_due_meanwhil
 
 
 async def test_a_full_batch_goes_without_waiting_out_the_window(autojump_clock):
-    """100 IDs fill a batch: it goes at once, not after ``batch_window``."""
-    sent: list[float] = []
+    """100 IDs fill a batch: it goes at once, not after ``batch_window`` (after the first
+    job's look, alone, at once, which shows what the server offers)."""
+    sent: list[tuple[float, int]] = []
 
     def answer(request: httpx.Request) -> httpx.Response:
-        sent.append(trio.current_time())
+        if "ids" not in request.url.params:
+            sent.append((trio.current_time(), 1))
+            return httpx.Response(200, json={"result": "completed"})
         ids = request.url.params["ids"].split(",")
+        sent.append((trio.current_time(), len(ids)))
         jobs = [{"job_id": i, "result": "completed"} for i in ids]
         return httpx.Response(200, json={"jobs": jobs, "unknown": []})
 
     start = trio.current_time()
     async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
         client = VideoTranslationClient(URL, cfg(), http_client=http, batch_window=1.0)
-        await client.poll_many([f"f{i}" for i in range(100)])
-    assert sent == [start]
+        await client.poll_many([f"f{i}" for i in range(101)])
+    assert sent == [(start, 1), (start, 100)]
 
 
 async def test_server_without_batch_endpoint_gets_single_requests(autojump_clock):
