@@ -27,9 +27,9 @@ import argparse
 import math
 import random
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import trio
@@ -50,8 +50,7 @@ BACKOFF_SWEEP = (0.25, 0.5, 1.0, 2.0)
 ORIGINAL_SWEEP = (0.5, 1.0, 2.0)
 
 
-@dataclass(frozen=True)
-class Series:
+class Series(NamedTuple):
     name: str
     schedule: str
     budget: float
@@ -106,7 +105,13 @@ def durations(n: int, sigma: float, long_share: float, seed: int) -> list[float]
 
 
 async def run_series(
-    url: str, series: list[Series], lengths: list[float], spread: float, scale: float, seed: int
+    url: str,
+    tag: str,
+    series: list[Series],
+    lengths: list[float],
+    spread: float,
+    scale: float,
+    seed: int,
 ) -> list[dict[str, Any]]:
     """Every series at once against ``url``: one client each, jobs of its own."""
     rng = random.Random(seed)
@@ -122,7 +127,7 @@ async def run_series(
 
             async def one_job(k: int) -> None:
                 await trio.sleep(offsets[k])
-                job_id = f"p{seed}-{index}-{k}"
+                job_id = f"{tag}-{index}-{k}"
                 spec = {"job_id": job_id, "duration": lengths[k] * scale}
                 asked = trio.current_time()
                 await create_jobs(maker, [spec], creators=1)
@@ -240,6 +245,7 @@ def main(argv: list[str] | None = None) -> None:
                 found = trio.run(
                     run_series,
                     url,
+                    f"{workload}-{arrival}",
                     table_series(None) + sweep,
                     lengths,
                     spread,
@@ -258,7 +264,7 @@ def main(argv: list[str] | None = None) -> None:
         if not args.no_plots:
             lengths = durations(args.sweep_jobs, 0.5, 0.0, args.seed)
             swept = trio.run(
-                run_series, url, sweep_series(), lengths, 0.0, args.time_scale, args.seed
+                run_series, url, "sweep", sweep_series(), lengths, 0.0, args.time_scale, args.seed
             )
             plot(swept, args.plots)
             for row in swept:

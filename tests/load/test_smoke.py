@@ -211,3 +211,38 @@ def test_fleet(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     assert row["requests_per_job"] > 0
     assert row["redis_commands_per_job"] > 0
     assert "Redis cmds/job" in stdout
+
+
+def test_plain(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
+    """Each schedule has a row per workload and arrival, the best fixed interval among them,
+    no job lost; the budget sweep is plotted."""
+    plain = script("plain")
+    # A small sweep: the shape is the point here.
+    monkeypatch.setattr(plain, "LEARN_SWEEP", (2.0, 4.0))
+    monkeypatch.setattr(plain, "FIXED_SWEEP", (1.0, 3.0))
+    monkeypatch.setattr(plain, "BACKOFF_SWEEP", (1.0,))
+    monkeypatch.setattr(plain, "ORIGINAL_SWEEP", (1.0,))
+    out = tmp_path / "plain.json"
+    plain.main(
+        [
+            *("--jobs", "12", "--sweep-jobs", "6", "--time-scale", "0.03"),
+            *("--workloads", "sigma0.5", "--arrivals", "at-once", "spread"),
+            *("--seed", "3", "--plots", str(tmp_path), "--json", str(out)),
+        ]
+    )
+    rows = json.loads(out.read_text())
+    table = [r for r in rows if r["workload"] == "sigma0.5"]
+    assert [(r["arrival"], r["schedule"]) for r in table] == [
+        (arrival, schedule)
+        for arrival in ("at-once", "spread")
+        for schedule in ("original", "backoff", "fixed", "learn")
+    ]
+    swept = [r for r in rows if r["workload"] == "sigma0.5 sweep"]
+    assert {r["schedule"] for r in swept} == {"original", "backoff", "fixed", "learn"}
+    for row in rows:
+        assert row["jobs_lost"] == 0, row
+        assert row["requests_per_job"] >= 1
+        assert row["wasted_per_job"] == pytest.approx(row["requests_per_job"] - 1, abs=0.01)
+        assert row["lag_p50_s"] <= row["lag_p99_s"]
+    assert_png(tmp_path / "plain_budgets.png")
+    assert "schedule" in capsys.readouterr().out
