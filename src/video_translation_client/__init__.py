@@ -41,9 +41,9 @@ from ._ratelimit import RateLimiterStatistics as RateLimiterStatistics
 from ._validate import InvalidArgument as InvalidArgument
 
 __all__ = [
+    "DIALECTS",
     "AuthenticationError",
     "ClientStatistics",
-    "DIALECTS",
     "Dialect",
     "InvalidArgument",
     "InvalidResponse",

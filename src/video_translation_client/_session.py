@@ -23,7 +23,6 @@ requests. It has no task of its own.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -151,8 +150,7 @@ class Session:
             route_known=self.state.route_known,
             dialect=self.fetcher.dialect.name,
             plain=self._plain(now),
-            heard=self.state.health.last_answer > -math.inf
-            or self.state.health.silent_since is not None,
+            heard=health.ever_answered or health.silent_since is not None,
         )
 
     def _plain(self, now: float) -> bool:
@@ -225,7 +223,7 @@ class Session:
             hold=hold,
             retry=retry,
         )
-        self._learn_holds(answer, asked=prefer)
+        self._learn_offers(answer, asked=prefer)
         self.state.route_known = True
         took = anyio.current_time() - started
         cut_short, _ = held_outcome(hold, took, changed=answer.is_final)
@@ -262,7 +260,7 @@ class Session:
         state.route_known = True
         answers = [a for a in outcomes.values() if isinstance(a, Answer)]
         if answers:
-            self._learn_holds(answers[0], asked=prefer)
+            self._learn_offers(answers[0], asked=prefer)
         took = anyio.current_time() - started
         changed = any(a.is_final for a in answers)
         cut_short, woken = held_outcome(hold, took, changed=changed)
@@ -297,7 +295,7 @@ class Session:
         state.record(Result.ANSWERED, anyio.current_time(), held=hold > 0)
         return result
 
-    def _learn_holds(self, answer: Answer, *, asked: int | None) -> None:
+    def _learn_offers(self, answer: Answer, *, asked: int | None) -> None:
         self.state.learnt(
             applied=answer.wait_applied is not None,
             asked=asked,
