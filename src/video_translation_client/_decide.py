@@ -184,8 +184,11 @@ class JobRecord:
         (RFC 7240's delta-seconds), never past the last-check point."""
         if not server.may_hold:
             return 0
-        left = self.deadline - now - self.margin
-        return max(0, int(min(self.config.long_poll, left)))
+        return self.fit_hold(self.config.long_poll, now)
+
+    def fit_hold(self, hold: float, now: float) -> int:
+        """``hold`` shortened so that the held check ends by the last-check point."""
+        return max(0, int(min(hold, self.deadline - now - self.margin)))
 
     def fit(self, delay: float, now: float) -> float | None:
         """``delay`` shortened so that no check goes past the last-check point before the
@@ -221,13 +224,14 @@ def answered(
     job: JobRecord, answer: Answer, now: float, server: ServerView, schedule: Schedule
 ) -> Action:
     """The server answered about the job. A held batch that came back because another of its
-    jobs changed (``answer.woken``) is no check of this one: it is asked again at once."""
+    jobs changed (``answer.woken``) is no check of this one: it is asked again at once, held
+    as before (which needs nothing of ``server``: the loop skips building it)."""
     job.recovered = job.failing is not None
     job.failing = None
     job.failures = 0
     job.retry_backoff.reset()
     if answer.woken:
-        return Check(hold=job.hold(now, server))
+        return Check(hold=job.fit_hold(answer.held, now))
     job.checks += 1
     job.last = response = StatusResponse(
         status=answer.status,

@@ -39,8 +39,11 @@ MAX_REDIRECTS = 5
 QUOTED = 60
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Answer:
+    """One job's answer from one request: made fresh for each, and completed by the session
+    (how it was held, whether it was cut short or woken) before any job sees it."""
+
     status: JobStatus
     payload: dict[str, Any]
     #: The server's "ask again in" hint, seconds.

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TypeVar
 
 import anyio
@@ -227,7 +227,9 @@ class Session:
         self.state.route_known = True
         took = anyio.current_time() - started
         cut_short, _ = held_outcome(hold, took, changed=answer.is_final)
-        return replace(answer, held=hold, cut_short=cut_short and answer.wait_applied is not None)
+        answer.held = hold
+        answer.cut_short = cut_short and answer.wait_applied is not None
+        return answer
 
     async def _send_batch(
         self, ids: list[str], hold: int, retry: bool
@@ -264,12 +266,10 @@ class Session:
         took = anyio.current_time() - started
         changed = any(a.is_final for a in answers)
         cut_short, woken = held_outcome(hold, took, changed=changed)
-        for job_id, answer in outcomes.items():
-            if isinstance(answer, Answer):
-                pending = not answer.is_final
-                outcomes[job_id] = replace(
-                    answer, held=hold, cut_short=cut_short, woken=woken and pending
-                )
+        for answer in answers:
+            answer.held = hold
+            answer.cut_short = cut_short
+            answer.woken = woken and not answer.is_final
         return outcomes
 
     async def _send(
