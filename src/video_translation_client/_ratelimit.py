@@ -190,6 +190,9 @@ class RateLimiter:
         self._acquired = 0
         self._waiting = 0
         self._wait_time = 0.0
+        #: When a request last waited for a token (not a pause): the client was sending as
+        #: fast as the rate allows, not as fast as its own work came.
+        self._token_wait_at = -math.inf
         self._decreases = 0
 
     def __repr__(self) -> str:
@@ -207,6 +210,7 @@ class RateLimiter:
             self._updated = None
             self._paused_until = self._long_pause_until = -math.inf
             self._overrun_since = self._last_throttled = self._trial_ended = -math.inf
+            self._token_wait_at = -math.inf
             self._decreased_at = now if self._current < self.rate else -math.inf
             self._refused.clear()
             self._answers.clear()
@@ -281,6 +285,7 @@ class RateLimiter:
                             self._acquired += 1
                             return
                         wait = (1 - self._tokens) / self._current
+                        self._token_wait_at = now
                     # Only this sleep is time the rate cost: callers queued behind the lock
                     # wait for one another, and summing their hand-offs would count the same
                     # second once per caller (and something when there is no rate at all).
@@ -388,7 +393,11 @@ class RateLimiter:
             self._decreased_at, now - ANSWERS_MEMORY, self._long_pause_until, self._trial_ended
         )
         refused = [t for t in self._refused if t >= since]
-        if len(refused) >= self._trial_refusals:
+        # Only while the client sent as fast as its rate allowed: sending less (app-limited, as
+        # BBR says), what the server accepted is the client's own pace, no measure of the
+        # server, and random refusals would pin the rate to that pace.
+        limited = bool(refused) and self._token_wait_at >= refused[0]
+        if limited and len(refused) >= self._trial_refusals:
             # From the first of them: the server's bucket was empty then.
             accepted = sum(1 for t in self._answers if t > refused[0])
             if accepted >= TRIAL_ANSWERS and now - refused[0] >= MIN_MEASURE:

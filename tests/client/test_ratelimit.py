@@ -147,14 +147,16 @@ async def test_random_429s_neither_lower_the_rate_nor_pause_everyone(autojump_cl
 
 
 async def _thin_refusals(limiter: RateLimiter) -> None:
-    """A server accepting 10 requests a second and refusing 2 (a sixth: too thin to tell
-    an overrun from refusals at random), until the limiter puts its rate on trial."""
+    """A client sending as fast as its limiter allows (12 requests a second) to a server
+    accepting 10 and refusing 2 (a sixth: too thin to tell an overrun from refusals at
+    random), until the limiter puts its rate on trial."""
     for tick in range(100):
-        await trio.sleep(0.1)
+        await limiter.acquire()
         limiter.accepted()
         if tick % 5 == 4:
+            await limiter.acquire()
             assert limiter.throttled() is False
-            if limiter.current_rate() < 100:
+            if limiter.current_rate() < limiter.rate:
                 return
     raise AssertionError("no trial")
 
@@ -163,7 +165,7 @@ async def test_thin_refusals_that_stop_under_the_accepted_rate_were_a_limit(auto
     """Thin refusals that persist put the rate on trial: it settles under what the server
     accepted meanwhile and holds there; if nothing is refused there over the trial (60
     answers at least), that was the server's limit, and the rate probes on from it."""
-    limiter = RateLimiter(100, 10)
+    limiter = RateLimiter(12, 1)
     await _thin_refusals(limiter)
     settled = limiter.current_rate()
     assert settled < 10
@@ -187,13 +189,27 @@ async def test_thin_refusals_that_stop_under_the_accepted_rate_were_a_limit(auto
 async def test_thin_refusals_that_go_on_under_the_accepted_rate_are_random(autojump_clock):
     """A trial that is refused too shows the refusals random, not a limit: the measure is
     forgotten and the rate goes back to where it was."""
-    limiter = RateLimiter(100, 10)
+    limiter = RateLimiter(12, 1)
     await _thin_refusals(limiter)
     assert limiter.current_rate() < 10
     await trio.sleep(1)
     assert limiter.throttled() is False
     assert limiter.statistics().server_rate is None
     await trio.sleep(1)
+    assert limiter.current_rate() == 12
+
+
+async def test_thin_refusals_of_a_client_below_its_rate_put_nothing_on_trial(autojump_clock):
+    """A client sending less than its limiter allows (its own work sets the pace: app-limited,
+    as BBR says) and refused a sixth of the time: what the server accepts is the client's own
+    pace, no measure of the server, and the refusals are taken as random: the rate stays."""
+    limiter = RateLimiter(100, 10)
+    for tick in range(100):
+        await trio.sleep(0.1)
+        await limiter.acquire()
+        limiter.accepted()
+        if tick % 5 == 4:
+            assert limiter.throttled() is False
     assert limiter.current_rate() == 100
 
 
