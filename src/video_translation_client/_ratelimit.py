@@ -208,6 +208,7 @@ class RateLimiter:
         if not self._run.get():
             self._run.set(True)
             self._updated = None
+            self._tokens = self._burst_now()  # a new run starts as a new limiter does: full
             self._paused_until = self._long_pause_until = -math.inf
             self._overrun_since = self._last_throttled = self._trial_ended = -math.inf
             self._token_wait_at = -math.inf
