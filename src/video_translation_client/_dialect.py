@@ -15,7 +15,6 @@ value listed twice is an :class:`~video_translation_client.InvalidArgument` nami
 
 from __future__ import annotations
 
-import math
 import re
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
@@ -26,6 +25,7 @@ from typing import Any
 from urllib.parse import quote
 
 from . import _validate as check
+from ._headers import finite_number
 from ._models import JobStatus
 
 #: A status value as a service writes it: a string, or an integer code.
@@ -50,17 +50,6 @@ def dig(data: Any, path: str) -> Any:
 
 def is_missing(value: object) -> bool:
     return value is _MISSING
-
-
-def number_or_none(value: object) -> float | None:
-    """A JSON number or numeric string as a finite float >= 0, else None."""
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        return None
-    try:
-        number = float(value)
-    except (ValueError, OverflowError):
-        return None
-    return number if 0 <= number < math.inf else None
 
 
 class StatusFieldError(ValueError):
@@ -230,12 +219,12 @@ class Dialect:
         return out
 
     def eta(self, data: Any) -> float | None:
-        return None if self.eta_field is None else number_or_none(dig(data, self.eta_field))
+        return None if self.eta_field is None else finite_number(dig(data, self.eta_field))
 
     def progress(self, data: Any) -> float | None:
         if self.progress_field is None:
             return None
-        progress = number_or_none(dig(data, self.progress_field))
+        progress = finite_number(dig(data, self.progress_field))
         return progress if progress is not None and progress <= 1 else None
 
 
