@@ -42,7 +42,9 @@ class _Batch:
     wait: int
     ids: list[str] = field(default_factory=list)
     length: int = 0
-    retry: bool = False
+    #: Every check in it is a retry: the request is one (a batch that also carries others'
+    #: checks would have gone anyway).
+    retry: bool = True
     done: anyio.Event = field(default_factory=anyio.Event)
     outcomes: dict[str, Answer | BaseException] = field(default_factory=dict)
     #: Set when no other ID fits: it goes without waiting out the window.
@@ -85,7 +87,7 @@ class Batcher:
             batch.ids.append(job_id)
             batch.length += size
             batch.wait = min(batch.wait, wait)
-            batch.retry |= retry
+            batch.retry &= retry
             if len(batch.ids) >= MAX_BATCH:
                 self._close(batch)
             if leader:

@@ -130,6 +130,7 @@ class JobRecord:
         "requests",
         "retry_at",
         "retry_backoff",
+        "retrying",
         "started",
     )
 
@@ -171,8 +172,9 @@ class JobRecord:
         #: its retry is due.
         self.failing: Transient | None = None
         self.failed_at = self.retry_at = -math.inf
-        #: The last answer came after a failed request (whose retry was a short check).
-        self.recovered = False
+        #: A request failed (a 429 included) and its retry, a short check, has not been
+        #: answered yet; the last answer was such a retry's.
+        self.retrying = self.recovered = False
         self.last: StatusResponse | None = None
 
     @property
@@ -226,7 +228,8 @@ def answered(
     """The server answered about the job. A held batch that came back because another of its
     jobs changed (``answer.woken``) is no check of this one: it is asked again at once, held
     as before (which needs nothing of ``server``: the loop skips building it)."""
-    job.recovered = job.failing is not None
+    job.recovered = job.retrying
+    job.retrying = False
     job.failing = None
     job.failures = 0
     job.retry_backoff.reset()
@@ -261,6 +264,7 @@ def failed(job: JobRecord, failure: Transient, now: float, server: ServerView) -
     """A request for the job failed transiently: when to try again, and how; or, when the
     job must end (too many failures of its own, the server silent too long), why."""
     config = job.config
+    job.retrying = True
     if failure.miss and not server.route_known:
         url = failure.error.url if failure.error is not None else None
         what = failure.description.partition(": ")[2] or failure.description
@@ -269,10 +273,14 @@ def failed(job: JobRecord, failure: Transient, now: float, server: ServerView) -
         delay = clamp_hint(failure.hint, config)
     else:
         delay = job.retry_backoff.next_delay()
-    # A held check that failed is retried as a short one: if held checks are the trouble (a
-    # proxy cutting them), the short check gets through, and the server state sets holds aside.
+    # The retry is held as the check was, while the server may hold (a job's first look is
+    # answered at once): a failure now and then says nothing of holding. Held checks that
+    # keep failing where short ones get through (a proxy cutting them) are set aside by the
+    # server's state, and the retries go short from then on.
+    hold = job.hold(now, server) if job.checks else 0
     if failure.status_code == 429:
-        return Check(delay=delay, note="asking again (throttled)")  # flow control: not counted
+        # Flow control: not counted.
+        return Check(delay=delay, hold=hold, note="asking again (throttled)")
     if failure.status_code is not None or server.last_answer > job.failed_at:
         # The server answers (this failure, or others since this job's last one): this job's
         # own trouble, or an intermittent one.
@@ -286,7 +294,7 @@ def failed(job: JobRecord, failure: Transient, now: float, server: ServerView) -
             return Fail(error)
         note = f"retry (no answer from the server for {server.silent_for(now):.1f} s)"
     job.failing, job.failed_at, job.retry_at = failure, now, now + delay
-    return Check(delay=delay, until_recovery=True, note=note)
+    return Check(delay=delay, hold=hold, until_recovery=True, note=note)
 
 
 def not_found(job: JobRecord, error: JobNotFound, now: float, server: ServerView) -> Action:

@@ -32,6 +32,10 @@ RETRY_ROUTE_MAX = 3600.0
 #: Batch answers in a row that are not batches before the route counts as misbehaving: one
 #: now and then is a glitch (a proxy's hiccup, an injected fault) for a retry to get past.
 MALFORMED_IN_A_ROW = 3
+#: Held checks failing with no held one succeeding between them, while a short one does,
+#: before held checks count as misbehaving: a server failing a few percent of requests at
+#: random fails a held one now and then, and that says nothing of holding.
+HELD_FAILURES = 3
 
 
 class Result(Enum):
@@ -156,10 +160,11 @@ class ServerState:
         self.route_known = False
         #: Batch answers in a row that were no batches.
         self._malformed = 0
-        #: When a held check last failed with an HTTP answer (a proxy's 504), and when one
-        #: last succeeded: a short check that succeeds after a held one failed so shows that
-        #: the held route is the trouble. (No answer at all is an outage, not the route.)
-        self._held_failed = self._held_ok = -math.inf
+        #: Held checks failed with an HTTP answer (a proxy's 504) since one last succeeded,
+        #: and when the last did: short checks that succeed meanwhile show that the held route
+        #: is the trouble. (No answer at all is an outage, not the route.)
+        self._held_failures = 0
+        self._held_failed = -math.inf
         self._recovered: anyio.Event | None = None
         self._heard: anyio.Event | None = None
 
@@ -218,6 +223,7 @@ class ServerState:
             self.budget.record_failure()
             self.health.answered(now, success=False)
             if held:
+                self._held_failures += 1
                 self._held_failed = now
             return
         if self.budget.spent and self._recovered is not None:
@@ -226,11 +232,11 @@ class ServerState:
         self.budget.record_success()
         self.health.answered(now, success=True)
         if held:
-            self._held_ok = now
-        elif self._held_failed > self._held_ok:
-            # Held checks fail where short ones get through (a proxy cutting held requests):
-            # check at once for a while, and try holding again later.
-            self._held_failed = self._held_ok = -math.inf
+            self._held_failures = 0
+        elif self._held_failures >= HELD_FAILURES and self._held_failed <= now:
+            # Held checks keep failing where short ones get through (a proxy cutting held
+            # requests): check at once for a while, and try holding again later.
+            self._held_failures = 0
             self.holds.misbehaves(now)
 
     def learnt(self, *, applied: bool, asked: int | None, final: bool, hint: bool) -> None:
