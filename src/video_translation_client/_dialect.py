@@ -48,10 +48,6 @@ def dig(data: Any, path: str) -> Any:
     return data
 
 
-def is_missing(value: object) -> bool:
-    return value is _MISSING
-
-
 class StatusFieldError(ValueError):
     """The status field of an answer is missing, or holds what no status is (a list, an
     object, a value of no declared kind). ``unknown`` tells a value of the right type that

@@ -61,9 +61,6 @@ class Lognormal:
     def median(self) -> float:
         return math.exp(self.mu)
 
-    def cdf(self, t: float) -> float:
-        return 0.0 if t <= 0 else _cdf((math.log(t) - self.mu) / self.sigma)
-
     def quantile(self, p: float) -> float:
         return math.exp(self.mu + self.sigma * _probit(p))
 
