@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import AbstractContextManager, asynccontextmanager
+from contextlib import asynccontextmanager
 from types import TracebackType
 
 import anyio
@@ -380,10 +380,9 @@ class VideoTranslationClient:
 
     def _check_id(self, job_id: object) -> None:
         """A job ID the status URL can carry: a non-empty string, and short enough."""
-        if not isinstance(job_id, str) or not job_id:
-            raise check.InvalidArgument("job_id", "a non-empty string", job_id)
-        if len(self.base_url) + len(self.dialect.status_path(job_id)) > MAX_URL:
-            shown = job_id[:40] + "…"
+        valid = _check_string(job_id)
+        if len(self.base_url) + len(self.dialect.status_path(valid)) > MAX_URL:
+            shown = valid[:40] + "…"
             raise check.InvalidArgument(
                 "job_id", f"an ID whose status URL fits in {MAX_URL} bytes", shown
             )
@@ -423,11 +422,11 @@ async def _start_in_order(
     together is batched too."""
     slots = anyio.Semaphore(max_active)
 
-    async def one(job_id: str, polling: AbstractContextManager[None]) -> None:
+    async def one(job_id: str) -> None:
         try:
             await run(job_id)
         finally:
-            polling.__exit__(None, None, None)
+            session.leave()
             slots.release()
 
     for job_id in ids:
@@ -437,9 +436,8 @@ async def _start_in_order(
             slots.acquire_nowait()
         except anyio.WouldBlock:
             await slots.acquire()
-        polling = session.polling()
-        polling.__enter__()
-        tg.start_soon(one, job_id, polling)
+        session.join()
+        tg.start_soon(one, job_id)
 
 
 class _unwrapped:
@@ -496,9 +494,14 @@ def _distinct(job_ids: Iterable[str]) -> list[str]:
         raise TypeError("job_ids must be an iterable of IDs, not one string")
     ids = list(dict.fromkeys(job_ids))
     for job_id in ids:
-        if not isinstance(job_id, str) or not job_id:
-            raise check.InvalidArgument("job_id", "a non-empty string", job_id)
+        _check_string(job_id)
     return ids
+
+
+def _check_string(job_id: object) -> str:
+    if not isinstance(job_id, str) or not job_id:
+        raise check.InvalidArgument("job_id", "a non-empty string", job_id)
+    return job_id
 
 
 def _in_async_context() -> bool:

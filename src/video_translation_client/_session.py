@@ -122,12 +122,18 @@ class Session:
     def polling(self) -> Iterator[None]:
         """Count a job as being polled for as long as the block lasts (its checks are
         batched while others are polled too)."""
-        counters = self.state.counters
-        counters.pending += 1
+        self.join()
         try:
             yield
         finally:
-            counters.pending -= 1
+            self.leave()
+
+    def join(self) -> None:
+        """One more job being polled (see :meth:`polling`)."""
+        self.state.counters.pending += 1
+
+    def leave(self) -> None:
+        self.state.counters.pending -= 1
 
     def batched(self, job_id: str | None, now: float) -> bool:
         """Whether this job's check goes into a batch: the server may have the route, and

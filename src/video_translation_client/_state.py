@@ -120,8 +120,7 @@ class Offer:
         return self._known
 
     def works(self) -> None:
-        if self._known is not True:
-            self._known = True
+        self._known = True
         self._pause = RETRY_ROUTE_AFTER
 
     def missing(self) -> None:
