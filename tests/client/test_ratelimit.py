@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import random
 import re
-import time
 
 import pytest
 import trio
@@ -382,18 +381,21 @@ async def test_float_refill_does_not_stall(autojump_clock):
 def test_one_limiter_serves_successive_runs():
     """Each ``trio.run`` has a clock of its own, started anywhere: a limiter used in one run
     and then in the next (a client kept between ``trio.run`` calls) paces by the new run's
-    clock, rather than waiting for as long as the two clocks differ. Real clock, tiny."""
+    clock, rather than waiting for as long as the two clocks differ. (Two virtual clocks, the
+    second 1,000 s behind where the first ended.)"""
     limiter = RateLimiter(1000, 1)
 
-    async def burst_of_requests() -> None:
-        with trio.fail_after(1):
-            for _ in range(20):
-                await limiter.acquire()
+    async def burst_of_requests(lead: float) -> float:
+        await trio.sleep(lead)
+        started = trio.current_time()
+        for _ in range(20):
+            await limiter.acquire()
+        return trio.current_time() - started
 
-    started = time.monotonic()
-    trio.run(burst_of_requests)
-    trio.run(burst_of_requests)
-    assert time.monotonic() - started < 0.5
+    first = trio.run(burst_of_requests, 1000.0, clock=MockClock(autojump_threshold=0))
+    second = trio.run(burst_of_requests, 0.0, clock=MockClock(autojump_threshold=0))
+    assert first == pytest.approx(0.019)
+    assert second == pytest.approx(0.019)
 
 
 async def test_wait_time_is_the_time_the_rate_cost(autojump_clock):
