@@ -80,7 +80,8 @@ class Learned:
     (Keller's checking density on the duration distribution learnt so far).
 
     - A job's first check comes at the plan's first point, not at once (a look at age 0 would
-      be a check spent where nothing has finished). While what the server offers is not
+      be a check spent where nothing has finished), and no later than the plan put it when the
+      job started: a fit may bring it forward, never put it off. While what the server offers is not
       known yet, one job looks at once and the others wait for its answer.
     - Until a few jobs have finished, the first jobs seen are probes, checked densely (every
       half ``initial_delay`` or a quarter of their age), so that the fit starts from real
@@ -102,6 +103,8 @@ class Learned:
         #: The jobs pending now (right-censored), by identity: forgotten when they end.
         self._pending: dict[int, JobRecord] = {}
         self._probes: set[int] = set()
+        #: Jobs not answered yet, by identity: the age their plan first put a check at.
+        self._first_due: dict[int, float] = {}
         self._looking = False
 
     def first(self, job: JobRecord, now: float, server: ServerView) -> Check:
@@ -119,6 +122,7 @@ class Learned:
         self, job: JobRecord, answer: Answer, now: float, server: ServerView
     ) -> Check:
         self._pending[id(job)] = job
+        self._first_due.pop(id(job), None)
         self.model.seen += 1
         if not server.plain:
             return self._hinted.after_pending(job, answer, now, server)
@@ -130,6 +134,7 @@ class Learned:
 
     def ended(self, job: JobRecord) -> None:
         self._pending.pop(id(job), None)
+        self._first_due.pop(id(job), None)
         self._probes.discard(id(job))
 
     def _learned(self, job: JobRecord, now: float) -> Check:
@@ -147,6 +152,11 @@ class Learned:
         seen = job.pending_age
         if seen is not None:
             due = min(due, seen + max(config.initial_delay, GROWTH * seen))
+        else:
+            # A job's first check is put off no later than its plan at the start put it: while
+            # few jobs have finished, the probes still pending move the fit's median up, and
+            # every job's first look with it, past the early finishers (seen seconds late).
+            due = min(due, self._first_due.setdefault(id(job), due))
         due -= age
         replan_after = max(config.initial_delay * REPLAN, age * REPLAN / 4)
         if due > replan_after:

@@ -13,14 +13,19 @@ import trio
 from sim_server._jobs import Job
 from video_translation_client import (
     InvalidArgument,
+    JobStatus,
     Outcome,
     StatusPollingConfig,
     VideoTranslationClient,
 )
-from video_translation_client._durations import DurationModel, Plan, _binned
+from video_translation_client._decide import JobRecord, ServerView
+from video_translation_client._durations import PRIOR_SIGMA, DurationModel, Plan, _binned
+from video_translation_client._http import Answer
+from video_translation_client._schedule import GUESS_DELAYS, PROBES, REPLAN, Learned
 
 URL = "http://sim"
 PLAIN = {"hints": False, "batch": False, "max_wait": 0}
+ANSWER = Answer(JobStatus.PENDING, {}, hint=None, wait_applied=None)
 
 
 # -- the plan and the fit, without a server -------------------------------------------------
@@ -92,6 +97,36 @@ def test_pending_ages_are_binned_where_they_are():
     groups = _binned([1.0 + i / 100 for i in range(1000)])
     assert sum(count for _, count in groups) == 1000
     assert all(1.0 <= age <= 11.0 for age, _ in groups)
+
+
+def test_a_first_look_is_brought_forward_never_put_off():
+    """Jobs started together, none finished yet: the probes pending at growing ages move the
+    fit's median up, and with it where the plan would first check the others; a job not yet
+    checked still looks no later than its plan said when it started (else the early finishers
+    are seen as late as the probes keep the fit wrong)."""
+    config = StatusPollingConfig()
+    schedule = Learned(config)
+    server = ServerView(plain=True)
+
+    def record(job_id: str) -> JobRecord:
+        return JobRecord(job_id, config, started=0.0, random=lambda: 0.5)
+
+    probes = [record(f"probe{i}") for i in range(PROBES)]
+    for probe in probes:
+        schedule.first(probe, 0.0, server)
+    job = record("job")
+    now, action = 0.0, schedule.first(job, 0.0, server)
+    assert action.replan  # far off: planned again as the fit changes
+    while action.replan:
+        now += action.delay
+        for probe in probes:
+            probe.pending_age = now
+            schedule.after_pending(probe, ANSWER, now, server)
+        action = schedule.first(job, now, server)
+    first_look = now + action.delay
+    at_start = Plan(PRIOR_SIGMA, config.checks_per_job).next(0.0, GUESS_DELAYS)
+    assert schedule.model.fit.median > 2 * GUESS_DELAYS  # the fit has moved up
+    assert first_look == pytest.approx(at_start, abs=config.initial_delay * REPLAN)
 
 
 # -- against the plain server, in process ----------------------------------------------------
