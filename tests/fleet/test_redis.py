@@ -47,23 +47,53 @@ async def test_submit_adds_each_id_once(redis_url: str, fleet_name: str):
 async def test_a_result_is_recorded_once_however_often_its_job_was_polled(
     redis_url: str, fleet_name: str
 ):
-    """Two workers recording the same job (a takeover polled it twice): one result, and the
-    entry leaves the group's pending list and the stream."""
+    """The owner recording a job twice (a retry after a lost reply): one result, and the entry
+    leaves the group's pending list and the stream."""
     with trio.fail_after(GUARD):
         async with open_fleet(redis_url, fleet_name) as fleet:
             await fleet.ensure_group()
             await fleet.submit(["j1", "j2"], None)
+            assert await fleet.lease("w1", 60, join=True) > 0
             taken = await take(fleet, "w1", 10)
             by_id = {job_id: entry for entry, job_id in taken}
-            assert await fleet.record([("j1", by_id["j1"], '{"job_id":"j1"}')]) == 1
-            assert await fleet.record([("j1", by_id["j1"], '{"job_id":"j1","again":1}')]) == 0
-            assert await fleet.record([("j2", by_id["j2"], '{"job_id":"j2"}')]) == 1
+            assert await fleet.record("w1", [("j1", by_id["j1"], '{"job_id":"j1"}')]) == (1, 0)
+            again = '{"job_id":"j1","again":1}'
+            assert await fleet.record("w1", [("j1", by_id["j1"], again)]) == (0, 1)
+            assert await fleet.record("w1", [("j2", by_id["j2"], '{"job_id":"j2"}')]) == (1, 0)
             results = await fleet.redis.xrange(fleet.keys.results, "-", "+")
             assert [r.field_values["id"] for r in results] == ["j1", "j2"]
             assert results[0].field_values["record"] == '{"job_id":"j1"}'
             pending = await fleet.redis.xpending(fleet.keys.jobs, GROUP)
             assert pending.pending == 0  # type: ignore[union-attr]
             assert await fleet.redis.xlen(fleet.keys.jobs) == 0
+
+
+async def test_a_fenced_workers_late_result_is_dropped(redis_url: str, fleet_name: str):
+    """A worker frozen past its lease records its job's result late: its jobs were taken over,
+    so the result is dropped (counted stale) and the new owner's is the one kept; a worker
+    whose lease expired records nothing, even for an entry it still holds."""
+    with trio.fail_after(GUARD):
+        async with open_fleet(redis_url, fleet_name) as fleet:
+            await fleet.ensure_group()
+            await fleet.submit(["f1", "f2"], None)
+            assert await fleet.lease("frozen", 0.05, join=True) > 0
+            by_id = {job_id: entry for entry, job_id in await take(fleet, "frozen", 10)}
+            assert await fleet.lease("alive", 60, join=True) > 0
+            claimed: list[tuple[str, str, str]] = []
+            with trio.fail_after(GUARD):
+                while not claimed:  # until the frozen worker's lease has expired
+                    await trio.sleep(0.05)
+                    claimed = await fleet.take_over("alive", 1)
+            [(entry, job_id, _)] = claimed
+            late = await fleet.record("frozen", [(job_id, entry, '{"outcome":"timeout"}')])
+            assert late == (0, 1)
+            kept = await fleet.record("alive", [(job_id, entry, '{"outcome":"completed"}')])
+            assert kept == (1, 0)
+            other = "f2" if job_id == "f1" else "f1"
+            # Still its own entry, but its lease has expired.
+            assert await fleet.record("frozen", [(other, by_id[other], "{}")]) == (0, 1)
+            results = await fleet.redis.xrange(fleet.keys.results, "-", "+")
+            assert [r.field_values["record"] for r in results] == ['{"outcome":"completed"}']
 
 
 async def test_an_expired_workers_jobs_are_taken_over_with_their_deadlines(
@@ -230,3 +260,26 @@ async def test_jobs_read_by_a_fenced_worker_are_taken_over_too(redis_url: str, f
             assert sorted(job_id for _, job_id, _ in claimed) == ["s1", "s2"]
             consumers = await fleet.redis.xinfo_consumers(fleet.keys.jobs, GROUP)
             assert [c["name"] for c in consumers] == ["alive"]
+
+
+async def test_a_dead_workers_jobs_are_shared_by_the_live_ones(redis_url: str, fleet_name: str):
+    """A dead worker's 10 jobs and two live workers: a takeover pass claims the caller's share
+    (half), and never more than the room the caller says it has."""
+    with trio.fail_after(GUARD):
+        async with open_fleet(redis_url, fleet_name) as fleet:
+            await fleet.ensure_group()
+            await fleet.submit([f"d{i}" for i in range(10)], None)
+            assert await fleet.lease("dead", 0.05, join=True) > 0
+            assert len(await take(fleet, "dead", 10)) == 10
+            for live in ("live1", "live2"):
+                assert await fleet.lease(live, 60, join=True) > 0
+            claimed: list[tuple[str, str, str]] = []
+            while not claimed:  # until the dead worker's lease has expired
+                await trio.sleep(0.05)
+                claimed = await fleet.take_over("live1", 2)
+            assert len(claimed) == 2  # its room
+            assert len(await fleet.take_over("live2", 100)) == 4  # half of the 8 left
+            assert len(await fleet.take_over("live1", 100)) == 2  # half of the 4 left
+            pending = await fleet.redis.xpending(fleet.keys.jobs, GROUP)
+            consumers = dict(pending.consumers or {})  # type: ignore[union-attr]
+            assert consumers == {"live1": 4, "live2": 4, "dead": 2}

@@ -27,6 +27,7 @@ async def _recorded(redis_url: str, name: str, first: int, count: int) -> None:
         await fleet.ensure_group()
         ids = [f"r{i}" for i in range(first, first + count)]
         await fleet.submit(ids, None)
+        await fleet.lease("w", 60, join=True)
         while got := await fleet.redis.xreadgroup(
             GROUP, "w", streams={fleet.keys.jobs: ">"}, count=500
         ):
@@ -38,7 +39,7 @@ async def _recorded(redis_url: str, name: str, first: int, count: int) -> None:
                 )
                 for e in got[fleet.keys.jobs]
             ]
-            await fleet.record(batch)
+            await fleet.record("w", batch)
 
 
 def test_results_after_kill_9_and_resume_give_each_job_once(

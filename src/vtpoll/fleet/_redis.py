@@ -107,13 +107,15 @@ class Fleet:
             added += await self.call(partial(self._submit, keys=keys, args=[stamp, *chunk]))
         return added
 
-    async def record(self, batch: list[tuple[str, str, str]]) -> int:
-        args: list[str] = [_scripts.GROUP]
+    async def record(self, worker: str, batch: list[tuple[str, str, str]]) -> tuple[int, int]:
+        """Record ``batch`` (job ID, entry, JSON line) as ``worker``: how many results were
+        new, and how many were stale (``worker`` no longer owns their entries)."""
+        args: list[str] = [_scripts.GROUP, worker]
         for job_id, entry, line in batch:
             args += [job_id, entry, line]
-        keys = [self.keys.state, self.keys.results, self.keys.jobs]
-        new: int = await self.call(lambda: self._record(keys=keys, args=args))
-        return new
+        keys = [self.keys.state, self.keys.results, self.keys.jobs, self.keys.workers]
+        counts: list[int] = await self.call(lambda: self._record(keys=keys, args=args))
+        return int(counts[0]), int(counts[1])
 
     async def lease(self, worker: str, ttl: float, *, join: bool) -> int:
         args = [worker, str(math.ceil(ttl * 1000)), "join" if join else "renew"]

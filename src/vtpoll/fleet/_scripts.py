@@ -71,22 +71,32 @@ end
 return added
 """
 
-#: KEYS: state, results, jobs. ARGV: group, then (job ID, entry ID, record) triples.
-#: Each result is written once, however often its job was polled (a takeover may poll a job
-#: twice); the entry is acknowledged and deleted either way. Returns how many were new.
+#: KEYS: state, results, jobs, workers. ARGV: group, worker, then (job ID, entry ID, record)
+#: triples. Fenced: a result is written only by the entry's owner in the group, under a lease
+#: that has not expired; any other (a worker frozen past its lease, whose jobs were taken over,
+#: or that a restart of Redis left behind) is dropped, the entry left to its owner. Each result
+#: is written once, however often its job was polled. Returns {new, stale}.
 RECORD = """
-local new = 0
-for i = 2, #ARGV, 3 do
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local lease = tonumber(redis.call('ZSCORE', KEYS[4], ARGV[2]) or '-1')
+local new, stale = 0, 0
+for i = 3, #ARGV, 3 do
   local id, entry, record = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  if redis.call('HGET', KEYS[1], id) ~= 'done' then
-    redis.call('HSET', KEYS[1], id, 'done')
-    redis.call('XADD', KEYS[2], '*', 'id', id, 'record', record)
-    new = new + 1
+  local owner = redis.call('XPENDING', KEYS[3], ARGV[1], entry, entry, 1)[1]
+  if lease < now or not owner or owner[2] ~= ARGV[2] then
+    stale = stale + 1
+  else
+    if redis.call('HGET', KEYS[1], id) ~= 'done' then
+      redis.call('HSET', KEYS[1], id, 'done')
+      redis.call('XADD', KEYS[2], '*', 'id', id, 'record', record)
+      new = new + 1
+    end
+    redis.call('XACK', KEYS[3], ARGV[1], entry)
+    redis.call('XDEL', KEYS[3], entry)
   end
-  redis.call('XACK', KEYS[3], ARGV[1], entry)
-  redis.call('XDEL', KEYS[3], entry)
 end
-return new
+return {new, stale}
 """
 
 #: KEYS: workers. ARGV: worker, lease ms, "join" or "renew". Returns the lease's expiry (ms),
@@ -102,48 +112,56 @@ redis.call('ZADD', KEYS[1], expiry, ARGV[1])
 return expiry
 """
 
-#: KEYS: workers, jobs. ARGV: group, me, most entries to claim. Every other consumer of the
-#: group that holds entries while its lease has expired, or has none at all (a fenced worker
-#: that read once more before it noticed), has them claimed by ``me`` with their fields (the
-#: original deadline kept); a victim left owning nothing is removed from the group and the
-#: lease set, as is any expired worker that owns nothing. Returns a flat list: entry ID, job
-#: ID, deadline, entry ID, ...
+#: KEYS: workers, jobs. ARGV: group, me, most entries to claim (the caller's free capacity).
+#: Every other consumer of the group that holds entries while its lease has expired, or has
+#: none at all (a fenced worker that read once more before it noticed), has them claimed by
+#: ``me`` with their fields (the original deadline kept), at most ``me``'s share of them (all
+#: such entries over the live workers): a dead worker's jobs spread over the live ones rather
+#: than going to whichever passes first. A victim left owning nothing is removed from the
+#: group and the lease set, as is any expired worker that owns nothing. Returns a flat list:
+#: entry ID, job ID, deadline, entry ID, ...
 TAKEOVER = """
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local budget = tonumber(ARGV[3])
 local out = {}
 local summary = redis.call('XPENDING', KEYS[2], ARGV[1])
-local holders = {}
+local holders, victims, orphaned = {}, {}, 0
 if summary[4] then
-  for _, c in ipairs(summary[4]) do holders[c[1]] = true end
+  for _, c in ipairs(summary[4]) do
+    holders[c[1]] = true
+    local lease = redis.call('ZSCORE', KEYS[1], c[1])
+    if c[1] ~= ARGV[2] and ((not lease) or tonumber(lease) < now) then
+      victims[#victims + 1] = {c[1], tonumber(c[2])}
+      orphaned = orphaned + tonumber(c[2])
+    end
+  end
 end
-for victim, _ in pairs(holders) do
+local live = math.max(1, redis.call('ZCOUNT', KEYS[1], now, '+inf'))
+local budget = math.min(tonumber(ARGV[3]), math.ceil(orphaned / live))
+for _, held in ipairs(victims) do
   if budget <= 0 then break end
-  local lease = redis.call('ZSCORE', KEYS[1], victim)
-  if victim ~= ARGV[2] and ((not lease) or tonumber(lease) < now) then
-    local pending = redis.call('XPENDING', KEYS[2], ARGV[1], '-', '+', budget, victim)
-    local ids = {}
-    for _, p in ipairs(pending) do ids[#ids + 1] = p[1] end
-    if #ids > 0 then
-      local claimed = redis.call('XCLAIM', KEYS[2], ARGV[1], ARGV[2], 0, unpack(ids))
-      for _, entry in ipairs(claimed) do
-        if entry and entry[2] then
-          local f = {}
-          for j = 1, #entry[2], 2 do f[entry[2][j]] = entry[2][j + 1] end
-          out[#out + 1] = entry[1]
-          out[#out + 1] = f['id']
-          out[#out + 1] = f['deadline'] or ''
-        end
+  local victim = held[1]
+  local pending = redis.call('XPENDING', KEYS[2], ARGV[1], '-', '+', budget, victim)
+  local ids = {}
+  for _, p in ipairs(pending) do ids[#ids + 1] = p[1] end
+  if #ids > 0 then
+    local claimed = redis.call('XCLAIM', KEYS[2], ARGV[1], ARGV[2], 0, unpack(ids))
+    for _, entry in ipairs(claimed) do
+      if entry and entry[2] then
+        local f = {}
+        for j = 1, #entry[2], 2 do f[entry[2][j]] = entry[2][j + 1] end
+        out[#out + 1] = entry[1]
+        out[#out + 1] = f['id']
+        out[#out + 1] = f['deadline'] or ''
       end
     end
-    if #ids < budget then
-      redis.call('XGROUP', 'DELCONSUMER', KEYS[2], ARGV[1], victim)
-      redis.call('ZREM', KEYS[1], victim)
-      holders[victim] = nil
-    end
-    budget = budget - #ids
   end
+  if #ids >= held[2] then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[2], ARGV[1], victim)
+    redis.call('ZREM', KEYS[1], victim)
+    holders[victim] = nil
+  end
+  budget = budget - #ids
 end
 for _, victim in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
   if victim ~= ARGV[2] and not holders[victim] then

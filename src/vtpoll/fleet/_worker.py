@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
@@ -42,8 +44,12 @@ class Fenced(Exception):
 @dataclass(slots=True)
 class WorkerStats:
     claimed: int = 0
+    #: Entries this worker's name held when it started, polled again.
+    resumed: int = 0
     recorded: int = 0
-    duplicates: int = 0
+    #: Results dropped: their jobs were no longer this worker's (it was fenced), or recorded
+    #: already (a reply lost, the batch sent again).
+    stale: int = 0
 
 
 class Worker:
@@ -80,7 +86,7 @@ class Worker:
                 tg.start_soon(self._heartbeat)
                 tg.start_soon(self._take_over, tg)
                 tg.start_soon(self._record, self._receive)
-                tg.start_soon(self._read, tg)
+                tg.start_soon(self._resume_then_read, tg)
         except* Fenced as fenced:
             raise fenced.exceptions[0] from None
 
@@ -114,14 +120,36 @@ class Worker:
 
     # -- jobs ------------------------------------------------------------------------------------
 
+    async def _resume_then_read(self, tg: TaskGroup) -> None:
+        """The entries this worker's name holds already first (a worker restarted under its
+        name, by hand or by a container's restart, resumes them: no other worker takes over a
+        name whose lease is alive), then new ones."""
+        redis, keys = self.fleet.redis, self.fleet.keys
+        after = "0"
+        while True:
+            held = await self.fleet.call(
+                partial(
+                    redis.xreadgroup,
+                    GROUP,
+                    self.name,
+                    streams={keys.jobs: after},
+                    count=TAKE_BATCH,
+                )
+            )
+            entries = held[keys.jobs] if held else ()
+            for entry in entries:
+                await self.capacity.acquire()
+                self._start_poll(tg, str(entry.identifier), entry.field_values)
+                self.stats.resumed += 1
+            if len(entries) < TAKE_BATCH:
+                break
+            after = str(entries[-1].identifier)
+        await self._read(tg)
+
     async def _read(self, tg: TaskGroup) -> None:
         redis, keys = self.fleet.redis, self.fleet.keys
         while True:
-            await self.capacity.acquire()
-            free = 1
-            while free < TAKE_BATCH and self.capacity.value > 0:
-                await self.capacity.acquire()
-                free += 1
+            free = await self._free(TAKE_BATCH, wait=True)
             if anyio.current_time() >= self._lease_ends:
                 # Frozen past its lease: its jobs may be another's by now, and new ones
                 # taken here would wait for the next takeover once this worker stops.
@@ -138,25 +166,41 @@ class Worker:
             )
             entries = batch[keys.jobs] if batch else ()
             for entry in entries:
-                fields = entry.field_values
-                job_id, deadline = str(fields["id"]), str(fields.get("deadline", ""))
-                tg.start_soon(self._poll, str(entry.identifier), job_id, deadline)
+                self._start_poll(tg, str(entry.identifier), entry.field_values)
             for _ in range(free - len(entries)):
                 self.capacity.release()
 
+    async def _free(self, most: int, *, wait: bool) -> int:
+        """Take up to ``most`` of the free capacity (waiting for one if ``wait``)."""
+        free = 0
+        if wait:
+            await self.capacity.acquire()
+            free = 1
+        while free < most and self.capacity.value > 0:
+            await self.capacity.acquire()
+            free += 1
+        return free
+
+    def _start_poll(self, tg: TaskGroup, entry: str, fields: Mapping[Any, Any]) -> None:
+        job_id, deadline = str(fields["id"]), str(fields.get("deadline", ""))
+        tg.start_soon(self._poll, entry, job_id, deadline)
+
     async def _take_over(self, tg: TaskGroup) -> None:
+        """Every half lease, the jobs of workers whose lease expired, as many as this worker
+        has room for; the takeover script gives each live worker its share of them."""
         while True:
             await anyio.sleep(self.lease / 2)
-            while claimed := await self.fleet.take_over(self.name, CLAIM_BATCH):
+            while free := await self._free(CLAIM_BATCH, wait=False):
+                claimed = await self.fleet.take_over(self.name, free)
                 self.stats.claimed += len(claimed)
                 for entry, job_id, deadline in claimed:
-                    # A claimed job is polled at once, beyond this worker's capacity: it was
-                    # someone's already, and its deadline runs.
-                    tg.start_soon(self._poll, entry, job_id, deadline, False)
-                if len(claimed) < CLAIM_BATCH:
+                    tg.start_soon(self._poll, entry, job_id, deadline)
+                for _ in range(free - len(claimed)):
+                    self.capacity.release()
+                if len(claimed) < free:
                     break
 
-    async def _poll(self, entry: str, job_id: str, deadline: str, held: bool = True) -> None:
+    async def _poll(self, entry: str, job_id: str, deadline: str) -> None:
         try:
             local = None
             if deadline:
@@ -164,8 +208,7 @@ class Worker:
             result = await self.client.poll_job(job_id, deadline=local)
             await self._send.send((job_id, entry, record_line(result)))
         finally:
-            if held:
-                self.capacity.release()
+            self.capacity.release()
 
     async def _record(self, receive: MemoryObjectReceiveStream[tuple[str, str, str]]) -> None:
         async with receive:
@@ -174,6 +217,6 @@ class Worker:
                 with anyio.move_on_after(RECORD_WINDOW):
                     while len(batch) < RECORD_BATCH:
                         batch.append(await receive.receive())
-                new = await self.fleet.record(batch)
+                new, stale = await self.fleet.record(self.name, batch)
                 self.stats.recorded += new
-                self.stats.duplicates += len(batch) - new
+                self.stats.stale += stale

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -25,7 +26,8 @@ DEFAULT_LEASE = 20.0
 @click.command()
 @click.option(
     "--name",
-    help="This worker's name in the fleet (default: host-pid); unique among live workers.",
+    help="This worker's name in the fleet, unique among live workers (default: host, pid and a"
+    " random part). A worker restarted under its name resumes the jobs that name held.",
 )
 @click.option(
     "--lease",
@@ -63,7 +65,9 @@ def worker(
     Exit status: 0 stopped by a signal, 1 this worker's lease was lost (its jobs were taken
     over), 2 bad input or a Redis that cannot be used.
     """
-    name = name or f"{socket.gethostname()}-{os.getpid()}"
+    # A random part: a container restarted on the same host often gets the same pid, and would
+    # otherwise take the name of a worker whose lease is still alive.
+    name = name or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
     make_client(**polling)  # every option checked before Redis is reached
     rate, burst = polling["rate_limit"], polling["burst"]
 
@@ -109,7 +113,7 @@ async def until_stopped(work: Worker) -> int:
     stats = work.stats
     click.echo(
         f"worker {work.name} stopped: {stats.recorded} results recorded "
-        f"({stats.duplicates} already recorded by another), {stats.claimed} jobs taken "
+        f"({stats.stale} stale results dropped), {stats.claimed} jobs taken "
         "over; its unfinished jobs go to the other workers",
         err=True,
     )

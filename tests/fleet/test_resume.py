@@ -1,0 +1,50 @@
+"""A worker restarted under its name resumes the entries it held: no other worker takes over
+a name whose lease is alive, so nobody else would poll them."""
+
+from __future__ import annotations
+
+import trio
+
+from tests.fleet.test_redis import take
+from video_translation_client import VideoTranslationClient
+from vtpoll.fleet._redis import open_fleet
+from vtpoll.fleet._worker import Worker
+
+GUARD = 10.0
+
+
+async def test_a_worker_restarted_under_its_name_resumes_its_jobs(
+    redis_url: str, fleet_name: str, make_sim
+):
+    """The worker's first life read 5 jobs and died with its lease alive; its second life,
+    under the same name, polls and records all 5 (and takes the new one too)."""
+    sim = make_sim(auto_create=False)
+    for job_id in ("r1", "r2", "r3", "r4", "r5", "new"):
+        await sim.create(job_id, 0.0)
+    with trio.fail_after(GUARD):
+        async with open_fleet(redis_url, fleet_name) as fleet:
+            await fleet.ensure_group()
+            await fleet.submit(["r1", "r2", "r3", "r4", "r5"], None)
+            assert await fleet.lease("same", 60, join=True) > 0
+            assert len(await take(fleet, "same", 10)) == 5  # the first life, which then died
+            await fleet.submit(["new"], None)
+            client = VideoTranslationClient("http://sim", http_client=sim.client)
+            worker = Worker(fleet, client, name="same", lease=60, capacity=3)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(worker.run)
+                recorded = 0
+                while recorded < 6:  # results written to Redis, by the worker's own task
+                    await trio.sleep(0.02)
+                    recorded = await fleet.redis.xlen(fleet.keys.results)
+                nursery.cancel_scope.cancel()
+            assert worker.stats.resumed == 5
+            assert worker.stats.recorded == 6
+            results = await fleet.redis.xrange(fleet.keys.results, "-", "+")
+            assert sorted(r.field_values["id"] for r in results) == [
+                "new",
+                "r1",
+                "r2",
+                "r3",
+                "r4",
+                "r5",
+            ]
