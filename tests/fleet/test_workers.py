@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import coredis.exceptions
 from click.testing import CliRunner
 
 from sim_server.testing import recorded_results
@@ -38,6 +39,14 @@ async def _counts(fleet: Fleet) -> dict[str, Any]:
     }
 
 
+async def _consumers(fleet: Fleet) -> set[str]:
+    try:
+        found = await fleet.redis.xinfo_consumers(fleet.keys.jobs, GROUP)
+    except coredis.exceptions.ResponseError:  # no stream or group yet
+        return set()
+    return {str(consumer["name"]) for consumer in found}
+
+
 def test_three_workers_one_killed_one_frozen_every_job_once(
     redis_url: str, fleet_name: str, tmp_path: Path
 ):
@@ -50,8 +59,6 @@ def test_three_workers_one_killed_one_frozen_every_job_once(
     args = ["--redis", redis_url, "--fleet", fleet_name]
     server = ("--auto-create", "--seed", "5", "--completion-time", "1.0")
     with server_process(*server, "--rate-limit", str(FLEET_RATE * 1.25)) as url:
-        done = CliRunner().invoke(cli, ["fleet", "submit", *args, "-f", str(tmp_path / "ids.txt")])
-        assert done.exit_code == 0, done.output
         workers = [
             spawn(
                 [
@@ -64,6 +71,17 @@ def test_three_workers_one_killed_one_frozen_every_job_once(
             for i in range(3)
         ]
         try:
+            # Jobs go in once every worker reads the group: submitted before, the first worker
+            # up (processes start seconds apart on a slow, busy machine) could take them all.
+            wait_for(
+                lambda: with_fleet(redis_url, fleet_name, _consumers) == {"w0", "w1", "w2"},
+                "every worker reading the group",
+                timeout=deadline - time.monotonic(),
+            )
+            done = CliRunner().invoke(
+                cli, ["fleet", "submit", *args, "-f", str(tmp_path / "ids.txt")]
+            )
+            assert done.exit_code == 0, done.output
 
             def all_hold_jobs() -> bool:
                 pending = with_fleet(redis_url, fleet_name, _counts)["pending"]
@@ -74,7 +92,8 @@ def test_three_workers_one_killed_one_frozen_every_job_once(
             )
             workers[0].send_signal(signal.SIGKILL)
             workers[1].send_signal(signal.SIGSTOP)
-            # Longer than the lease: the frozen worker's jobs are taken over meanwhile.
+            # Longer than the lease by the frozen worker's own clock: on waking it finds its
+            # lease over, whatever the other workers did meanwhile.
             time.sleep(1.5)
             workers[1].send_signal(signal.SIGCONT)
 
