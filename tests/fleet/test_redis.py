@@ -14,7 +14,8 @@ from tests.fleet.conftest import COREDIS_LEAK
 from tests.helpers import stop
 from vtpoll import cli
 from vtpoll.fleet._limiter import FleetRateLimiter
-from vtpoll.fleet._redis import Fleet, FleetError, check_url, open_fleet
+from vtpoll.fleet._options import with_fleet
+from vtpoll.fleet._redis import Fleet, FleetError, StateLost, check_url, open_fleet
 from vtpoll.fleet._scripts import GROUP
 
 #: Every test here ends well within this (real clock: Redis is a real server).
@@ -223,7 +224,8 @@ def test_redis_that_cannot_be_used_is_one_line_and_exit_2(tmp_path):
 @pytest.mark.filterwarnings(COREDIS_LEAK)
 async def test_a_call_rides_through_a_redis_restart(tmp_path):
     """Redis gone for a moment (killed, started again on the same socket): the call waits
-    for it and succeeds, instead of failing the worker."""
+    for it and gets through, instead of failing the worker; Redis kept nothing (no
+    persistence here), which the call's answer shows: the fleet's epoch is a new one."""
     from tests.fleet.conftest import start_redis
 
     proc, url = start_redis(tmp_path)
@@ -241,8 +243,9 @@ async def test_a_call_rides_through_a_redis_restart(tmp_path):
 
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(come_back)
-                    # Nothing was kept (no persistence here): the ID is new again.
-                    assert await fleet.submit(["after"], None) == 1
+                    with pytest.raises(StateLost, match="its epoch is new"):
+                        await fleet.submit(["after"], None)
+                assert await fleet.redis.hget(fleet.keys.state, "after") == "queued"
     finally:
         stop(proc)
 
@@ -283,3 +286,49 @@ async def test_a_dead_workers_jobs_are_shared_by_the_live_ones(redis_url: str, f
             pending = await fleet.redis.xpending(fleet.keys.jobs, GROUP)
             consumers = dict(pending.consumers or {})  # type: ignore[union-attr]
             assert consumers == {"live1": 4, "live2": 4, "dead": 2}
+
+
+async def wipe(fleet: Fleet) -> None:
+    """What a Redis restarted without persistence leaves of this fleet: nothing."""
+    keys = await fleet.redis.keys(f"vt:{{{fleet.keys.fleet}}}:*")
+    if keys:
+        await fleet.redis.delete(keys)
+
+
+async def test_a_wiped_fleet_says_its_state_was_lost(redis_url: str, fleet_name: str):
+    """The fleet's state wiped after a submit: a worker renewing its lease learns the state was
+    lost; a reader finding results or jobs but no epoch (something wrote into the wiped Redis)
+    says so too, and ``fleet status`` exits 2 rather than report a fleet done."""
+    with trio.fail_after(GUARD):
+        async with open_fleet(redis_url, fleet_name) as fleet:
+            await fleet.ensure_group()
+            await fleet.submit(["w1", "w2"], None)
+            assert await fleet.lease("w", 60, join=True) > 0
+            await fleet.check_epoch()  # unchanged: nothing to say
+            await wipe(fleet)
+            with pytest.raises(StateLost, match="its epoch is gone"):
+                await fleet.lease("w", 60, join=False)
+            await fleet.redis.hset(fleet.keys.state, {"w1": "done"})
+        async with open_fleet(redis_url, fleet_name) as fresh:
+            with pytest.raises(StateLost, match="no epoch"):
+                await fresh.check_epoch()
+
+
+def test_status_and_results_of_a_wiped_fleet_exit_2(redis_url: str, fleet_name: str):
+    """A worker that wrote into a wiped Redis left a result and no epoch: ``fleet status`` and
+    ``fleet results`` say the state was lost, in one line, exit 2 (status said "submitted 3,
+    done 3" of 100)."""
+
+    async def leftover(fleet: Fleet) -> None:
+        await fleet.redis.hset(fleet.keys.state, {"x": "done"})
+        await fleet.redis.xadd(fleet.keys.results, {"id": "x", "record": "{}"})
+
+    with_fleet(redis_url, fleet_name, leftover)
+    args = ["--redis", redis_url, "--fleet", fleet_name]
+    said = CliRunner().invoke(cli, ["fleet", "status", *args])
+    assert said.exit_code == 2, said.output
+    assert "the fleet's state was lost" in said.output
+    assert said.output.count("\n") == 1
+    results = CliRunner().invoke(cli, ["fleet", "results", *args])
+    assert results.exit_code == 2, results.output
+    assert "the fleet's state was lost" in results.output

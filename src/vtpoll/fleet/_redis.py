@@ -9,6 +9,7 @@ idempotent here (see ``_scripts``).
 from __future__ import annotations
 
 import math
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from functools import partial
@@ -41,6 +42,17 @@ class FleetError(Exception):
     """Redis cannot be used: unreachable, not a Redis, too old, a bad URL. One line."""
 
 
+class StateLost(FleetError):
+    """The fleet's epoch is gone or changed since this process saw it: Redis lost the
+    fleet's state (wiped, or restarted without persistence)."""
+
+    def __init__(self, fleet: str, why: str) -> None:
+        super().__init__(
+            f"the fleet's state was lost: {why} (Redis wiped, or restarted without"
+            f" persistence?); submit fleet {fleet!r} again to start it afresh"
+        )
+
+
 def check_url(url: str) -> str:
     """The URL, or :class:`FleetError` naming what is wrong with it."""
     try:
@@ -65,6 +77,8 @@ class Fleet:
 
     def __init__(self, redis: coredis.Redis[str], keys: Keys, url: str) -> None:
         self.redis, self.keys, self.url = redis, keys, url
+        #: The fleet's epoch as this process first saw it (None before then).
+        self.epoch: str | None = None
         register = self.redis.register_script
         self._submit = register(_scripts.SUBMIT)
         self._record = register(_scripts.RECORD)
@@ -98,14 +112,33 @@ class Fleet:
 
     async def submit(self, ids: list[str], deadline: float | None) -> int:
         """Queue each ID the fleet does not have yet, ``SUBMIT_CHUNK`` per script call (one
-        call is atomic and blocks Redis while it runs); how many were new."""
+        call is atomic and blocks Redis while it runs); how many were new. The first submit
+        writes the fleet's epoch."""
         stamp = "" if deadline is None else repr(deadline)
-        keys = [self.keys.state, self.keys.jobs]
+        keys = [self.keys.state, self.keys.jobs, self.keys.epoch]
         added = 0
         for start in range(0, len(ids), SUBMIT_CHUNK):
-            chunk = ids[start : start + SUBMIT_CHUNK]
-            added += await self.call(partial(self._submit, keys=keys, args=[stamp, *chunk]))
+            args = [stamp, secrets.token_hex(8), *ids[start : start + SUBMIT_CHUNK]]
+            reply: list[Any] = await self.call(partial(self._submit, keys=keys, args=args))
+            self._saw(str(reply[1]))
+            added += int(reply[0])
         return added
+
+    def _saw(self, epoch: str | None) -> None:
+        """The epoch Redis has now, compared with the one this process saw first."""
+        if self.epoch is not None and epoch != self.epoch:
+            raise StateLost(self.keys.fleet, "its epoch is " + ("gone" if epoch is None else "new"))
+        self.epoch = self.epoch or epoch
+
+    async def check_epoch(self) -> None:
+        """:class:`StateLost` if the epoch changed since this process saw it, or if the fleet
+        has none while it holds state (a worker recorded into a wiped Redis)."""
+        epoch = await self.call(lambda: self.redis.get(self.keys.epoch))
+        if epoch is None and self.epoch is None:
+            keys = (self.keys.state, self.keys.results, self.keys.jobs)
+            if await self.call(lambda: self.redis.exists(keys)):
+                raise StateLost(self.keys.fleet, "it has jobs or results but no epoch")
+        self._saw(None if epoch is None else str(epoch))
 
     async def record(self, worker: str, batch: list[tuple[str, str, str]]) -> tuple[int, int]:
         """Record ``batch`` (job ID, entry, JSON line) as ``worker``: how many results were
@@ -118,9 +151,14 @@ class Fleet:
         return int(counts[0]), int(counts[1])
 
     async def lease(self, worker: str, ttl: float, *, join: bool) -> int:
-        args = [worker, str(math.ceil(ttl * 1000)), "join" if join else "renew"]
-        expiry: int = await self.call(lambda: self._lease(keys=[self.keys.workers], args=args))
-        return expiry
+        """Take or renew ``worker``'s lease: its expiry (Redis time, ms), or -1 if a renewed
+        lease was gone (the worker was fenced); :class:`StateLost` if the epoch changed."""
+        args = [worker, str(math.ceil(ttl * 1000)), "join" if join else "renew", self.epoch or ""]
+        keys = [self.keys.workers, self.keys.epoch]
+        reply: list[Any] = await self.call(lambda: self._lease(keys=keys, args=args))
+        expiry, epoch = reply
+        self._saw(epoch if epoch is None else str(epoch))
+        return int(expiry)
 
     async def take_over(self, worker: str, most: int) -> list[tuple[str, str, str]]:
         keys = [self.keys.workers, self.keys.jobs]

@@ -39,6 +39,13 @@ class Keys:
         return self._key("results")
 
     @property
+    def epoch(self) -> str:
+        """String: a random token written by the fleet's first submit. Gone or changed, the
+        fleet's state was lost (Redis wiped, restarted without persistence): workers and
+        readers that saw another say so rather than take the empty state for a done fleet."""
+        return self._key("epoch")
+
+    @property
     def workers(self) -> str:
         """Sorted set: worker name scored by its lease's expiry, Redis time in ms."""
         return self._key("workers")
@@ -59,16 +66,18 @@ class Keys:
         return self._key("rl:quota")
 
 
-#: KEYS: state, jobs. ARGV: deadline (epoch s, or ""), then the IDs. Returns how many were new.
+#: KEYS: state, jobs, epoch. ARGV: deadline (epoch s, or ""), a new epoch token, then the
+#: IDs. The epoch is written if the fleet has none; returns {how many IDs were new, the epoch}.
 SUBMIT = """
+redis.call('SET', KEYS[3], ARGV[2], 'NX')
 local added = 0
-for i = 2, #ARGV do
+for i = 3, #ARGV do
   if redis.call('HSETNX', KEYS[1], ARGV[i], 'queued') == 1 then
     redis.call('XADD', KEYS[2], '*', 'id', ARGV[i], 'deadline', ARGV[1])
     added = added + 1
   end
 end
-return added
+return {added, redis.call('GET', KEYS[3])}
 """
 
 #: KEYS: state, results, jobs, workers. ARGV: group, worker, then (job ID, entry ID, record)
@@ -99,17 +108,23 @@ end
 return {new, stale}
 """
 
-#: KEYS: workers. ARGV: worker, lease ms, "join" or "renew". Returns the lease's expiry (ms),
-#: or -1 when renewing a lease that is gone: the worker was fenced (taken over) and must stop.
+#: KEYS: workers, epoch. ARGV: worker, lease ms, "join" or "renew", the epoch the worker saw
+#: ("" for none yet). Returns {the lease's expiry (ms), the epoch}: expiry -1 when renewing a
+#: lease that is gone (the worker was fenced: taken over, and must stop), -2 when the epoch the
+#: worker saw is gone or changed (the fleet's state was lost).
 LEASE = """
+local epoch = redis.call('GET', KEYS[2])
+if ARGV[4] ~= '' and epoch ~= ARGV[4] then
+  return {-2, epoch}
+end
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 if ARGV[3] == 'renew' and not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
-  return -1
+  return {-1, epoch}
 end
 local expiry = now + tonumber(ARGV[2])
 redis.call('ZADD', KEYS[1], expiry, ARGV[1])
-return expiry
+return {expiry, epoch}
 """
 
 #: KEYS: workers, jobs. ARGV: group, me, most entries to claim (the caller's free capacity).

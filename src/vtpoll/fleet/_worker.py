@@ -17,14 +17,16 @@ from functools import partial
 from typing import Any
 
 import anyio
+import coredis.exceptions
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream
+from coredis.response.types import StreamEntry
 
 from video_translation_client import VideoTranslationClient
 
 from .._jobfile import record_line
 from ._limiter import FleetRateLimiter
-from ._redis import Fleet, FleetError
+from ._redis import Fleet, FleetError, StateLost
 from ._scripts import GROUP
 
 #: Results written to Redis in one script call, at most, and how long one waits for company.
@@ -76,7 +78,8 @@ class Worker:
         self._lease_ends = -math.inf
 
     async def run(self) -> None:
-        """Work until cancelled; raises :class:`Fenced` if the fleet took this worker's jobs."""
+        """Work until cancelled; raises :class:`Fenced` if the fleet took this worker's jobs,
+        :class:`StateLost` if Redis lost the fleet's state."""
         await self.fleet.ensure_group()
         await self._renew(join=True)
         try:
@@ -89,6 +92,8 @@ class Worker:
                 tg.start_soon(self._resume_then_read, tg)
         except* Fenced as fenced:
             raise fenced.exceptions[0] from None
+        except* StateLost as lost:
+            raise lost.exceptions[0] from None
 
     async def leave(self) -> None:
         """Hand this worker's jobs to the fleet now: its lease is marked expired, so the next
@@ -112,6 +117,8 @@ class Worker:
                 # another worker's takeover: this worker must not go on as if it held its jobs.
                 with anyio.fail_after(max(0.0, self._lease_ends - anyio.current_time())):
                     await self._renew()
+            except StateLost:
+                raise
             except (TimeoutError, FleetError):
                 raise Fenced(
                     f"worker {self.name}: its lease expired before it could be renewed"
@@ -124,19 +131,9 @@ class Worker:
         """The entries this worker's name holds already first (a worker restarted under its
         name, by hand or by a container's restart, resumes them: no other worker takes over a
         name whose lease is alive), then new ones."""
-        redis, keys = self.fleet.redis, self.fleet.keys
         after = "0"
         while True:
-            held = await self.fleet.call(
-                partial(
-                    redis.xreadgroup,
-                    GROUP,
-                    self.name,
-                    streams={keys.jobs: after},
-                    count=TAKE_BATCH,
-                )
-            )
-            entries = held[keys.jobs] if held else ()
+            entries = await self._read_group(after, TAKE_BATCH)
             for entry in entries:
                 await self.capacity.acquire()
                 self._start_poll(tg, str(entry.identifier), entry.field_values)
@@ -147,28 +144,32 @@ class Worker:
         await self._read(tg)
 
     async def _read(self, tg: TaskGroup) -> None:
-        redis, keys = self.fleet.redis, self.fleet.keys
         while True:
             free = await self._free(TAKE_BATCH, wait=True)
             if anyio.current_time() >= self._lease_ends:
                 # Frozen past its lease: its jobs may be another's by now, and new ones
                 # taken here would wait for the next takeover once this worker stops.
                 raise Fenced(f"worker {self.name}: its lease expired before it could be renewed")
-            batch = await self.fleet.call(
-                partial(
-                    redis.xreadgroup,
-                    GROUP,
-                    self.name,
-                    streams={keys.jobs: ">"},
-                    count=free,
-                    block=READ_BLOCK_MS,
-                )
-            )
-            entries = batch[keys.jobs] if batch else ()
+            entries = await self._read_group(">", free, block=READ_BLOCK_MS)
             for entry in entries:
                 self._start_poll(tg, str(entry.identifier), entry.field_values)
             for _ in range(free - len(entries)):
                 self.capacity.release()
+
+    async def _read_group(
+        self, after: str, count: int, block: int | None = None
+    ) -> tuple[StreamEntry, ...]:
+        """Entries of the group for this worker: its own from ``after``, or new ones (">")."""
+        redis, keys = self.fleet.redis, self.fleet.keys
+        read = partial(
+            redis.xreadgroup, GROUP, self.name, streams={keys.jobs: after}, count=count, block=block
+        )
+        try:
+            got = await self.fleet.call(read)
+        except coredis.exceptions.StreamConsumerGroupError:
+            await self.fleet.check_epoch()
+            raise StateLost(self.fleet.keys.fleet, "its consumer group is gone") from None
+        return got[keys.jobs] if got else ()
 
     async def _free(self, most: int, *, wait: bool) -> int:
         """Take up to ``most`` of the free capacity (waiting for one if ``wait``)."""

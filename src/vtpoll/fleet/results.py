@@ -49,6 +49,8 @@ def results(
         cursor = "0"
         block = FOLLOW_BLOCK_MS if follow else None
         while True:
+            # Each round: a fleet whose state was lost meanwhile has results of another epoch.
+            await fleet.check_epoch()
             read = partial(
                 fleet.redis.xread, {fleet.keys.results: cursor}, count=READ_COUNT, block=block
             )

@@ -45,6 +45,7 @@ def status(ctx: click.Context, /, as_json: bool, redis_url: str, fleet_name: str
 
 async def _report(fleet: Fleet) -> dict[str, Any]:
     redis, keys = fleet.redis, fleet.keys
+    await fleet.check_epoch()
     submitted = await fleet.call(lambda: redis.hlen(keys.state))
     done = await fleet.call(lambda: redis.xlen(keys.results))
     open_entries = await fleet.call(lambda: redis.xlen(keys.jobs))

@@ -63,7 +63,7 @@ def worker(
     spaced slots (--burst allows that many at once); a 429's Retry-After pauses every worker.
     Without --rate each worker keeps a limiter of its own.
     Exit status: 0 stopped by a signal, 1 this worker's lease was lost (its jobs were taken
-    over), 2 bad input or a Redis that cannot be used.
+    over), 2 bad input, a Redis that cannot be used, or the fleet's state lost (Redis wiped).
     """
     # A random part: a container restarted on the same host often gets the same pid, and would
     # otherwise take the name of a worker whose lease is still alive.

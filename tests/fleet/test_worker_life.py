@@ -1,13 +1,15 @@
-"""A worker restarted under its name resumes the entries it held: no other worker takes over
-a name whose lease is alive, so nobody else would poll them."""
+"""One worker in process, on a real redis-server and the simulation app: restarted under its
+name it resumes the entries it held (no other worker takes over a name whose lease is alive,
+so nobody else would poll them); the fleet's state wiped under it, it stops and says so."""
 
 from __future__ import annotations
 
+import pytest
 import trio
 
-from tests.fleet.test_redis import take
+from tests.fleet.test_redis import take, wipe
 from video_translation_client import VideoTranslationClient
-from vtpoll.fleet._redis import open_fleet
+from vtpoll.fleet._redis import StateLost, open_fleet
 from vtpoll.fleet._worker import Worker
 
 GUARD = 10.0
@@ -48,3 +50,34 @@ async def test_a_worker_restarted_under_its_name_resumes_its_jobs(
                 "r4",
                 "r5",
             ]
+
+
+async def test_a_worker_whose_fleet_was_wiped_stops_saying_so(
+    redis_url: str, fleet_name: str, make_sim
+):
+    """Redis loses the fleet's state while a worker polls its jobs: the worker stops with
+    :class:`StateLost` (exit 2 from the CLI) instead of a consumer-group traceback, and
+    records nothing into the empty Redis."""
+    sim = make_sim(auto_create=False)
+    for job_id in ("long1", "long2"):
+        await sim.create(job_id, 3600.0)
+    with trio.fail_after(GUARD):
+        async with open_fleet(redis_url, fleet_name) as fleet:
+            await fleet.ensure_group()
+            await fleet.submit(["long1", "long2"], None)
+            client = VideoTranslationClient("http://sim", http_client=sim.client)
+            worker = Worker(fleet, client, name="w", lease=1.5, capacity=10)
+
+            async def wipe_once_held() -> None:
+                held = 0
+                while held < 2:  # the worker holds both jobs
+                    await trio.sleep(0.02)
+                    summary = await fleet.redis.xpending(fleet.keys.jobs, "pollers")
+                    held = summary.pending  # type: ignore[union-attr]
+                await wipe(fleet)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(wipe_once_held)
+                with pytest.raises(StateLost):
+                    await worker.run()
+            assert await fleet.redis.exists([fleet.keys.results, fleet.keys.state]) == 0
