@@ -15,7 +15,7 @@ from tests.helpers import stop
 from vtpoll import cli
 from vtpoll.fleet._limiter import FleetRateLimiter
 from vtpoll.fleet._options import with_fleet
-from vtpoll.fleet._redis import Fleet, FleetError, StateLost, check_url, open_fleet
+from vtpoll.fleet._redis import Claimed, Fleet, FleetError, StateLost, check_url, open_fleet
 from vtpoll.fleet._scripts import GROUP
 
 #: Every test here ends well within this (real clock: Redis is a real server).
@@ -80,12 +80,13 @@ async def test_a_fenced_workers_late_result_is_dropped(redis_url: str, fleet_nam
             assert await fleet.lease("frozen", 0.05, join=True) > 0
             by_id = {job_id: entry for entry, job_id in await take(fleet, "frozen", 10)}
             assert await fleet.lease("alive", 60, join=True) > 0
-            claimed: list[tuple[str, str, str]] = []
+            claimed: list[Claimed] = []
             with trio.fail_after(GUARD):
                 while not claimed:  # until the frozen worker's lease has expired
                     await trio.sleep(0.05)
                     claimed = await fleet.take_over("alive", 1)
-            [(entry, job_id, _)] = claimed
+            [(entry, job_id, _, deliveries)] = claimed
+            assert deliveries == 2  # read by the frozen worker, then claimed
             late = await fleet.record("frozen", [(job_id, entry, '{"outcome":"timeout"}')])
             assert late == (0, 1)
             kept = await fleet.record("alive", [(job_id, entry, '{"outcome":"completed"}')])
@@ -112,8 +113,8 @@ async def test_an_expired_workers_jobs_are_taken_over_with_their_deadlines(
             assert await fleet.take_over("alive", 100) == []  # the lease still runs
             await trio.sleep(0.3)
             claimed = await fleet.take_over("alive", 100)
-            assert sorted(job_id for _, job_id, _ in claimed) == ["x1", "x2", "x3"]
-            assert {deadline for _, _, deadline in claimed} == {"1234.5"}
+            assert sorted(c.job_id for c in claimed) == ["x1", "x2", "x3"]
+            assert {c.deadline for c in claimed} == {"1234.5"}
             assert await fleet.lease("dead", 0.2, join=False) == -1  # fenced
             pending = await fleet.redis.xpending(fleet.keys.jobs, GROUP)
             assert dict(pending.consumers) == {"alive": 3}  # type: ignore[union-attr]
@@ -260,7 +261,7 @@ async def test_jobs_read_by_a_fenced_worker_are_taken_over_too(redis_url: str, f
             assert await fleet.lease("alive", 60, join=True) > 0
             assert len(await take(fleet, "ghost", 10)) == 2  # no lease was ever taken
             claimed = await fleet.take_over("alive", 100)
-            assert sorted(job_id for _, job_id, _ in claimed) == ["s1", "s2"]
+            assert sorted(c.job_id for c in claimed) == ["s1", "s2"]
             consumers = await fleet.redis.xinfo_consumers(fleet.keys.jobs, GROUP)
             assert [c["name"] for c in consumers] == ["alive"]
 
@@ -276,7 +277,7 @@ async def test_a_dead_workers_jobs_are_shared_by_the_live_ones(redis_url: str, f
             assert len(await take(fleet, "dead", 10)) == 10
             for live in ("live1", "live2"):
                 assert await fleet.lease(live, 60, join=True) > 0
-            claimed: list[tuple[str, str, str]] = []
+            claimed: list[Claimed] = []
             while not claimed:  # until the dead worker's lease has expired
                 await trio.sleep(0.05)
                 claimed = await fleet.take_over("live1", 2)

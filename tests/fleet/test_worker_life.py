@@ -4,6 +4,9 @@ so nobody else would poll them); the fleet's state wiped under it, it stops and 
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pytest
 import trio
 
@@ -81,3 +84,33 @@ async def test_a_worker_whose_fleet_was_wiped_stops_saying_so(
                 with pytest.raises(StateLost):
                     await worker.run()
             assert await fleet.redis.exists([fleet.keys.results, fleet.keys.state]) == 0
+
+
+async def test_a_job_delivered_too_often_is_recorded_failed(
+    redis_url: str, fleet_name: str, make_sim
+):
+    """A job every worker that took it died holding (delivered 7 times, more than 5): the
+    worker taking it over records it failed, naming why, instead of polling it again."""
+    sim = make_sim(auto_create=False)
+    await sim.create("poison", 3600.0)
+    with trio.fail_after(GUARD):
+        async with open_fleet(redis_url, fleet_name) as fleet:
+            await fleet.ensure_group()
+            await fleet.submit(["poison"], None)
+            [(entry, _)] = await take(fleet, "dead", 1)
+            for _ in range(6):  # six more deliveries, to workers that died holding it
+                await fleet.redis.xclaim(fleet.keys.jobs, "pollers", "dead", 0, [entry])
+            client = VideoTranslationClient("http://sim", http_client=sim.client)
+            worker = Worker(fleet, client, name="w", lease=1.0, capacity=10, max_deliveries=5)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(worker.run)
+                results: tuple[Any, ...] = ()
+                while not results:
+                    await trio.sleep(0.02)
+                    results = await fleet.redis.xrange(fleet.keys.results, "-", "+")
+                nursery.cancel_scope.cancel()
+    record = json.loads(results[0].field_values["record"])
+    assert record["job_id"] == "poison"
+    assert record["outcome"] == "failed"
+    assert record["error"].startswith("DeadLetter: delivered 8 times without a result")
+    assert worker.stats.dead_letters == 1

@@ -13,13 +13,14 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 from urllib.parse import urlsplit
 
 import anyio
 import coredis
 import coredis.exceptions
 import coredis.retry
+from coredis.response.types import StreamPendingExt
 
 from . import _scripts
 from ._scripts import Keys
@@ -70,6 +71,17 @@ def check_url(url: str) -> str:
     if parts.scheme != "unix" and not parts.hostname:
         raise FleetError(f"--redis {url!r} names no host")
     return url
+
+
+class Claimed(NamedTuple):
+    """An entry a takeover claimed."""
+
+    entry: str
+    job_id: str
+    #: The submitter's deadline (epoch seconds), "" for none.
+    deadline: str
+    #: Times the entry was delivered to a worker, this claim included.
+    deliveries: int
 
 
 class Fleet:
@@ -160,11 +172,32 @@ class Fleet:
         self._saw(epoch if epoch is None else str(epoch))
         return int(expiry)
 
-    async def take_over(self, worker: str, most: int) -> list[tuple[str, str, str]]:
+    async def take_over(self, worker: str, most: int) -> list[Claimed]:
         keys = [self.keys.workers, self.keys.jobs]
         args = [_scripts.GROUP, worker, str(most)]
-        flat: list[str] = await self.call(lambda: self._takeover(keys=keys, args=args))
-        return [(flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)]
+        flat: list[Any] = await self.call(lambda: self._takeover(keys=keys, args=args))
+        return [
+            Claimed(str(flat[i]), str(flat[i + 1]), str(flat[i + 2]), int(flat[i + 3]))
+            for i in range(0, len(flat), 4)
+        ]
+
+    async def deliveries(self, worker: str, first: str, last: str, count: int) -> dict[str, int]:
+        """How often each of ``worker``'s entries from ``first`` to ``last`` was delivered."""
+        read = partial(
+            self.redis.xpending,
+            self.keys.jobs,
+            _scripts.GROUP,
+            start=first,
+            end=last,
+            count=count,
+            consumer=worker,
+        )
+        found = await self.call(read)
+        if not isinstance(found, tuple):
+            return {}
+        return {
+            str(p.identifier): int(p.delivered) for p in found if isinstance(p, StreamPendingExt)
+        }
 
     async def reserve(self, rate: float, burst: int) -> float:
         """Reserve the fleet's next request slot; seconds to wait for it."""

@@ -134,7 +134,7 @@ return {expiry, epoch}
 #: such entries over the live workers): a dead worker's jobs spread over the live ones rather
 #: than going to whichever passes first. A victim left owning nothing is removed from the
 #: group and the lease set, as is any expired worker that owns nothing. Returns a flat list:
-#: entry ID, job ID, deadline, entry ID, ...
+#: entry ID, job ID, deadline, times delivered (this claim included), entry ID, ...
 TAKEOVER = """
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
@@ -157,8 +157,11 @@ for _, held in ipairs(victims) do
   if budget <= 0 then break end
   local victim = held[1]
   local pending = redis.call('XPENDING', KEYS[2], ARGV[1], '-', '+', budget, victim)
-  local ids = {}
-  for _, p in ipairs(pending) do ids[#ids + 1] = p[1] end
+  local ids, deliveries = {}, {}
+  for _, p in ipairs(pending) do
+    ids[#ids + 1] = p[1]
+    deliveries[p[1]] = p[4] + 1
+  end
   if #ids > 0 then
     local claimed = redis.call('XCLAIM', KEYS[2], ARGV[1], ARGV[2], 0, unpack(ids))
     for _, entry in ipairs(claimed) do
@@ -168,6 +171,7 @@ for _, held in ipairs(victims) do
         out[#out + 1] = entry[1]
         out[#out + 1] = f['id']
         out[#out + 1] = f['deadline'] or ''
+        out[#out + 1] = deliveries[entry[1]]
       end
     end
   end

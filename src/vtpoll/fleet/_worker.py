@@ -22,11 +22,11 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream
 from coredis.response.types import StreamEntry
 
-from video_translation_client import VideoTranslationClient
+from video_translation_client import JobResult, Outcome, VideoTranslationClient
 
 from .._jobfile import record_line
 from ._limiter import FleetRateLimiter
-from ._redis import Fleet, FleetError, StateLost
+from ._redis import Claimed, Fleet, FleetError, StateLost
 from ._scripts import GROUP
 
 #: Results written to Redis in one script call, at most, and how long one waits for company.
@@ -35,12 +35,19 @@ RECORD_WINDOW = 0.02
 #: Most jobs taken from the group in one read, and claimed in one takeover pass.
 TAKE_BATCH = 500
 CLAIM_BATCH = 1000
+#: Deliveries of a job to workers, without a result, after which it is recorded failed.
+MAX_DELIVERIES = 5
 #: Milliseconds a read of the group blocks for new jobs.
 READ_BLOCK_MS = 1000
 
 
 class Fenced(Exception):
     """This worker's lease is gone: its jobs belong to others now."""
+
+
+class DeadLetter(Exception):
+    """A job delivered to workers too often without a result: each one that took it died or
+    was fenced first (a job that crashes its poller, say). Recorded failed, not polled again."""
 
 
 @dataclass(slots=True)
@@ -52,6 +59,8 @@ class WorkerStats:
     #: Results dropped: their jobs were no longer this worker's (it was fenced), or recorded
     #: already (a reply lost, the batch sent again).
     stale: int = 0
+    #: Jobs recorded failed for having been delivered too often (see :class:`DeadLetter`).
+    dead_letters: int = 0
 
 
 class Worker:
@@ -64,8 +73,10 @@ class Worker:
         lease: float,
         capacity: int,
         limiter: FleetRateLimiter | None = None,
+        max_deliveries: int = MAX_DELIVERIES,
     ) -> None:
         self.fleet = fleet
+        self.max_deliveries = max_deliveries
         self.limiter = limiter
         self.client = client
         self.name = name
@@ -132,11 +143,22 @@ class Worker:
         name, by hand or by a container's restart, resumes them: no other worker takes over a
         name whose lease is alive), then new ones."""
         after = "0"
+        delivered: dict[str, int] = {}
         while True:
             entries = await self._read_group(after, TAKE_BATCH)
+            if entries:
+                first, last = str(entries[0].identifier), str(entries[-1].identifier)
+                delivered = await self.fleet.deliveries(self.name, first, last, len(entries))
             for entry in entries:
                 await self.capacity.acquire()
-                self._start_poll(tg, str(entry.identifier), entry.field_values)
+                fields = entry.field_values
+                job = Claimed(
+                    str(entry.identifier),
+                    str(fields["id"]),
+                    str(fields.get("deadline", "")),
+                    delivered.get(str(entry.identifier), 1),
+                )
+                self._start(tg, job)
                 self.stats.resumed += 1
             if len(entries) < TAKE_BATCH:
                 break
@@ -145,16 +167,19 @@ class Worker:
 
     async def _read(self, tg: TaskGroup) -> None:
         while True:
-            free = await self._free(TAKE_BATCH, wait=True)
+            # Room is taken per entry read, not held through the blocking read: a takeover
+            # pass meanwhile finds the room free.
+            await self.capacity.acquire()
+            self.capacity.release()
             if anyio.current_time() >= self._lease_ends:
                 # Frozen past its lease: its jobs may be another's by now, and new ones
                 # taken here would wait for the next takeover once this worker stops.
                 raise Fenced(f"worker {self.name}: its lease expired before it could be renewed")
-            entries = await self._read_group(">", free, block=READ_BLOCK_MS)
+            room = max(1, min(TAKE_BATCH, self.capacity.value))
+            entries = await self._read_group(">", room, block=READ_BLOCK_MS)
             for entry in entries:
+                await self.capacity.acquire()
                 self._start_poll(tg, str(entry.identifier), entry.field_values)
-            for _ in range(free - len(entries)):
-                self.capacity.release()
 
     async def _read_group(
         self, after: str, count: int, block: int | None = None
@@ -171,14 +196,11 @@ class Worker:
             raise StateLost(self.fleet.keys.fleet, "its consumer group is gone") from None
         return got[keys.jobs] if got else ()
 
-    async def _free(self, most: int, *, wait: bool) -> int:
-        """Take up to ``most`` of the free capacity (waiting for one if ``wait``)."""
+    def _free(self, most: int) -> int:
+        """Take up to ``most`` of the free room at once."""
         free = 0
-        if wait:
-            await self.capacity.acquire()
-            free = 1
         while free < most and self.capacity.value > 0:
-            await self.capacity.acquire()
+            self.capacity.acquire_nowait()
             free += 1
         return free
 
@@ -186,16 +208,31 @@ class Worker:
         job_id, deadline = str(fields["id"]), str(fields.get("deadline", ""))
         tg.start_soon(self._poll, entry, job_id, deadline)
 
+    def _start(self, tg: TaskGroup, job: Claimed) -> None:
+        """Poll a job taken from another worker or from this name's last life, unless it was
+        delivered too often: then it is recorded failed (its capacity given back at once)."""
+        if job.deliveries <= self.max_deliveries:
+            tg.start_soon(self._poll, job.entry, job.job_id, job.deadline)
+            return
+        self.capacity.release()
+        self.stats.dead_letters += 1
+        error = DeadLetter(
+            f"delivered {job.deliveries} times without a result (more than"
+            f" --max-deliveries {self.max_deliveries}): each worker that took it stopped first"
+        )
+        line = record_line(JobResult(job.job_id, Outcome.FAILED, None, error=error))
+        tg.start_soon(self._send.send, (job.job_id, job.entry, line))
+
     async def _take_over(self, tg: TaskGroup) -> None:
         """Every half lease, the jobs of workers whose lease expired, as many as this worker
         has room for; the takeover script gives each live worker its share of them."""
         while True:
             await anyio.sleep(self.lease / 2)
-            while free := await self._free(CLAIM_BATCH, wait=False):
+            while free := self._free(CLAIM_BATCH):
                 claimed = await self.fleet.take_over(self.name, free)
                 self.stats.claimed += len(claimed)
-                for entry, job_id, deadline in claimed:
-                    tg.start_soon(self._poll, entry, job_id, deadline)
+                for job in claimed:
+                    self._start(tg, job)
                 for _ in range(free - len(claimed)):
                     self.capacity.release()
                 if len(claimed) < free:

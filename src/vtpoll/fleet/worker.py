@@ -18,7 +18,7 @@ from .._options import make_client, polling_options
 from ._limiter import FleetRateLimiter
 from ._options import fleet_options
 from ._redis import FleetError, open_fleet
-from ._worker import Fenced, Worker
+from ._worker import MAX_DELIVERIES, Fenced, Worker
 
 DEFAULT_LEASE = 20.0
 
@@ -44,6 +44,14 @@ DEFAULT_LEASE = 20.0
     show_default=True,
     help="Jobs this worker polls at once.",
 )
+@click.option(
+    "--max-deliveries",
+    type=click.IntRange(min=1),
+    default=MAX_DELIVERIES,
+    show_default=True,
+    help="A job handed to workers this many times without a result (each stopped first: a job"
+    " that crashes its poller) is recorded failed instead of being polled again.",
+)
 @fleet_options
 @polling_options
 @click.pass_context
@@ -53,6 +61,7 @@ def worker(
     name: str | None,
     lease: float,
     capacity: int,
+    max_deliveries: int,
     redis_url: str,
     fleet_name: str,
     **polling: Any,
@@ -75,7 +84,15 @@ def worker(
         async with open_fleet(redis_url, fleet_name) as fleet:
             limiter = FleetRateLimiter(fleet, rate, burst or None) if rate else None
             client = make_client(**polling, rate_limiter=limiter)
-            work = Worker(fleet, client, name=name, lease=lease, capacity=capacity, limiter=limiter)
+            work = Worker(
+                fleet,
+                client,
+                name=name,
+                lease=lease,
+                capacity=capacity,
+                limiter=limiter,
+                max_deliveries=max_deliveries,
+            )
             click.echo(f"worker {name} polling fleet {fleet_name!r} on {client.base_url}", err=True)
             return await until_stopped(work)
 
@@ -113,7 +130,8 @@ async def until_stopped(work: Worker) -> int:
     stats = work.stats
     click.echo(
         f"worker {work.name} stopped: {stats.recorded} results recorded "
-        f"({stats.stale} stale results dropped), {stats.claimed} jobs taken "
+        f"({stats.stale} stale results dropped, {stats.dead_letters} jobs delivered too often"
+        f" recorded failed), {stats.claimed} jobs taken "
         "over; its unfinished jobs go to the other workers",
         err=True,
     )
