@@ -70,9 +70,9 @@ async def test_a_result_is_recorded_once_however_often_its_job_was_polled(
 
 
 async def test_a_fenced_workers_late_result_is_dropped(redis_url: str, fleet_name: str):
-    """A worker frozen past its lease records its job's result late: its jobs were taken over,
-    so the result is dropped (counted stale) and the new owner's is the one kept; a worker
-    whose lease expired records nothing, even for an entry it still holds."""
+    """A worker frozen past its lease records its job's result late: the job was taken over,
+    so the result is dropped (counted stale) and the new owner's is the one kept; the frozen
+    worker is fenced (its renewal fails), while a job still its own is recorded from it."""
     with trio.fail_after(GUARD):
         async with open_fleet(redis_url, fleet_name) as fleet:
             await fleet.ensure_group()
@@ -91,11 +91,16 @@ async def test_a_fenced_workers_late_result_is_dropped(redis_url: str, fleet_nam
             assert late == (0, 1)
             kept = await fleet.record("alive", [(job_id, entry, '{"outcome":"completed"}')])
             assert kept == (1, 0)
+            assert await fleet.lease("frozen", 60, join=False) == -1  # fenced: it must stop
             other = "f2" if job_id == "f1" else "f1"
-            # Still its own entry, but its lease has expired.
-            assert await fleet.record("frozen", [(other, by_id[other], "{}")]) == (0, 1)
+            # Still its own entry, nobody else's to poll: its result is the one.
+            assert await fleet.record("frozen", [(other, by_id[other], '{"outcome":"x"}')]) == (
+                1,
+                0,
+            )
             results = await fleet.redis.xrange(fleet.keys.results, "-", "+")
-            assert [r.field_values["record"] for r in results] == ['{"outcome":"completed"}']
+            records = [r.field_values["record"] for r in results]
+            assert records == ['{"outcome":"completed"}', '{"outcome":"x"}']
 
 
 async def test_an_expired_workers_jobs_are_taken_over_with_their_deadlines(

@@ -5,12 +5,16 @@ so nobody else would poll them); the fleet's state wiped under it, it stops and 
 from __future__ import annotations
 
 import json
+import signal
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
+from tests.fleet.conftest import start_redis
 from tests.fleet.test_redis import take, wipe
+from tests.helpers import stop
 from video_translation_client import VideoTranslationClient
 from vtpoll.fleet._redis import StateLost, open_fleet
 from vtpoll.fleet._worker import Worker
@@ -114,3 +118,47 @@ async def test_a_job_delivered_too_often_is_recorded_failed(
     assert record["outcome"] == "failed"
     assert record["error"].startswith("DeadLetter: delivered 8 times without a result")
     assert worker.stats.dead_letters == 1
+
+
+async def test_two_workers_ride_through_a_redis_outage(tmp_path: Path, make_sim):
+    """Redis frozen for three leases while two workers poll their jobs: neither stops, neither
+    takes the other's jobs when Redis comes back (every lease ran out meanwhile), and every
+    job is recorded once (at the default 20 s lease, any outage of 13 s fenced every worker,
+    and one of 30 s stopped the fleet)."""
+    proc, url = start_redis(tmp_path)
+    sim = make_sim(auto_create=False)
+    ids = [f"o{i}" for i in range(20)]
+    for job_id in ids:
+        await sim.create(job_id, 4.0)
+    workers: list[Worker] = []
+    try:
+        with trio.fail_after(GUARD * 2):
+            async with open_fleet(url, "outage") as one, open_fleet(url, "outage") as two:
+                await one.ensure_group()
+                await one.submit(ids, None)
+                async with trio.open_nursery() as nursery:
+                    for fleet, name in ((one, "w1"), (two, "w2")):
+                        client = VideoTranslationClient("http://sim", http_client=sim.client)
+                        worker = Worker(fleet, client, name=name, lease=1.0, capacity=10)
+                        workers.append(worker)
+                        nursery.start_soon(worker.run)
+                    holders = 0
+                    while holders < 2:  # both workers hold jobs
+                        await trio.sleep(0.02)
+                        summary = await one.redis.xpending(one.keys.jobs, "pollers")
+                        holders = len(summary.consumers or {})  # type: ignore[union-attr]
+                    proc.send_signal(signal.SIGSTOP)
+                    await trio.sleep(3.0)  # the outage: three leases
+                    proc.send_signal(signal.SIGCONT)
+                    recorded = 0
+                    while recorded < len(ids):
+                        await trio.sleep(0.05)
+                        recorded = await one.redis.xlen(one.keys.results)
+                    nursery.cancel_scope.cancel()
+                results = await one.redis.xrange(one.keys.results, "-", "+")
+    finally:
+        proc.send_signal(signal.SIGCONT)
+        stop(proc)
+    assert sorted(r.field_values["id"] for r in results) == sorted(ids)
+    assert [w.stats.claimed for w in workers] == [0, 0]
+    assert sum(w.stats.recorded for w in workers) == len(ids)

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,13 @@ async def _consumers(fleet: Fleet) -> set[str]:
     except coredis.exceptions.ResponseError:  # no stream or group yet
         return set()
     return {str(consumer["name"]) for consumer in found}
+
+
+def _fenced(name: str) -> Callable[[Fleet], Awaitable[bool]]:
+    async def fenced(fleet: Fleet) -> bool:
+        return await fleet.redis.zscore(fleet.keys.workers, name) is None
+
+    return fenced
 
 
 def test_three_workers_one_killed_one_frozen_every_job_once(
@@ -92,9 +100,13 @@ def test_three_workers_one_killed_one_frozen_every_job_once(
             )
             workers[0].send_signal(signal.SIGKILL)
             workers[1].send_signal(signal.SIGSTOP)
-            # Longer than the lease by the frozen worker's own clock: on waking it finds its
-            # lease over, whatever the other workers did meanwhile.
-            time.sleep(1.5)
+            # Frozen until a takeover fenced it (its jobs are claimed once its lease expired):
+            # on waking, its renewal fails and it stops.
+            wait_for(
+                lambda: with_fleet(redis_url, fleet_name, _fenced("w1")),
+                "the frozen worker fenced",
+                timeout=deadline - time.monotonic(),
+            )
             workers[1].send_signal(signal.SIGCONT)
 
             def all_recorded() -> bool:

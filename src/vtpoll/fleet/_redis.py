@@ -30,8 +30,19 @@ T = TypeVar("T")
 #: Redis Streams with consumer groups exist since 5.0; the fleet is tested from 6.2 (the
 #: oldest redis-server it ships tests against) and needs nothing newer than that.
 MIN_VERSION = (6, 2)
-#: Seconds a call keeps retrying while Redis does not answer, before the fleet gives up.
+#: Seconds a call keeps retrying while Redis does not answer, before the fleet gives up (a
+#: command's; a worker waits longer, see ``_worker.OUTAGE_PATIENCE``).
 RECONNECT_FOR = 10.0
+#: What is retried: no connection (a Redis loading its data says so too: BusyLoadingError), no
+#: reply in time, a replica that is read-only until promoted, a cluster slot moving.
+RETRIED = (
+    coredis.exceptions.ConnectionError,
+    TimeoutError,
+    coredis.exceptions.ReadOnlyError,
+    coredis.exceptions.TryAgainError,
+    coredis.exceptions.ClusterDownError,
+)
+RETRIED_REPLIES = ("MASTERDOWN", "LOADING", "READONLY")
 #: Longest wait for one reply (a blocking read adds its own block time).
 REPLY_TIMEOUT = 10.0
 SCHEMES = ("redis", "rediss", "unix")
@@ -89,6 +100,8 @@ class Fleet:
 
     def __init__(self, redis: coredis.Redis[str], keys: Keys, url: str) -> None:
         self.redis, self.keys, self.url = redis, keys, url
+        #: Seconds a call retries while Redis is away (see :meth:`call`).
+        self.patience = RECONNECT_FOR
         #: The fleet's epoch as this process first saw it (None before then).
         self.epoch: str | None = None
         register = self.redis.register_script
@@ -100,16 +113,24 @@ class Fleet:
         self._throttled = register(_scripts.THROTTLED)
 
     async def call(self, make: Callable[[], Awaitable[T]]) -> T:
-        """``await make()``, retried with backoff while Redis cannot be reached, for up to
-        ``RECONNECT_FOR`` seconds; then :class:`FleetError`."""
-        deadline = anyio.current_time() + RECONNECT_FOR
+        """``await make()``, retried with backoff while Redis cannot be reached, is loading
+        its data, or is a replica not yet promoted (a failover), for up to ``patience``
+        seconds; then :class:`FleetError`."""
+        deadline = anyio.current_time() + self.patience
         delay = 0.05
         while True:
             try:
-                return await make()
-            except (coredis.exceptions.ConnectionError, TimeoutError) as exc:
+                result = await make()
+            except RETRIED as exc:
                 if anyio.current_time() + delay > deadline:
                     raise FleetError(f"Redis at {self.url} does not answer: {exc}") from None
+            except coredis.exceptions.ResponseError as exc:
+                if not str(exc).startswith(RETRIED_REPLIES):
+                    raise
+                if anyio.current_time() + delay > deadline:
+                    raise FleetError(f"Redis at {self.url} cannot serve: {exc}") from None
+            else:
+                return result
             await anyio.sleep(delay)
             delay = min(1.0, delay * 2)
 
@@ -158,7 +179,7 @@ class Fleet:
         args: list[str] = [_scripts.GROUP, worker]
         for job_id, entry, line in batch:
             args += [job_id, entry, line]
-        keys = [self.keys.state, self.keys.results, self.keys.jobs, self.keys.workers]
+        keys = [self.keys.state, self.keys.results, self.keys.jobs]
         counts: list[int] = await self.call(lambda: self._record(keys=keys, args=args))
         return int(counts[0]), int(counts[1])
 

@@ -80,20 +80,17 @@ end
 return {added, redis.call('GET', KEYS[3])}
 """
 
-#: KEYS: state, results, jobs, workers. ARGV: group, worker, then (job ID, entry ID, record)
-#: triples. Fenced: a result is written only by the entry's owner in the group, under a lease
-#: that has not expired; any other (a worker frozen past its lease, whose jobs were taken over,
-#: or that a restart of Redis left behind) is dropped, the entry left to its owner. Each result
-#: is written once, however often its job was polled. Returns {new, stale}.
+#: KEYS: state, results, jobs. ARGV: group, worker, then (job ID, entry ID, record) triples.
+#: Fenced: a result is written only by the entry's owner in the group (ownership changes only
+#: by a takeover, atomically, so it is the fencing token); any other (a worker frozen past its
+#: lease whose jobs were taken over) is dropped, the entry left to its owner. Each result is
+#: written once, however often its job was polled. Returns {new, stale}.
 RECORD = """
-local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local lease = tonumber(redis.call('ZSCORE', KEYS[4], ARGV[2]) or '-1')
 local new, stale = 0, 0
 for i = 3, #ARGV, 3 do
   local id, entry, record = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local owner = redis.call('XPENDING', KEYS[3], ARGV[1], entry, entry, 1)[1]
-  if lease < now or not owner or owner[2] ~= ARGV[2] then
+  if not owner or owner[2] ~= ARGV[2] then
     stale = stale + 1
   else
     if redis.call('HGET', KEYS[1], id) ~= 'done' then
@@ -128,17 +125,24 @@ return {expiry, epoch}
 """
 
 #: KEYS: workers, jobs. ARGV: group, me, most entries to claim (the caller's free capacity).
-#: Every other consumer of the group that holds entries while its lease has expired, or has
-#: none at all (a fenced worker that read once more before it noticed), has them claimed by
-#: ``me`` with their fields (the original deadline kept), at most ``me``'s share of them (all
-#: such entries over the live workers): a dead worker's jobs spread over the live ones rather
-#: than going to whichever passes first. A victim left owning nothing is removed from the
-#: group and the lease set, as is any expired worker that owns nothing. Returns a flat list:
-#: entry ID, job ID, deadline, times delivered (this claim included), entry ID, ...
+#: Only a caller whose own lease is live takes anything: one whose lease ran out was out of
+#: touch too (Redis frozen, a network cut), and the others' leases may have run out for the
+#: same reason; it renews first. Every other consumer of the group that holds entries while
+#: its lease has expired, or has none at all (a fenced worker that read once more before it
+#: noticed), has them claimed by ``me`` with their fields (the original deadline kept), at most
+#: ``me``'s share of them (all such entries over the live workers): a dead worker's jobs spread
+#: over the live ones rather than going to whichever passes first. A victim is removed from the
+#: lease set at its first job claimed (fenced: its renewal fails), and from the group once it
+#: owns nothing; so is any expired worker that owns nothing. Returns a flat list: entry ID,
+#: job ID, deadline, times delivered (this claim included), entry ID, ...
 TAKEOVER = """
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local out = {}
+local mine = redis.call('ZSCORE', KEYS[1], ARGV[2])
+if (not mine) or tonumber(mine) < now then
+  return out
+end
 local summary = redis.call('XPENDING', KEYS[2], ARGV[1])
 local holders, victims, orphaned = {}, {}, 0
 if summary[4] then
@@ -175,9 +179,10 @@ for _, held in ipairs(victims) do
       end
     end
   end
+  -- Fenced from its first job taken: its next renewal fails, and it stops.
+  redis.call('ZREM', KEYS[1], victim)
   if #ids >= held[2] then
     redis.call('XGROUP', 'DELCONSUMER', KEYS[2], ARGV[1], victim)
-    redis.call('ZREM', KEYS[1], victim)
     holders[victim] = nil
   end
   budget = budget - #ids

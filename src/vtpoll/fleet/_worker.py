@@ -2,9 +2,13 @@
 (one client: the same scheduler, batches, long-polls and hints as ``watch``), records each
 result once, keeps its lease alive, and takes over the jobs of workers whose lease expired.
 
-A worker that finds itself fenced (its lease gone: it was frozen or cut off longer than the
-lease, and its jobs were taken over) stops at once; what it had not recorded is polled again
-by the worker that took its jobs, and recorded once there.
+Fencing is Redis's word, never the worker's own clock's: a worker is fenced when another took
+over any of its jobs (which it may once its lease has expired); its next renewal then fails,
+and it stops at once. What it had not recorded is polled again by the workers that took its
+jobs, and recorded there: a result is written only by the job's current owner. A worker cut
+off from Redis (an outage, a failover) keeps polling and retries its calls for
+``OUTAGE_PATIENCE`` seconds; back in touch, it renews its lease, and takes over nobody's jobs
+for a lease's length, time for the other workers to renew theirs.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from video_translation_client import JobResult, Outcome, VideoTranslationClient
 
 from .._jobfile import record_line
 from ._limiter import FleetRateLimiter
-from ._redis import Claimed, Fleet, FleetError, StateLost
+from ._redis import Claimed, Fleet, StateLost
 from ._scripts import GROUP
 
 #: Results written to Redis in one script call, at most, and how long one waits for company.
@@ -35,6 +39,10 @@ RECORD_WINDOW = 0.02
 #: Most jobs taken from the group in one read, and claimed in one takeover pass.
 TAKE_BATCH = 500
 CLAIM_BATCH = 1000
+#: Seconds a worker's calls keep retrying while Redis is away, before it stops (exit 2).
+OUTAGE_PATIENCE = 120.0
+#: A renewal this many leases after the last is late (due every third of a lease).
+LATE = 0.5
 #: Deliveries of a job to workers, without a result, after which it is recorded failed.
 MAX_DELIVERIES = 5
 #: Milliseconds a read of the group blocks for new jobs.
@@ -76,6 +84,7 @@ class Worker:
         max_deliveries: int = MAX_DELIVERIES,
     ) -> None:
         self.fleet = fleet
+        fleet.patience = OUTAGE_PATIENCE
         self.max_deliveries = max_deliveries
         self.limiter = limiter
         self.client = client
@@ -83,10 +92,10 @@ class Worker:
         self.lease = lease
         self.capacity = anyio.Semaphore(capacity)
         self.stats = WorkerStats()
+        self._no_takeover_until = -math.inf
         self._send, self._receive = anyio.create_memory_object_stream[tuple[str, str, str]](
             RECORD_BATCH * 4
         )
-        self._lease_ends = -math.inf
 
     async def run(self) -> None:
         """Work until cancelled; raises :class:`Fenced` if the fleet took this worker's jobs,
@@ -114,27 +123,22 @@ class Worker:
     # -- lease -----------------------------------------------------------------------------------
 
     async def _renew(self, *, join: bool = False) -> None:
-        started = anyio.current_time()
         expiry = await self.fleet.lease(self.name, self.lease, join=join)
         if expiry < 0:
             raise Fenced(f"worker {self.name}: its lease expired and its jobs were taken over")
-        self._lease_ends = started + self.lease
 
     async def _heartbeat(self) -> None:
+        renewed = anyio.current_time()
         while True:
             await anyio.sleep(self.lease / 3)
-            try:
-                # Past its end (the process was frozen, or Redis away), the lease may already be
-                # another worker's takeover: this worker must not go on as if it held its jobs.
-                with anyio.fail_after(max(0.0, self._lease_ends - anyio.current_time())):
-                    await self._renew()
-            except StateLost:
-                raise
-            except (TimeoutError, FleetError):
-                raise Fenced(
-                    f"worker {self.name}: its lease expired before it could be renewed"
-                    f" ({self.lease:g} s; frozen, or cut off from Redis)"
-                ) from None
+            await self._renew()
+            now = anyio.current_time()
+            if now - renewed > LATE * self.lease:
+                # This renewal came late: Redis was away or slow (or this process starved),
+                # and the other workers' renewals too, so their leases may have run out in
+                # Redis meanwhile. They renew within a third of a lease of its return.
+                self._no_takeover_until = now + self.lease
+            renewed = now
 
     # -- jobs ------------------------------------------------------------------------------------
 
@@ -171,10 +175,6 @@ class Worker:
             # pass meanwhile finds the room free.
             await self.capacity.acquire()
             self.capacity.release()
-            if anyio.current_time() >= self._lease_ends:
-                # Frozen past its lease: its jobs may be another's by now, and new ones
-                # taken here would wait for the next takeover once this worker stops.
-                raise Fenced(f"worker {self.name}: its lease expired before it could be renewed")
             room = max(1, min(TAKE_BATCH, self.capacity.value))
             entries = await self._read_group(">", room, block=READ_BLOCK_MS)
             for entry in entries:
@@ -228,6 +228,8 @@ class Worker:
         has room for; the takeover script gives each live worker its share of them."""
         while True:
             await anyio.sleep(self.lease / 2)
+            if anyio.current_time() < self._no_takeover_until:
+                continue  # just back in touch with Redis: the others renew their leases first
             while free := self._free(CLAIM_BATCH):
                 claimed = await self.fleet.take_over(self.name, free)
                 self.stats.claimed += len(claimed)
