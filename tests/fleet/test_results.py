@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import trio
@@ -14,18 +15,24 @@ from click.testing import CliRunner
 
 from tests.helpers import spawn, stop, wait_for
 from vtpoll import cli
-from vtpoll.fleet._redis import open_fleet
+from vtpoll.fleet._options import with_fleet
+from vtpoll.fleet._redis import Fleet, open_fleet
 from vtpoll.fleet._scripts import GROUP
 
 GUARD = 20.0
 JOBS = 3000
 
 
+def _job_id(i: int) -> str:
+    """An ID as long as a UUID, as vendors' job IDs often are."""
+    return str(uuid.UUID(int=i))
+
+
 async def _recorded(redis_url: str, name: str, first: int, count: int) -> None:
     """``count`` jobs from ``first`` on submitted, taken and recorded, as workers would."""
     async with open_fleet(redis_url, name) as fleet:
         await fleet.ensure_group()
-        ids = [f"r{i}" for i in range(first, first + count)]
+        ids = [_job_id(i) for i in range(first, first + count)]
         await fleet.submit(ids, None)
         await fleet.lease("w", 60, join=True)
         while got := await fleet.redis.xreadgroup(
@@ -68,7 +75,57 @@ def test_results_after_kill_9_and_resume_give_each_job_once(
     resumed = CliRunner().invoke(cli, ["fleet", "results", *args, "-o", str(out), "--resume"])
     assert resumed.exit_code == 0, resumed.output
     records = [json.loads(line) for line in out.read_text().splitlines()]
-    assert sorted(r["job_id"] for r in records) == sorted(f"r{i}" for i in range(JOBS))
-    again = CliRunner().invoke(cli, ["fleet", "submit", *args, "r0", "r1", "new-1"])
+    assert sorted(r["job_id"] for r in records) == sorted(_job_id(i) for i in range(JOBS))
+    again = CliRunner().invoke(cli, ["fleet", "submit", *args, _job_id(0), _job_id(1), "new-1"])
     assert again.exit_code == 0, again.output
     assert "submitted 1 new jobs" in again.stdout
+
+
+async def _bytes(fleet: Fleet) -> int:
+    """Redis memory of every key of the fleet (MEMORY USAGE, counted exactly)."""
+    total = 0
+    for key in await fleet.redis.keys(f"vt:{{{fleet.keys.fleet}}}:*"):
+        total += await fleet.redis.memory_usage(key, samples=0) or 0
+    return total
+
+
+def test_ack_removes_what_was_written_and_keeps_a_small_marker(
+    redis_url: str, fleet_name: str, tmp_path: Path
+):
+    """``results --ack`` writes every result, then removes them from Redis with each job's
+    state, keeping a done marker: at most 64 bytes of Redis per job (UUID-long IDs), a
+    resubmitted ID is not queued again, status counts them acknowledged, and a second run
+    finds nothing to write."""
+    jobs = 2000
+    trio.run(_recorded, redis_url, fleet_name, 0, jobs)
+    before = with_fleet(redis_url, fleet_name, _bytes)
+    args = ["--redis", redis_url, "--fleet", fleet_name]
+    out = tmp_path / "results.jsonl"
+    acked = CliRunner().invoke(cli, ["fleet", "results", *args, "-o", str(out), "--ack"])
+    assert acked.exit_code == 0, acked.output
+    assert f"{jobs} removed from Redis" in acked.output
+    assert len(out.read_text().splitlines()) == jobs
+    after = with_fleet(redis_url, fleet_name, _bytes)
+    assert after / jobs <= 64 < before / jobs
+    again = CliRunner().invoke(cli, ["fleet", "results", *args, "-o", str(tmp_path / "2.jsonl")])
+    assert again.exit_code == 0, again.output
+    assert (tmp_path / "2.jsonl").read_text() == ""
+    status = CliRunner().invoke(cli, ["fleet", "status", *args, "--json"])
+    assert status.exit_code == 0, (status.output, status.exception)
+    report = json.loads(status.output)
+    assert (report["submitted"], report["done"], report["acknowledged"]) == (jobs, jobs, jobs)
+    resubmitted = CliRunner().invoke(cli, ["fleet", "submit", *args, _job_id(0), "brand-new"])
+    assert "submitted 1 new jobs" in resubmitted.stdout
+
+
+def test_ack_with_no_retention_forgets_the_jobs(redis_url: str, fleet_name: str, tmp_path: Path):
+    """``--retention 0``: nothing of an acknowledged job is kept; its ID is new again."""
+    trio.run(_recorded, redis_url, fleet_name, 0, 10)
+    args = ["--redis", redis_url, "--fleet", fleet_name]
+    out = str(tmp_path / "r.jsonl")
+    done = CliRunner().invoke(
+        cli, ["fleet", "results", *args, "-o", out, "--ack", "--retention", "0"]
+    )
+    assert done.exit_code == 0, done.output
+    resubmitted = CliRunner().invoke(cli, ["fleet", "submit", *args, _job_id(0)])
+    assert "submitted 1 new jobs" in resubmitted.stdout

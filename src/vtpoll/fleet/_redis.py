@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from functools import partial
@@ -46,6 +47,8 @@ RETRIED_REPLIES = ("MASTERDOWN", "LOADING", "READONLY")
 #: Longest wait for one reply (a blocking read adds its own block time).
 REPLY_TIMEOUT = 10.0
 SCHEMES = ("redis", "rediss", "unix")
+#: Seconds of acknowledgements that share one done-marker hash (and expire together).
+BUCKET = 3600
 #: IDs per submit script call.
 SUBMIT_CHUNK = 1000
 
@@ -111,6 +114,7 @@ class Fleet:
         self._takeover = register(_scripts.TAKEOVER)
         self._reserve = register(_scripts.RESERVE)
         self._throttled = register(_scripts.THROTTLED)
+        self._ack = register(_scripts.ACK)
 
     async def call(self, make: Callable[[], Awaitable[T]]) -> T:
         """``await make()``, retried with backoff while Redis cannot be reached, is loading
@@ -148,7 +152,13 @@ class Fleet:
         call is atomic and blocks Redis while it runs); how many were new. The first submit
         writes the fleet's epoch."""
         stamp = "" if deadline is None else repr(deadline)
-        keys = [self.keys.state, self.keys.jobs, self.keys.epoch]
+        keys = [
+            self.keys.state,
+            self.keys.jobs,
+            self.keys.epoch,
+            self.keys.counts,
+            self.keys.buckets,
+        ]
         added = 0
         for start in range(0, len(ids), SUBMIT_CHUNK):
             args = [stamp, secrets.token_hex(8), *ids[start : start + SUBMIT_CHUNK]]
@@ -168,7 +178,7 @@ class Fleet:
         has none while it holds state (a worker recorded into a wiped Redis)."""
         epoch = await self.call(lambda: self.redis.get(self.keys.epoch))
         if epoch is None and self.epoch is None:
-            keys = (self.keys.state, self.keys.results, self.keys.jobs)
+            keys = (self.keys.state, self.keys.results, self.keys.jobs, self.keys.counts)
             if await self.call(lambda: self.redis.exists(keys)):
                 raise StateLost(self.keys.fleet, "it has jobs or results but no epoch")
         self._saw(None if epoch is None else str(epoch))
@@ -179,9 +189,26 @@ class Fleet:
         args: list[str] = [_scripts.GROUP, worker]
         for job_id, entry, line in batch:
             args += [job_id, entry, line]
-        keys = [self.keys.state, self.keys.results, self.keys.jobs]
+        keys = [self.keys.state, self.keys.results, self.keys.jobs, self.keys.counts]
         counts: list[int] = await self.call(lambda: self._record(keys=keys, args=args))
         return int(counts[0]), int(counts[1])
+
+    async def ack(self, written: list[tuple[str, str]], retention: float) -> int:
+        """Remove results written out ((result entry, job ID) pairs), keeping a done marker
+        of each job for ``retention`` seconds after the hour it was acknowledged in (0: none);
+        how many were removed."""
+        hour = int(time.time() // BUCKET)
+        expiry = 0 if retention <= 0 else math.ceil(((hour + 1) * BUCKET + retention) * 1000)
+        keys = [
+            self.keys.state,
+            self.keys.results,
+            self.keys.counts,
+            self.keys.buckets,
+            self.keys.bucket(hour),
+        ]
+        args = [str(expiry)] + [value for pair in written for value in pair]
+        acked: int = await self.call(lambda: self._ack(keys=keys, args=args))
+        return acked
 
     async def lease(self, worker: str, ttl: float, *, join: bool) -> int:
         """Take or renew ``worker``'s lease: its expiry (Redis time, ms), or -1 if a renewed

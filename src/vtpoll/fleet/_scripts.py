@@ -30,8 +30,28 @@ class Keys:
 
     @property
     def state(self) -> str:
-        """Hash: job ID -> ``queued`` or ``done``; makes submit and record idempotent."""
+        """Hash: job ID -> ``queued`` or ``done``, until its result is acknowledged; makes
+        submit and record idempotent."""
         return self._key("state")
+
+    @property
+    def counts(self) -> str:
+        """Hash: jobs ``submitted``, ``recorded`` and ``acked`` (their results acknowledged and
+        removed), for status: the streams and the state shrink as results are acknowledged."""
+        return self._key("counts")
+
+    @property
+    def buckets(self) -> str:
+        """Sorted set: the done-marker sets alive, scored by their expiry (ms)."""
+        return self._key("done")
+
+    def bucket(self, index: int) -> str:
+        """Set: the jobs acknowledged in the hour ``index`` (hours since the epoch), each a
+        done marker that keeps a resubmitted ID from being polled again: the first 16 hex
+        digits of its ID's SHA-1 (64 bits: a collision among 10 million IDs has a chance of
+        about 3 in a million; an ID of any length costs the same few bytes). The set expires
+        ``--retention`` after its hour."""
+        return self._key(f"done:{index}")
 
     @property
     def results(self) -> str:
@@ -66,21 +86,34 @@ class Keys:
         return self._key("rl:quota")
 
 
-#: KEYS: state, jobs, epoch. ARGV: deadline (epoch s, or ""), a new epoch token, then the
-#: IDs. The epoch is written if the fleet has none; returns {how many IDs were new, the epoch}.
+#: KEYS: state, jobs, epoch, counts, buckets. ARGV: deadline (epoch s, or ""), a new epoch
+#: token, then the IDs. An ID is new unless the state or a live done-marker set has it (the
+#: sets share the fleet's hash tag). The epoch is written if the fleet has none; returns
+#: {how many IDs were new, the epoch}.
 SUBMIT = """
 redis.call('SET', KEYS[3], ARGV[2], 'NX')
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local done = redis.call('ZRANGEBYSCORE', KEYS[5], now, '+inf')
 local added = 0
 for i = 3, #ARGV do
-  if redis.call('HSETNX', KEYS[1], ARGV[i], 'queued') == 1 then
+  local known = redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1
+  for _, bucket in ipairs(done) do
+    if known then break end
+    known = redis.call('SISMEMBER', bucket, string.sub(redis.sha1hex(ARGV[i]), 1, 16)) == 1
+  end
+  if not known then
+    redis.call('HSET', KEYS[1], ARGV[i], 'queued')
     redis.call('XADD', KEYS[2], '*', 'id', ARGV[i], 'deadline', ARGV[1])
     added = added + 1
   end
 end
+redis.call('HINCRBY', KEYS[4], 'submitted', added)
 return {added, redis.call('GET', KEYS[3])}
 """
 
-#: KEYS: state, results, jobs. ARGV: group, worker, then (job ID, entry ID, record) triples.
+#: KEYS: state, results, jobs, counts. ARGV: group, worker, then (job ID, entry ID, record)
+#: triples.
 #: Fenced: a result is written only by the entry's owner in the group (ownership changes only
 #: by a takeover, atomically, so it is the fencing token); any other (a worker frozen past its
 #: lease whose jobs were taken over) is dropped, the entry left to its owner. Each result is
@@ -102,7 +135,32 @@ for i = 3, #ARGV, 3 do
     redis.call('XDEL', KEYS[3], entry)
   end
 end
+redis.call('HINCRBY', KEYS[4], 'recorded', new)
 return {new, stale}
+"""
+
+#: KEYS: state, results, counts, buckets, the bucket of this hour. ARGV: the bucket's expiry
+#: (ms; 0 keeps no marker), then (result entry ID, job ID) pairs. Results written out are
+#: removed, and each job's state cut to a marker in the hour's bucket. Returns how many.
+ACK = """
+local acked = 0
+for i = 2, #ARGV, 2 do
+  if redis.call('XDEL', KEYS[2], ARGV[i]) == 1 then
+    redis.call('HDEL', KEYS[1], ARGV[i + 1])
+    if ARGV[1] ~= '0' then
+      redis.call('SADD', KEYS[5], string.sub(redis.sha1hex(ARGV[i + 1]), 1, 16))
+    end
+    acked = acked + 1
+  end
+end
+if acked > 0 and ARGV[1] ~= '0' then
+  redis.call('PEXPIREAT', KEYS[5], ARGV[1])
+  redis.call('ZADD', KEYS[4], ARGV[1], KEYS[5])
+  local t = redis.call('TIME')
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', t[1] * 1000)
+end
+redis.call('HINCRBY', KEYS[3], 'acked', acked)
+return acked
 """
 
 #: KEYS: workers, epoch. ARGV: worker, lease ms, "join" or "renew", the epoch the worker saw

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from contextlib import ExitStack, suppress
 from functools import partial
 from pathlib import Path
+from typing import IO
 
 import click
 from rich.console import Console
@@ -16,6 +18,8 @@ from .._watching import open_output, say
 from ._options import fleet_options, with_fleet
 from ._redis import Fleet
 
+#: Seconds an acknowledged job's done marker is kept by default: a week.
+DEFAULT_RETENTION = 7 * 24 * 3600.0
 #: Results read from Redis per call, and how long a --follow read waits for more (ms).
 READ_COUNT = 1000
 FOLLOW_BLOCK_MS = 1000
@@ -24,6 +28,21 @@ FOLLOW_BLOCK_MS = 1000
 @click.command()
 @results_file_options(default="-")
 @click.option("--follow", is_flag=True, help="Keep writing results as they come, until Ctrl-C.")
+@click.option(
+    "--ack",
+    is_flag=True,
+    help="Remove from Redis the results written (once on disk: flushed and synced), keeping a"
+    " small done marker of each job for --retention, so that a resubmitted ID is not polled"
+    " again meanwhile.",
+)
+@click.option(
+    "--retention",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_RETENTION,
+    show_default=True,
+    help="Seconds an acknowledged job's done marker is kept (after the hour it was"
+    " acknowledged in); 0 keeps none.",
+)
 @fleet_options
 @click.pass_context
 def results(
@@ -32,6 +51,8 @@ def results(
     output: Path,
     resume: bool,
     follow: bool,
+    ack: bool,
+    retention: float,
     redis_url: str,
     fleet_name: str,
 ) -> None:
@@ -43,9 +64,14 @@ def results(
     file, previous = open_output(output, resume=resume, console=console, files=files)
     assert file is not None  # --output defaults to '-'
     writer = ResultWriter(file)
-    seen = set(previous.outcomes)
+    # Each job is recorded once in the stream: only what the file had before needs skipping,
+    # and nothing grows with the results read.
+    seen = previous.outcomes
+
+    acked = 0
 
     async def body(fleet: Fleet) -> None:
+        nonlocal acked
         cursor = "0"
         block = FOLLOW_BLOCK_MS if follow else None
         while True:
@@ -56,16 +82,30 @@ def results(
             )
             got = await fleet.call(read)
             entries = got[fleet.keys.results] if got else ()
+            written = []
             for entry in entries:
                 cursor = str(entry.identifier)
                 job_id = str(entry.field_values["id"])
                 if job_id not in seen:
-                    seen.add(job_id)
                     writer.write_line(str(entry.field_values["record"]))
+                written.append((cursor, job_id))
+            if ack and written:
+                on_disk(file)
+                acked += await fleet.ack(written, retention)
             if not entries and not follow:
                 return
 
+    def on_disk(out: IO[str]) -> None:
+        """What was written is on disk before Redis forgets it."""
+        out.flush()
+        with suppress(OSError, ValueError):  # a pipe or a terminal: nothing to sync
+            os.fsync(out.fileno())
+
     with files, suppress(KeyboardInterrupt):
         with_fleet(redis_url, fleet_name, body)
-    say(console, f"{writer.written} results written ({len(previous.outcomes)} already there)")
+    removed = f"; {acked} removed from Redis" if ack else ""
+    say(
+        console,
+        f"{writer.written} results written ({len(previous.outcomes)} already there){removed}",
+    )
     ctx.exit(EXIT_OK)

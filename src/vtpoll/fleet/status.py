@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 import click
+from coredis import PureToken
 from coredis.response.types import ScoredMember, StreamPending
 from rich.console import Console
 from rich.table import Table
@@ -26,7 +26,8 @@ _NOW = "local t = redis.call('TIME') return t[1] * 1000 + math.floor(t[2] / 1000
 @fleet_options
 @click.pass_context
 def status(ctx: click.Context, /, as_json: bool, redis_url: str, fleet_name: str) -> None:
-    """Jobs submitted, queued, in progress and done; workers and their leases."""
+    """Jobs submitted, queued, in progress, done and acknowledged (their results written out
+    by ``results --ack`` and removed from Redis); workers and their leases."""
     report = with_fleet(redis_url, fleet_name, _report)
     if as_json:
         click.echo(json.dumps(report, indent=2))
@@ -34,7 +35,7 @@ def status(ctx: click.Context, /, as_json: bool, redis_url: str, fleet_name: str
         table = Table(title=f"fleet {fleet_name!r}", title_justify="left", show_header=False)
         table.add_column("what")
         table.add_column("value", justify="right")
-        for key in ("submitted", "queued", "in_progress", "done"):
+        for key in ("submitted", "queued", "in_progress", "done", "acknowledged"):
             table.add_row(key.replace("_", " "), str(report[key]))
         for worker in report["workers"]:
             state = "alive" if worker["alive"] else "lease expired"
@@ -46,8 +47,7 @@ def status(ctx: click.Context, /, as_json: bool, redis_url: str, fleet_name: str
 async def _report(fleet: Fleet) -> dict[str, Any]:
     redis, keys = fleet.redis, fleet.keys
     await fleet.check_epoch()
-    submitted = await fleet.call(lambda: redis.hlen(keys.state))
-    done = await fleet.call(lambda: redis.xlen(keys.results))
+    counts = await fleet.call(lambda: redis.hgetall(keys.counts))
     open_entries = await fleet.call(lambda: redis.xlen(keys.jobs))
     pending: dict[str, int] = {}
     if open_entries:
@@ -58,7 +58,7 @@ async def _report(fleet: Fleet) -> dict[str, Any]:
     in_progress = sum(pending.values())
     now = await fleet.call(lambda: redis.eval(_NOW, keys=[keys.workers]))
     leases = await fleet.call(
-        lambda: redis.zrangebyscore(keys.workers, -math.inf, math.inf, withscores=True)
+        lambda: redis.zrange(keys.workers, "-inf", "+inf", PureToken.BYSCORE, withscores=True)
     )
     workers = []
     for lease in leases:
@@ -73,9 +73,10 @@ async def _report(fleet: Fleet) -> dict[str, Any]:
                 }
             )
     return {
-        "submitted": submitted,
+        "submitted": int(counts.get("submitted", 0)),
         "queued": open_entries - in_progress,
         "in_progress": in_progress,
-        "done": done,
+        "done": int(counts.get("recorded", 0)),
+        "acknowledged": int(counts.get("acked", 0)),
         "workers": workers,
     }
