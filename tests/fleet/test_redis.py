@@ -251,7 +251,8 @@ async def test_a_call_rides_through_a_redis_restart(tmp_path):
                     nursery.start_soon(come_back)
                     with pytest.raises(StateLost, match="its epoch is new"):
                         await fleet.submit(["after"], None)
-                assert await fleet.redis.hget(fleet.keys.state, "after") == "queued"
+                entry = await fleet.redis.hget(fleet.keys.state, "after")  # its queue entry
+                assert await fleet.redis.xrange(fleet.keys.jobs, entry, entry)
     finally:
         stop(proc)
 

@@ -9,6 +9,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trio
 
@@ -16,6 +17,7 @@ from tests.fleet.conftest import start_redis
 from tests.fleet.test_redis import take, wipe
 from tests.helpers import stop
 from video_translation_client import VideoTranslationClient
+from vtpoll.fleet._metrics import WorkerMetrics, serving
 from vtpoll.fleet._redis import StateLost, open_fleet
 from vtpoll.fleet._worker import Worker
 
@@ -121,7 +123,7 @@ async def test_a_job_delivered_too_often_is_recorded_failed(
 
 
 async def test_two_workers_ride_through_a_redis_outage(tmp_path: Path, make_sim):
-    """Redis frozen for three leases while two workers poll their jobs: neither stops, neither
+    """Redis frozen for two leases while two workers poll their jobs: neither stops, neither
     takes the other's jobs when Redis comes back (every lease ran out meanwhile), and every
     job is recorded once (at the default 20 s lease, any outage of 13 s fenced every worker,
     and one of 30 s stopped the fleet)."""
@@ -148,7 +150,7 @@ async def test_two_workers_ride_through_a_redis_outage(tmp_path: Path, make_sim)
                         summary = await one.redis.xpending(one.keys.jobs, "pollers")
                         holders = len(summary.consumers or {})  # type: ignore[union-attr]
                     proc.send_signal(signal.SIGSTOP)
-                    await trio.sleep(3.0)  # the outage: three leases
+                    await trio.sleep(2.0)  # the outage: two leases
                     proc.send_signal(signal.SIGCONT)
                     recorded = 0
                     while recorded < len(ids):
@@ -162,3 +164,27 @@ async def test_two_workers_ride_through_a_redis_outage(tmp_path: Path, make_sim)
     assert sorted(r.field_values["id"] for r in results) == sorted(ids)
     assert [w.stats.claimed for w in workers] == [0, 0]
     assert sum(w.stats.recorded for w in workers) == len(ids)
+
+
+async def test_a_workers_metrics_are_served(redis_url: str, fleet_name: str, make_sim):
+    """``--metrics-port``: Prometheus text on 127.0.0.1, the worker's results recorded, jobs
+    held and its client's requests, labelled with its name."""
+    sim = make_sim(auto_create=False)
+    for job_id in ("m1", "m2", "m3"):
+        await sim.create(job_id, 0.0)
+    metrics = WorkerMetrics("w")
+    with trio.fail_after(GUARD), serving(metrics, "127.0.0.1", 0) as url:
+        async with open_fleet(redis_url, fleet_name) as fleet:
+            await fleet.ensure_group()
+            await fleet.submit(["m1", "m2", "m3"], None)
+            client = VideoTranslationClient("http://sim", http_client=sim.client)
+            worker = Worker(fleet, client, name="w", lease=5.0, capacity=10, metrics=metrics)
+            async with trio.open_nursery() as nursery, httpx.AsyncClient() as http:
+                nursery.start_soon(worker.run)
+                text = ""
+                while 'vtpoll_fleet_results_recorded_total{worker="w"} 3.0' not in text:
+                    await trio.sleep(0.05)
+                    text = (await http.get(url)).text
+                nursery.cancel_scope.cancel()
+    assert 'vtpoll_fleet_jobs_held{worker="w"}' in text
+    assert 'vtpoll_client_requests_total{worker="w"}' in text

@@ -8,6 +8,8 @@ idempotent here (see ``_scripts``).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import secrets
 import time
@@ -21,6 +23,7 @@ import anyio
 import coredis
 import coredis.exceptions
 import coredis.retry
+from coredis import PureToken
 from coredis.response.types import StreamPendingExt
 
 from . import _scripts
@@ -115,6 +118,7 @@ class Fleet:
         self._reserve = register(_scripts.RESERVE)
         self._throttled = register(_scripts.THROTTLED)
         self._ack = register(_scripts.ACK)
+        self._cancel = register(_scripts.CANCEL)
 
     async def call(self, make: Callable[[], Awaitable[T]]) -> T:
         """``await make()``, retried with backoff while Redis cannot be reached, is loading
@@ -209,6 +213,57 @@ class Fleet:
         args = [str(expiry)] + [value for pair in written for value in pair]
         acked: int = await self.call(lambda: self._ack(keys=keys, args=args))
         return acked
+
+    async def cancel(self, records: list[tuple[str, str]]) -> list[int]:
+        """Cancel jobs not done yet, each recorded with its (job ID, record) line: per job, 1
+        cancelled, 0 done already, -1 unknown."""
+        keys = [self.keys.state, self.keys.jobs, self.keys.results, self.keys.counts]
+        args = [_scripts.GROUP] + [value for pair in records for value in pair]
+        said: list[int] = await self.call(lambda: self._cancel(keys=keys, args=args))
+        return [int(s) for s in said]
+
+    async def job(self, job_id: str) -> dict[str, Any] | None:
+        """Where a job is: queued, in progress (with whom, delivered how often), done (its
+        result), acknowledged (its marker kept); None if the fleet does not know it."""
+        redis, keys = self.redis, self.keys
+        state = await self.call(lambda: redis.hget(keys.state, job_id))
+        if state is None:
+            # The marker the acknowledgement left (see Keys.bucket).
+            marker = hashlib.sha1(job_id.encode()).hexdigest()[:16]
+            now_ms = int(time.time() * 1000)
+            live = partial(redis.zrange, keys.buckets, now_ms, "+inf", PureToken.BYSCORE)
+            for bucket in await self.call(live):
+                if await self.call(partial(redis.sismember, str(bucket), marker)):
+                    return {"job_id": job_id, "state": "acknowledged"}
+            return None
+        state = str(state)
+        if state.startswith("done:"):
+            rid = state.removeprefix("done:")
+            found = await self.call(lambda: redis.xrange(keys.results, rid, rid))
+            record = json.loads(str(found[0].field_values["record"])) if found else None
+            return {"job_id": job_id, "state": "done", "result": record}
+        held = await self.call(
+            lambda: redis.xpending(keys.jobs, _scripts.GROUP, start=state, end=state, count=1)
+        )
+        for p in held if isinstance(held, tuple) else ():
+            if isinstance(p, StreamPendingExt):
+                return {
+                    "job_id": job_id,
+                    "state": "in progress",
+                    "worker": str(p.consumer),
+                    "deliveries": int(p.delivered),
+                }
+        return {"job_id": job_id, "state": "queued"}
+
+    async def pause(self, paused: bool) -> None:
+        """Workers take no new jobs while the fleet is paused (they keep the ones they hold)."""
+        if paused:
+            await self.call(lambda: self.redis.set(self.keys.paused, "1"))
+        else:
+            await self.call(lambda: self.redis.delete([self.keys.paused]))
+
+    async def is_paused(self) -> bool:
+        return bool(await self.call(lambda: self.redis.exists([self.keys.paused])))
 
     async def lease(self, worker: str, ttl: float, *, join: bool) -> int:
         """Take or renew ``worker``'s lease: its expiry (Redis time, ms), or -1 if a renewed

@@ -30,8 +30,9 @@ class Keys:
 
     @property
     def state(self) -> str:
-        """Hash: job ID -> ``queued`` or ``done``, until its result is acknowledged; makes
-        submit and record idempotent."""
+        """Hash: job ID -> its entry in the jobs stream while it waits or is polled, then
+        ``done:`` and its entry in the results stream, until its result is acknowledged;
+        makes submit and record idempotent, and finds a job for ``status --job``."""
         return self._key("state")
 
     @property
@@ -64,6 +65,11 @@ class Keys:
         fleet's state was lost (Redis wiped, restarted without persistence): workers and
         readers that saw another say so rather than take the empty state for a done fleet."""
         return self._key("epoch")
+
+    @property
+    def paused(self) -> str:
+        """String, present while the fleet is paused: workers take no new jobs."""
+        return self._key("paused")
 
     @property
     def workers(self) -> str:
@@ -103,8 +109,8 @@ for i = 3, #ARGV do
     known = redis.call('SISMEMBER', bucket, string.sub(redis.sha1hex(ARGV[i]), 1, 16)) == 1
   end
   if not known then
-    redis.call('HSET', KEYS[1], ARGV[i], 'queued')
-    redis.call('XADD', KEYS[2], '*', 'id', ARGV[i], 'deadline', ARGV[1])
+    local entry = redis.call('XADD', KEYS[2], '*', 'id', ARGV[i], 'deadline', ARGV[1])
+    redis.call('HSET', KEYS[1], ARGV[i], entry)
     added = added + 1
   end
 end
@@ -126,9 +132,9 @@ for i = 3, #ARGV, 3 do
   if not owner or owner[2] ~= ARGV[2] then
     stale = stale + 1
   else
-    if redis.call('HGET', KEYS[1], id) ~= 'done' then
-      redis.call('HSET', KEYS[1], id, 'done')
-      redis.call('XADD', KEYS[2], '*', 'id', id, 'record', record)
+    if string.sub(redis.call('HGET', KEYS[1], id) or '', 1, 5) ~= 'done:' then
+      local result = redis.call('XADD', KEYS[2], '*', 'id', id, 'record', record)
+      redis.call('HSET', KEYS[1], id, 'done:' .. result)
       new = new + 1
     end
     redis.call('XACK', KEYS[3], ARGV[1], entry)
@@ -137,6 +143,31 @@ for i = 3, #ARGV, 3 do
 end
 redis.call('HINCRBY', KEYS[4], 'recorded', new)
 return {new, stale}
+"""
+
+#: KEYS: state, jobs, results, counts. ARGV: group, then (job ID, record) pairs. A job not
+#: done yet is cancelled: its entry leaves the group and the stream (a worker polling it has
+#: its result dropped: the entry is no longer its), and ``record`` is its result. Returns, per
+#: job, 1 cancelled, 0 done already, -1 unknown to the fleet.
+CANCEL = """
+local out = {}
+for i = 2, #ARGV, 2 do
+  local id, record = ARGV[i], ARGV[i + 1]
+  local state = redis.call('HGET', KEYS[1], id)
+  if not state then
+    out[#out + 1] = -1
+  elseif string.sub(state, 1, 5) == 'done:' then
+    out[#out + 1] = 0
+  else
+    redis.call('XACK', KEYS[2], ARGV[1], state)
+    redis.call('XDEL', KEYS[2], state)
+    local result = redis.call('XADD', KEYS[3], '*', 'id', id, 'record', record)
+    redis.call('HSET', KEYS[1], id, 'done:' .. result)
+    redis.call('HINCRBY', KEYS[4], 'recorded', 1)
+    out[#out + 1] = 1
+  end
+end
+return out
 """
 
 #: KEYS: state, results, counts, buckets, the bucket of this hour. ARGV: the bucket's expiry

@@ -30,6 +30,8 @@ from video_translation_client import JobResult, Outcome, VideoTranslationClient
 
 from .._jobfile import record_line
 from ._limiter import FleetRateLimiter
+from ._metrics import EVERY as METRICS_EVERY
+from ._metrics import WorkerMetrics
 from ._redis import Claimed, Fleet, StateLost
 from ._scripts import GROUP
 
@@ -69,6 +71,8 @@ class WorkerStats:
     stale: int = 0
     #: Jobs recorded failed for having been delivered too often (see :class:`DeadLetter`).
     dead_letters: int = 0
+    #: Reads of new jobs put off (a second each) while the fleet was paused.
+    paused_waits: int = 0
 
 
 class Worker:
@@ -82,6 +86,7 @@ class Worker:
         capacity: int,
         limiter: FleetRateLimiter | None = None,
         max_deliveries: int = MAX_DELIVERIES,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.fleet = fleet
         fleet.patience = OUTAGE_PATIENCE
@@ -91,6 +96,8 @@ class Worker:
         self.name = name
         self.lease = lease
         self.capacity = anyio.Semaphore(capacity)
+        self._capacity = capacity
+        self.metrics = metrics
         self.stats = WorkerStats()
         self._no_takeover_until = -math.inf
         self._send, self._receive = anyio.create_memory_object_stream[tuple[str, str, str]](
@@ -107,6 +114,8 @@ class Worker:
                 if self.limiter is not None:
                     tg.start_soon(self.limiter.publish)
                 tg.start_soon(self._heartbeat)
+                if self.metrics is not None:
+                    tg.start_soon(self._snapshots, self.metrics)
                 tg.start_soon(self._take_over, tg)
                 tg.start_soon(self._record, self._receive)
                 tg.start_soon(self._resume_then_read, tg)
@@ -119,6 +128,12 @@ class Worker:
         """Hand this worker's jobs to the fleet now: its lease is marked expired, so the next
         takeover pass of any worker claims them."""
         await self.fleet.redis.zadd(self.fleet.keys.workers, {self.name: 0})
+
+    async def _snapshots(self, metrics: WorkerMetrics) -> None:
+        while True:
+            held = self._capacity - self.capacity.value
+            metrics.take(self.stats, held, self.client.statistics())
+            await anyio.sleep(METRICS_EVERY)
 
     # -- lease -----------------------------------------------------------------------------------
 
@@ -175,6 +190,10 @@ class Worker:
             # pass meanwhile finds the room free.
             await self.capacity.acquire()
             self.capacity.release()
+            if await self.fleet.is_paused():
+                self.stats.paused_waits += 1
+                await anyio.sleep(READ_BLOCK_MS / 1000)
+                continue
             room = max(1, min(TAKE_BATCH, self.capacity.value))
             entries = await self._read_group(">", room, block=READ_BLOCK_MS)
             for entry in entries:

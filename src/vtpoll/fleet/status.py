@@ -11,7 +11,7 @@ from coredis.response.types import ScoredMember, StreamPending
 from rich.console import Console
 from rich.table import Table
 
-from .._errors import EXIT_OK
+from .._errors import EXIT_OK, Problem
 from ._options import fleet_options, with_fleet
 from ._redis import Fleet
 from ._scripts import GROUP
@@ -23,11 +23,21 @@ _NOW = "local t = redis.call('TIME') return t[1] * 1000 + math.floor(t[2] / 1000
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option(
+    "--job",
+    "job_id",
+    help="One job instead: queued, in progress (which worker, delivered how often), done (its"
+    " result) or acknowledged. Exit 2 if the fleet does not know it.",
+)
 @fleet_options
 @click.pass_context
-def status(ctx: click.Context, /, as_json: bool, redis_url: str, fleet_name: str) -> None:
+def status(
+    ctx: click.Context, /, as_json: bool, job_id: str | None, redis_url: str, fleet_name: str
+) -> None:
     """Jobs submitted, queued, in progress, done and acknowledged (their results written out
     by ``results --ack`` and removed from Redis); workers and their leases."""
+    if job_id is not None:
+        ctx.exit(_one_job(redis_url, fleet_name, job_id, as_json=as_json))
     report = with_fleet(redis_url, fleet_name, _report)
     if as_json:
         click.echo(json.dumps(report, indent=2))
@@ -37,11 +47,36 @@ def status(ctx: click.Context, /, as_json: bool, redis_url: str, fleet_name: str
         table.add_column("value", justify="right")
         for key in ("submitted", "queued", "in_progress", "done", "acknowledged"):
             table.add_row(key.replace("_", " "), str(report[key]))
+        if report["paused"]:
+            table.add_row("paused", "yes: workers take no new jobs")
         for worker in report["workers"]:
             state = "alive" if worker["alive"] else "lease expired"
             table.add_row(f"worker {worker['name']}", f"{state}, {worker['pending']} jobs")
         Console().print(table)
     ctx.exit(EXIT_OK)
+
+
+def _one_job(redis_url: str, fleet_name: str, job_id: str, *, as_json: bool) -> int:
+    async def find(fleet: Fleet) -> dict[str, Any] | None:
+        await fleet.check_epoch()
+        return await fleet.job(job_id)
+
+    found = with_fleet(redis_url, fleet_name, find)
+    if found is None:
+        raise Problem(f"fleet {fleet_name!r} has no job {job_id!r} (never submitted, or forgotten)")
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+    else:
+        said = found["state"]
+        if "worker" in found:
+            said += f" by worker {found['worker']} (delivered {found['deliveries']} times)"
+        if found.get("result"):
+            result = found["result"]
+            said += f": {result.get('outcome')}"
+            if result.get("error"):
+                said += f" ({result['error']})"
+        click.echo(f"{job_id}: {said}")
+    return EXIT_OK
 
 
 async def _report(fleet: Fleet) -> dict[str, Any]:
@@ -78,5 +113,6 @@ async def _report(fleet: Fleet) -> dict[str, Any]:
         "in_progress": in_progress,
         "done": int(counts.get("recorded", 0)),
         "acknowledged": int(counts.get("acked", 0)),
+        "paused": await fleet.is_paused(),
         "workers": workers,
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -16,6 +17,7 @@ import trio
 from .._errors import EXIT_NOT_ALL_COMPLETED, Problem
 from .._options import make_client, polling_options
 from ._limiter import FleetRateLimiter
+from ._metrics import WorkerMetrics, serving
 from ._options import fleet_options
 from ._redis import FleetError, open_fleet
 from ._worker import MAX_DELIVERIES, Fenced, Worker
@@ -52,6 +54,18 @@ DEFAULT_LEASE = 20.0
     help="A job handed to workers this many times without a result (each stopped first: a job"
     " that crashes its poller) is recorded failed instead of being polled again.",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(min=0, max=65535),
+    help="Serve Prometheus metrics on this port (0: a free one, said on standard error) at"
+    " /metrics: results recorded and dropped, jobs held, taken over, dead-lettered, requests.",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="The address the metrics are served on (0.0.0.0 for every interface).",
+)
 @fleet_options
 @polling_options
 @click.pass_context
@@ -62,6 +76,8 @@ def worker(
     lease: float,
     capacity: int,
     max_deliveries: int,
+    metrics_port: int | None,
+    metrics_host: str,
     redis_url: str,
     fleet_name: str,
     **polling: Any,
@@ -80,6 +96,8 @@ def worker(
     make_client(**polling)  # every option checked before Redis is reached
     rate, burst = polling["rate_limit"], polling["burst"]
 
+    metrics = WorkerMetrics(name) if metrics_port is not None else None
+
     async def main() -> int:
         async with open_fleet(redis_url, fleet_name) as fleet:
             limiter = FleetRateLimiter(fleet, rate, burst or None) if rate else None
@@ -92,14 +110,22 @@ def worker(
                 capacity=capacity,
                 limiter=limiter,
                 max_deliveries=max_deliveries,
+                metrics=metrics,
             )
             click.echo(f"worker {name} polling fleet {fleet_name!r} on {client.base_url}", err=True)
             return await until_stopped(work)
 
-    try:
-        code = trio.run(main)
-    except FleetError as exc:
-        raise Problem(str(exc)) from None
+    with contextlib.ExitStack() as stack:
+        if metrics is not None:
+            try:
+                url = stack.enter_context(serving(metrics, metrics_host, metrics_port or 0))
+            except OSError as exc:  # the port taken, the address not this host's
+                raise Problem(f"--metrics-port {metrics_port}: {exc.strerror or exc}") from None
+            click.echo(f"worker {name}: metrics on {url}", err=True)
+        try:
+            code = trio.run(main)
+        except FleetError as exc:
+            raise Problem(str(exc)) from None
     sys.stdout.flush()
     ctx.exit(code)
 
