@@ -134,10 +134,17 @@ async def test_the_rate_limit_hands_out_slots_one_interval_apart(redis_url: str,
             rate = 50.0
             await fleet.throttled(30.0, None)  # every slot after the pause: exact arithmetic
             pause = float(await fleet.redis.get(fleet.keys.pause) or 0)
-            waits = [await fleet.reserve(rate, 1) for _ in range(10)]
+            waits = [(await fleet.reserve(rate, 1))[0] for _ in range(10)]
             assert all(25 < wait <= 30.2 for wait in waits), waits
             next_free = float(await fleet.redis.get(fleet.keys.rate) or 0)
             assert next_free == pytest.approx(pause + 10 * 1000 / rate)
+            # A block of 20 slots: the next free slot 20 intervals on, the interval said.
+            wait, interval = await fleet.reserve(rate, 1, slots=20)
+            assert 25 < wait <= 30.2  # still after the pause
+            assert interval == pytest.approx(1 / rate)
+            assert float(await fleet.redis.get(fleet.keys.rate) or 0) == pytest.approx(
+                next_free + 20 * 1000 / rate
+            )
 
 
 async def test_a_declared_quota_lowers_the_fleets_rate(redis_url: str, fleet_name: str):
@@ -180,6 +187,31 @@ async def test_a_429_pauses_every_worker(redis_url: str, fleet_name: str):
                 await other.acquire()
                 assert trio.current_time() - started >= 0.3
                 nursery.cancel_scope.cancel()
+
+
+async def test_two_workers_share_the_rate_in_blocks(redis_url: str, fleet_name: str):
+    """Two workers, 60 tasks each, 2,400 requests at a fleet rate of 2,000/s: never faster than
+    the rate (2,400 slots take at least 1.2 s less a block), and at most 0.1 Redis calls per
+    request (slots reserved in blocks sized by each worker's demand)."""
+    rate, total = 2000.0, 2400
+    with trio.fail_after(GUARD):
+        async with open_fleet(redis_url, fleet_name) as fleet:
+            limiters = [FleetRateLimiter(fleet, rate), FleetRateLimiter(fleet, rate)]
+            started = trio.current_time()
+
+            async def requests(limiter: FleetRateLimiter) -> None:
+                for _ in range(total // 120):
+                    await limiter.acquire()
+
+            async with trio.open_nursery() as nursery:
+                for limiter in limiters:
+                    for _ in range(60):
+                        nursery.start_soon(requests, limiter)
+            elapsed = trio.current_time() - started
+    assert sum(limiter.statistics().acquired for limiter in limiters) == total
+    block = rate * 0.1
+    assert elapsed >= (total - 2 * block) / rate
+    assert sum(limiter.reservations for limiter in limiters) <= 0.1 * total
 
 
 @pytest.mark.parametrize(

@@ -302,11 +302,13 @@ class Fleet:
             str(p.identifier): int(p.delivered) for p in found if isinstance(p, StreamPendingExt)
         }
 
-    async def reserve(self, rate: float, burst: int) -> float:
-        """Reserve the fleet's next request slot; seconds to wait for it."""
+    async def reserve(self, rate: float, burst: int, slots: int = 1) -> tuple[float, float]:
+        """Reserve the fleet's next ``slots`` request slots: seconds to wait for the first,
+        and seconds between them."""
         keys = [self.keys.rate, self.keys.pause, self.keys.quota]
-        wait: str = await self.call(lambda: self._reserve(keys=keys, args=[repr(rate), str(burst)]))
-        return float(wait) / 1000
+        args = [repr(rate), str(burst), str(slots)]
+        reply: list[str] = await self.call(lambda: self._reserve(keys=keys, args=args))
+        return float(reply[0]) / 1000, float(reply[1]) / 1000
 
     async def throttled(self, pause: float | None, quota: float | None) -> None:
         args = ["" if pause is None else repr(pause), "" if quota is None else repr(quota)]

@@ -285,8 +285,9 @@ end
 return out
 """
 
-#: KEYS: rate, pause, quota. ARGV: rate (requests/s), burst. Reserves the fleet's next
-#: request slot (GCRA, never denying: the caller waits) and returns the wait in ms.
+#: KEYS: rate, pause, quota. ARGV: rate (requests/s), burst, slots. Reserves the fleet's next
+#: ``slots`` request slots, one interval apart (GCRA, never denying: the caller waits), and
+#: returns {the wait for the first, in ms; the interval, in ms}.
 RESERVE = """
 local t = redis.call('TIME')
 local now = t[1] * 1000 + t[2] / 1000
@@ -297,9 +298,9 @@ local interval = 1000 / rate
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 local pause = tonumber(redis.call('GET', KEYS[2]) or '0')
 local slot = math.max(tat, now - (tonumber(ARGV[2]) - 1) * interval, pause)
-local keep = math.ceil(slot + interval - now) + 60000
-redis.call('SET', KEYS[1], tostring(slot + interval), 'PX', keep)
-return tostring(math.max(0, slot - now))
+local last = slot + tonumber(ARGV[3]) * interval
+redis.call('SET', KEYS[1], tostring(last), 'PX', math.ceil(last - now) + 60000)
+return {tostring(math.max(0, slot - now)), tostring(interval)}
 """
 
 #: KEYS: pause, quota. ARGV: pause seconds ("" for none), declared quota ("" for none).
