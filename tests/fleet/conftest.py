@@ -10,6 +10,7 @@ import socket
 import subprocess
 import warnings
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,88 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
     finally:
         stop(proc)
+
+
+def _free_port() -> int:
+    """A free TCP port on 127.0.0.1 whose cluster bus port (+10000) is free too."""
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as bus:
+            try:
+                bus.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
+def _cluster_ok(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
+            sock.sendall(b"CLUSTER INFO\r\n")
+            return b"cluster_state:ok" in sock.recv(4096)
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
+    """``redis://127.0.0.1:PORT`` of each node of a 3-master Redis Cluster started for this
+    test session (redis-server ``--cluster-enabled yes``, joined by ``redis-cli --cluster
+    create``)."""
+    folder = tmp_path_factory.mktemp("cluster")
+    server = redis_server_binary()
+    cli = str(Path(server).with_name("redis-cli"))
+    procs, ports = [], []
+    try:
+        for _ in range(3):
+            port = _free_port()
+            procs.append(
+                spawn(
+                    [
+                        server,
+                        *("--port", str(port), "--bind", "127.0.0.1"),
+                        *("--cluster-enabled", "yes"),
+                        *("--cluster-config-file", str(folder / f"nodes-{port}.conf")),
+                        *("--save", "", "--appendonly", "no", "--dir", str(folder)),
+                        *("--logfile", str(folder / f"{port}.log")),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                )
+            )
+            ports.append(port)
+        for port, proc in zip(ports, procs, strict=True):
+            wait_for(
+                partial(_answers_tcp, port),
+                f"PONG from cluster node {port}",
+                timeout=START_TIMEOUT,
+                alive=proc,
+            )
+        nodes = [f"127.0.0.1:{port}" for port in ports]
+        subprocess.run(
+            [cli, "--cluster", "create", *nodes, "--cluster-replicas", "0", "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=START_TIMEOUT * 3,
+        )
+        for port in ports:
+            wait_for(partial(_cluster_ok, port), "cluster_state:ok", timeout=START_TIMEOUT)
+        yield [f"redis://127.0.0.1:{port}" for port in ports]
+    finally:
+        for proc in procs:
+            stop(proc)
+
+
+def _answers_tcp(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
 
 
 #: coredis 6.9 makes three anyio memory streams per connection (connection/_base.py, in

@@ -24,12 +24,15 @@ import coredis
 import coredis.exceptions
 import coredis.retry
 from coredis import PureToken
+from coredis.connection import TCPLocation
 from coredis.response.types import StreamPendingExt
 
 from . import _scripts
 from ._scripts import Keys
 
 T = TypeVar("T")
+#: A fleet's connection: to one Redis, or to a Redis Cluster through one of its nodes.
+Client = coredis.Redis[str] | coredis.RedisCluster[str]
 
 #: Redis Streams with consumer groups exist since 5.0; the fleet is tested from 6.2 (the
 #: oldest redis-server it ships tests against) and needs nothing newer than that.
@@ -104,7 +107,7 @@ class Claimed(NamedTuple):
 class Fleet:
     """One fleet's keys and scripts on one Redis connection pool."""
 
-    def __init__(self, redis: coredis.Redis[str], keys: Keys, url: str) -> None:
+    def __init__(self, redis: Client, keys: Keys, url: str) -> None:
         self.redis, self.keys, self.url = redis, keys, url
         #: Seconds a call retries while Redis is away (see :meth:`call`).
         self.patience = RECONNECT_FOR
@@ -318,26 +321,45 @@ class Fleet:
 @asynccontextmanager
 async def open_fleet(url: str, name: str) -> AsyncIterator[Fleet]:
     """The fleet ``name`` on the Redis at ``url``, checked; :class:`FleetError` if it cannot
-    be used. An error inside the block comes out as itself, not in an exception group."""
+    be used. A node of a Redis Cluster is detected (``cluster_enabled``), and the cluster is
+    reached through it. An error inside the block comes out as itself, not in an exception
+    group."""
     check_url(url)
     try:
-        redis: coredis.Redis[str] = coredis.Redis.from_url(
-            url,
-            decode_responses=True,
-            stream_timeout=REPLY_TIMEOUT,
-            connect_timeout=2.0,
-            retry_policy=coredis.retry.NoRetryPolicy(),
-        )
-    except ValueError as exc:
-        raise FleetError(f"--redis {url!r} is not a valid URL: {exc}") from None
-    try:
-        async with redis:
+        async with _client(url, cluster=False) as redis:
             fleet = Fleet(redis, Keys(name), url)
-            await _check_server(fleet)
-            yield fleet
+            cluster = await _check_server(fleet)
+            if not cluster:
+                yield fleet
+        if cluster:
+            async with _client(url, cluster=True) as redis:
+                yield Fleet(redis, Keys(name), url)
     except BaseExceptionGroup as group:
         # coredis's pool runs a task group: what ends the block arrives wrapped in it.
         raise _single(group) from None
+
+
+def _client(url: str, *, cluster: bool) -> Client:
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "stream_timeout": REPLY_TIMEOUT,
+        "connect_timeout": 2.0,
+        "retry_policy": coredis.retry.NoRetryPolicy(),
+    }
+    try:
+        if cluster:
+            # Through the node named (from_url warns of a deprecated way to name it).
+            parts = urlsplit(url)
+            return coredis.RedisCluster(
+                startup_nodes=[TCPLocation(parts.hostname or "", parts.port or 6379)],
+                username=parts.username,
+                password=parts.password,
+                ssl=parts.scheme == "rediss",
+                **options,
+            )
+        return coredis.Redis.from_url(url, **options)
+    except ValueError as exc:
+        raise FleetError(f"--redis {url!r} is not a valid URL: {exc}") from None
 
 
 def _single(group: BaseExceptionGroup[Any]) -> BaseException:
@@ -346,7 +368,9 @@ def _single(group: BaseExceptionGroup[Any]) -> BaseException:
     return group
 
 
-async def _check_server(fleet: Fleet) -> None:
+async def _check_server(fleet: Fleet) -> bool:
+    """Whether the server is a node of a Redis Cluster; :class:`FleetError` if it cannot serve
+    a fleet."""
     try:
         info = await fleet.redis.info("server")
     except coredis.exceptions.ConnectionError as exc:
@@ -360,3 +384,5 @@ async def _check_server(fleet: Fleet) -> None:
     if numbers < MIN_VERSION:
         wanted = ".".join(map(str, MIN_VERSION))
         raise FleetError(f"Redis at {fleet.url} is version {version}; the fleet needs {wanted}+")
+    cluster = await fleet.redis.info("cluster")
+    return str(cluster.get("cluster_enabled", "0")) == "1"
