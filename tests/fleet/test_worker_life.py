@@ -131,7 +131,7 @@ async def test_two_workers_ride_through_a_redis_outage(tmp_path: Path, make_sim)
     sim = make_sim(auto_create=False)
     ids = [f"o{i}" for i in range(20)]
     for job_id in ids:
-        await sim.create(job_id, 4.0)
+        await sim.create(job_id, 2.5)
     workers: list[Worker] = []
     try:
         with trio.fail_after(GUARD * 2):
