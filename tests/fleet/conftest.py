@@ -151,6 +151,41 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str
             stop(proc)
 
 
+@pytest.fixture(scope="session")
+def redis_sentinel_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``redis+sentinel://127.0.0.1:PORT/primary``: a Redis Sentinel monitoring a primary, both
+    started for this test session on local ports."""
+    folder = tmp_path_factory.mktemp("sentinel")
+    server = redis_server_binary()
+    procs = []
+    try:
+        primary = _free_port()
+        procs.append(
+            spawn(
+                [
+                    server,
+                    *("--port", str(primary), "--bind", "127.0.0.1"),
+                    *("--save", "", "--appendonly", "no", "--dir", str(folder)),
+                    *("--logfile", str(folder / "primary.log")),
+                ],
+                stdout=subprocess.DEVNULL,
+            )
+        )
+        wait_for(partial(_answers_tcp, primary), "PONG from the primary", timeout=START_TIMEOUT)
+        port = _free_port()
+        config = folder / "sentinel.conf"
+        config.write_text(
+            f"port {port}\nbind 127.0.0.1\ndir {folder}\nlogfile {folder / 'sentinel.log'}\n"
+            f"sentinel monitor primary 127.0.0.1 {primary} 1\n"
+        )
+        procs.append(spawn([server, str(config), "--sentinel"], stdout=subprocess.DEVNULL))
+        wait_for(partial(_answers_tcp, port), "PONG from the sentinel", timeout=START_TIMEOUT)
+        yield f"redis+sentinel://127.0.0.1:{port}/primary"
+    finally:
+        for proc in procs:
+            stop(proc)
+
+
 def _answers_tcp(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:

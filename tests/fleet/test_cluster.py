@@ -1,10 +1,11 @@
 """A fleet on a real 3-master Redis Cluster, reached through any node's URL (detected): submit,
 a worker, results acknowledged and status, as on one Redis (the fleet's keys share one hash
-tag, so one slot)."""
+tag, so one slot); and through Redis Sentinel."""
 
 from __future__ import annotations
 
 import json
+import re
 import socket
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from tests.conftest import Sim
 from tests.fleet.conftest import COREDIS_LEAK
 from video_translation_client import VideoTranslationClient
 from vtpoll import cli
-from vtpoll.fleet._redis import open_fleet
+from vtpoll.fleet._redis import FleetError, check_url, open_fleet
 from vtpoll.fleet._scripts import Keys
 from vtpoll.fleet._worker import Worker
 
@@ -75,3 +76,30 @@ def test_a_fleet_runs_on_a_redis_cluster_through_any_node(
     assert status.exit_code == 0, status.output
     report = json.loads(status.output)
     assert (report["submitted"], report["done"], report["acknowledged"]) == (20, 20, 20)
+
+
+def test_a_fleet_is_reached_through_redis_sentinel(redis_sentinel_url: str, fleet_name: str):
+    """``redis+sentinel://HOST:PORT/SERVICE``: the primary the sentinel names serves the fleet."""
+    args = ["--redis", redis_sentinel_url, "--fleet", fleet_name]
+    submitted = CliRunner().invoke(cli, ["fleet", "submit", *args, "s1", "s2"])
+    assert submitted.exit_code == 0, submitted.output
+    assert "submitted 2 new jobs" in submitted.output
+    status = CliRunner().invoke(cli, ["fleet", "status", *args, "--json"])
+    assert status.exit_code == 0, status.output
+    assert json.loads(status.output)["queued"] == 2
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis+sentinel://127.0.0.1:26379", "names no service"),
+        (
+            "redis+sentinel://127.0.0.1:x/primary",
+            "each sentinel must be HOST:PORT, not '127.0.0.1:x'",
+        ),
+        ("redis+sentinel://:26379,h/primary", "each sentinel must be HOST:PORT"),
+    ],
+)
+def test_a_malformed_sentinel_url_is_named(url: str, message: str):
+    with pytest.raises(FleetError, match=re.escape(message)):
+        check_url(url)

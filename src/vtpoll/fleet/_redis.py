@@ -37,6 +37,9 @@ Client = coredis.Redis[str] | coredis.RedisCluster[str]
 #: Redis Streams with consumer groups exist since 5.0; the fleet is tested from 6.2 (the
 #: oldest redis-server it ships tests against) and needs nothing newer than that.
 MIN_VERSION = (6, 2)
+#: Through Redis Sentinel: redis+sentinel://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...]/SERVICE,
+#: the sentinels' addresses and the monitored service; the client follows its failovers.
+SENTINEL = "redis+sentinel"
 #: Seconds a call keeps retrying while Redis does not answer, before the fleet gives up (a
 #: command's; a worker waits longer, see ``_worker.OUTAGE_PATIENCE``).
 RECONNECT_FOR = 10.0
@@ -52,7 +55,7 @@ RETRIED = (
 RETRIED_REPLIES = ("MASTERDOWN", "LOADING", "READONLY")
 #: Longest wait for one reply (a blocking read adds its own block time).
 REPLY_TIMEOUT = 10.0
-SCHEMES = ("redis", "rediss", "unix")
+SCHEMES = ("redis", "rediss", "unix", SENTINEL)
 #: Seconds of acknowledgements that share one done-marker hash (and expire together).
 BUCKET = 3600
 #: IDs per submit script call.
@@ -76,6 +79,9 @@ class StateLost(FleetError):
 
 def check_url(url: str) -> str:
     """The URL, or :class:`FleetError` naming what is wrong with it."""
+    if url.startswith(f"{SENTINEL}://"):
+        sentinel_parts(url)
+        return url
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - parsing the port is the check
@@ -83,14 +89,39 @@ def check_url(url: str) -> str:
         raise FleetError(f"--redis {url!r} is not a valid URL: {exc}") from None
     if parts.scheme not in SCHEMES:
         raise FleetError(
-            f"--redis {url!r} must be a redis://, rediss:// or unix:// URL "
-            "(redis://localhost:6379, unix:///run/redis.sock)"
+            f"--redis {url!r} must be a redis://, rediss://, unix:// or redis+sentinel:// URL "
+            "(redis://localhost:6379, unix:///run/redis.sock, redis+sentinel://HOST:26379/SERVICE)"
         )
     if parts.scheme == "unix" and not parts.path:
         raise FleetError(f"--redis {url!r} names no socket path")
     if parts.scheme != "unix" and not parts.hostname:
         raise FleetError(f"--redis {url!r} names no host")
     return url
+
+
+class SentinelURL(NamedTuple):
+    sentinels: list[tuple[str, int]]
+    service: str
+    username: str | None
+    password: str | None
+
+
+def sentinel_parts(url: str) -> SentinelURL:
+    """A ``redis+sentinel://`` URL's parts, or :class:`FleetError` naming what is wrong."""
+    rest = url.removeprefix(f"{SENTINEL}://")
+    credentials, _, rest = rest.rpartition("@")
+    hosts, _, path = rest.partition("/")
+    username, _, password = credentials.partition(":") if credentials else ("", "", "")
+    sentinels = []
+    for host in hosts.split(","):
+        name, _, port = host.rpartition(":")
+        if not name or not port.isdigit():
+            raise FleetError(f"--redis {url!r}: each sentinel must be HOST:PORT, not {host!r}")
+        sentinels.append((name, int(port)))
+    service = path.split("/")[0]
+    if not service:
+        raise FleetError(f"--redis {url!r} names no service (redis+sentinel://HOST:PORT/SERVICE)")
+    return SentinelURL(sentinels, service, username or None, password or None)
 
 
 class Claimed(NamedTuple):
@@ -339,27 +370,45 @@ async def open_fleet(url: str, name: str) -> AsyncIterator[Fleet]:
         raise _single(group) from None
 
 
-def _client(url: str, *, cluster: bool) -> Client:
+@asynccontextmanager
+async def _client(url: str, *, cluster: bool) -> AsyncIterator[Client]:
     options: dict[str, Any] = {
         "decode_responses": True,
         "stream_timeout": REPLY_TIMEOUT,
         "connect_timeout": 2.0,
         "retry_policy": coredis.retry.NoRetryPolicy(),
     }
+    if url.startswith(f"{SENTINEL}://"):
+        named = sentinel_parts(url)
+        sentinel: coredis.Sentinel[str] = coredis.Sentinel(
+            [TCPLocation(host, port) for host, port in named.sentinels],
+            sentinel_kwargs={"connect_timeout": 2.0, "stream_timeout": REPLY_TIMEOUT},
+            username=named.username,
+            password=named.password,
+            **options,
+        )
+        primary: coredis.Redis[str] = sentinel.primary_for(named.service)
+        async with sentinel, primary:
+            yield primary
+        return
     try:
+        client: Client
         if cluster:
             # Through the node named (from_url warns of a deprecated way to name it).
             parts = urlsplit(url)
-            return coredis.RedisCluster(
+            client = coredis.RedisCluster(
                 startup_nodes=[TCPLocation(parts.hostname or "", parts.port or 6379)],
                 username=parts.username,
                 password=parts.password,
                 ssl=parts.scheme == "rediss",
                 **options,
             )
-        return coredis.Redis.from_url(url, **options)
+        else:
+            client = coredis.Redis.from_url(url, **options)
     except ValueError as exc:
         raise FleetError(f"--redis {url!r} is not a valid URL: {exc}") from None
+    async with client:
+        yield client
 
 
 def _single(group: BaseExceptionGroup[Any]) -> BaseException:
