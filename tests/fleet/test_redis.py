@@ -217,7 +217,10 @@ async def test_two_workers_share_the_rate_in_blocks(redis_url: str, fleet_name: 
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("http://localhost:6379", "must be a redis://, rediss:// or unix:// URL"),
+        (
+            "http://localhost:6379",
+            "must be a redis://, rediss://, unix:// or redis+sentinel:// URL",
+        ),
         ("redis://localhost:abc", "is not a valid URL"),
         ("redis://", "names no host"),
         ("unix://", "names no socket path"),
