@@ -3,6 +3,7 @@ takeover, the shared rate limit; and Redis that cannot be used, refused in one l
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import time
@@ -351,10 +352,26 @@ async def test_a_wiped_fleet_says_its_state_was_lost(redis_url: str, fleet_name:
             await wipe(fleet)
             with pytest.raises(StateLost, match="its epoch is gone"):
                 await fleet.lease("w", 60, join=False)
+            with pytest.raises(StateLost):  # a result recorded into the wiped Redis
+                await fleet.record("w", [("w1", "1-0", "{}")])
             await fleet.redis.hset(fleet.keys.state, {"w1": "done"})
         async with open_fleet(redis_url, fleet_name) as fresh:
             with pytest.raises(StateLost, match="no epoch"):
                 await fresh.check_epoch()
+
+
+def test_a_fleet_with_workers_but_no_submit_yet_shows_zeros(redis_url: str, fleet_name: str):
+    """Workers started before the first submit make the (empty) jobs stream: not a lost state."""
+
+    async def worker_started(fleet: Fleet) -> None:
+        await fleet.ensure_group()
+
+    with_fleet(redis_url, fleet_name, worker_started)
+    said = CliRunner().invoke(
+        cli, ["fleet", "status", "--redis", redis_url, "--fleet", fleet_name, "--json"]
+    )
+    assert said.exit_code == 0, said.output
+    assert json.loads(said.output)["submitted"] == 0
 
 
 def test_status_and_results_of_a_wiped_fleet_exit_2(redis_url: str, fleet_name: str):

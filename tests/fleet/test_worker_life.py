@@ -188,3 +188,34 @@ async def test_a_workers_metrics_are_served(redis_url: str, fleet_name: str, mak
                 nursery.cancel_scope.cancel()
     assert 'vtpoll_fleet_jobs_held{worker="w"}' in text
     assert 'vtpoll_client_requests_total{worker="w"}' in text
+
+
+async def test_entries_a_lost_reply_left_with_a_worker_are_polled(
+    redis_url: str, fleet_name: str, make_sim
+):
+    """A read whose reply was lost (Redis answered after the call timed out) leaves entries
+    held by the worker that it never saw: after a call failed, the worker looks for its own
+    entries and polls those it does not know (else nobody would: its lease is alive)."""
+    sim = make_sim(auto_create=False)
+    for job_id in ("l1", "l2", "l3"):
+        await sim.create(job_id, 0.0)
+    with trio.fail_after(GUARD):
+        async with open_fleet(redis_url, fleet_name) as fleet:
+            await fleet.ensure_group()
+            await fleet.pause(True)  # the worker itself reads nothing
+            await fleet.submit(["l1", "l2", "l3"], None)
+            client = VideoTranslationClient("http://sim", http_client=sim.client)
+            worker = Worker(fleet, client, name="w", lease=1.0, capacity=10)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(worker.run)
+                # Its own entries read at start (none), it waits out the pause.
+                while worker.stats.paused_waits < 1:  # noqa: ASYNC110 - a counter, no event
+                    await trio.sleep(0.02)
+                assert len(await take(fleet, "w", 3)) == 3  # the read whose reply was lost
+                fleet.troubled_at = trio.current_time()  # ... as its call timed out
+                recorded = 0
+                while recorded < 3:
+                    await trio.sleep(0.02)
+                    recorded = await fleet.redis.xlen(fleet.keys.results)
+                nursery.cancel_scope.cancel()
+    assert worker.stats.adopted == 3

@@ -48,6 +48,7 @@ class FleetRateLimiter:
         #: When the last acquisitions were granted, for the next block's size.
         self._recent: deque[float] = deque()
         self.reservations = 0
+        self._interval = 1 / self.rate
         self._lock = anyio.Lock()
 
     async def acquire(self) -> None:
@@ -58,6 +59,11 @@ class FleetRateLimiter:
             async with self._lock:
                 # A pause this worker learnt of holds it at once, before Redis has heard of it.
                 await anyio.sleep(max(0.0, self._paused_until - started))
+                # Slots left over from a block while demand paused have passed: used now, they
+                # would all go at once, over the rate.
+                stale = anyio.current_time() - self._interval
+                while self._slots and self._slots[0] < stale:
+                    self._slots.popleft()
                 if not self._slots:
                     await self._reserve()
                 await anyio.sleep(max(0.0, self._slots.popleft() - anyio.current_time()))
@@ -73,6 +79,7 @@ class FleetRateLimiter:
     async def _reserve(self) -> None:
         size = max(1, min(len(self._recent), math.ceil(self.rate * BLOCK_SPAN)))
         wait, interval = await self.fleet.reserve(self.rate, self.burst, size)
+        self._interval = interval
         self.reservations += 1
         first = anyio.current_time() + wait
         self._slots.extend(first + k * interval for k in range(size))

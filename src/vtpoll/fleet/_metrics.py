@@ -43,6 +43,10 @@ WORKER_COUNTERS = {
         "Jobs recorded failed for having been delivered too often.",
     ),
     "paused_waits": ("vtpoll_fleet_paused_waits", "Seconds-long waits while the fleet paused."),
+    "adopted": (
+        "vtpoll_fleet_jobs_adopted",
+        "Jobs found held by this worker unknown to it (a call that ran, its reply lost).",
+    ),
 }
 #: (metric, help) of each client counter.
 CLIENT_COUNTERS = {

@@ -142,6 +142,8 @@ class Fleet:
         self.redis, self.keys, self.url = redis, keys, url
         #: Seconds a call retries while Redis is away (see :meth:`call`).
         self.patience = RECONNECT_FOR
+        #: When a call last failed (see :meth:`call`).
+        self.troubled_at = -math.inf
         #: The fleet's epoch as this process first saw it (None before then).
         self.epoch: str | None = None
         register = self.redis.register_script
@@ -154,22 +156,26 @@ class Fleet:
         self._ack = register(_scripts.ACK)
         self._cancel = register(_scripts.CANCEL)
 
-    async def call(self, make: Callable[[], Awaitable[T]]) -> T:
+    async def call(self, make: Callable[[], Awaitable[T]], *, retry: bool = True) -> T:
         """``await make()``, retried with backoff while Redis cannot be reached, is loading
         its data, or is a replica not yet promoted (a failover), for up to ``patience``
-        seconds; then :class:`FleetError`."""
+        seconds; then :class:`FleetError`. Without ``retry``, the first failure is one.
+        A call that failed may still have run (a reply lost, a command left on its
+        connection): ``troubled_at`` says when one last failed, for those who must check."""
         deadline = anyio.current_time() + self.patience
         delay = 0.05
         while True:
             try:
                 result = await make()
             except RETRIED as exc:
-                if anyio.current_time() + delay > deadline:
+                self.troubled_at = anyio.current_time()
+                if not retry or anyio.current_time() + delay > deadline:
                     raise FleetError(f"Redis at {self.url} does not answer: {exc}") from None
             except coredis.exceptions.ResponseError as exc:
                 if not str(exc).startswith(RETRIED_REPLIES):
                     raise
-                if anyio.current_time() + delay > deadline:
+                self.troubled_at = anyio.current_time()
+                if not retry or anyio.current_time() + delay > deadline:
                     raise FleetError(f"Redis at {self.url} cannot serve: {exc}") from None
             else:
                 return result
@@ -216,8 +222,13 @@ class Fleet:
         has none while it holds state (a worker recorded into a wiped Redis)."""
         epoch = await self.call(lambda: self.redis.get(self.keys.epoch))
         if epoch is None and self.epoch is None:
-            keys = (self.keys.state, self.keys.results, self.keys.jobs, self.keys.counts)
-            if await self.call(lambda: self.redis.exists(keys)):
+            # Lengths, not keys: a worker started before the first submit makes the (empty)
+            # jobs stream for its group.
+            redis, keys = self.redis, self.keys
+            held = await self.call(lambda: redis.hlen(keys.state))
+            held += await self.call(lambda: redis.xlen(keys.results))
+            held += await self.call(lambda: redis.xlen(keys.jobs))
+            if held:
                 raise StateLost(self.keys.fleet, "it has jobs or results but no epoch")
         self._saw(None if epoch is None else str(epoch))
 
@@ -228,7 +239,13 @@ class Fleet:
         for job_id, entry, line in batch:
             args += [job_id, entry, line]
         keys = [self.keys.state, self.keys.results, self.keys.jobs, self.keys.counts]
-        counts: list[int] = await self.call(lambda: self._record(keys=keys, args=args))
+        try:
+            counts: list[int] = await self.call(lambda: self._record(keys=keys, args=args))
+        except coredis.exceptions.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await self.check_epoch()
+            raise StateLost(self.keys.fleet, "its consumer group is gone") from None
         return int(counts[0]), int(counts[1])
 
     async def ack(self, written: list[tuple[str, str]], retention: float) -> int:
@@ -312,11 +329,30 @@ class Fleet:
     async def take_over(self, worker: str, most: int) -> list[Claimed]:
         keys = [self.keys.workers, self.keys.jobs]
         args = [_scripts.GROUP, worker, str(most)]
-        flat: list[Any] = await self.call(lambda: self._takeover(keys=keys, args=args))
+        # Not retried: a takeover that timed out may have run, and one retried once Redis is
+        # back may land before the other workers renew the leases that ran out meanwhile.
+        flat: list[Any] = await self.call(lambda: self._takeover(keys=keys, args=args), retry=False)
         return [
             Claimed(str(flat[i]), str(flat[i + 1]), str(flat[i + 2]), int(flat[i + 3]))
             for i in range(0, len(flat), 4)
         ]
+
+    async def held(self, worker: str, count: int) -> list[str]:
+        """The entries ``worker`` holds in the group, the first ``count`` of them."""
+        read = partial(
+            self.redis.xpending, self.keys.jobs, _scripts.GROUP, "-", "+", count, consumer=worker
+        )
+        found = await self.call(read)
+        if not isinstance(found, tuple):
+            return []
+        return [str(p.identifier) for p in found if isinstance(p, StreamPendingExt)]
+
+    async def entry(self, entry: str) -> dict[str, str] | None:
+        """An entry's fields (job ID, deadline), None if it is gone."""
+        found = await self.call(lambda: self.redis.xrange(self.keys.jobs, entry, entry))
+        if not found:
+            return None
+        return {str(k): str(v) for k, v in found[0].field_values.items()}
 
     async def deliveries(self, worker: str, first: str, last: str, count: int) -> dict[str, int]:
         """How often each of ``worker``'s entries from ``first`` to ``last`` was delivered."""

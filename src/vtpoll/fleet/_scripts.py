@@ -104,9 +104,10 @@ local done = redis.call('ZRANGEBYSCORE', KEYS[5], now, '+inf')
 local added = 0
 for i = 3, #ARGV do
   local known = redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1
+  local marker = (not known) and #done > 0 and string.sub(redis.sha1hex(ARGV[i]), 1, 16)
   for _, bucket in ipairs(done) do
     if known then break end
-    known = redis.call('SISMEMBER', bucket, string.sub(redis.sha1hex(ARGV[i]), 1, 16)) == 1
+    known = redis.call('SISMEMBER', bucket, marker) == 1
   end
   if not known then
     local entry = redis.call('XADD', KEYS[2], '*', 'id', ARGV[i], 'deadline', ARGV[1])

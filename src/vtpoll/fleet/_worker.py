@@ -32,7 +32,7 @@ from .._jobfile import record_line
 from ._limiter import FleetRateLimiter
 from ._metrics import EVERY as METRICS_EVERY
 from ._metrics import WorkerMetrics
-from ._redis import Claimed, Fleet, StateLost
+from ._redis import Claimed, Fleet, FleetError, StateLost
 from ._scripts import GROUP
 
 #: Results written to Redis in one script call, at most, and how long one waits for company.
@@ -73,6 +73,8 @@ class WorkerStats:
     dead_letters: int = 0
     #: Reads of new jobs put off (a second each) while the fleet was paused.
     paused_waits: int = 0
+    #: Entries found held by this worker unknown to it (a call that ran, its reply lost).
+    adopted: int = 0
 
 
 class Worker:
@@ -100,6 +102,10 @@ class Worker:
         self.metrics = metrics
         self.stats = WorkerStats()
         self._no_takeover_until = -math.inf
+        #: Entries this worker polls or has yet to record: its own pending entries not among
+        #: them (a read or a takeover that ran although its reply was lost) are adopted.
+        self._held: set[str] = set()
+        self._checked_own_at = -math.inf
         self._send, self._receive = anyio.create_memory_object_stream[tuple[str, str, str]](
             RECORD_BATCH * 4
         )
@@ -110,7 +116,7 @@ class Worker:
         await self.fleet.ensure_group()
         await self._renew(join=True)
         try:
-            async with self.client, anyio.create_task_group() as tg:
+            async with self.client, self._send, anyio.create_task_group() as tg:
                 if self.limiter is not None:
                     tg.start_soon(self.limiter.publish)
                 tg.start_soon(self._heartbeat)
@@ -165,6 +171,7 @@ class Worker:
         delivered: dict[str, int] = {}
         while True:
             entries = await self._read_group(after, TAKE_BATCH)
+            self._held.update(str(entry.identifier) for entry in entries)
             if entries:
                 first, last = str(entries[0].identifier), str(entries[-1].identifier)
                 delivered = await self.fleet.deliveries(self.name, first, last, len(entries))
@@ -196,6 +203,7 @@ class Worker:
                 continue
             room = max(1, min(TAKE_BATCH, self.capacity.value))
             entries = await self._read_group(">", room, block=READ_BLOCK_MS)
+            self._held.update(str(entry.identifier) for entry in entries)
             for entry in entries:
                 await self.capacity.acquire()
                 self._start_poll(tg, str(entry.identifier), entry.field_values)
@@ -230,6 +238,7 @@ class Worker:
     def _start(self, tg: TaskGroup, job: Claimed) -> None:
         """Poll a job taken from another worker or from this name's last life, unless it was
         delivered too often: then it is recorded failed (its capacity given back at once)."""
+        self._held.add(job.entry)
         if job.deliveries <= self.max_deliveries:
             tg.start_soon(self._poll, job.entry, job.job_id, job.deadline)
             return
@@ -247,10 +256,16 @@ class Worker:
         has room for; the takeover script gives each live worker its share of them."""
         while True:
             await anyio.sleep(self.lease / 2)
-            if anyio.current_time() < self._no_takeover_until:
+            if self.fleet.troubled_at > self._checked_own_at:
+                await self._adopt_own(tg)
+            now = anyio.current_time()
+            if now < max(self._no_takeover_until, self.fleet.troubled_at + self.lease):
                 continue  # just back in touch with Redis: the others renew their leases first
             while free := self._free(CLAIM_BATCH):
-                claimed = await self.fleet.take_over(self.name, free)
+                try:
+                    claimed = await self.fleet.take_over(self.name, free)
+                except FleetError:
+                    claimed = []  # Redis away: the pass is dropped (see Fleet.take_over)
                 self.stats.claimed += len(claimed)
                 for job in claimed:
                     self._start(tg, job)
@@ -258,6 +273,21 @@ class Worker:
                     self.capacity.release()
                 if len(claimed) < free:
                     break
+
+    async def _adopt_own(self, tg: TaskGroup) -> None:
+        """After a call failed: poll this worker's own entries that it does not know of (a
+        read or takeover whose reply was lost had taken them), else nobody ever would."""
+        self._checked_own_at = anyio.current_time()
+        for entry in await self.fleet.held(self.name, len(self._held) + TAKE_BATCH):
+            if entry in self._held:
+                continue
+            fields = await self.fleet.entry(entry)
+            if fields is None:
+                continue
+            self._held.add(entry)
+            self.stats.adopted += 1
+            await self.capacity.acquire()
+            self._start_poll(tg, entry, fields)
 
     async def _poll(self, entry: str, job_id: str, deadline: str) -> None:
         try:
@@ -277,5 +307,6 @@ class Worker:
                     while len(batch) < RECORD_BATCH:
                         batch.append(await receive.receive())
                 new, stale = await self.fleet.record(self.name, batch)
+                self._held.difference_update(entry for _, entry, _ in batch)
                 self.stats.recorded += new
                 self.stats.stale += stale
