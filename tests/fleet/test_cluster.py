@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from sim_server import ServerSettings
 from tests.conftest import Sim
 from tests.fleet.conftest import COREDIS_LEAK
+from tests.fleet.test_redis import until_recorded
 from video_translation_client import VideoTranslationClient
 from vtpoll import cli
 from vtpoll.fleet._redis import FleetError, check_url, open_fleet
@@ -57,10 +58,7 @@ def test_a_fleet_runs_on_a_redis_cluster_through_any_node(
                 worker = Worker(fleet, client, name="w", lease=5.0, capacity=50)
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(worker.run)
-                    recorded = 0
-                    while recorded < len(ids):
-                        await trio.sleep(0.02)
-                        recorded = await fleet.redis.xlen(fleet.keys.results)
+                    await until_recorded(fleet, len(ids))
                     nursery.cancel_scope.cancel()
         await sim.client.aclose()
         sim.state.store.close()

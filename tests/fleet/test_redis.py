@@ -34,6 +34,14 @@ async def take(fleet: Fleet, worker: str, count: int) -> list[tuple[str, str]]:
     return [(str(e.identifier), str(e.field_values["id"])) for e in entries]
 
 
+async def until_recorded(fleet: Fleet, count: int) -> None:
+    """Until the fleet's results stream holds ``count`` results (written by workers' tasks)."""
+    recorded = 0
+    while recorded < count:
+        await trio.sleep(0.02)
+        recorded = await fleet.redis.xlen(fleet.keys.results)
+
+
 async def test_submit_adds_each_id_once(redis_url: str, fleet_name: str):
     """Resubmitting IDs adds nothing: the state hash decides, atomically with the stream."""
     with trio.fail_after(GUARD):

@@ -9,7 +9,7 @@ import socket
 import trio
 from click.testing import CliRunner
 
-from tests.fleet.test_redis import take
+from tests.fleet.test_redis import take, until_recorded
 from video_translation_client import VideoTranslationClient
 from vtpoll import cli
 from vtpoll.fleet._options import with_fleet
@@ -129,10 +129,7 @@ async def test_a_paused_fleet_takes_no_new_jobs_until_resumed(
                 summary = await fleet.redis.xpending(fleet.keys.jobs, "pollers")
                 assert summary.pending == 0  # type: ignore[union-attr]
                 await fleet.pause(False)
-                recorded = 0
-                while recorded < len(ids):
-                    await trio.sleep(0.02)
-                    recorded = await fleet.redis.xlen(fleet.keys.results)
+                await until_recorded(fleet, len(ids))
                 nursery.cancel_scope.cancel()
 
 

@@ -14,7 +14,7 @@ import pytest
 import trio
 
 from tests.fleet.conftest import start_redis
-from tests.fleet.test_redis import take, wipe
+from tests.fleet.test_redis import take, until_recorded, wipe
 from tests.helpers import stop
 from video_translation_client import VideoTranslationClient
 from vtpoll.fleet._metrics import WorkerMetrics, serving
@@ -43,10 +43,7 @@ async def test_a_worker_restarted_under_its_name_resumes_its_jobs(
             worker = Worker(fleet, client, name="same", lease=60, capacity=3)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(worker.run)
-                recorded = 0
-                while recorded < 6:  # results written to Redis, by the worker's own task
-                    await trio.sleep(0.02)
-                    recorded = await fleet.redis.xlen(fleet.keys.results)
+                await until_recorded(fleet, 6)  # results written to Redis, by the worker's own task
                 nursery.cancel_scope.cancel()
             assert worker.stats.resumed == 5
             assert worker.stats.recorded == 6
@@ -152,10 +149,7 @@ async def test_two_workers_ride_through_a_redis_outage(tmp_path: Path, make_sim)
                     proc.send_signal(signal.SIGSTOP)
                     await trio.sleep(2.0)  # the outage: two leases
                     proc.send_signal(signal.SIGCONT)
-                    recorded = 0
-                    while recorded < len(ids):
-                        await trio.sleep(0.05)
-                        recorded = await one.redis.xlen(one.keys.results)
+                    await until_recorded(one, len(ids))
                     nursery.cancel_scope.cancel()
                 results = await one.redis.xrange(one.keys.results, "-", "+")
     finally:
@@ -213,9 +207,6 @@ async def test_entries_a_lost_reply_left_with_a_worker_are_polled(
                     await trio.sleep(0.02)
                 assert len(await take(fleet, "w", 3)) == 3  # the read whose reply was lost
                 fleet.troubled_at = trio.current_time()  # ... as its call timed out
-                recorded = 0
-                while recorded < 3:
-                    await trio.sleep(0.02)
-                    recorded = await fleet.redis.xlen(fleet.keys.results)
+                await until_recorded(fleet, 3)
                 nursery.cancel_scope.cancel()
     assert worker.stats.adopted == 3
