@@ -65,7 +65,7 @@ def test_one_job_is_found_wherever_it_is(redis_url: str, fleet_name: str, tmp_pa
 
 
 def test_cancelled_jobs_are_recorded_and_their_pollers_results_dropped(
-    redis_url: str, fleet_name: str
+    redis_url: str, fleet_name: str, tmp_path
 ):
     """A queued job and one a worker holds are cancelled (recorded failed, 'Cancelled'); the
     worker's late result is dropped; a done job stays done; an unknown ID is named, exit 1."""
@@ -103,6 +103,9 @@ def test_cancelled_jobs_are_recorded_and_their_pollers_results_dropped(
         assert records[job_id]["outcome"] == "failed"
         assert str(records[job_id]["error"]).startswith("Cancelled: ")
     assert left == 0
+    assert _invoke("results", *fleet, "-o", str(tmp_path / "r.jsonl"), "--ack")[0] == 0
+    code, said = _invoke("cancel", *fleet, "done")  # acknowledged: a done marker is left
+    assert (code, "(1 done already, 0 unknown)" in said) == (0, True)
 
 
 async def test_a_paused_fleet_takes_no_new_jobs_until_resumed(

@@ -47,7 +47,11 @@ def cancel(
 
     async def body(fleet: Fleet) -> list[int]:
         await fleet.check_epoch()
-        return await fleet.cancel(records)
+        said = await fleet.cancel(records)
+        for k, (job_id, _) in enumerate(records):
+            if said[k] < 0 and await fleet.job(job_id) is not None:
+                said[k] = 0  # acknowledged already: its state is only a done marker now
+        return said
 
     said = with_fleet(redis_url, fleet_name, body)
     unknown = [job_id for job_id, s in zip(id_list.ids, said, strict=True) if s < 0]
