@@ -404,3 +404,24 @@ def test_status_and_results_of_a_wiped_fleet_exit_2(redis_url: str, fleet_name: 
     results = CliRunner().invoke(cli, ["fleet", "results", *args])
     assert results.exit_code == 2, results.output
     assert "the fleet's state was lost" in results.output
+
+
+async def test_jobs_handed_back_keep_their_delivery_count(redis_url: str, fleet_name: str):
+    """A worker that stops gracefully hands its jobs back (lease 0): claimed with their count
+    unchanged, so rolling restarts do not dead-letter long jobs; one that died (its lease ran
+    out) counts a delivery."""
+    with trio.fail_after(GUARD):
+        async with open_fleet(redis_url, fleet_name) as fleet:
+            await fleet.ensure_group()
+            await fleet.submit(["long"], None)
+            for name in ("first", "second", "third"):
+                assert await fleet.lease(name, 60, join=True) > 0
+            assert len(await take(fleet, "first", 1)) == 1  # delivered once
+            await fleet.redis.zadd(fleet.keys.workers, {"first": 0})  # Worker.leave()
+            [handed] = await fleet.take_over("second", 10)
+            assert handed.deliveries == 1
+            await fleet.redis.zadd(fleet.keys.workers, {"second": 1})  # its lease ran out
+            [taken] = await fleet.take_over("third", 10)
+            assert taken.deliveries == 2
+            summary = await fleet.redis.xpending(fleet.keys.jobs, GROUP, "-", "+", 10)
+            assert [(p.consumer, p.delivered) for p in summary] == [("third", 2)]  # type: ignore[union-attr]

@@ -223,8 +223,10 @@ return {expiry, epoch}
 #: ``me``'s share of them (all such entries over the live workers): a dead worker's jobs spread
 #: over the live ones rather than going to whichever passes first. A victim is removed from the
 #: lease set at its first job claimed (fenced: its renewal fails), and from the group once it
-#: owns nothing; so is any expired worker that owns nothing. Returns a flat list: entry ID,
-#: job ID, deadline, times delivered (this claim included), entry ID, ...
+#: owns nothing; so is any expired worker that owns nothing. Jobs a worker handed back as it
+#: stopped (its lease set to 0) are claimed with their delivery counts unchanged. Returns a
+#: flat list: entry ID, job ID, deadline, times delivered (this claim included unless handed
+#: back), entry ID, ...
 TAKEOVER = """
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
@@ -240,7 +242,8 @@ if summary[4] then
     holders[c[1]] = true
     local lease = redis.call('ZSCORE', KEYS[1], c[1])
     if c[1] ~= ARGV[2] and ((not lease) or tonumber(lease) < now) then
-      victims[#victims + 1] = {c[1], tonumber(c[2])}
+      -- A lease of 0: the worker handed its jobs back as it stopped (see Worker.leave).
+      victims[#victims + 1] = {c[1], tonumber(c[2]), lease and tonumber(lease) == 0}
       orphaned = orphaned + tonumber(c[2])
     end
   end
@@ -249,33 +252,44 @@ local live = math.max(1, redis.call('ZCOUNT', KEYS[1], now, '+inf'))
 local budget = math.min(tonumber(ARGV[3]), math.ceil(orphaned / live))
 for _, held in ipairs(victims) do
   if budget <= 0 then break end
-  local victim = held[1]
+  local victim, graceful = held[1], held[3]
   local pending = redis.call('XPENDING', KEYS[2], ARGV[1], '-', '+', budget, victim)
-  local ids, deliveries = {}, {}
+  local claimed, deliveries = {}, {}
   for _, p in ipairs(pending) do
-    ids[#ids + 1] = p[1]
-    deliveries[p[1]] = p[4] + 1
-  end
-  if #ids > 0 then
-    local claimed = redis.call('XCLAIM', KEYS[2], ARGV[1], ARGV[2], 0, unpack(ids))
-    for _, entry in ipairs(claimed) do
-      if entry and entry[2] then
-        local f = {}
-        for j = 1, #entry[2], 2 do f[entry[2][j]] = entry[2][j + 1] end
-        out[#out + 1] = entry[1]
-        out[#out + 1] = f['id']
-        out[#out + 1] = f['deadline'] or ''
-        out[#out + 1] = deliveries[entry[1]]
-      end
+    if graceful then
+      -- Handed back, not lost: the delivery count stays (a job is dead-lettered for workers
+      -- that stopped holding it, not for rolling restarts).
+      deliveries[p[1]] = p[4]
+      local one = redis.call('XCLAIM', KEYS[2], ARGV[1], ARGV[2], 0, p[1], 'RETRYCOUNT', p[4])
+      claimed[#claimed + 1] = one[1]
+    else
+      deliveries[p[1]] = p[4] + 1
     end
   end
-  -- Fenced from its first job taken: its next renewal fails, and it stops.
-  redis.call('ZREM', KEYS[1], victim)
-  if #ids >= held[2] then
-    redis.call('XGROUP', 'DELCONSUMER', KEYS[2], ARGV[1], victim)
-    holders[victim] = nil
+  if not graceful and #pending > 0 then
+    local ids = {}
+    for _, p in ipairs(pending) do ids[#ids + 1] = p[1] end
+    claimed = redis.call('XCLAIM', KEYS[2], ARGV[1], ARGV[2], 0, unpack(ids))
   end
-  budget = budget - #ids
+  for _, entry in ipairs(claimed) do
+    if entry and entry[2] then
+      local f = {}
+      for j = 1, #entry[2], 2 do f[entry[2][j]] = entry[2][j + 1] end
+      out[#out + 1] = entry[1]
+      out[#out + 1] = f['id']
+      out[#out + 1] = f['deadline'] or ''
+      out[#out + 1] = deliveries[entry[1]]
+    end
+  end
+  if #pending >= held[2] then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[2], ARGV[1], victim)
+    redis.call('ZREM', KEYS[1], victim)
+    holders[victim] = nil
+  elseif not graceful then
+    -- Fenced from its first job taken: its next renewal fails, and it stops.
+    redis.call('ZREM', KEYS[1], victim)
+  end
+  budget = budget - #pending
 end
 for _, victim in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
   if victim ~= ARGV[2] and not holders[victim] then

@@ -131,8 +131,9 @@ class Worker:
             raise lost.exceptions[0] from None
 
     async def leave(self) -> None:
-        """Hand this worker's jobs to the fleet now: its lease is marked expired, so the next
-        takeover pass of any worker claims them."""
+        """Hand this worker's jobs to the fleet now: its lease is set to 0, expired, so the next
+        takeover pass of any worker claims them, their delivery counts unchanged (a handed
+        back job is no delivery lost)."""
         await self.fleet.redis.zadd(self.fleet.keys.workers, {self.name: 0})
 
     async def _snapshots(self, metrics: WorkerMetrics) -> None:
