@@ -425,3 +425,18 @@ async def test_jobs_handed_back_keep_their_delivery_count(redis_url: str, fleet_
             assert taken.deliveries == 2
             summary = await fleet.redis.xpending(fleet.keys.jobs, GROUP, "-", "+", 10)
             assert [(p.consumer, p.delivered) for p in summary] == [("third", 2)]  # type: ignore[union-attr]
+
+
+async def test_full_workers_do_not_slow_a_takeover(redis_url: str, fleet_name: str):
+    """Of two live workers one is full (it said so at its renewal): the other's share of a dead
+    worker's jobs is all of them, within its room."""
+    with trio.fail_after(GUARD):
+        async with open_fleet(redis_url, fleet_name) as fleet:
+            await fleet.ensure_group()
+            await fleet.submit([f"o{i}" for i in range(6)], None)
+            assert await fleet.lease("dead", 60, join=True) > 0
+            assert len(await take(fleet, "dead", 6)) == 6
+            assert await fleet.lease("full", 60, join=True, room=0) > 0
+            assert await fleet.lease("free", 60, join=True, room=100) > 0
+            await fleet.redis.zadd(fleet.keys.workers, {"dead": 1})  # its lease ran out
+            assert len(await fleet.take_over("free", 100)) == 6

@@ -316,18 +316,21 @@ class Fleet:
     async def is_paused(self) -> bool:
         return bool(await self.call(lambda: self.redis.exists([self.keys.paused])))
 
-    async def lease(self, worker: str, ttl: float, *, join: bool) -> int:
-        """Take or renew ``worker``'s lease: its expiry (Redis time, ms), or -1 if a renewed
-        lease was gone (the worker was fenced); :class:`StateLost` if the epoch changed."""
-        args = [worker, str(math.ceil(ttl * 1000)), "join" if join else "renew", self.epoch or ""]
-        keys = [self.keys.workers, self.keys.epoch]
+    async def lease(self, worker: str, ttl: float, *, join: bool, room: int | None = None) -> int:
+        """Take or renew ``worker``'s lease, saying how many jobs it has ``room`` for: its
+        expiry (Redis time, ms), or -1 if a renewed lease was gone (the worker was fenced);
+        :class:`StateLost` if the epoch changed."""
+        mode = "join" if join else "renew"
+        said = "" if room is None else str(room)
+        args = [worker, str(math.ceil(ttl * 1000)), mode, self.epoch or "", said]
+        keys = [self.keys.workers, self.keys.epoch, self.keys.room]
         reply: list[Any] = await self.call(lambda: self._lease(keys=keys, args=args))
         expiry, epoch = reply
         self._saw(epoch if epoch is None else str(epoch))
         return int(expiry)
 
     async def take_over(self, worker: str, most: int) -> list[Claimed]:
-        keys = [self.keys.workers, self.keys.jobs]
+        keys = [self.keys.workers, self.keys.jobs, self.keys.room]
         args = [_scripts.GROUP, worker, str(most)]
         # Not retried: a takeover that timed out may have run, and one retried once Redis is
         # back may land before the other workers renew the leases that ran out meanwhile.

@@ -67,6 +67,11 @@ class Keys:
         return self._key("epoch")
 
     @property
+    def room(self) -> str:
+        """Hash: worker name -> the jobs it had room for at its last renewal."""
+        return self._key("room")
+
+    @property
     def paused(self) -> str:
         """String, present while the fleet is paused: workers take no new jobs."""
         return self._key("paused")
@@ -195,10 +200,11 @@ redis.call('HINCRBY', KEYS[3], 'acked', acked)
 return acked
 """
 
-#: KEYS: workers, epoch. ARGV: worker, lease ms, "join" or "renew", the epoch the worker saw
-#: ("" for none yet). Returns {the lease's expiry (ms), the epoch}: expiry -1 when renewing a
-#: lease that is gone (the worker was fenced: taken over, and must stop), -2 when the epoch the
-#: worker saw is gone or changed (the fleet's state was lost).
+#: KEYS: workers, epoch, room. ARGV: worker, lease ms, "join" or "renew", the epoch the worker
+#: saw ("" for none yet), the jobs it has room for ("" if it does not say). Returns {the
+#: lease's expiry (ms), the epoch}: expiry -1 when renewing a lease that is gone (the worker
+#: was fenced: taken over, and must stop), -2 when the epoch the worker saw is gone or changed
+#: (the fleet's state was lost).
 LEASE = """
 local epoch = redis.call('GET', KEYS[2])
 if ARGV[4] ~= '' and epoch ~= ARGV[4] then
@@ -211,17 +217,21 @@ if ARGV[3] == 'renew' and not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
 end
 local expiry = now + tonumber(ARGV[2])
 redis.call('ZADD', KEYS[1], expiry, ARGV[1])
+if ARGV[5] and ARGV[5] ~= '' then
+  redis.call('HSET', KEYS[3], ARGV[1], ARGV[5])
+end
 return {expiry, epoch}
 """
 
-#: KEYS: workers, jobs. ARGV: group, me, most entries to claim (the caller's free capacity).
+#: KEYS: workers, jobs, room. ARGV: group, me, most entries to claim (the caller's free room).
 #: Only a caller whose own lease is live takes anything: one whose lease ran out was out of
 #: touch too (Redis frozen, a network cut), and the others' leases may have run out for the
 #: same reason; it renews first. Every other consumer of the group that holds entries while
 #: its lease has expired, or has none at all (a fenced worker that read once more before it
 #: noticed), has them claimed by ``me`` with their fields (the original deadline kept), at most
-#: ``me``'s share of them (all such entries over the live workers): a dead worker's jobs spread
-#: over the live ones rather than going to whichever passes first. A victim is removed from the
+#: ``me``'s share of them (all such entries over the live workers that had room at their last
+#: renewal): a dead worker's jobs spread over the live ones rather than going to whichever
+#: passes first, and full workers do not slow the spreading. A victim is removed from the
 #: lease set at its first job claimed (fenced: its renewal fails), and from the group once it
 #: owns nothing; so is any expired worker that owns nothing. Jobs a worker handed back as it
 #: stopped (its lease set to 0) are claimed with their delivery counts unchanged. Returns a
@@ -248,7 +258,11 @@ if summary[4] then
     end
   end
 end
-local live = math.max(1, redis.call('ZCOUNT', KEYS[1], now, '+inf'))
+local live = 0
+for _, worker in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')) do
+  if tonumber(redis.call('HGET', KEYS[3], worker) or '1') > 0 then live = live + 1 end
+end
+live = math.max(1, live)
 local budget = math.min(tonumber(ARGV[3]), math.ceil(orphaned / live))
 for _, held in ipairs(victims) do
   if budget <= 0 then break end
@@ -284,6 +298,7 @@ for _, held in ipairs(victims) do
   if #pending >= held[2] then
     redis.call('XGROUP', 'DELCONSUMER', KEYS[2], ARGV[1], victim)
     redis.call('ZREM', KEYS[1], victim)
+    redis.call('HDEL', KEYS[3], victim)
     holders[victim] = nil
   elseif not graceful then
     -- Fenced from its first job taken: its next renewal fails, and it stops.
@@ -295,6 +310,7 @@ for _, victim in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
   if victim ~= ARGV[2] and not holders[victim] then
     redis.call('XGROUP', 'DELCONSUMER', KEYS[2], ARGV[1], victim)
     redis.call('ZREM', KEYS[1], victim)
+    redis.call('HDEL', KEYS[3], victim)
   end
 end
 return out

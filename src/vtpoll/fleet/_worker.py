@@ -145,7 +145,8 @@ class Worker:
     # -- lease -----------------------------------------------------------------------------------
 
     async def _renew(self, *, join: bool = False) -> None:
-        expiry = await self.fleet.lease(self.name, self.lease, join=join)
+        room = self.capacity.value
+        expiry = await self.fleet.lease(self.name, self.lease, join=join, room=room)
         if expiry < 0:
             raise Fenced(f"worker {self.name}: its lease expired and its jobs were taken over")
 
