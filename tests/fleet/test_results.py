@@ -129,3 +129,28 @@ def test_ack_with_no_retention_forgets_the_jobs(redis_url: str, fleet_name: str,
     assert done.exit_code == 0, done.output
     resubmitted = CliRunner().invoke(cli, ["fleet", "submit", *args, _job_id(0)])
     assert "submitted 1 new jobs" in resubmitted.stdout
+
+
+def test_one_acknowledging_reader_at_a_time(redis_url: str, fleet_name: str, tmp_path: Path):
+    """A second ``results --ack`` while one reads is refused in one line, exit 2 (each would
+    remove results the other has not written); once the first is done, it may."""
+    trio.run(_recorded, redis_url, fleet_name, 0, 5)
+    args = ["--redis", redis_url, "--fleet", fleet_name]
+
+    async def other_reads(fleet: Fleet) -> None:
+        assert await fleet.acker("another", hold=True)
+
+    with_fleet(redis_url, fleet_name, other_reads)
+    out = str(tmp_path / "r.jsonl")
+    refused = CliRunner().invoke(cli, ["fleet", "results", *args, "-o", out, "--ack"])
+    assert refused.exit_code == 2
+    assert refused.output.count("\n") == 1
+    assert "another 'results --ack' is reading fleet" in refused.output
+
+    async def other_done(fleet: Fleet) -> None:
+        await fleet.acker("another", hold=False)
+
+    with_fleet(redis_url, fleet_name, other_done)
+    done = CliRunner().invoke(cli, ["fleet", "results", *args, "-o", out, "--ack"])
+    assert done.exit_code == 0, done.output
+    assert "5 removed from Redis" in done.output

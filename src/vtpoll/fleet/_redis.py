@@ -155,6 +155,7 @@ class Fleet:
         self._throttled = register(_scripts.THROTTLED)
         self._ack = register(_scripts.ACK)
         self._cancel = register(_scripts.CANCEL)
+        self._acker = register(_scripts.ACKER)
 
     async def call(self, make: Callable[[], Awaitable[T]], *, retry: bool = True) -> T:
         """``await make()``, retried with backoff while Redis cannot be reached, is loading
@@ -264,6 +265,13 @@ class Fleet:
         args = [str(expiry)] + [value for pair in written for value in pair]
         acked: int = await self.call(lambda: self._ack(keys=keys, args=args))
         return acked
+
+    async def acker(self, token: str, *, hold: bool, ttl: float = 30.0) -> bool:
+        """Take or renew (``hold``) the one acknowledging reader's place for ``token``, for
+        ``ttl`` seconds: False if another holds it. Not ``hold``: give it up."""
+        args = [token, str(math.ceil(ttl * 1000)), "hold" if hold else "free"]
+        said: int = await self.call(lambda: self._acker(keys=[self.keys.acker], args=args))
+        return bool(said)
 
     async def cancel(self, records: list[tuple[str, str]]) -> list[int]:
         """Cancel jobs not done yet, each recorded with its (job ID, record) line: per job, 1

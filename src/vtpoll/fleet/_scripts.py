@@ -67,6 +67,11 @@ class Keys:
         return self._key("epoch")
 
     @property
+    def acker(self) -> str:
+        """String, with a time to live: the token of the one ``results --ack`` reading now."""
+        return self._key("acker")
+
+    @property
     def room(self) -> str:
         """Hash: worker name -> the jobs it had room for at its last renewal."""
         return self._key("room")
@@ -174,6 +179,20 @@ for i = 2, #ARGV, 2 do
   end
 end
 return out
+"""
+
+#: KEYS: acker. ARGV: token, ms, "hold" or "free". One ``results --ack`` at a time (two would
+#: remove each other's unread results): hold takes or renews the key for ``token`` (1), or
+#: finds another's (0); free gives it up if it is ``token``'s.
+ACKER = """
+local holder = redis.call('GET', KEYS[1])
+if ARGV[3] == 'free' then
+  if holder == ARGV[1] then redis.call('DEL', KEYS[1]) end
+  return 1
+end
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
 """
 
 #: KEYS: state, results, counts, buckets, the bucket of this hour. ARGV: the bucket's expiry

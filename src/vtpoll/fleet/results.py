@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import secrets
 from contextlib import ExitStack, suppress
 from functools import partial
 from pathlib import Path
 from typing import IO
 
+import anyio
 import click
 from rich.console import Console
 
@@ -16,7 +18,7 @@ from .._jobfile import ResultWriter
 from .._options import results_file_options
 from .._watching import open_output, say
 from ._options import fleet_options, with_fleet
-from ._redis import Fleet
+from ._redis import Fleet, FleetError
 
 #: Seconds an acknowledged job's done marker is kept by default: a week.
 DEFAULT_RETENTION = 7 * 24 * 3600.0
@@ -70,13 +72,28 @@ def results(
 
     acked = 0
 
+    token = secrets.token_hex(8)
+
     async def body(fleet: Fleet) -> None:
+        try:
+            await read(fleet)
+        finally:
+            if ack:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                    await fleet.acker(token, hold=False)
+
+    async def read(fleet: Fleet) -> None:
         nonlocal acked
         cursor = "0"
         block = FOLLOW_BLOCK_MS if follow else None
         while True:
             # Each round: a fleet whose state was lost meanwhile has results of another epoch.
             await fleet.check_epoch()
+            if ack and not await fleet.acker(token, hold=True):
+                raise FleetError(
+                    f"another 'results --ack' is reading fleet {fleet_name!r}: one at a time, or"
+                    " each would remove results the other has not written"
+                )
             read = partial(
                 fleet.redis.xread, {fleet.keys.results: cursor}, count=READ_COUNT, block=block
             )
