@@ -321,22 +321,24 @@ async def test_jobs_read_by_a_fenced_worker_are_taken_over_too(redis_url: str, f
             assert [c["name"] for c in consumers] == ["alive"]
 
 
+async def dead_worker_holding(fleet: Fleet, jobs: int) -> None:
+    """A worker "dead" that read ``jobs`` new jobs and whose lease then ran out."""
+    await fleet.ensure_group()
+    await fleet.submit([f"d{i}" for i in range(jobs)], None)
+    assert await fleet.lease("dead", 60, join=True) > 0
+    assert len(await take(fleet, "dead", jobs)) == jobs
+    await fleet.redis.zadd(fleet.keys.workers, {"dead": 1})  # its lease ran out
+
+
 async def test_a_dead_workers_jobs_are_shared_by_the_live_ones(redis_url: str, fleet_name: str):
     """A dead worker's 10 jobs and two live workers: a takeover pass claims the caller's share
     (half), and never more than the room the caller says it has."""
     with trio.fail_after(GUARD):
         async with open_fleet(redis_url, fleet_name) as fleet:
-            await fleet.ensure_group()
-            await fleet.submit([f"d{i}" for i in range(10)], None)
-            assert await fleet.lease("dead", 0.05, join=True) > 0
-            assert len(await take(fleet, "dead", 10)) == 10
             for live in ("live1", "live2"):
                 assert await fleet.lease(live, 60, join=True) > 0
-            claimed: list[Claimed] = []
-            while not claimed:  # until the dead worker's lease has expired
-                await trio.sleep(0.05)
-                claimed = await fleet.take_over("live1", 2)
-            assert len(claimed) == 2  # its room
+            await dead_worker_holding(fleet, 10)
+            assert len(await fleet.take_over("live1", 2)) == 2  # its room
             assert len(await fleet.take_over("live2", 100)) == 4  # half of the 8 left
             assert len(await fleet.take_over("live1", 100)) == 2  # half of the 4 left
             pending = await fleet.redis.xpending(fleet.keys.jobs, GROUP)
@@ -432,11 +434,7 @@ async def test_full_workers_do_not_slow_a_takeover(redis_url: str, fleet_name: s
     worker's jobs is all of them, within its room."""
     with trio.fail_after(GUARD):
         async with open_fleet(redis_url, fleet_name) as fleet:
-            await fleet.ensure_group()
-            await fleet.submit([f"o{i}" for i in range(6)], None)
-            assert await fleet.lease("dead", 60, join=True) > 0
-            assert len(await take(fleet, "dead", 6)) == 6
             assert await fleet.lease("full", 60, join=True, room=0) > 0
             assert await fleet.lease("free", 60, join=True, room=100) > 0
-            await fleet.redis.zadd(fleet.keys.workers, {"dead": 1})  # its lease ran out
+            await dead_worker_holding(fleet, 6)
             assert len(await fleet.take_over("free", 100)) == 6
