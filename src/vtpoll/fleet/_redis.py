@@ -2,18 +2,18 @@
 scripts registered, and every call retried through a short loss of the connection.
 
 coredis runs on anyio, so this is native under trio. Its own retry policy is off: a command
-sent twice could add a stream entry twice. Ours retries only scripts and reads, which are
-idempotent here (see ``_scripts``).
+sent twice could add a stream entry twice. Ours retries scripts that are idempotent (see
+``_scripts``) and reads; a group read that failed may still have run, which the worker mends
+(``Worker._adopt_own``), and a takeover is not retried at all.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
 from functools import partial
 from typing import Any, NamedTuple, TypeVar
@@ -52,11 +52,12 @@ RETRIED = (
     coredis.exceptions.TryAgainError,
     coredis.exceptions.ClusterDownError,
 )
-RETRIED_REPLIES = ("MASTERDOWN", "LOADING", "READONLY")
+#: A refusal coredis has no class for (it strips the code of those it has: LOADING, READONLY).
+RETRIED_REPLIES = ("MASTERDOWN",)
 #: Longest wait for one reply (a blocking read adds its own block time).
 REPLY_TIMEOUT = 10.0
 SCHEMES = ("redis", "rediss", "unix", SENTINEL)
-#: Seconds of acknowledgements that share one done-marker hash (and expire together).
+#: Seconds of acknowledgements that share one done-marker set (and expire together).
 BUCKET = 3600
 #: IDs per submit script call.
 SUBMIT_CHUNK = 1000
@@ -125,14 +126,19 @@ def sentinel_parts(url: str) -> SentinelURL:
 
 
 class Claimed(NamedTuple):
-    """An entry a takeover claimed."""
+    """An entry a worker holds: read, resumed or taken over."""
 
     entry: str
     job_id: str
     #: The submitter's deadline (epoch seconds), "" for none.
     deadline: str
-    #: Times the entry was delivered to a worker, this claim included.
+    #: Times the entry was delivered to a worker, this one included.
     deliveries: int
+
+    @classmethod
+    def of(cls, entry: str, fields: Mapping[Any, Any], deliveries: int = 1) -> Claimed:
+        """From the entry's fields (``id``, ``deadline``)."""
+        return cls(entry, str(fields["id"]), str(fields.get("deadline", "")), deliveries)
 
 
 class Fleet:
@@ -287,8 +293,7 @@ class Fleet:
         redis, keys = self.redis, self.keys
         state = await self.call(lambda: redis.hget(keys.state, job_id))
         if state is None:
-            # The marker the acknowledgement left (see Keys.bucket).
-            marker = hashlib.sha1(job_id.encode()).hexdigest()[:16]
+            marker = _scripts.marker(job_id)
             now_ms = int(time.time() * 1000)
             live = partial(redis.zrange, keys.buckets, now_ms, "+inf", PureToken.BYSCORE)
             for bucket in await self.call(live):
@@ -348,25 +353,11 @@ class Fleet:
             for i in range(0, len(flat), 4)
         ]
 
-    async def held(self, worker: str, count: int) -> list[str]:
-        """The entries ``worker`` holds in the group, the first ``count`` of them."""
-        read = partial(
-            self.redis.xpending, self.keys.jobs, _scripts.GROUP, "-", "+", count, consumer=worker
-        )
-        found = await self.call(read)
-        if not isinstance(found, tuple):
-            return []
-        return [str(p.identifier) for p in found if isinstance(p, StreamPendingExt)]
-
-    async def entry(self, entry: str) -> dict[str, str] | None:
-        """An entry's fields (job ID, deadline), None if it is gone."""
-        found = await self.call(lambda: self.redis.xrange(self.keys.jobs, entry, entry))
-        if not found:
-            return None
-        return {str(k): str(v) for k, v in found[0].field_values.items()}
-
-    async def deliveries(self, worker: str, first: str, last: str, count: int) -> dict[str, int]:
-        """How often each of ``worker``'s entries from ``first`` to ``last`` was delivered."""
+    async def own(
+        self, worker: str, count: int, first: str = "-", last: str = "+"
+    ) -> dict[str, int]:
+        """The entries ``worker`` holds in the group, from ``first`` to ``last``, the first
+        ``count`` of them: how often each was delivered."""
         read = partial(
             self.redis.xpending,
             self.keys.jobs,
@@ -382,6 +373,13 @@ class Fleet:
         return {
             str(p.identifier): int(p.delivered) for p in found if isinstance(p, StreamPendingExt)
         }
+
+    async def entry(self, entry: str) -> dict[str, str] | None:
+        """An entry's fields (job ID, deadline), None if it is gone."""
+        found = await self.call(lambda: self.redis.xrange(self.keys.jobs, entry, entry))
+        if not found:
+            return None
+        return {str(k): str(v) for k, v in found[0].field_values.items()}
 
     async def reserve(self, rate: float, burst: int, slots: int = 1) -> tuple[float, float]:
         """Reserve the fleet's next ``slots`` request slots: seconds to wait for the first,

@@ -2,12 +2,14 @@
 
 Every key of a fleet shares one hash tag (``vt:{NAME}:...``), so the scripts also run on a
 Redis Cluster. A script is one atomic step: submit (an ID is queued once), record (a result is
-written once), take over (a dead worker's jobs change hands), lease (a worker proves it is
-alive, or learns it was fenced), reserve (the fleet's rate limit hands out the next slot).
+written once, by the job's owner), cancel, ack (results written out leave Redis), take over (a
+dead worker's jobs change hands), lease (a worker proves it is alive, or learns it was
+fenced), reserve (the fleet's rate limit hands out the next slots).
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 #: The consumer group every worker reads the jobs stream in.
@@ -48,10 +50,10 @@ class Keys:
 
     def bucket(self, index: int) -> str:
         """Set: the jobs acknowledged in the hour ``index`` (hours since the epoch), each a
-        done marker that keeps a resubmitted ID from being polled again: the first 16 hex
-        digits of its ID's SHA-1 (64 bits: a collision among 10 million IDs has a chance of
-        about 3 in a million; an ID of any length costs the same few bytes). The set expires
-        ``--retention`` after its hour."""
+        done marker that keeps a resubmitted ID from being polled again (:func:`marker`: the
+        first 16 hex digits of its ID's SHA-1, 64 bits: a collision among 10 million IDs has a
+        chance of about 3 in a million; an ID of any length costs the same few bytes). The set
+        expires ``--retention`` after its hour."""
         return self._key(f"done:{index}")
 
     @property
@@ -102,22 +104,48 @@ class Keys:
         return self._key("rl:quota")
 
 
+#: Lua shared by several scripts, put before their own text.
+#: Redis's clock in whole ms, as leases are scored by it.
+NOW_MS = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+"""
+#: Hex digits of an ID's SHA-1 kept as its done marker (see Keys.bucket).
+MARKER_DIGITS = 16
+MARKER = f"""
+local function marker(id) return string.sub(redis.sha1hex(id), 1, {MARKER_DIGITS}) end
+"""
+#: A job's end: its result appended, its state pointed at it (the caller counts them).
+FINISH = """
+local function finish(state, results, id, record)
+  local result = redis.call('XADD', results, '*', 'id', id, 'record', record)
+  redis.call('HSET', state, id, 'done:' .. result)
+end
+"""
+
+
+def marker(job_id: str) -> str:
+    """The done marker of ``job_id``, as the scripts compute it."""
+    return hashlib.sha1(job_id.encode()).hexdigest()[:MARKER_DIGITS]
+
+
 #: KEYS: state, jobs, epoch, counts, buckets. ARGV: deadline (epoch s, or ""), a new epoch
 #: token, then the IDs. An ID is new unless the state or a live done-marker set has it (the
 #: sets share the fleet's hash tag). The epoch is written if the fleet has none; returns
 #: {how many IDs were new, the epoch}.
-SUBMIT = """
+SUBMIT = (
+    NOW_MS
+    + MARKER
+    + """
 redis.call('SET', KEYS[3], ARGV[2], 'NX')
-local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local done = redis.call('ZRANGEBYSCORE', KEYS[5], now, '+inf')
 local added = 0
 for i = 3, #ARGV do
   local known = redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1
-  local marker = (not known) and #done > 0 and string.sub(redis.sha1hex(ARGV[i]), 1, 16)
+  local mark = (not known) and #done > 0 and marker(ARGV[i])
   for _, bucket in ipairs(done) do
     if known then break end
-    known = redis.call('SISMEMBER', bucket, marker) == 1
+    known = redis.call('SISMEMBER', bucket, mark) == 1
   end
   if not known then
     local entry = redis.call('XADD', KEYS[2], '*', 'id', ARGV[i], 'deadline', ARGV[1])
@@ -128,6 +156,7 @@ end
 redis.call('HINCRBY', KEYS[4], 'submitted', added)
 return {added, redis.call('GET', KEYS[3])}
 """
+)
 
 #: KEYS: state, results, jobs, counts. ARGV: group, worker, then (job ID, entry ID, record)
 #: triples.
@@ -135,7 +164,9 @@ return {added, redis.call('GET', KEYS[3])}
 #: by a takeover, atomically, so it is the fencing token); any other (a worker frozen past its
 #: lease whose jobs were taken over) is dropped, the entry left to its owner. Each result is
 #: written once, however often its job was polled. Returns {new, stale}.
-RECORD = """
+RECORD = (
+    FINISH
+    + """
 local new, stale = 0, 0
 for i = 3, #ARGV, 3 do
   local id, entry, record = ARGV[i], ARGV[i + 1], ARGV[i + 2]
@@ -144,8 +175,7 @@ for i = 3, #ARGV, 3 do
     stale = stale + 1
   else
     if string.sub(redis.call('HGET', KEYS[1], id) or '', 1, 5) ~= 'done:' then
-      local result = redis.call('XADD', KEYS[2], '*', 'id', id, 'record', record)
-      redis.call('HSET', KEYS[1], id, 'done:' .. result)
+      finish(KEYS[1], KEYS[2], id, record)
       new = new + 1
     end
     redis.call('XACK', KEYS[3], ARGV[1], entry)
@@ -155,13 +185,16 @@ end
 redis.call('HINCRBY', KEYS[4], 'recorded', new)
 return {new, stale}
 """
+)
 
 #: KEYS: state, jobs, results, counts. ARGV: group, then (job ID, record) pairs. A job not
 #: done yet is cancelled: its entry leaves the group and the stream (a worker polling it has
 #: its result dropped: the entry is no longer its), and ``record`` is its result. Returns, per
 #: job, 1 cancelled, 0 done already, -1 unknown to the fleet.
-CANCEL = """
-local out = {}
+CANCEL = (
+    FINISH
+    + """
+local out, cancelled = {}, 0
 for i = 2, #ARGV, 2 do
   local id, record = ARGV[i], ARGV[i + 1]
   local state = redis.call('HGET', KEYS[1], id)
@@ -172,14 +205,15 @@ for i = 2, #ARGV, 2 do
   else
     redis.call('XACK', KEYS[2], ARGV[1], state)
     redis.call('XDEL', KEYS[2], state)
-    local result = redis.call('XADD', KEYS[3], '*', 'id', id, 'record', record)
-    redis.call('HSET', KEYS[1], id, 'done:' .. result)
-    redis.call('HINCRBY', KEYS[4], 'recorded', 1)
+    finish(KEYS[1], KEYS[3], id, record)
+    cancelled = cancelled + 1
     out[#out + 1] = 1
   end
 end
+redis.call('HINCRBY', KEYS[4], 'recorded', cancelled)
 return out
 """
+)
 
 #: KEYS: acker. ARGV: token, ms, "hold" or "free". One ``results --ack`` at a time (two would
 #: remove each other's unread results): hold takes or renews the key for ``token`` (1), or
@@ -198,13 +232,16 @@ return 1
 #: KEYS: state, results, counts, buckets, the bucket of this hour. ARGV: the bucket's expiry
 #: (ms; 0 keeps no marker), then (result entry ID, job ID) pairs. Results written out are
 #: removed, and each job's state cut to a marker in the hour's bucket. Returns how many.
-ACK = """
+ACK = (
+    NOW_MS
+    + MARKER
+    + """
 local acked = 0
 for i = 2, #ARGV, 2 do
   if redis.call('XDEL', KEYS[2], ARGV[i]) == 1 then
     redis.call('HDEL', KEYS[1], ARGV[i + 1])
     if ARGV[1] ~= '0' then
-      redis.call('SADD', KEYS[5], string.sub(redis.sha1hex(ARGV[i + 1]), 1, 16))
+      redis.call('SADD', KEYS[5], marker(ARGV[i + 1]))
     end
     acked = acked + 1
   end
@@ -212,25 +249,25 @@ end
 if acked > 0 and ARGV[1] ~= '0' then
   redis.call('PEXPIREAT', KEYS[5], ARGV[1])
   redis.call('ZADD', KEYS[4], ARGV[1], KEYS[5])
-  local t = redis.call('TIME')
-  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', t[1] * 1000)
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
 end
 redis.call('HINCRBY', KEYS[3], 'acked', acked)
 return acked
 """
+)
 
 #: KEYS: workers, epoch, room. ARGV: worker, lease ms, "join" or "renew", the epoch the worker
 #: saw ("" for none yet), the jobs it has room for ("" if it does not say). Returns {the
 #: lease's expiry (ms), the epoch}: expiry -1 when renewing a lease that is gone (the worker
 #: was fenced: taken over, and must stop), -2 when the epoch the worker saw is gone or changed
 #: (the fleet's state was lost).
-LEASE = """
+LEASE = (
+    NOW_MS
+    + """
 local epoch = redis.call('GET', KEYS[2])
 if ARGV[4] ~= '' and epoch ~= ARGV[4] then
   return {-2, epoch}
 end
-local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
 if ARGV[3] == 'renew' and not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
   return {-1, epoch}
 end
@@ -241,6 +278,7 @@ if ARGV[5] and ARGV[5] ~= '' then
 end
 return {expiry, epoch}
 """
+)
 
 #: KEYS: workers, jobs, room. ARGV: group, me, most entries to claim (the caller's free room).
 #: Only a caller whose own lease is live takes anything: one whose lease ran out was out of
@@ -256,9 +294,9 @@ return {expiry, epoch}
 #: stopped (its lease set to 0) are claimed with their delivery counts unchanged. Returns a
 #: flat list: entry ID, job ID, deadline, times delivered (this claim included unless handed
 #: back), entry ID, ...
-TAKEOVER = """
-local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
+TAKEOVER = (
+    NOW_MS
+    + """
 local out = {}
 local mine = redis.call('ZSCORE', KEYS[1], ARGV[2])
 if (not mine) or tonumber(mine) < now then
@@ -334,6 +372,7 @@ for _, victim in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
 end
 return out
 """
+)
 
 #: KEYS: rate, pause, quota. ARGV: rate (requests/s), burst, slots. Reserves the fleet's next
 #: ``slots`` request slots, one interval apart (GCRA, never denying: the caller waits), and

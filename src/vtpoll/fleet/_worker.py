@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
 
 import anyio
 import coredis.exceptions
@@ -176,17 +174,13 @@ class Worker:
             self._held.update(str(entry.identifier) for entry in entries)
             if entries:
                 first, last = str(entries[0].identifier), str(entries[-1].identifier)
-                delivered = await self.fleet.deliveries(self.name, first, last, len(entries))
+                delivered = await self.fleet.own(self.name, len(entries), first, last)
             for entry in entries:
                 await self.capacity.acquire()
-                fields = entry.field_values
-                job = Claimed(
-                    str(entry.identifier),
-                    str(fields["id"]),
-                    str(fields.get("deadline", "")),
-                    delivered.get(str(entry.identifier), 1),
+                entry_id = str(entry.identifier)
+                self._start(
+                    tg, Claimed.of(entry_id, entry.field_values, delivered.get(entry_id, 1))
                 )
-                self._start(tg, job)
                 self.stats.resumed += 1
             if len(entries) < TAKE_BATCH:
                 break
@@ -208,7 +202,7 @@ class Worker:
             self._held.update(str(entry.identifier) for entry in entries)
             for entry in entries:
                 await self.capacity.acquire()
-                self._start_poll(tg, str(entry.identifier), entry.field_values)
+                self._start(tg, Claimed.of(str(entry.identifier), entry.field_values))
 
     async def _read_group(
         self, after: str, count: int, block: int | None = None
@@ -233,13 +227,9 @@ class Worker:
             free += 1
         return free
 
-    def _start_poll(self, tg: TaskGroup, entry: str, fields: Mapping[Any, Any]) -> None:
-        job_id, deadline = str(fields["id"]), str(fields.get("deadline", ""))
-        tg.start_soon(self._poll, entry, job_id, deadline)
-
     def _start(self, tg: TaskGroup, job: Claimed) -> None:
-        """Poll a job taken from another worker or from this name's last life, unless it was
-        delivered too often: then it is recorded failed (its capacity given back at once)."""
+        """Poll a job this worker holds (its room taken), unless it was delivered too often:
+        then it is recorded failed (its room given back at once)."""
         self._held.add(job.entry)
         if job.deliveries <= self.max_deliveries:
             tg.start_soon(self._poll, job.entry, job.job_id, job.deadline)
@@ -280,7 +270,7 @@ class Worker:
         """After a call failed: poll this worker's own entries that it does not know of (a
         read or takeover whose reply was lost had taken them), else nobody ever would."""
         self._checked_own_at = anyio.current_time()
-        for entry in await self.fleet.held(self.name, len(self._held) + TAKE_BATCH):
+        for entry in await self.fleet.own(self.name, len(self._held) + TAKE_BATCH):
             if entry in self._held:
                 continue
             fields = await self.fleet.entry(entry)
@@ -289,7 +279,8 @@ class Worker:
             self._held.add(entry)
             self.stats.adopted += 1
             await self.capacity.acquire()
-            self._start_poll(tg, entry, fields)
+            # Its count says how often it was handed out, not that it was lost: it is polled.
+            self._start(tg, Claimed.of(entry, fields))
 
     async def _poll(self, entry: str, job_id: str, deadline: str) -> None:
         try:

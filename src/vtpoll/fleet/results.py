@@ -69,9 +69,7 @@ def results(
     # Each job is recorded once in the stream: only what the file had before needs skipping,
     # and nothing grows with the results read.
     seen = previous.outcomes
-
     acked = 0
-
     token = secrets.token_hex(8)
 
     async def body(fleet: Fleet) -> None:
@@ -94,10 +92,10 @@ def results(
                     f"another 'results --ack' is reading fleet {fleet_name!r}: one at a time, or"
                     " each would remove results the other has not written"
                 )
-            read = partial(
+            more = partial(
                 fleet.redis.xread, {fleet.keys.results: cursor}, count=READ_COUNT, block=block
             )
-            got = await fleet.call(read)
+            got = await fleet.call(more)
             entries = got[fleet.keys.results] if got else ()
             written = []
             for entry in entries:

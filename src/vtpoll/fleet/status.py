@@ -14,11 +14,11 @@ from rich.table import Table
 from .._errors import EXIT_OK, Problem
 from ._options import fleet_options, with_fleet
 from ._redis import Fleet
-from ._scripts import GROUP
+from ._scripts import GROUP, NOW_MS
 
 #: Redis's clock, in ms, as the leases are scored by it (coredis 6.9's time() drops the
 #: sub-second part).
-_NOW = "local t = redis.call('TIME') return t[1] * 1000 + math.floor(t[2] / 1000)"
+_NOW = NOW_MS + "return now"
 
 
 @click.command()
