@@ -94,15 +94,38 @@ def id_sources(
         if str(path) != "-":
             sources.append((str(path), file_lines(path)))
     if wants_stdin:
-        sources.append(("<stdin>", stdin.read().removeprefix("\ufeff").splitlines()))
+        sources.append(("<stdin>", stdin_lines(stdin)))
     return sources
+
+
+def lines_of(text: str) -> list[str]:
+    """``text`` cut at each ``\n`` and nowhere else, as ``grep -n`` and editors number lines:
+    not ``str.splitlines``, which also cuts at form feeds, U+2028 and other characters a
+    person does not see as line ends (so an error would name the wrong line). A ``\r``
+    before the ``\n`` is stripped with the rest of the line's blanks."""
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()  # the newline that ends the last line starts no other
+    return lines
+
+
+def stdin_lines(stdin: IO[str]) -> list[str]:
+    """The lines of standard input, read as bytes where it has them (a text stream would turn
+    a lone ``\r`` into a line end), or :class:`InputError`."""
+    buffer = getattr(stdin, "buffer", None)
+    try:
+        if buffer is not None:
+            return lines_of(buffer.read().decode("utf-8-sig"))
+        return lines_of(stdin.read().removeprefix("\ufeff"))
+    except UnicodeDecodeError as exc:
+        raise InputError(f"<stdin>: not UTF-8 text (byte {exc.start})") from None
 
 
 def file_lines(path: Path) -> list[str]:
     """The lines of an ID file (a UTF-8 byte-order mark is dropped), or :class:`InputError`
     saying why it cannot be read."""
     try:
-        return path.read_text(encoding="utf-8-sig").splitlines()
+        return lines_of(path.read_bytes().decode("utf-8-sig"))
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except IsADirectoryError:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from datetime import UTC, datetime
-from io import StringIO
+from io import BytesIO, StringIO, TextIOWrapper
 from pathlib import Path
 
 import pytest
@@ -19,6 +19,7 @@ from vtpoll._jobfile import (
     InputError,
     ResultWriter,
     file_lines,
+    id_sources,
     load_previous,
     open_results,
     read_ids,
@@ -331,3 +332,29 @@ def test_an_id_file_may_start_with_a_byte_order_mark(tmp_path: Path):
     path = tmp_path / "ids.txt"
     path.write_bytes("\ufeffjob-a\njob-b\n".encode())
     assert read_ids([("ids.txt", file_lines(path))]).ids == ["job-a", "job-b"]
+
+
+def test_line_numbers_count_newlines_only(tmp_path: Path):
+    """A form feed, U+2028 or a lone carriage return inside a line does not end it: the error
+    names the line an editor and grep -n show."""
+    path = tmp_path / "ids.txt"
+    path.write_bytes("job-a\u2028x\njob-b\r\n\x0cjob c\njob-d\rjob-e\n".encode())
+    lines = file_lines(path)
+    assert len(lines) == 4
+    with pytest.raises(InputError) as info:
+        read_ids([("ids.txt", lines)])
+    message = str(info.value)
+    assert message.startswith("3 invalid job IDs")
+    assert "ids.txt:1 'job-a\\u2028x'" in message
+    assert "ids.txt:3 'job c'" in message
+    assert "ids.txt:4 'job-d\\rjob-e'" in message
+
+
+def test_standard_input_lines_count_newlines_only():
+    """Standard input is cut at newlines only too, read as bytes (a BOM dropped)."""
+    stdin = TextIOWrapper(BytesIO("\ufeffjob-a\n\x0cjob b\n".encode()), encoding="utf-8")
+    with pytest.raises(InputError, match=r"<stdin>:2 'job b'$"):
+        read_ids(id_sources(["-"], [], stdin))
+    bad = TextIOWrapper(BytesIO(b"job-a\n\xff\n"), encoding="utf-8")
+    with pytest.raises(InputError, match=r"<stdin>: not UTF-8 text \(byte 6\)"):
+        id_sources(["-"], [], bad)
