@@ -37,6 +37,10 @@ TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 MAX_REDIRECTS = 5
 #: Characters of a server's text quoted in an error message.
 QUOTED = 60
+#: Characters of a server's reason for refusing a request kept in the error message.
+REASON_CHARS = 200
+#: Fields of a JSON error body that hold the reason, the most telling first.
+REASON_FIELDS = ("detail", "message", "error", "title")
 
 
 @dataclass(slots=True)
@@ -160,6 +164,26 @@ def _quote(value: object) -> str:
     return text[:QUOTED] + ("…" if len(text) > QUOTED else "")
 
 
+def reason(body: bytes) -> str:
+    """Why the server says it refused a request, as one short line for a person: the first
+    text field of a JSON error body among :data:`REASON_FIELDS` (at the top or under
+    ``error``), else a short plain-text body; "" if it says nothing readable (HTML, binary,
+    empty). Control characters become spaces and the text is cut at :data:`REASON_CHARS`."""
+    data, not_json = _decode(body[: REASON_CHARS * 20])
+    text = ""
+    if not_json is None:
+        for where in (data, data.get("error") if isinstance(data, dict) else None):
+            if isinstance(where, dict):
+                found = [where[f] for f in REASON_FIELDS if isinstance(where.get(f), str)]
+                if found:
+                    text = found[0]
+                    break
+    elif not body.lstrip().startswith(b"<"):
+        text = body[: REASON_CHARS * 4].decode("utf-8", "replace")
+    text = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    return text[:REASON_CHARS] + ("…" if len(text) > REASON_CHARS else "")
+
+
 def _batch_answers(
     reply: Reply, ids: list[str], dialect: Dialect
 ) -> dict[str, Answer | BaseException]:
@@ -239,9 +263,18 @@ class StatusFetcher:
         self.max_response_bytes = max_response_bytes
         self.dialect = dialect
         self._headers = {"Accept": "application/json", "Accept-Encoding": ACCEPT_ENCODING}
+        self._secrets = [api_key] if api_key else []
         if api_key is not None:
             name, value = dialect.auth(api_key)
             self._headers[name] = value
+
+    def _because(self, reply: Reply) -> str:
+        """The server's reason for a refusal, to end its error message with ("" if none); a
+        server echoing the API key back does not get it into the message."""
+        said = reason(reply.body)
+        for secret in self._secrets:
+            said = said.replace(secret, "***")
+        return f": {said}" if said else ""
 
     def __repr__(self) -> str:
         return f"StatusFetcher({str(self.base)!r})"  # never the headers: they hold the key
@@ -275,7 +308,9 @@ class StatusFetcher:
         if code in TRANSIENT_STATUS or code >= 500:
             raise _transient(reply, f"HTTP {code} for a batch of {len(ids)}")
         if not 200 <= code < 300:
-            raise RequestRejected(f"the server rejected a batch ({code})", status_code=code)
+            raise RequestRejected(
+                f"the server rejected a batch ({code}){self._because(reply)}", status_code=code
+            )
         return _batch_answers(reply, ids, self.dialect)
 
     async def _get(
@@ -375,21 +410,23 @@ class StatusFetcher:
             raise _transient(reply, f"HTTP {code} for {job_name(job_id)}")
         if code in (401, 403):
             raise AuthenticationError(
-                f"the server refused the credentials for {job_name(job_id)} ({code})",
+                f"the server refused the credentials for {job_name(job_id)} ({code})"
+                f"{self._because(reply)}",
                 job_id=job_id,
                 status_code=code,
                 url=url,
             )
         if code in (404, 410):
             raise JobNotFound(
-                f"the server does not know {job_name(job_id)} ({code})",
+                f"the server does not know {job_name(job_id)} ({code}){self._because(reply)}",
                 job_id=job_id,
                 status_code=code,
                 url=url,
             )
         if 400 <= code < 500:
             raise RequestRejected(
-                f"the server rejected the request for {job_name(job_id)} ({code})",
+                f"the server rejected the request for {job_name(job_id)} ({code})"
+                f"{self._because(reply)}",
                 job_id=job_id,
                 status_code=code,
                 url=url,

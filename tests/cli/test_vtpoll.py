@@ -27,6 +27,7 @@ from click.testing import CliRunner
 
 from sim_server.testing import create_jobs
 from tests.helpers import metric, server_process, spawn, stop, wait_for
+from tests.hostile_server import hostile_server
 from vtpoll import cli
 
 VTPOLL = str(Path(sys.executable).with_name("vtpoll"))
@@ -435,3 +436,20 @@ def test_watch_says_at_once_that_the_server_does_not_answer(run):
     said = next(i for i, line in enumerate(lines) if "no answer from the server since" in line)
     failed = next(i for i, line in enumerate(lines) if line.startswith("job-1 failed"))
     assert said < failed, done.stderr
+
+
+def test_status_shows_the_servers_reason_for_a_refusal(run):
+    """A 4xx's reason, as the server gave it, is in the command's line for the job."""
+
+    def refuse(path: str, headers: dict[str, str]) -> tuple[int, list[tuple[str, str]], bytes]:
+        body = {"error": "invalid_job_id", "detail": "this backend wants UUIDs"}
+        return 400, [("Content-Type", "application/json")], json.dumps(body).encode()
+
+    with hostile_server(refuse) as (base, _):
+        done = run("status", "job-1", "--json", "--base-url", base)
+    assert done.returncode == 1, done.stderr
+    [row] = json.loads(done.stdout)
+    assert row["error"] == (
+        "RequestRejected: the server rejected the request for job 'job-1' (400): "
+        "this backend wants UUIDs"
+    )

@@ -35,6 +35,9 @@ from video_translation_client._headers import parse_ratelimit_policy, parse_retr
 
 from .scripted import Scripted, error, status
 
+#: An API key a hostile server echoes back in its reason for refusing.
+KEY_ECHO = "sk-secret-0123"
+
 URL = "http://server.test"
 
 
@@ -361,3 +364,38 @@ def test_ratelimit_policy_parser_never_raises(value: str):
     """Whatever the header says, the parser answers a positive rate or None."""
     rate = parse_ratelimit_policy(value)
     assert rate is None or 0 < rate < math.inf
+
+
+@pytest.mark.parametrize(
+    ("answer", "said"),
+    [
+        pytest.param(
+            httpx.Response(400, json={"error": "invalid_job_id", "detail": "no spaces"}),
+            "(400): no spaces",
+            id="json-detail",
+        ),
+        pytest.param(
+            httpx.Response(422, json={"error": {"message": "bad\nid"}}),
+            "(422): bad id",
+            id="nested-message",
+        ),
+        pytest.param(httpx.Response(400, text="  nope\x1b[31m  "), "(400): nope [31m", id="text"),
+        pytest.param(httpx.Response(400, text="x" * 5000), f"(400): {'x' * 200}…", id="long"),
+        pytest.param(
+            httpx.Response(403, json={"error": f"key {KEY_ECHO} refused"}),
+            "(403): key *** refused",
+            id="key",
+        ),
+        pytest.param(httpx.Response(400, text="<html><b>Bad</b></html>"), "(400)", id="html"),
+    ],
+)
+async def test_a_refusal_says_the_servers_reason(autojump_clock, answer, said):
+    """A 4xx error's message ends with the reason the server gave (a JSON error body's detail,
+    message or error, or a short text), on one line, bounded, without the API key."""
+    server = Scripted([status("pending"), answer])
+    async with server.client() as http:
+        client = VideoTranslationClient(URL, cfg(), http_client=http, api_key=KEY_ECHO)
+        await client.get_status("other")
+        with pytest.raises(VideoTranslationError) as info:
+            await client.get_status("j")
+    assert str(info.value).endswith(said)
