@@ -38,6 +38,10 @@ from ._models import StatusResponse
 LAST_POLL_MARGIN = 1.0
 #: Seconds over which jobs held back by the retry budget are spread once the server answers.
 HELD_BACK_SPREAD = 1.0
+#: Seconds a server that has refused every connection since the client started (nothing
+#: listens at the URL) is tried before the jobs fail as unreachable: time for a server that
+#: is being started to listen, and the verdict within seconds rather than after every retry.
+REFUSED_GIVE_UP = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,6 +296,7 @@ def failed(job: JobRecord, failure: Transient, now: float, server: ServerView) -
         error = _silence(job, failure, now, server)
         if error is not None:
             return Fail(error)
+        delay = _fit_refused(delay, failure, now, server)
         note = f"retry (no answer from the server for {server.silent_for(now):.1f} s)"
     job.failing, job.failed_at, job.retry_at = failure, now, now + delay
     return Check(delay=delay, hold=hold, until_recovery=True, note=note)
@@ -350,7 +355,7 @@ def held_back(job: JobRecord, now: float, server: ServerView) -> Action:
             job.failures += 1
             if job.failures > job.config.max_retries:
                 return Fail(exhausted(job, failing, held_back=True))
-        job.retry_at = now + job.retry_backoff.next_delay()
+        job.retry_at = now + _fit_refused(job.retry_backoff.next_delay(), failing, now, server)
     delay = min(job.retry_at - now, HELD_BACK_SPREAD * (0.5 + job.random()))
     return Check(delay=delay, until_recovery=True)
 
@@ -360,14 +365,26 @@ def _silence(
 ) -> VideoTranslationError | None:
     """The server answers nothing: ride through it, up to ``outage_timeout``; a server never
     reached since the client started (a wrong URL, most likely) is given up on after
-    ``max_retries`` retries, as a failing one would be."""
+    ``max_retries`` retries, as a failing one would be, or after ``REFUSED_GIVE_UP`` seconds
+    if it refused every connection (nothing listens there: no use waiting for a time-out)."""
     if not server.ever_answered:
+        if failure.refused and server.silent_for(now) >= REFUSED_GIVE_UP:
+            return unreachable(job, failure, now, server, never=True, refused=True)
         job.failures += 1
         if job.failures > job.config.max_retries:
             return unreachable(job, failure, now, server, never=True)
     elif server.silent_for(now) >= job.config.outage_timeout:
         return unreachable(job, failure, now, server)
     return None
+
+
+def _fit_refused(delay: float, failure: Transient, now: float, server: ServerView) -> float:
+    """``delay`` cut so that, while no request has ever been answered and connections are
+    refused, the next try falls no later than ``REFUSED_GIVE_UP`` after the first failure:
+    the try that gives up on the server is made on time."""
+    if server.ever_answered or not failure.refused or server.silent_since is None:
+        return delay
+    return max(0.0, min(delay, server.silent_since + REFUSED_GIVE_UP - now))
 
 
 # -- verdicts ---------------------------------------------------------------------------------
@@ -417,17 +434,30 @@ def exhausted(job: JobRecord, failure: Transient, *, held_back: bool = False) ->
 
 
 def unreachable(
-    job: JobRecord, failure: Transient, now: float, server: ServerView, *, never: bool = False
+    job: JobRecord,
+    failure: Transient,
+    now: float,
+    server: ServerView,
+    *,
+    never: bool = False,
+    refused: bool = False,
 ) -> ServerUnreachable:
-    if never:
+    if refused:
+        when = (
+            f"refused every connection since the client started ({job.requests} "
+            f"attempt{'s' if job.requests != 1 else ''} in "
+            f"{server.silent_for(now):.1f} s, the last: {failure.description}): "
+            "is the server running, and is the URL right?"
+        )
+    elif never:
         when = f"has not answered since the client started ({job.failures} attempts)"
     else:
         since = server.silent_since_wall
         shown = since.astimezone(UTC).strftime("%H:%M:%S UTC") if since else "?"
         when = f"has answered nothing since {shown} ({server.silent_for(now):.1f} s)"
+    last = "" if refused else f"; the last attempt: {failure.description}"
     error = ServerUnreachable(
-        f"{job_name(job.job_id)}: the server at {server.url} {when}; "
-        f"the last attempt: {failure.description}",
+        f"{job_name(job.job_id)}: the server at {server.url} {when}{last}",
         job_id=job.job_id,
         attempts=job.requests,
         since=server.silent_since_wall,

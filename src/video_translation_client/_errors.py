@@ -13,7 +13,8 @@
     ├── RetriesExhausted              too many consecutive transient failures while the server
     │   │                             answered other requests; ``__cause__`` is the last one
     │   └── ServerUnreachable         the server answered nothing for ``outage_timeout`` (or
-    │                                 until the job's deadline); also a builtin ConnectionError
+    │                                 until the job's deadline), or refused every connection
+    │                                 since the client started; also a builtin ConnectionError
     └── InvalidResponse               a body that is not a status (transient: retried first)
         └── UnknownStatus             the status field holds a value the dialect does not list
 
@@ -123,7 +124,8 @@ class RetriesExhausted(VideoTranslationError):
 
 class ServerUnreachable(RetriesExhausted, ConnectionError):
     """The server has answered nothing since ``since`` (a wall-clock time), for longer than
-    the job could wait: its outcome is not known. ``__cause__`` is the last failure."""
+    the job could wait, or has refused every connection since the client started (nothing
+    listens at the URL): the job's outcome is not known. ``__cause__`` is the last failure."""
 
     def __init__(
         self,

@@ -88,6 +88,7 @@ class Transient(Exception):
         quota: float | None = None,
         error: InvalidResponse | None = None,
         miss: bool = False,
+        refused: bool = False,
     ) -> None:
         super().__init__(description)
         self.description = description
@@ -99,6 +100,8 @@ class Transient(Exception):
         self.error = error
         #: An answer that may show a wrong route: not JSON, or without the status field.
         self.miss = miss
+        #: The connection was refused (nothing listens there): no answer, but not a time-out.
+        self.refused = refused
 
 
 class MalformedBatch(Transient):
@@ -327,6 +330,7 @@ class StatusFetcher:
         if wait is not None:
             headers["Prefer"] = f"wait={wait}"
         failure: str | None = None
+        refused = False
         try:
             url = self.base.copy_with(raw_path=self.base.raw_path.rstrip(b"/") + path)
             # httpx's own timeouts are not enforced by every transport: the cancel scope is
@@ -341,6 +345,7 @@ class StatusFetcher:
             failure = f"no answer within {limit:g} s"
         except (httpx.TransportError, httpx.DecodingError) as exc:
             failure = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            refused = isinstance(exc, httpx.ConnectError) and _refusal_in(exc)
         except BodyError as exc:
             invalid = InvalidResponse(f"{exc} for {job_name(job_id)}", job_id=job_id)
             raise Transient(str(invalid), error=invalid) from None
@@ -355,7 +360,7 @@ class StatusFetcher:
             raise RequestRejected(
                 f"more than {MAX_REDIRECTS} redirects for {job_name(job_id)}", job_id=job_id
             )
-        raise Transient(failure)
+        raise Transient(failure, refused=refused)
 
     async def _send(
         self,
@@ -433,6 +438,22 @@ class StatusFetcher:
             )
         # 5xx outside the usual set (501, 505, ...) and anything stranger: keep trying.
         raise _transient(reply, f"HTTP {code} for {job_name(job_id)}")
+
+
+def _refusal_in(exc: BaseException) -> bool:
+    """Whether the operating system's ``ECONNREFUSED`` is among the causes of ``exc`` (its
+    chain and the members of exception groups in it; trio and asyncio wrap it differently)."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo and len(seen) < 50:
+        here = todo.pop()
+        if here is None or id(here) in seen:
+            continue
+        seen.add(id(here))
+        if isinstance(here, ConnectionRefusedError):
+            return True
+        todo += [here.__cause__, here.__context__, *getattr(here, "exceptions", ())]
+    return False
 
 
 def _transient(reply: Reply, description: str) -> Transient:

@@ -453,3 +453,17 @@ def test_status_shows_the_servers_reason_for_a_refusal(run):
         "RequestRejected: the server rejected the request for job 'job-1' (400): "
         "this backend wants UUIDs"
     )
+
+
+def test_status_with_nothing_listening_says_so_naming_the_url(run):
+    """A port nothing listens on: 'status' ends on the refusals, not after its retries run
+    out (bounded here by --timeout 8), naming the URL."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        base = f"http://127.0.0.1:{sock.getsockname()[1]}"  # closed on leaving: refused
+    done = run("status", "job-1", "--json", "--timeout", "8", "--base-url", base)
+    assert done.returncode == 1, done.stderr
+    [row] = json.loads(done.stdout)
+    assert row["error"].startswith(
+        f"ServerUnreachable: job 'job-1': the server at {base} refused every connection"
+    )

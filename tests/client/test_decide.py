@@ -52,6 +52,8 @@ def pending(**fields: object) -> Answer:
 FAIL_500 = Transient("HTTP 500", status_code=500)
 FAIL_429 = Transient("HTTP 429", status_code=429, hint=3.0)
 NO_ANSWER = Transient("ConnectError")
+NOTE_1_5 = "retry (no answer from the server for 1.5 s)"
+NOTE_2_0 = "retry (no answer from the server for 2.0 s)"
 
 
 @pytest.mark.parametrize(
@@ -195,3 +197,57 @@ def test_a_held_back_retry_waits_for_the_server_or_its_backoff():
     assert record.failures == 0
     assert held_back(record, 12.0, server) == Check(delay=1.0, until_recovery=True)
     assert record.failures == 1
+
+
+REFUSED = Transient("ConnectError: refused", refused=True)
+NEVER = ServerView(ever_answered=False, silent_since=0.0, url="http://x")
+
+
+@pytest.mark.parametrize(
+    ("failure", "server", "now", "expected"),
+    [
+        # Refused since the start: the retry is fitted to the give-up point (backoff says 2 s)...
+        (REFUSED, NEVER, 1.5, Check(delay=0.5, until_recovery=True, note=NOTE_1_5)),
+        # ...where the server is given up on, whatever max_retries says.
+        (REFUSED, NEVER, 2.0, ServerUnreachable),
+        # No answer but no refusal (a time-out): the retries of a server never reached.
+        (NO_ANSWER, NEVER, 2.0, Check(delay=2.0, until_recovery=True, note=NOTE_2_0)),
+        # A server that has answered before and refuses now is ridden through, as any outage.
+        (
+            REFUSED,
+            ServerView(last_answer=-1.0, silent_since=0.0),
+            2.0,
+            Check(delay=2.0, until_recovery=True, note=NOTE_2_0),
+        ),
+    ],
+)
+def test_a_server_refusing_since_the_start_is_given_up_within_seconds(
+    failure, server, now, expected
+):
+    """Connections refused by a server that never answered end the job as unreachable two
+    seconds after the first (not after every retry); any other silence is waited out."""
+    record = job(failures=1, failed_at=0.0)
+    record.retry_backoff.next_delay()  # the first retry's 1 s is past: the next backoff is 2 s
+    action = failed(record, failure, now, server)
+    if isinstance(expected, Check):
+        assert action == expected
+    else:
+        assert isinstance(action, Fail)
+        assert type(action.error) is expected
+        assert str(action.error) == (
+            "job 'j': the server at http://x refused every connection since the client "
+            "started (0 attempts in 2.0 s, the last: ConnectError: refused): is the server "
+            "running, and is the URL right?"
+        )
+
+
+def test_a_held_back_retry_of_a_refusing_server_still_gives_up_in_time():
+    """A retry held back by the budget while connections are refused wakes at the give-up
+    point at the latest, and gives up there."""
+    record = job(failing=REFUSED, failed_at=0.0, retry_at=1.0)
+    action = held_back(record, 1.0, NEVER)
+    assert action == Check(delay=1.0, until_recovery=True)  # retry_at fitted to 2.0
+    assert record.retry_at == 2.0
+    action = held_back(record, 2.0, NEVER)
+    assert isinstance(action, Fail)
+    assert isinstance(action.error, ServerUnreachable)

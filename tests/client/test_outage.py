@@ -7,6 +7,7 @@ ServerUnreachable, saying since when, at the latest at its deadline.
 
 from __future__ import annotations
 
+import errno
 import random
 
 import httpx
@@ -25,14 +26,24 @@ from .scripted import Scripted, status
 URL = "http://server.test"
 
 
-def down_between(start: float, down_from: float, up_at: float, completes_at: float):
+def refused() -> httpx.ConnectError:
+    """A connection refused as a real socket's is: the operating system's ECONNREFUSED in
+    the transport error's chain (nothing listens at the address)."""
+    error = httpx.ConnectError("all attempts to connect failed")
+    error.__cause__ = ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")
+    return error
+
+
+def down_between(
+    start: float, down_from: float, up_at: float, completes_at: float, *, refusing: bool = False
+):
     """A server answering pending (completed from ``completes_at``), with no answer at all
-    from ``down_from`` to ``up_at`` seconds."""
+    from ``down_from`` to ``up_at`` seconds (connections refused, with ``refusing``)."""
 
     def answer(request: httpx.Request) -> httpx.Response:
         now = trio.current_time() - start
         if down_from <= now < up_at:
-            raise httpx.ConnectError("connection refused")
+            raise refused() if refusing else httpx.ConnectError("connection refused")
         return status("completed" if now >= completes_at else "pending")
 
     return answer
@@ -154,3 +165,33 @@ async def test_a_job_answered_pending_to_its_deadline_times_out(autojump_clock):
         [result] = await client.poll_many(["p"])
     assert result.outcome is Outcome.TIMEOUT
     assert result.elapsed_time == pytest.approx(20)
+
+
+@pytest.mark.parametrize("batch", [None, False])
+async def test_connections_refused_from_the_start_fail_within_seconds(autojump_clock, batch):
+    """Nothing listens at the URL (every connection refused, none ever answered): every job
+    fails as unreachable within five seconds, naming the URL, not after all its retries."""
+    server = Scripted([refused()])
+    start = trio.current_time()
+    async with server.client() as http:
+        client = VideoTranslationClient(URL, http_client=http, batch=batch)
+        results = await client.poll_many([f"n{i}" for i in range(300)])
+    took = trio.current_time() - start
+    assert all(r.outcome is Outcome.FAILED for r in results)
+    assert all(isinstance(r.error, ServerUnreachable) for r in results)
+    assert f"the server at {URL} refused every connection since the client started" in str(
+        results[0].error
+    )
+    assert took <= 5.0
+    assert len(server.log) < 300 + 20
+
+
+async def test_connections_refused_after_an_answer_are_ridden_through(autojump_clock):
+    """Once the server has answered, refused connections are an outage like any other
+    (a restart): ridden through with the defaults, every job completed."""
+    start = trio.current_time()
+    server = Scripted([down_between(start, 5, 65, completes_at=30, refusing=True)])
+    async with server.client() as http:
+        client = VideoTranslationClient(URL, http_client=http)
+        results = await client.poll_many([f"j{i}" for i in range(200)])
+    assert [r.outcome for r in results] == [Outcome.COMPLETED] * 200
