@@ -6,7 +6,9 @@ the first request is sent.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import re
 import stat
 from collections.abc import Iterable
@@ -191,14 +193,9 @@ def load_previous(path: Path) -> Previous:
     untouched. Only regular files are read (not a FIFO, not /dev/zero).
     """
     previous = Previous()
-    try:
-        info = path.stat()
-    except FileNotFoundError:
+    if not path.exists():
         return previous
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise InputError(f"{path}: not a regular file; --resume continues a results file")
+    _regular_or_missing(path)
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -326,18 +323,60 @@ class ResultWriter:
 
 
 def open_results(path: Path, *, resume: bool) -> tuple[IO[str], Previous]:
-    """Open the results file for appending; without ``resume`` it must be new or empty."""
-    previous = Previous()
+    """Open the results file for appending, locked for as long as it is open (see
+    :func:`lock`); without ``resume`` it must be new or empty. What it holds is read (and a
+    torn last line cut) only under the lock: another run may be appending to it."""
     if resume:
-        previous = load_previous(path)
+        _regular_or_missing(path)
     elif path.exists() and (not path.is_file() or path.stat().st_size > 0):
-        raise InputError(
-            f"{path} already exists; pass --resume to continue it, or choose another file"
-        )
+        raise _exists(path)
     try:
         file = path.open("a", encoding="utf-8")
     except OSError as exc:
         raise InputError(f"{path}: cannot write: {exc.strerror}") from None
-    if previous.needs_newline:
-        file.write("\n")
+    try:
+        lock(file, path)
+        previous = Previous()
+        if resume:
+            previous = load_previous(path)
+        elif os.fstat(file.fileno()).st_size > 0:
+            raise _exists(path)  # written by another run between the look and the lock
+        if previous.needs_newline:
+            file.write("\n")
+    except BaseException:
+        file.close()
+        raise
     return file, previous
+
+
+def lock(file: IO[str], path: Path) -> None:
+    """Hold an exclusive lock on ``file`` (``flock``: released when it is closed, or its
+    process ends however it ends), or :class:`InputError` if another process holds it: two
+    runs appending to one results file would each poll and write every job."""
+    try:
+        fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise InputError(
+            f"{path} is being written by another vtpoll still running; wait for it to end, "
+            "or choose another file"
+        ) from None
+    except OSError:
+        pass  # a file system without locks (some network mounts): written unlocked, as before
+
+
+def _exists(path: Path) -> InputError:
+    return InputError(
+        f"{path} already exists; pass --resume to continue it, or choose another file"
+    )
+
+
+def _regular_or_missing(path: Path) -> None:
+    """Refuse what --resume cannot continue before opening it (opening a FIFO would block)."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise InputError(f"{path}: not a regular file; --resume continues a results file")

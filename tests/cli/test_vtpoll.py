@@ -7,6 +7,7 @@ signals, kill -9 and ``--resume``, the terminal display, the installed script.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -467,3 +468,45 @@ def test_status_with_nothing_listening_says_so_naming_the_url(run):
     assert row["error"].startswith(
         f"ServerUnreachable: job 'job-1': the server at {base} refused every connection"
     )
+
+
+# -- the results file another watch is writing ---------------------------------------------
+
+
+def test_a_results_file_another_watch_is_writing_is_refused(url: str, tmp_path: Path, run):
+    """A second watch on a results file a running one holds (its lock): exit 2, one line,
+    the file untouched; once the first has ended, --resume continues it."""
+    jobs = create(url, 2, duration=0.1)
+    out = tmp_path / "out.jsonl"
+    args = ["watch", *jobs, "-o", str(out), "-q", "--base-url", url]
+    with out.open("a") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # as the running one does
+        for resume in ([], ["--resume"]):
+            done = run(*args, *resume)
+            assert done.returncode == 2, done.stderr
+            assert done.stderr == (
+                f"vtpoll: error: {out} is being written by another vtpoll still running; wait "
+                "for it to end, or choose another file\n"
+            )
+    assert out.read_bytes() == b""
+    done = run(*args, "--resume")
+    assert done.returncode == 0, done.stderr
+    assert len(records(out)) == 2
+
+
+def test_two_watches_at_once_on_one_results_file_write_each_job_once(url: str, tmp_path: Path):
+    """Two real processes started on one results file: one polls, the other is refused."""
+    jobs = create(url, 4, duration=1.0)
+    out = tmp_path / "out.jsonl"
+    args = ["watch", *jobs, "-o", str(out), "--resume", "-q", "--base-url", url]
+    procs = [start_vtpoll(*args) for _ in range(2)]
+    try:
+        ended = [p.communicate(timeout=RUN_TIMEOUT) for p in procs]
+    finally:
+        for p in procs:
+            stop(p)
+    codes = sorted(p.returncode for p in procs)
+    refusals = [err for _, err in ended if "is being written by another vtpoll" in err]
+    # Both may also have run one after the other (a slow start): then the second skipped all.
+    assert (codes == [0, 2] and len(refusals) == 1) or codes == [0, 0], ended
+    assert sorted(r["job_id"] for r in records(out)) == sorted(jobs)
