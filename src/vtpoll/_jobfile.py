@@ -6,6 +6,7 @@ the first request is sent.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -316,9 +317,15 @@ class ResultWriter:
         self.write_line(record_line(result))
 
     def write_line(self, line: str) -> None:
-        """A record already made (by :func:`record_line`, maybe in another process)."""
-        self._file.write(line + "\n")
-        self._file.flush()
+        """A record already made (by :func:`record_line`, maybe in another process). A
+        file that cannot take it raises OSError (EBADF for one already closed)."""
+        try:
+            self._file.write(line + "\n")
+            self._file.flush()
+        except ValueError:
+            if not self._file.closed:
+                raise
+            raise OSError(errno.EBADF, "the file is closed") from None
         self.written += 1
 
 

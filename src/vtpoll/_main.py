@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 
 import click
 
-from ._errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Problem
+from ._errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Problem, Terminated, Terminations
 
 #: Command name -> (module, attribute). ``serve`` is the server's own command (also
 #: ``python -m sim_server``); importing it costs most of a second, which no other command pays.
@@ -66,6 +66,9 @@ class Commands(click.Group):
         except (click.exceptions.Abort, KeyboardInterrupt):
             click.echo("vtpoll: interrupted", err=True)
             code = EXIT_INTERRUPTED
+        except Terminated as exc:
+            click.echo("vtpoll: terminated", err=True)
+            code = 128 + exc.signum
         raise SystemExit(code if isinstance(code, int) else EXIT_OK)
 
 
@@ -80,4 +83,10 @@ def cli() -> None:
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """The installed script."""
-    cli.main(argv)
+    Terminations.keep = True  # this process is the command's: SIGTERM is said to the end
+    try:
+        cli.main(argv)
+    except SystemExit as exc:
+        if Terminations.some_settled and isinstance(exc.code, int):
+            Terminations.end_process(exc.code)
+        raise

@@ -1,10 +1,14 @@
 """One watch from start to summary, for ``watch`` and ``demo``: open the results file, poll
 the jobs not in it yet with ``client.watch``, write each result the moment it is known, draw
 it, and print the summary. SIGINT and SIGTERM cancel the polling; every result already
-received is written before the run returns."""
+received is written before the run returns. A SIGTERM before the polling ends the command at
+once, one after it is said at the end (:class:`Terminations`). A results file that cannot be
+written stops the polling (what was not written is polled again by ``--resume``), and so does
+a reader closing standard output."""
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -27,7 +31,7 @@ from video_translation_client import (
 )
 
 from ._display import WatchDisplay, summary_table, wants_live
-from ._errors import Problem
+from ._errors import EXIT_BROKEN_PIPE, EXIT_WRITE_FAILED, Problem, Terminations, WriteFailed
 from ._jobfile import InputError, Previous, ResultWriter, open_results
 
 #: Live display refreshes per second.
@@ -48,6 +52,11 @@ class WatchRun:
     done_before: dict[str, str] = field(default_factory=dict)
     #: Why the run stopped at once: no job answered at this route.
     wrong_route: WrongRoute | None = None
+    #: Why the results could not be written, if they could not: the polling stopped there.
+    write_error: OSError | None = None
+    #: Standard output, where the results went, was closed by its reader: the polling
+    #: stopped, and nothing more is said.
+    broken_pipe: bool = False
 
 
 async def run_watch(
@@ -58,8 +67,10 @@ async def run_watch(
     live: bool,
     writer: ResultWriter | None,
     on_result: Callable[[JobResult], None] | None = None,
+    noted: Terminations | None = None,
 ) -> WatchRun:
-    """Poll every job with ``client.watch``, writing each result the moment it is known."""
+    """Poll every job with ``client.watch``, writing each result the moment it is known.
+    A result that cannot be written stops the polling."""
     started = trio.current_time()
     display = WatchDisplay(console, len(ids), started, live=live)
     # The display counts the outcomes; the run reports the same counts.
@@ -73,8 +84,19 @@ async def run_watch(
                 run.wrong_route = event.error
                 polling.cancel()
                 return
+            if run.write_error is not None or run.broken_pipe:
+                return  # stopping: a later run polls this job again
             if writer is not None:
-                writer.write(event)
+                try:
+                    writer.write(event)
+                except BrokenPipeError:
+                    run.broken_pipe = True
+                    polling.cancel()
+                    return
+                except OSError as exc:
+                    run.write_error = exc
+                    polling.cancel()
+                    return
             if on_result is not None:
                 on_result(event)
             display.finished(event)
@@ -82,9 +104,13 @@ async def run_watch(
             display.status(event, trio.current_time())
 
     async def until_signal(scope: trio.CancelScope) -> None:
-        # Leaving the receiver restores the default handler: a second Ctrl-C during the
-        # cleanup raises KeyboardInterrupt instead of being ignored.
+        # Leaving the receiver restores the handler from before it (the default for SIGINT):
+        # a second Ctrl-C during the cleanup raises KeyboardInterrupt instead of being ignored.
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            if noted is not None and noted.signum is not None:
+                run.signal = noted.signum  # came before the receiver was in place
+                scope.cancel()
+                return
             async for signum in signals:
                 run.signal = signum
                 scope.cancel()
@@ -97,17 +123,18 @@ async def run_watch(
 
     polling = trio.CancelScope()
     async with client:
-        with display, polling:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(until_signal, nursery.cancel_scope)
-                nursery.start_soon(tick)
-                async with client.watch(ids) as events:
-                    try:
-                        async for event in events:
-                            take(event)
-                    finally:
-                        _drain(events, take)
-                nursery.cancel_scope.cancel()
+        with display:
+            with polling:  # cancelled when the run must stop: the summary is still made
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(until_signal, nursery.cancel_scope)
+                    nursery.start_soon(tick)
+                    async with client.watch(ids) as events:
+                        try:
+                            async for event in events:
+                                take(event)
+                        finally:
+                            _drain(events, take)
+                    nursery.cancel_scope.cancel()
             # One instant for the display's last frame and the summary's wall time.
             ended = trio.current_time()
             run.stats = client.statistics()
@@ -142,8 +169,11 @@ def watch_and_report(
     output: Path | None,
     resume: bool,
     on_result: Callable[[JobResult], None] | None = None,
+    noted: Terminations | None = None,
 ) -> WatchRun:
-    """Open the results file, watch the jobs not in it yet, print the summary."""
+    """Open the results file, watch the jobs not in it yet, print the summary (not after a
+    reader closed standard output). ``noted``: the SIGTERM handler installed around the
+    command, told here when the polling begins."""
     files = ExitStack()
     file, previous = open_output(output, resume=resume, console=console, files=files)
     done_before = {i: previous.outcomes[i] for i in ids if i in previous.outcomes}
@@ -161,17 +191,104 @@ def watch_and_report(
             if not live:
                 say(console, f"watching {len(todo)} jobs on {client.display_url}")
             writer = ResultWriter(file) if file is not None else None
+            if noted is not None:
+                noted.deferred = True
             run = trio.run(
                 lambda: run_watch(
-                    client, todo, console=console, live=live, writer=writer, on_result=on_result
+                    client,
+                    todo,
+                    console=console,
+                    live=live,
+                    writer=writer,
+                    on_result=on_result,
+                    noted=noted,
                 )
             )
+        _close(file, run)
     run.done_before = done_before
     if run.wrong_route is not None:
         raise Problem(wrong_route(run.wrong_route))
+    if run.broken_pipe:
+        _quiet_stdout()
+        return run
     if run.stats is not None:
         console.print(summary_table(run.ended, run.stats, run.wall, skipped=len(done_before)))
     return run
+
+
+def _close(file: IO[str] | None, run: WatchRun) -> None:
+    """Close the results file (flush standard output): a failure here, such as a full disk
+    reported only now, is a write failure too; after one it only repeats it."""
+    if file is None:
+        return
+    try:
+        if file is sys.stdout:
+            file.flush()
+        else:
+            file.close()
+    except BrokenPipeError:
+        run.broken_pipe = True
+    except OSError as exc:
+        if run.write_error is None and not run.broken_pipe:
+            run.write_error = exc
+
+
+def _quiet_stdout() -> None:
+    """Standard output's reader is gone: point it at /dev/null, so that what is still
+    buffered in it does not fail again, noisily, as the interpreter exits."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a real file (a test's capture): nothing flushes it at exit
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
+def abnormal_end(
+    console: Console,
+    run: WatchRun,
+    output: Path | None,
+    total: int,
+    noted: Terminations | None = None,
+) -> int | None:
+    """Say how a run that did not finish its polling ended, after the summary, and return
+    its exit status; None if it finished. ``total``: the jobs asked for, earlier ones too.
+    ``noted``: a SIGTERM that came after the polling is the run's too."""
+    if noted is not None:
+        run.signal = noted.settle(run.signal)
+    if run.broken_pipe:
+        return EXIT_BROKEN_PIPE
+    saved = len(run.done_before) + sum(run.ended.values())
+    left = total - saved
+    to_file = output is not None and str(output) != "-"
+    if run.write_error is not None:
+        where = str(output) if to_file else "standard output"
+        error = run.write_error
+        say(console, f"vtpoll: error: cannot write {where}: {error.strerror or error}")
+        say(console, _resume_hint(output, saved, left, "once it can be written, "))
+        return EXIT_WRITE_FAILED
+    if run.signal is not None:
+        if left and to_file:
+            say(console, "interrupted: " + _resume_hint(output, saved, left, ""))
+        elif left:
+            say(console, "interrupted with " + _resume_hint(output, saved, left, ""))
+        else:
+            kept = f"; all {saved} results are in {output}" if to_file else ""
+            say(console, f"interrupted after the last job ended{kept}")
+        return 128 + run.signal
+    return None
+
+
+def _resume_hint(output: Path | None, saved: int, left: int, when: str) -> str:
+    if output is not None and str(output) != "-":
+        return (
+            f"{saved} results are in {output}; {when}"
+            f"run the same command with --resume to poll the other {left} jobs"
+        )
+    return f"{left} jobs unfinished; use --output FILE to keep results across runs"
 
 
 def open_output(
@@ -183,6 +300,8 @@ def open_output(
     if output is None:
         return None, Previous()
     if str(output) == "-":
+        if sys.stdout is None or sys.stdout.closed:  # started with its descriptor closed
+            raise WriteFailed("cannot write standard output: it is closed")
         return sys.stdout, Previous()
     try:
         file, previous = open_results(output, resume=resume)

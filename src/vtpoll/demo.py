@@ -18,7 +18,7 @@ from video_translation_client import JobResult, Outcome
 from ._display import plain_line
 from ._errors import EXIT_NOT_ALL_COMPLETED, EXIT_OK, Failure
 from ._options import make_client
-from ._watching import WatchRun, say, watch_and_report
+from ._watching import WatchRun, abnormal_end, say, watch_and_report
 
 #: Probability per status request of each fault kind.
 FAULT_RATE = 0.03
@@ -101,7 +101,8 @@ def demo(
         )
     finally:
         trio.run(server.stop)
-    ctx.exit(128 + run.signal if run.signal is not None else verdict(console, run, wrong))
+    code = abnormal_end(console, run, output, len(ids))
+    ctx.exit(code if code is not None else verdict(console, run, wrong))
 
 
 def verdict(console: Console, run: WatchRun, wrong: list[JobResult]) -> int:

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from video_translation_client import Outcome
 
-from ._errors import EXIT_NOT_ALL_COMPLETED, EXIT_OK, Problem
+from ._errors import EXIT_NOT_ALL_COMPLETED, EXIT_OK, Problem, Terminations
 from ._options import (
     given_job_ids,
     job_id_options,
@@ -18,7 +18,7 @@ from ._options import (
     polling_options,
     results_file_options,
 )
-from ._watching import say, watch_and_report
+from ._watching import abnormal_end, say, watch_and_report
 
 
 @click.command()
@@ -39,41 +39,39 @@ def watch(
 ) -> None:
     """Poll jobs until each one ends: IDS, --file F, or '-' for standard input.
 
-    Exit status: 0 every job completed; 1 some ended in error, timeout or failure; 2 bad input;
-    130 on Ctrl-C, 143 on SIGTERM (128 + the signal; the results file keeps every finished
-    job: rerun with --resume).
+    Exit status: 0 every job completed; 1 some ended in error, timeout or failure; 2 bad input
+    (or a results file another vtpoll is writing); 3 the results could not be written (a full
+    disk); 130 on Ctrl-C, 143 on SIGTERM (128 + the signal; the results file keeps every
+    finished job: rerun with --resume); 141 when the reader of '-o -' closed it.
     """
-    if resume and output is None:
-        raise Problem("--resume needs --output FILE: the file to continue")
-    if resume and str(output) == "-":
-        raise Problem("--resume cannot continue standard output; give --output a file")
-    client = make_client(**polling)
-    id_list = given_job_ids(ids, files)
-    console = Console(stderr=True, soft_wrap=True)
-    if id_list.first_duplicate is not None:
-        source, line, job_id = id_list.first_duplicate
-        say(
-            console,
-            f"warning: dropped {id_list.duplicates} duplicate job ID"
-            f"{'s' if id_list.duplicates > 1 else ''} (first: {job_id} at {source}:{line})",
+    with Terminations().installed() as noted:
+        if resume and output is None:
+            raise Problem("--resume needs --output FILE: the file to continue")
+        if resume and str(output) == "-":
+            raise Problem("--resume cannot continue standard output; give --output a file")
+        client = make_client(**polling)
+        id_list = given_job_ids(ids, files)
+        console = Console(stderr=True, soft_wrap=True)
+        if id_list.first_duplicate is not None:
+            source, line, job_id = id_list.first_duplicate
+            say(
+                console,
+                f"warning: dropped {id_list.duplicates} duplicate job ID"
+                f"{'s' if id_list.duplicates > 1 else ''} (first: {job_id} at {source}:{line})",
+            )
+        run = watch_and_report(
+            client,
+            id_list.ids,
+            console=console,
+            quiet=quiet,
+            output=output,
+            resume=resume,
+            noted=noted,
         )
-    run = watch_and_report(
-        client, id_list.ids, console=console, quiet=quiet, output=output, resume=resume
-    )
-    finished = sum(run.ended.values())
-    if run.signal is not None:
-        left = len(id_list.ids) - len(run.done_before) - finished
-        say(console, _interrupted(output, len(run.done_before) + finished, left))
-        ctx.exit(128 + run.signal)
-    earlier = all(outcome == Outcome.COMPLETED.value for outcome in run.done_before.values())
-    all_completed = earlier and run.ended[Outcome.COMPLETED] == finished
-    ctx.exit(EXIT_OK if all_completed else EXIT_NOT_ALL_COMPLETED)
-
-
-def _interrupted(output: Path | None, saved: int, left: int) -> str:
-    if output is not None and str(output) != "-":
-        return (
-            f"interrupted: {saved} results are in {output}; "
-            f"run the same command with --resume to poll the other {left} jobs"
-        )
-    return f"interrupted with {left} jobs unfinished; use --output FILE to keep results across runs"
+        code = abnormal_end(console, run, output, len(id_list.ids), noted)
+        if code is None:
+            finished = sum(run.ended.values())
+            earlier = all(o == Outcome.COMPLETED.value for o in run.done_before.values())
+            all_completed = earlier and run.ended[Outcome.COMPLETED] == finished
+            code = EXIT_OK if all_completed else EXIT_NOT_ALL_COMPLETED
+    ctx.exit(code)

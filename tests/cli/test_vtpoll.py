@@ -7,10 +7,12 @@ signals, kill -9 and ``--resume``, the terminal display, the installed script.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import re
+import resource
 import select
 import signal
 import socket
@@ -29,7 +31,10 @@ from click.testing import CliRunner
 from sim_server.testing import create_jobs
 from tests.helpers import metric, server_process, spawn, stop, wait_for
 from tests.hostile_server import hostile_server
+from vtpoll import _jobfile as vtpoll_jobfile
+from vtpoll import _watching as vtpoll_watching
 from vtpoll import cli
+from vtpoll._display import summary_table
 
 VTPOLL = str(Path(sys.executable).with_name("vtpoll"))
 #: No test waits longer than this for one vtpoll run.
@@ -468,6 +473,192 @@ def test_status_with_nothing_listening_says_so_naming_the_url(run):
     assert row["error"].startswith(
         f"ServerUnreachable: job 'job-1': the server at {base} refused every connection"
     )
+
+
+# -- the edges of a watch: results that cannot be written, a reader gone -------------------
+
+
+class FullDisk:
+    """A results file on a disk that fills up after ``room`` records: every write after them
+    raises ENOSPC, as a real full disk does (at the flush that hands the line over)."""
+
+    def __init__(self, path: Path, room: int) -> None:
+        self.file = path.open("a", encoding="utf-8")
+        self.room = room
+        self.closed = False
+
+    def write(self, text: str) -> int:
+        if self.room <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.room -= 1
+        return self.file.write(text)
+
+    def flush(self) -> None:
+        self.file.flush()
+
+    def close(self) -> None:
+        self.closed = True
+        self.file.close()
+
+    def __enter__(self) -> FullDisk:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def test_a_full_disk_ends_in_one_line_the_summary_and_how_to_resume(
+    url: str, tmp_path: Path, run, monkeypatch: pytest.MonkeyPatch
+):
+    """Results that cannot be written stop the run with exit 3: one line naming the file and
+    the system's error, the summary, how to resume; no traceback. Every result it wrote is
+    kept, and --resume finishes the others, each job once."""
+    jobs = create(url, 5, duration=0.1)
+    out = tmp_path / "out.jsonl"
+    real = vtpoll_jobfile.open_results
+
+    def on_a_full_disk(path: Path, *, resume: bool) -> tuple[Any, Any]:
+        file, previous = real(path, resume=resume)
+        file.close()
+        return FullDisk(path, room=2), previous
+
+    monkeypatch.setattr(vtpoll_watching, "open_results", on_a_full_disk)
+    args = ["watch", *jobs, "-o", str(out), "-q", "--base-url", url]
+    done = run(*args)
+    assert done.returncode == 3, done.stderr
+    assert f"vtpoll: error: cannot write {out}: No space left on device\n" in done.stderr
+    assert "vtpoll summary" in done.stderr
+    assert (
+        f"2 results are in {out}; once it can be written, run the same command with --resume "
+        "to poll the other 3 jobs" in done.stderr
+    )
+    assert "Traceback" not in done.stderr
+    assert len(records(out)) == 2
+    monkeypatch.setattr(vtpoll_watching, "open_results", real)
+    resumed = run(*args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert sorted(r["job_id"] for r in records(out)) == sorted(jobs)
+
+
+def test_a_file_the_system_refuses_to_grow_is_a_write_failure(url: str, tmp_path: Path):
+    """The same through the operating system: a file size limit (EFBIG at the limit) in a
+    real process: exit 3, one line with the system's words, the results before it kept."""
+    jobs = create(url, 8, duration=0.1)
+    out = tmp_path / "out.jsonl"
+
+    def limit_file_size() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (600, 600))
+
+    done = subprocess.run(
+        [VTPOLL, "watch", *jobs, "-o", str(out), "-q", "--base-url", url],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        env={**os.environ, "NO_COLOR": "1"},
+        preexec_fn=limit_file_size,
+        check=False,
+    )
+    assert done.returncode == 3, done.stderr
+    assert f"vtpoll: error: cannot write {out}: File too large\n" in done.stderr
+    assert "vtpoll summary" in done.stderr
+    assert "run the same command with --resume" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_standard_output_closed_from_the_start_is_a_write_failure(url: str):
+    """'-o -' with standard output closed: exit 3 and one line, before any request."""
+    done = subprocess.run(
+        [VTPOLL, "watch", "job-1", "-o", "-", "--base-url", url],
+        capture_output=False,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        preexec_fn=lambda: os.close(1),
+        check=False,
+    )
+    assert done.returncode == 3, done.stderr
+    assert done.stderr == "vtpoll: error: cannot write standard output: it is closed\n"
+
+
+def test_a_reader_closing_standard_output_ends_the_run_quietly(url: str):
+    """'watch -o - | head -1': once the reader has gone, the next result ends the run with
+    141 (128 + SIGPIPE) and nothing more on stderr: no traceback, no summary."""
+    first = create(url, 1, duration=0.1)
+    later = create(url, 3, duration=1.5)
+    proc = start_vtpoll("watch", *first, *later, "-o", "-", "-q", "--base-url", url)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # the first result, as head -1 reads it
+        assert json.loads(line)["job_id"] == first[0]
+        proc.stdout.close()
+        proc.wait(timeout=RUN_TIMEOUT)
+        assert proc.stderr is not None
+        stderr = proc.stderr.read()
+    finally:
+        stop(proc)
+    assert proc.returncode == 141, stderr
+    assert "Traceback" not in stderr
+    assert "Error" not in stderr
+    assert "summary" not in stderr
+
+
+# -- SIGTERM, whenever it comes --------------------------------------------------------------
+
+
+def test_sigterm_right_after_the_last_result_is_said(
+    url: str, tmp_path: Path, run, monkeypatch: pytest.MonkeyPatch
+):
+    """A SIGTERM after the polling has ended (here: while the summary is made) still ends the
+    run with 143 and its line, every result in the file."""
+    jobs = create(url, 3, duration=0.1)
+    out = tmp_path / "out.jsonl"
+    table = summary_table
+
+    def terminated_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        os.kill(os.getpid(), signal.SIGTERM)
+        return table(*args, **kwargs)
+
+    monkeypatch.setattr(vtpoll_watching, "summary_table", terminated_meanwhile)
+    caught: list[int] = []
+    # Without vtpoll's own handler this one would see the signal (not the test's process).
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: caught.append(signum))
+    try:
+        done = run("watch", *jobs, "-o", str(out), "-q", "--base-url", url)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert done.returncode == 143, done.stderr
+    assert f"interrupted after the last job ended; all 3 results are in {out}" in done.stderr
+    assert caught == []
+    assert len(records(out)) == 3
+
+
+def test_sigterm_as_the_process_ends_is_said(url: str):
+    """A SIGTERM at the very end of a watch's process, once all is said: its line, exit 143
+    (the interpreter's teardown, which resets the handler, is never reached)."""
+    [job] = create(url, 1, duration=0.1)
+    program = (
+        "import os, signal, sys\n"
+        "from vtpoll import main\n"
+        "from vtpoll._errors import Terminations\n"
+        "end = Terminations.end_process\n"
+        "def late(code):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    end(code)\n"
+        "Terminations.end_process = staticmethod(late)\n"
+        "sys.argv[0] = 'vtpoll'\n"
+        "main()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program, "watch", job, "-q", "--base-url", url],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        env={**os.environ, "NO_COLOR": "1"},
+        check=False,
+    )
+    assert done.returncode == 143, done.stderr
+    assert done.stderr.endswith("vtpoll: interrupted after the run ended\n")
 
 
 # -- the results file another watch is writing ---------------------------------------------
