@@ -28,6 +28,7 @@ import pytest
 import trio
 from click.testing import CliRunner
 
+import vtpoll.watch as vtpoll_watch
 from sim_server.testing import create_jobs
 from tests.helpers import metric, server_process, spawn, stop, wait_for
 from tests.hostile_server import hostile_server
@@ -35,6 +36,7 @@ from vtpoll import _jobfile as vtpoll_jobfile
 from vtpoll import _watching as vtpoll_watching
 from vtpoll import cli
 from vtpoll._display import summary_table
+from vtpoll._options import given_job_ids
 
 VTPOLL = str(Path(sys.executable).with_name("vtpoll"))
 #: No test waits longer than this for one vtpoll run.
@@ -631,6 +633,29 @@ def test_sigterm_right_after_the_last_result_is_said(
     assert f"interrupted after the last job ended; all 3 results are in {out}" in done.stderr
     assert caught == []
     assert len(records(out)) == 3
+
+
+def test_sigterm_before_the_polling_ends_the_command_at_once(
+    tmp_path: Path, run, monkeypatch: pytest.MonkeyPatch
+):
+    """A SIGTERM while the IDs are still being read (a pipe that has not closed, say): the
+    command ends at once with 143 and one line, nothing polled."""
+    read = given_job_ids
+
+    def terminated_while_reading(*args: Any, **kwargs: Any) -> Any:
+        os.kill(os.getpid(), signal.SIGTERM)
+        return read(*args, **kwargs)
+
+    monkeypatch.setattr(vtpoll_watch, "given_job_ids", terminated_while_reading)
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: caught.append(signum))
+    try:
+        done = run("watch", "job-1", "--base-url", "http://127.0.0.1:9")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert done.returncode == 143, done.stderr
+    assert done.stderr == "vtpoll: terminated\n"
+    assert caught == []
 
 
 def test_sigterm_as_the_process_ends_is_said(url: str):
