@@ -587,8 +587,12 @@ def test_a_reader_closing_standard_output_ends_the_run_quietly(url: str):
     """'watch -o - | head -1': once the reader has gone, the next result ends the run with
     141 (128 + SIGPIPE) and nothing more on stderr: no traceback, no summary."""
     first = create(url, 1, duration=0.1)
-    later = create(url, 3, duration=1.5)
-    proc = start_vtpoll("watch", *first, *later, "-o", "-", "-q", "--base-url", url)
+    # Their results come --timeout after the polling began, the first one's at once: however
+    # slow this process's start, the reader has gone before them.
+    later = create(url, 3, duration=600)
+    proc = start_vtpoll(
+        *("watch", *first, *later, "-o", "-", "-q", "--timeout", "3", "--base-url", url)
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()  # the first result, as head -1 reads it
