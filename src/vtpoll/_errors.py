@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import click
 
-EXIT_OK, EXIT_NOT_ALL_COMPLETED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+from ._launch import EXIT_INTERRUPTED as EXIT_INTERRUPTED
+from ._launch import EXIT_NOT_ALL_COMPLETED as EXIT_NOT_ALL_COMPLETED
+from ._launch import EXIT_OK as EXIT_OK
+from ._launch import EXIT_USAGE as EXIT_USAGE
 
 
 class Problem(click.ClickException):
