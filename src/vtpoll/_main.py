@@ -25,22 +25,24 @@ COMMANDS = {
 }
 
 
-def needs_extra(name: str, extra: str) -> click.Command:
+class NeedsExtra(click.Command):
     """A stand-in for a command whose extra is missing: listed by 'vtpoll --help' (which then
     still works), and run with any arguments, '--help' included, it says what to install."""
-    message = needs(f"'vtpoll {name}'", extra)
 
-    def refuse() -> None:
-        raise Problem(message)
+    def __init__(self, name: str, extra: str) -> None:
+        message = needs(f"'vtpoll {name}'", extra)
 
-    return click.Command(
-        name,
-        callback=refuse,
-        help=message,
-        short_help=f'(needs the "{extra}" extra)',
-        add_help_option=False,
-        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
-    )
+        def refuse() -> None:
+            raise Problem(message)
+
+        super().__init__(
+            name,
+            callback=refuse,
+            help=message,
+            short_help=f'(needs the "{extra}" extra)',
+            add_help_option=False,
+            context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+        )
 
 
 class Commands(click.Group):
@@ -57,7 +59,7 @@ class Commands(click.Group):
             extra = missing_extra(exc)
             if extra is None:
                 raise
-            return needs_extra(cmd_name, extra)
+            return NeedsExtra(cmd_name, extra)
         assert isinstance(command, click.Command)
         return command
 
