@@ -3,13 +3,16 @@
 - The server page's routes are written from the app's own OpenAPI document, asked of the app in
   process: the page cannot drift from the routes, and the build needs no network or server.
 - The load tests' plots (``load/results/*.png``) are published beside the page that shows them,
-  from where the load scripts write them, rather than copied into ``docs/``.
+  from where the load scripts write them, rather than copied into ``docs/``; the load README
+  is the load page's body.
+- Sphinx roles in docstrings and click's "no default" sentinel are cleaned from the pages.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +42,13 @@ def on_page_markdown(markdown: str, page: Page, config: MkDocsConfig, files: Fil
     return markdown
 
 
+#: A Sphinx role left in a docstring (``:class:`Limiter```), as Markdown renders it.
+SPHINX_ROLE = re.compile(r":(?:attr|class|const|data|exc|func|meth|mod|obj):<code>~?")
+
+
 def on_page_content(html: str, page: Page, config: MkDocsConfig, files: Files) -> str:
+    # The docstrings name other objects with Sphinx roles, which read here as plain code.
+    html = SPHINX_ROLE.sub("<code>", html)
     # mkdocs-click's option tables show click's "no default given" sentinel by its repr.
     return html.replace("<td><code>Sentinel.UNSET</code></td>", "<td></td>")
 
