@@ -2,18 +2,21 @@
 
 Each case runs in a fresh interpreter whose import system refuses the extra's modules, as a
 plain ``pip install video-translation-client`` (no ``cli``) or one without ``fleet`` would.
+The command lines of one case run in one interpreter, one after the other.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
 import pytest
 
-#: Run vtpoll.main(argv) with the modules of sys.argv[1] (comma-separated) not installed.
+#: Run vtpoll.main(argv) for each argv of sys.argv[2] (JSON) with the modules of sys.argv[1]
+#: (comma-separated) not installed; print each run's [exit code, stdout, stderr] as JSON.
 WITHOUT = """
-import sys
+import contextlib, io, json, sys
 
 blocked = set(sys.argv[1].split(","))
 
@@ -27,60 +30,60 @@ class NotInstalled:
 sys.meta_path.insert(0, NotInstalled())
 import vtpoll
 
-vtpoll.main(sys.argv[2:])
+runs = []
+for argv in json.loads(sys.argv[2]):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            vtpoll.main(argv)
+        except SystemExit as exit:
+            code = exit.code
+    runs.append([code, out.getvalue(), err.getvalue()])
+print(json.dumps(runs))
 """
 
-CLI = 'vtpoll needs the "cli" extra: pip install "video-translation-client[cli]"\n'
 
-
-def vtpoll_without(modules: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", WITHOUT, modules, *args],
+def vtpoll_without(modules: str, *argvs: list[str]) -> list[tuple[int, str, str]]:
+    """Each command line's exit code, output and error output, with ``modules`` missing."""
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT, modules, json.dumps(argvs)],
         capture_output=True,
         text=True,
         timeout=60,
-        check=False,
+        check=True,
     )
+    return [(code, out, err) for code, out, err in json.loads(done.stdout)]
 
 
-@pytest.mark.parametrize("args", [["watch", "--help"], ["--help"], []])
-def test_without_click_vtpoll_names_the_cli_extra(args: list[str]):
+def needs(what: str, extra: str) -> str:
+    return f'{what} needs the "{extra}" extra: pip install "video-translation-client[{extra}]"\n'
+
+
+def test_without_click_vtpoll_names_the_cli_extra():
     """With no click, any vtpoll command line is one line naming the cli extra, exit 2."""
-    done = vtpoll_without("click", *args)
-    assert (done.returncode, done.stdout, done.stderr) == (2, "", CLI)
+    runs = vtpoll_without("click", ["watch", "--help"], ["--help"], [])
+    assert runs == [(2, "", needs("vtpoll", "cli"))] * 3
 
 
 def test_without_rich_a_command_names_the_cli_extra():
     """A command whose own module needs a missing part of the cli extra names that extra."""
-    done = vtpoll_without("rich", "watch", "job-1")
-    assert (done.returncode, done.stdout) == (2, "")
-    assert done.stderr == (
-        "vtpoll: error: 'vtpoll watch' needs the \"cli\" extra: "
-        'pip install "video-translation-client[cli]"\n'
-    )
+    runs = vtpoll_without("rich", ["watch", "job-1"])
+    assert runs == [(2, "", "vtpoll: error: " + needs("'vtpoll watch'", "cli"))]
 
 
-@pytest.mark.parametrize("args", [["fleet"], ["fleet", "--help"], ["fleet", "submit", "a"]])
-def test_without_coredis_fleet_names_the_fleet_extra(args: list[str]):
-    """With no coredis, every fleet command line is one line naming the fleet extra, exit 2."""
-    done = vtpoll_without("coredis", *args)
-    assert (done.returncode, done.stdout) == (2, "")
-    assert done.stderr == (
-        "vtpoll: error: 'vtpoll fleet' needs the \"fleet\" extra: "
-        'pip install "video-translation-client[fleet]"\n'
-    )
-
-
-def test_without_coredis_the_help_lists_fleet_and_its_extra():
-    """'vtpoll --help' still works without the fleet extra, and says fleet needs it."""
-    done = vtpoll_without("coredis", "--help")
-    assert (done.returncode, done.stderr) == (0, "")
-    assert 'fleet   (needs the "fleet" extra)' in done.stdout
-    assert "watch" in done.stdout
+def test_without_coredis_fleet_names_the_fleet_extra_and_the_help_still_works():
+    """With no coredis, every fleet command line is one line naming the fleet extra, exit 2;
+    'vtpoll --help' still works and says that fleet needs it."""
+    fleet = [["fleet"], ["fleet", "--help"], ["fleet", "submit", "a"]]
+    *refused, (code, out, err) = vtpoll_without("coredis", *fleet, ["--help"])
+    assert refused == [(2, "", "vtpoll: error: " + needs("'vtpoll fleet'", "fleet"))] * 3
+    assert (code, err) == (0, "")
+    assert 'fleet   (needs the "fleet" extra)' in out
+    assert "watch" in out
 
 
 def test_a_module_of_no_extra_is_not_blamed_on_one():
     """A missing module that no extra brings is a real error, raised as it is."""
-    done = vtpoll_without("video_translation_client", "watch", "--help")
-    assert done.returncode == 1
-    assert "ModuleNotFoundError" in done.stderr
+    with pytest.raises(subprocess.CalledProcessError) as failed:
+        vtpoll_without("video_translation_client", ["watch", "--help"])
+    assert "ModuleNotFoundError: No module named 'video_translation_client" in failed.value.stderr
