@@ -1,4 +1,9 @@
-"""The original quick start: an asyncio program polling one job on the embedded server."""
+"""The original quick start: an asyncio program polling one job on the embedded server.
+
+Needs the ``server`` extra, for the embedded simulation server (the library alone needs none):
+``pip install "video-translation-client[server]"``; in a clone of this repository ``uv run``
+installs it.
+"""
 
 import asyncio
 

@@ -1,4 +1,9 @@
-"""The same quick start as a trio program."""
+"""The same quick start as a trio program.
+
+Needs the ``server`` extra, for the embedded simulation server (the library alone needs none):
+``pip install "video-translation-client[server]"``; in a clone of this repository ``uv run``
+installs it.
+"""
 
 import trio
 

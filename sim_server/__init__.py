@@ -32,10 +32,31 @@ _HOMES = {
 }
 
 
+#: The modules the ``server`` extra brings: without them, the error names the extra.
+_SERVER_EXTRA = {
+    "hypercorn",
+    "prometheus_client",
+    "pydantic",
+    "quart",
+    "quart_schema",
+    "quart_trio",
+}
+
+
 def __getattr__(name: str) -> _typing.Any:
     if name not in _HOMES:
         raise AttributeError(f"module 'sim_server' has no attribute {name!r}")
-    value = getattr(_importlib.import_module(_HOMES[name], __name__), name)
+    try:
+        module = _importlib.import_module(_HOMES[name], __name__)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] not in _SERVER_EXTRA:
+            raise
+        raise ModuleNotFoundError(
+            f'sim_server.{name} needs the "server" extra, which brings {exc.name}: '
+            'pip install "video-translation-client[server]"',
+            name=exc.name,
+        ) from exc
+    value = getattr(module, name)
     globals()[name] = value
     return value
 

@@ -42,3 +42,24 @@ def test_the_servers_light_parts_import_no_server():
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=30
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_the_server_without_its_extra_names_the_extra():
+    """`from sim_server import TranslationServer` without hypercorn names the server extra."""
+    probe = (
+        "import sys\n"
+        "class NotInstalled:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.partition('.')[0] == 'hypercorn':\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, NotInstalled())\n"
+        "from sim_server import TranslationServer\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=False, timeout=30
+    )
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[-1] == (
+        'ModuleNotFoundError: sim_server.TranslationServer needs the "server" extra, which brings '
+        'hypercorn: pip install "video-translation-client[server]"'
+    )

@@ -36,7 +36,7 @@ class StatusResponse:
     job_id: str | None
     #: Seconds since this client started asking about the job (original design's field).
     elapsed_time: float
-    #: The job's checks so far, this one included: answers about it (see the README's "Words").
+    #: The job's checks so far, this one included: answers about it ("Words" in the guide).
     attempts: int = 1
     #: The decoded JSON body, as the server sent it.
     payload: dict[str, Any] = field(default_factory=dict, compare=False)

@@ -54,7 +54,7 @@ class Result(Enum):
 @dataclass(slots=True)
 class Counters:
     """A client's running counts, snapshotted by ``statistics()``. Each word is defined once,
-    in the README's glossary: a *request* is one HTTP request (a batch is one); a *check* is
+    in the library guide's glossary: a *request* is one HTTP request (a batch is one); a *check* is
     one job's status asked in a request that answered about it; a *retry* is a request sent
     again after a failure."""
 

@@ -14,7 +14,11 @@ from typing import NoReturn
 
 import click
 
-EXIT_OK, EXIT_NOT_ALL_COMPLETED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+from ._launch import EXIT_INTERRUPTED as EXIT_INTERRUPTED
+from ._launch import EXIT_NOT_ALL_COMPLETED as EXIT_NOT_ALL_COMPLETED
+from ._launch import EXIT_OK as EXIT_OK
+from ._launch import EXIT_USAGE as EXIT_USAGE
+
 #: The results could not be written (a full disk, a closed file): the run stopped there.
 EXIT_WRITE_FAILED = 3
 #: Standard output, where the results went, was closed by its reader (``| head``): 128 +

@@ -11,6 +11,7 @@ from typing import Any, NoReturn
 import click
 
 from ._errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Problem, Terminated, Terminations
+from ._launch import missing_extra, needs
 
 #: Command name -> (module, attribute). ``serve`` is the server's own command (also
 #: ``python -m sim_server``); importing it costs most of a second, which no other command pays.
@@ -24,6 +25,26 @@ COMMANDS = {
 }
 
 
+class NeedsExtra(click.Command):
+    """A stand-in for a command whose extra is missing: listed by 'vtpoll --help' (which then
+    still works), and run with any arguments, '--help' included, it says what to install."""
+
+    def __init__(self, name: str, extra: str) -> None:
+        message = needs(f"'vtpoll {name}'", extra)
+
+        def refuse() -> None:
+            raise Problem(message)
+
+        super().__init__(
+            name,
+            callback=refuse,
+            help=message,
+            short_help=f'(needs the "{extra}" extra)',
+            add_help_option=False,
+            context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+        )
+
+
 class Commands(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
@@ -35,11 +56,10 @@ class Commands(click.Group):
         try:
             command = getattr(importlib.import_module(module), attribute)
         except ModuleNotFoundError as exc:
-            if exc.name != "coredis":
+            extra = missing_extra(exc)
+            if extra is None:
                 raise
-            raise Problem(
-                "vtpoll fleet needs coredis: pip install 'video-translation-client[fleet]'"
-            ) from None
+            return NeedsExtra(cmd_name, extra)
         assert isinstance(command, click.Command)
         return command
 

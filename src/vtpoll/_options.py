@@ -229,7 +229,7 @@ def dialect_options(func: Any) -> Any:
     func = click.option(
         "--dialect-file",
         type=click.Path(dir_okay=False, path_type=Path),
-        help="A dialect of your own, from a TOML file (see the README, 'Poll your own backend').",
+        help="A dialect of your own, from a TOML file (see 'Poll your own backend' in the docs).",
     )(func)
     return click.option(
         "--dialect",

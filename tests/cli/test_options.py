@@ -1,5 +1,5 @@
 """The polling options are the library's settings: every one offered, each reaching the
-client, refusals named by flag, and the README's table in step with them."""
+client, refusals named by flag, and the docs' table in step with them."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from vtpoll._errors import Problem
 from vtpoll._options import SETTINGS, make_client
 from vtpoll.watch import watch
 
-README = Path(__file__).parents[2] / "README.md"
+CLI_PAGE = Path(__file__).parents[2] / "docs" / "cli.md"
 
 
 def _polling(*args: str) -> dict[str, Any]:
@@ -93,9 +93,9 @@ def test_a_refused_value_is_named_by_its_flag(args: list[str], message: str):
     assert refused.value.message == message
 
 
-def test_the_readme_lists_every_option_of_watch():
-    """The README's table of watch options names exactly the options watch has."""
-    text = README.read_text()
+def test_the_docs_list_every_option_of_watch():
+    """The command line page's table of watch options names exactly the options watch has."""
+    text = CLI_PAGE.read_text()
     table = text[text.index("| option | default | meaning |") :].split("\n\n", 1)[0]
     listed = set(re.findall(r"`(--[a-z-]+)", table))
     listed |= {f"--no-{flag[2:]}" for flag in re.findall(r"`(--[a-z-]+)/--no-", table)}
