@@ -32,15 +32,18 @@ _HOMES = {
 }
 
 
-#: The modules the ``server`` extra brings: without them, the error names the extra.
-_SERVER_EXTRA = {
-    "hypercorn",
-    "prometheus_client",
-    "pydantic",
-    "quart",
-    "quart_schema",
-    "quart_trio",
-}
+#: The top-level modules the ``server`` extra brings: without them, the error names the extra
+#: (``vtpoll`` names the ``cli`` extra, which brings them, from the same set).
+_SERVER_EXTRA = frozenset(
+    {
+        "hypercorn",
+        "prometheus_client",
+        "pydantic",
+        "quart",
+        "quart_schema",
+        "quart_trio",
+    }
+)
 
 
 def __getattr__(name: str) -> _typing.Any:

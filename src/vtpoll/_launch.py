@@ -1,11 +1,14 @@
 """What the installed script knows before click is imported: the exit codes, and which extra
 brings which module, so that a command whose extra is missing is one line, not a traceback.
 
-Nothing here imports more than the standard library: a plain ``pip install
-video-translation-client`` has no click, and ``vtpoll`` must still say what to install.
+Nothing here imports more than the standard library (and ``sim_server``'s package, which
+imports no more itself): a plain ``pip install video-translation-client`` has no click, and
+``vtpoll`` must still say what to install.
 """
 
 from __future__ import annotations
+
+from sim_server import _SERVER_EXTRA
 
 EXIT_OK, EXIT_NOT_ALL_COMPLETED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -14,18 +17,7 @@ DISTRIBUTION = "video-translation-client"
 #: Extra -> the top-level modules it brings that vtpoll imports (pyproject.toml's extras; the
 #: server's come with ``cli``). A module missing from neither is a broken install, not an extra.
 EXTRAS = {
-    "cli": frozenset(
-        {
-            "click",
-            "hypercorn",
-            "prometheus_client",
-            "pydantic",
-            "quart",
-            "quart_schema",
-            "quart_trio",
-            "rich",
-        }
-    ),
+    "cli": frozenset({"click", "rich"}) | _SERVER_EXTRA,
     "fleet": frozenset({"coredis"}),
 }
 

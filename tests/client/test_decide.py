@@ -15,6 +15,7 @@ from video_translation_client import (
     StatusPollingConfig,
 )
 from video_translation_client._decide import (
+    Action,
     Check,
     Done,
     Fail,
@@ -77,6 +78,15 @@ def test_the_verdict_at_the_deadline(failing, server, expected, words):
     assert words in str(error)
 
 
+def _assert_action(action: Action, expected: Check | type[Exception]) -> None:
+    """The action a table row expects: this check, or a failure of this type."""
+    if isinstance(expected, Check):
+        assert action == expected
+    else:
+        assert isinstance(action, Fail)
+        assert type(action.error) is expected
+
+
 @pytest.mark.parametrize(
     ("failure", "failures", "server", "now", "expected"),
     [
@@ -112,12 +122,7 @@ def test_the_verdict_at_the_deadline(failing, server, expected, words):
 def test_what_follows_a_failure(failure, failures, server, now, expected):
     """The table of failures: flow control, the job's own failures, the server's silence."""
     record = job(failures=failures, failed_at=0.0)
-    action = failed(record, failure, now, server)
-    if isinstance(expected, Check):
-        assert action == expected
-    else:
-        assert isinstance(action, Fail)
-        assert type(action.error) is expected
+    _assert_action(failed(record, failure, now, server), expected)
 
 
 def test_an_answer_that_woke_for_another_job_is_no_check():
@@ -229,11 +234,8 @@ def test_a_server_refusing_since_the_start_is_given_up_within_seconds(
     record = job(failures=1, failed_at=0.0)
     record.retry_backoff.next_delay()  # the first retry's 1 s is past: the next backoff is 2 s
     action = failed(record, failure, now, server)
-    if isinstance(expected, Check):
-        assert action == expected
-    else:
-        assert isinstance(action, Fail)
-        assert type(action.error) is expected
+    _assert_action(action, expected)
+    if isinstance(action, Fail):
         assert str(action.error) == (
             "job 'j': the server at http://x refused every connection since the client "
             "started (0 attempts in 2.0 s, the last: ConnectError: refused): is the server "
