@@ -361,7 +361,7 @@ class VideoTranslationClient:
             self._check_id(job_id)
         except check.InvalidArgument as exc:  # this job alone: the others go on
             session.state.counters.ended[Outcome.FAILED] += 1
-            return JobResult(job_id=job_id, outcome=Outcome.FAILED, status=None, error=exc)
+            return JobResult(job_id=job_id, outcome=Outcome.FAILED, last_status=None, error=exc)
         listeners = [listener] if listener else []
         job = self._job(session, job_id, *listeners, deadline=deadline, expected=expected)
         error: VideoTranslationError | None = None
@@ -372,9 +372,9 @@ class VideoTranslationClient:
         return JobResult(
             job_id=job_id,
             outcome=outcome_of(final if error is None else error),
-            status=final if error is None else job.last,
+            last_status=final if error is None else job.last,
             error=_as_data(error),
-            attempts=job.record.checks,
+            checks=job.record.checks,
             elapsed_time=anyio.current_time() - job.record.started,
         )
 

@@ -244,7 +244,7 @@ def answered(
         status=answer.status,
         job_id=job.job_id,
         elapsed_time=now - job.started,
-        attempts=job.checks,
+        checks=job.checks,
         payload=answer.payload,
         retry_after=answer.hint,
         progress=answer.progress,
@@ -404,7 +404,7 @@ def verdict(job: JobRecord, now: float, server: ServerView) -> VideoTranslationE
         f"{job_name(job.job_id)}: the deadline ({job.budget:g} s) passed while "
         f"retrying; the last failure: {failing.description}",
         job_id=job.job_id,
-        attempts=job.requests,
+        requests=job.requests,
     )
     error.__cause__ = failing.error or failing
     return error
@@ -427,7 +427,7 @@ def exhausted(job: JobRecord, failure: Transient, *, held_back: bool = False) ->
     error = RetriesExhausted(
         f"{job_name(job.job_id)}: {why}, the last: {failure.description}",
         job_id=job.job_id,
-        attempts=job.requests,
+        requests=job.requests,
     )
     error.__cause__ = failure.error or failure
     return error
@@ -459,7 +459,7 @@ def unreachable(
     error = ServerUnreachable(
         f"{job_name(job.job_id)}: the server at {server.url} {when}{last}",
         job_id=job.job_id,
-        attempts=job.requests,
+        requests=job.requests,
         since=server.silent_since_wall,
     )
     error.__cause__ = failure.error or failure

@@ -24,6 +24,7 @@ none of them reaches the caller undressed.
 
 from __future__ import annotations
 
+import warnings
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -115,11 +116,22 @@ class UnknownStatus(InvalidResponse):
 
 
 class RetriesExhausted(VideoTranslationError):
-    """The job failed transiently too many times in a row; ``__cause__`` is the last failure."""
+    """The job failed transiently too many times in a row; ``__cause__`` is the last failure.
+    ``requests`` counts the requests sent for the job."""
 
-    def __init__(self, message: str, *, job_id: str | None = None, attempts: int = 0) -> None:
+    def __init__(self, message: str, *, job_id: str | None = None, requests: int = 0) -> None:
         super().__init__(message, job_id=job_id)
-        self.attempts = attempts
+        self.requests = requests
+
+    @property
+    def attempts(self) -> int:
+        """Deprecated: ``requests``."""
+        warnings.warn(
+            "RetriesExhausted.attempts is deprecated: use requests",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.requests
 
 
 class ServerUnreachable(RetriesExhausted, ConnectionError):
@@ -132,8 +144,8 @@ class ServerUnreachable(RetriesExhausted, ConnectionError):
         message: str,
         *,
         job_id: str | None = None,
-        attempts: int = 0,
+        requests: int = 0,
         since: datetime | None = None,
     ) -> None:
-        super().__init__(message, job_id=job_id, attempts=attempts)
+        super().__init__(message, job_id=job_id, requests=requests)
         self.since = since

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -37,7 +38,7 @@ class StatusResponse:
     #: Seconds since this client started asking about the job (original design's field).
     elapsed_time: float
     #: The job's checks so far, this one included: answers about it ("Words" in the guide).
-    attempts: int = 1
+    checks: int = 1
     #: The decoded JSON body, as the server sent it.
     payload: dict[str, Any] = field(default_factory=dict, compare=False)
     #: The server's hint of when to ask again, in seconds, if it gave one.
@@ -55,8 +56,15 @@ class StatusResponse:
 
     @property
     def raw_response(self) -> dict[str, Any]:
-        """The decoded body, under the original design's name for it."""
+        """Deprecated: ``payload``, the decoded body (the original design's name for it)."""
+        _renamed("StatusResponse.raw_response", "payload")
         return self.payload
+
+    @property
+    def attempts(self) -> int:
+        """Deprecated: ``checks``."""
+        _renamed("StatusResponse.attempts", "checks")
+        return self.checks
 
 
 class Outcome(enum.Enum):
@@ -76,14 +84,14 @@ class JobResult:
 
     job_id: str
     outcome: Outcome
-    #: The final status (completed/error), else the last status seen, if any.
-    status: StatusResponse | None
+    #: The last status seen, if any: the final one for ``completed`` and ``error``.
+    last_status: StatusResponse | None
     #: What made the job fail (``outcome`` FAILED or TIMEOUT), else None.
     error: Exception | None = field(default=None, compare=False)
     #: The job's checks: answers about it, whether alone or in a batch; a held batch woken
     #: by another job's completion and a failed request are none (``ClientStatistics``
     #: counts the requests).
-    attempts: int = 0
+    checks: int = 0
     #: Seconds from the start of polling to the outcome.
     elapsed_time: float = 0.0
 
@@ -94,7 +102,23 @@ class JobResult:
     @property
     def kept(self) -> dict[str, Any]:
         """The fields the dialect keeps, from the last status seen (empty if none was)."""
-        return self.status.kept if self.status is not None else {}
+        return self.last_status.kept if self.last_status is not None else {}
+
+    @property
+    def status(self) -> StatusResponse | None:
+        """Deprecated: ``last_status`` (``result.status.status`` read as a stutter)."""
+        _renamed("JobResult.status", "last_status")
+        return self.last_status
+
+    @property
+    def attempts(self) -> int:
+        """Deprecated: ``checks``."""
+        _renamed("JobResult.attempts", "checks")
+        return self.checks
+
+
+def _renamed(old: str, new: str) -> None:
+    warnings.warn(f"{old} is deprecated: use {new}", DeprecationWarning, stacklevel=3)
 
 
 @dataclass(frozen=True, slots=True)

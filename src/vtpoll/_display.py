@@ -175,7 +175,7 @@ def plain_line(result: JobResult) -> str:
     """One finished job, for logs and pipes."""
     line = (
         f"{result.job_id} {result.outcome.value} after {result.elapsed_time:.1f} s, "
-        f"{result.attempts} check{'s' if result.attempts != 1 else ''}"
+        f"{plural(result.checks, 'check')}"
     )
     if result.error is not None:
         line += f": {type(result.error).__name__}: {result.error}"
@@ -212,3 +212,8 @@ def summary_table(
     table.add_row("429 answers", str(stats.throttled))
     table.add_row("wall time", f"{wall:.1f} s")
     return table
+
+
+def plural(count: int, word: str) -> str:
+    """``3 jobs``, ``1 job``: English plurals by adding an s, all vtpoll says needs."""
+    return f"{count} {word}{'' if count == 1 else 's'}"

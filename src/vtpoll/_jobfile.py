@@ -144,7 +144,7 @@ def file_lines(path: Path) -> list[str]:
 
 def result_record(result: JobResult, *, now: datetime | None = None) -> dict[str, Any]:
     """One JSON Lines record: what a script needs to act on a finished job."""
-    status = result.status
+    status = result.last_status
     error = result.error
     return {
         "job_id": result.job_id,
@@ -152,7 +152,7 @@ def result_record(result: JobResult, *, now: datetime | None = None) -> dict[str
         "status": status.status.value if status is not None else None,
         "detected_at": (now or datetime.now(UTC)).isoformat(timespec="milliseconds"),
         "elapsed_s": round(result.elapsed_time, 3),
-        "attempts": result.attempts,
+        "checks": result.checks,
         "error": f"{type(error).__name__}: {error}" if error is not None else None,
         # What the dialect keeps: the translated video's URL, the languages...
         "kept": result.kept,

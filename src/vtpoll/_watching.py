@@ -30,7 +30,7 @@ from video_translation_client import (
     WrongRoute,
 )
 
-from ._display import WatchDisplay, summary_table, wants_live
+from ._display import WatchDisplay, plural, summary_table, wants_live
 from ._errors import EXIT_BROKEN_PIPE, EXIT_WRITE_FAILED, Problem, Terminations, WriteFailed
 from ._jobfile import InputError, Previous, ResultWriter, open_results
 
@@ -189,7 +189,7 @@ def watch_and_report(
     with files:
         if todo:
             if not live:
-                say(console, f"watching {len(todo)} jobs on {client.display_url}")
+                say(console, f"watching {plural(len(todo), 'job')} on {client.display_url}")
             writer = ResultWriter(file) if file is not None else None
             if noted is not None:
                 noted.deferred = True

@@ -48,7 +48,7 @@ def _pending(job_id: str, hint: float | None) -> StatusResponse:
 
 
 def _done(job_id: str, outcome: Outcome = Outcome.COMPLETED) -> JobResult:
-    return JobResult(job_id, outcome, None, attempts=2, elapsed_time=4.25)
+    return JobResult(job_id, outcome, None, checks=2, elapsed_time=4.25)
 
 
 def test_time_left_follows_the_servers_hints():
@@ -86,7 +86,7 @@ def test_plain_line_names_the_job_and_the_error():
     """A plain line says ID, outcome, time, checks (not requests: one batch request checks
     many jobs), and the error when there is one."""
     assert plain_line(_done("a")) == "a completed after 4.2 s, 2 checks"
-    failed = JobResult("b", Outcome.FAILED, None, JobNotFound("b"), attempts=1)
+    failed = JobResult("b", Outcome.FAILED, None, JobNotFound("b"), checks=1)
     assert plain_line(failed).startswith("b failed after 0.0 s, 1 check: JobNotFound: ")
 
 

@@ -32,10 +32,10 @@ def _result(job_id: str, outcome: Outcome = Outcome.COMPLETED) -> JobResult:
         JobStatus.COMPLETED,
         job_id,
         1.5,
-        attempts=2,
+        checks=2,
         kept={"data.url": f"https://cdn.test/{job_id}.mp4"},
     )
-    return JobResult(job_id, outcome, status, attempts=2, elapsed_time=1.5)
+    return JobResult(job_id, outcome, status, checks=2, elapsed_time=1.5)
 
 
 def test_id_rule_is_the_servers():
@@ -109,11 +109,11 @@ def test_record_has_what_a_script_needs():
         "status": "completed",
         "detected_at": "2026-01-02T03:04:05.678+00:00",
         "elapsed_s": 1.5,
-        "attempts": 2,
+        "checks": 2,
         "error": None,
         "kept": {"data.url": "https://cdn.test/a.mp4"},
     }
-    failed = JobResult("b", Outcome.FAILED, None, JobNotFound("b"), attempts=1)
+    failed = JobResult("b", Outcome.FAILED, None, JobNotFound("b"), checks=1)
     record = result_record(failed, now=now)
     assert record["status"] is None
     assert record["error"].startswith("JobNotFound: ")

@@ -125,7 +125,7 @@ def test_watch_a_file_writes_every_result(url: str, tmp_path: Path, run):
     assert {(r["outcome"], r["status"], r["error"]) for r in rows} == {
         ("completed", "completed", None)
     }
-    assert all(isinstance(r["attempts"], int) and r["attempts"] >= 1 for r in rows)
+    assert all(isinstance(r["checks"], int) and r["checks"] >= 1 for r in rows)
     finished = [line for line in done.stderr.splitlines() if " completed after " in line]
     assert len(finished) == 5
     assert "requests per job" in done.stderr
@@ -407,7 +407,7 @@ def test_watch_never_shows_the_password_of_its_url(url: str, run):
     authority = url.removeprefix("http://")
     done = run("watch", "no-such-job", "--base-url", f"http://ann:s3cret-pw@{authority}")
     assert done.returncode == 2  # the one job's 404: a wrong route, as far as anyone can tell
-    assert f"watching 1 jobs on http://ann:***@{authority}" in done.stderr
+    assert f"watching 1 job on http://ann:***@{authority}" in done.stderr
     assert f"GET http://ann:***@{authority}/jobs/no-such-job answered 404" in done.stderr
     assert "s3cret-pw" not in done.stderr + done.stdout
 

@@ -142,7 +142,7 @@ def test_a_final_answer_ends_the_job():
     assert isinstance(action, Done)
     assert action.response.status is JobStatus.COMPLETED
     assert action.response.elapsed_time == 7.0
-    assert action.response.attempts == 1
+    assert action.response.checks == 1
 
 
 def test_max_attempts_counts_checks():

@@ -144,7 +144,7 @@ async def test_transient_failure_then_success(autojump_clock, step, description)
     async with server.client() as http:
         client = VideoTranslationClient(URL, cfg(), http_client=http)
         done = await client.poll_until_complete("j")
-    assert done.attempts == 1  # the failed request told nothing of the job: no check
+    assert done.checks == 1  # the failed request told nothing of the job: no check
     assert client.statistics().requests == 2
 
 
@@ -176,7 +176,7 @@ async def test_request_timeout_is_a_cancel_scope(autojump_clock):
         client = VideoTranslationClient(URL, cfg(request_timeout=2.5), http_client=http)
         done = await client.get_status("j")
     assert [round(t - start, 6) for t in server.times] == [0, 3.5]  # 2.5 s cut + 1 s backoff
-    assert done.attempts == 1
+    assert done.checks == 1
 
 
 async def test_failures_counted_consecutively(autojump_clock):
@@ -186,7 +186,7 @@ async def test_failures_counted_consecutively(autojump_clock):
     async with server.client() as http:
         client = VideoTranslationClient(URL, cfg(max_retries=3), http_client=http)
         done = await client.poll_until_complete("j")
-    assert done.attempts == 2  # two answers about the job, among eight requests
+    assert done.checks == 2  # two answers about the job, among eight requests
     assert client.statistics().requests == 8
 
 

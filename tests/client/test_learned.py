@@ -227,7 +227,7 @@ async def test_an_expected_duration_narrows_the_guess(autojump_clock, make_sim):
         async with client:
             await client.poll_many(list(lognormal(40, 0.3, seed=5, median=3.0)))
             done = await client.poll_until_complete("long", expected_duration=expected)
-        return done.attempts
+        return done.checks
 
     assert await checks(60.0) < await checks(None)
 

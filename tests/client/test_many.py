@@ -53,7 +53,7 @@ async def test_poll_many_results_in_input_order_deduplicated(autojump_clock, mak
         Outcome.ERROR,
     ]
     assert isinstance(results[0].error, PollTimeout)
-    assert results[0].status is not None
+    assert results[0].last_status is not None
     assert isinstance(results[2].error, JobNotFound)
     assert results[1].ok
     assert not results[3].ok

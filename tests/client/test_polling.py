@@ -49,7 +49,7 @@ async def test_plain_exponential_schedule(autojump_clock):
     assert rel(server.times, start) == [0, 1, 3, 7, 15]
     assert done.status is JobStatus.COMPLETED
     assert done.elapsed_time == 15
-    assert done.attempts == 5
+    assert done.checks == 5
 
 
 async def test_wait_is_capped_at_max_delay(autojump_clock):
@@ -107,7 +107,7 @@ async def test_deadline_fits_last_poll_and_raises_poll_timeout(autojump_clock):
     assert isinstance(info.value, TimeoutError)
     assert info.value.last_status is not None
     assert info.value.last_status.status is JobStatus.PENDING
-    assert info.value.last_status.attempts == 5
+    assert info.value.last_status.checks == 5
 
 
 async def test_hung_request_cut_at_deadline(autojump_clock):
@@ -134,7 +134,7 @@ async def test_pending_hint_sets_next_poll(autojump_clock, make_sim):
     client = VideoTranslationClient(URL, cfg(initial_delay=1), http_client=sim.client)
     done = await client.poll_until_complete("h")
     assert done.status is JobStatus.COMPLETED
-    assert done.attempts == 2
+    assert done.checks == 2
     assert trio.current_time() - start == pytest.approx(7.3)
 
 
@@ -145,7 +145,7 @@ async def test_hints_off_polls_on_the_backoff_schedule(autojump_clock, make_sim)
     start = trio.current_time()
     client = VideoTranslationClient(URL, cfg(hints=False), http_client=sim.client)
     done = await client.poll_until_complete("h")
-    assert done.attempts == 5
+    assert done.checks == 5
     assert trio.current_time() - start == pytest.approx(15)
 
 
@@ -189,7 +189,7 @@ async def test_retry_after_on_429_and_503_is_honoured(autojump_clock, code):
         client = VideoTranslationClient(URL, cfg(initial_delay=1), http_client=http)
         done = await client.get_status("j")
     assert rel(server.times, start) == [0, 4]
-    assert done.attempts == 1
+    assert done.checks == 1
 
 
 async def test_retry_after_http_date(autojump_clock):
@@ -219,7 +219,7 @@ async def test_long_poll_used_when_offered(autojump_clock, make_sim):
     )
     done = await client.poll_until_complete("lp")
     assert trio.current_time() - start == pytest.approx(40)
-    assert done.attempts == 2
+    assert done.checks == 2
     assert sim.metric("sim_long_polls_total") == 1
     assert seen == ["pending", "completed"]
 
@@ -233,7 +233,7 @@ async def test_without_hints_a_lone_job_long_polls_from_its_second_check(autojum
     client = VideoTranslationClient(URL, cfg(long_poll=25, hints=False), http_client=sim.client)
     done = await client.poll_until_complete("lp")
     assert trio.current_time() - start == pytest.approx(40)
-    assert done.attempts == 3
+    assert done.checks == 3
     assert sim.metric("sim_long_polls_total") == 2
 
 
@@ -262,7 +262,7 @@ async def test_a_wrong_eta_still_sees_completion_at_once(autojump_clock, eta):
         client = VideoTranslationClient(URL, cfg(long_poll=25), http_client=http)
         done = await client.poll_until_complete("j")
     assert trio.current_time() - start == pytest.approx(25)
-    assert done.attempts == 2
+    assert done.checks == 2
     assert rel(server.times, start) == [0, eta / 2]
 
 
@@ -274,7 +274,7 @@ async def test_long_poll_request_timeout_covers_the_wait(autojump_clock, make_si
         URL, cfg(long_poll=25, request_timeout=2, max_retries=0), http_client=sim.client
     )
     done = await client.poll_until_complete("lp")
-    assert done.attempts == 2
+    assert done.checks == 2
 
 
 async def test_long_poll_refused_falls_back_to_polling(autojump_clock):

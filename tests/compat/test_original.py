@@ -19,7 +19,15 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from sim_server import TranslationServer
-from video_translation_client import JobStatus, StatusPollingConfig, VideoTranslationClient
+from video_translation_client import (
+    JobResult,
+    JobStatus,
+    Outcome,
+    RetriesExhausted,
+    StatusPollingConfig,
+    StatusResponse,
+    VideoTranslationClient,
+)
 
 
 def config() -> StatusPollingConfig:
@@ -57,7 +65,8 @@ def test_successful_completion():
         result = await client.poll_until_complete()
         assert result.status == JobStatus.completed
         assert result.status == "completed"
-        assert result.raw_response == {"result": "completed"}
+        with pytest.deprecated_call(match="use payload"):  # one name for the body now
+            assert result.raw_response == {"result": "completed"}
         assert result.elapsed_time > 0
         assert JobStatus.pending in status_changes
         assert JobStatus.completed in status_changes
@@ -116,3 +125,20 @@ def test_multiple_clients():
         assert [result.status for result in results] == [JobStatus.completed] * 3
 
     with_server(test)
+
+
+def test_renamed_fields_still_read_with_a_deprecation_warning():
+    """One word per count, and a result that reads as it means: the old names still give the
+    same values, each with a DeprecationWarning naming its new name."""
+    status = StatusResponse(JobStatus.COMPLETED, "j", 1.0, checks=3, payload={"a": 1})
+    result = JobResult("j", Outcome.COMPLETED, status, checks=3)
+    error = RetriesExhausted("gave up", job_id="j", requests=7)
+    for read, new, value in [
+        (lambda: status.attempts, "checks", 3),
+        (lambda: status.raw_response, "payload", {"a": 1}),
+        (lambda: result.status, "last_status", status),
+        (lambda: result.attempts, "checks", 3),
+        (lambda: error.attempts, "requests", 7),
+    ]:
+        with pytest.deprecated_call(match=f"use {new}$"):
+            assert read() == value
