@@ -11,14 +11,20 @@ queue on httpcore's pool; "capped" puts an ``anyio.CapacityLimiter(pool)`` in fr
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import anyio
 import httpx
 import trio
-from _common import server
+from _common import print_table, server, write_json
+
+COLUMNS = [
+    ("mode", "mode"),
+    ("concurrency", "tasks"),
+    ("pool", "pool"),
+    ("requests_per_s", "requests/s"),
+]
 
 
 async def run(url: str, total: int, concurrency: int, pool: int, capped: bool) -> float:
@@ -65,9 +71,8 @@ def main() -> None:
                 "requests_per_s": round(rps),
             }
             rows.append(row)
-            print(row, flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    print_table(rows, COLUMNS)
+    write_json(args.json, rows)
 
 
 if __name__ == "__main__":

@@ -102,9 +102,16 @@ def library_client(url: str, policy: str, scale: float) -> Any:
             "backoff_factor": 1.0,
             "jitter": "none",
             "hints": False,
+            "schedule": "backoff",
         },
-        "full-jitter": {**exponential, "jitter": "full", "hints": False},
-        "decorrelated": {**exponential, "jitter": "decorrelated", "hints": False},
+        # Blind schedules: hints off would otherwise make the client learn durations.
+        "full-jitter": {**exponential, "jitter": "full", "hints": False, "schedule": "backoff"},
+        "decorrelated": {
+            **exponential,
+            "jitter": "decorrelated",
+            "hints": False,
+            "schedule": "backoff",
+        },
         "hint-aware": {"initial_delay": scale, "max_delay": 30.0 * scale},
         "long-poll": {"initial_delay": scale, "max_delay": 30.0 * scale},
         "batch": {"initial_delay": scale, "max_delay": 30.0 * scale},
