@@ -445,22 +445,23 @@ def unreachable(
     if refused:
         when = (
             f"refused every connection since the client started ({job.requests} "
-            f"attempt{'s' if job.requests != 1 else ''} in "
+            f"request{'s' if job.requests != 1 else ''} in "
             f"{server.silent_for(now):.1f} s, the last: {failure.description}): "
             "is the server running, and is the URL right?"
         )
     elif never:
-        when = f"has not answered since the client started ({job.failures} attempts)"
+        when = f"has not answered since the client started ({job.failures} requests failed)"
     else:
         since = server.silent_since_wall
         shown = since.astimezone(UTC).strftime("%H:%M:%S UTC") if since else "?"
         when = f"has answered nothing since {shown} ({server.silent_for(now):.1f} s)"
-    last = "" if refused else f"; the last attempt: {failure.description}"
+    last = "" if refused else f"; the last failure: {failure.description}"
     error = ServerUnreachable(
         f"{job_name(job.job_id)}: the server at {server.url} {when}{last}",
         job_id=job.job_id,
         requests=job.requests,
         since=server.silent_since_wall,
+        reached=not never,
     )
     error.__cause__ = failure.error or failure
     return error

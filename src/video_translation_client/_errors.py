@@ -137,7 +137,9 @@ class RetriesExhausted(VideoTranslationError):
 class ServerUnreachable(RetriesExhausted, ConnectionError):
     """The server has answered nothing since ``since`` (a wall-clock time), for longer than
     the job could wait, or has refused every connection since the client started (nothing
-    listens at the URL): the job's outcome is not known. ``__cause__`` is the last failure."""
+    listens at the URL): the job's outcome is not known. ``__cause__`` is the last failure.
+    ``reached`` is False when the server never answered this client (a wrong URL, or a
+    server not running, most likely)."""
 
     def __init__(
         self,
@@ -146,6 +148,8 @@ class ServerUnreachable(RetriesExhausted, ConnectionError):
         job_id: str | None = None,
         requests: int = 0,
         since: datetime | None = None,
+        reached: bool = True,
     ) -> None:
         super().__init__(message, job_id=job_id, requests=requests)
         self.since = since
+        self.reached = reached

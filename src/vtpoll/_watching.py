@@ -25,6 +25,7 @@ from video_translation_client import (
     ClientStatistics,
     JobResult,
     Outcome,
+    ServerUnreachable,
     StatusResponse,
     VideoTranslationClient,
     WrongRoute,
@@ -50,8 +51,9 @@ class WatchRun:
     signal: int | None = None
     #: Jobs found in the results file of an earlier run, and their outcomes.
     done_before: dict[str, str] = field(default_factory=dict)
-    #: Why the run stopped at once: no job answered at this route.
-    wrong_route: WrongRoute | None = None
+    #: Why the run stopped at once: no job answered at this route, or the server never
+    #: answered at all.
+    wrong_route: WrongRoute | ServerUnreachable | None = None
     #: Why the results could not be written, if they could not: the polling stopped there.
     write_error: OSError | None = None
     #: Standard output, where the results went, was closed by its reader: the polling
@@ -78,10 +80,14 @@ async def run_watch(
 
     def take(event: StatusResponse | JobResult) -> None:
         if isinstance(event, JobResult):
-            if isinstance(event.error, WrongRoute):
-                # No job has been answered at this route: nothing of the run is worth going
-                # on with, and nothing is written (a later run asks these jobs again).
-                run.wrong_route = event.error
+            error = event.error
+            if isinstance(error, WrongRoute) or (
+                isinstance(error, ServerUnreachable) and not error.reached
+            ):
+                # No job has been answered at this route, or nothing answers there at all:
+                # nothing of the run is worth going on with, and nothing is written (the
+                # jobs' outcomes are not known: a later run asks them again).
+                run.wrong_route = error
                 polling.cancel()
                 return
             if run.write_error is not None or run.broken_pipe:
@@ -143,8 +149,11 @@ async def run_watch(
     return run
 
 
-def wrong_route(error: WrongRoute) -> str:
+def wrong_route(error: WrongRoute | ServerUnreachable) -> str:
     """The one line that says the route, not the jobs, is wrong, in the command's terms."""
+    if isinstance(error, ServerUnreachable):
+        # Its message names the URL and asks whether it is right; the job is any of them.
+        return str(error).partition(": ")[2] + " (no result written)"
     asked = f"GET {error.url}" if error.url else "the status route"
     return (
         f"{asked} answered {error.answered} for every job (dialect {error.dialect}): "

@@ -479,6 +479,21 @@ def test_status_with_nothing_listening_says_so_naming_the_url(run):
     )
 
 
+def test_watch_with_nothing_listening_writes_nothing_and_says_so(run, tmp_path: Path):
+    """A port nothing listens on: no job's outcome is known, so none is recorded as failed
+    (a later --resume would skip it); one line names the URL, exit 2, as for a wrong route."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        base = f"http://127.0.0.1:{sock.getsockname()[1]}"  # closed on leaving: refused
+    out = tmp_path / "out.jsonl"
+    done = run("watch", "job-1", "job-2", "-o", str(out), "--timeout", "8", "--base-url", base)
+    assert done.returncode == 2, done.stderr
+    [line] = [line for line in done.stderr.splitlines() if line.startswith("vtpoll: error:")]
+    assert line.startswith(f"vtpoll: error: the server at {base} refused every connection")
+    assert line.endswith("(no result written)")
+    assert not out.exists() or out.read_text() == ""
+
+
 # -- the edges of a watch: results that cannot be written, a reader gone -------------------
 
 

@@ -238,7 +238,7 @@ def test_a_server_refusing_since_the_start_is_given_up_within_seconds(
     if isinstance(action, Fail):
         assert str(action.error) == (
             "job 'j': the server at http://x refused every connection since the client "
-            "started (0 attempts in 2.0 s, the last: ConnectError: refused): is the server "
+            "started (0 requests in 2.0 s, the last: ConnectError: refused): is the server "
             "running, and is the URL right?"
         )
 

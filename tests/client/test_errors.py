@@ -121,7 +121,7 @@ async def test_transient_failures_retried_then_exhausted(autojump_clock, step, d
         # No answer at all, from a server never reached: ServerUnreachable, a ConnectionError.
         assert isinstance(info.value, ServerUnreachable)
         assert isinstance(info.value, ConnectionError)
-        assert "has not answered since the client started (4 attempts)" in str(info.value)
+        assert "has not answered since the client started (4 requests failed)" in str(info.value)
     else:
         assert "4 transient failures in a row" in str(info.value)
     assert description in str(info.value)

@@ -68,7 +68,7 @@ async def test_a_server_never_reached_is_given_up_after_max_retries(autojump_clo
     took = trio.current_time() - start
     assert all(r.outcome is Outcome.FAILED for r in results)
     assert all(isinstance(r.error, ServerUnreachable) for r in results)
-    assert "has not answered since the client started (11 attempts)" in str(results[0].error)
+    assert "has not answered since the client started (11 requests failed)" in str(results[0].error)
     # Backoffs 1, 2, 4, 8, 16, then 30 s five times: 181 s to the eleventh failure.
     assert 181 <= took < 200
     assert len(server.log) < jobs + 10 + took * 1.0 + 5
