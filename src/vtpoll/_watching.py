@@ -272,7 +272,7 @@ def abnormal_end(
         return EXIT_BROKEN_PIPE
     saved = len(run.done_before) + sum(run.ended.values())
     left = total - saved
-    to_file = output is not None and str(output) != "-"
+    to_file = is_file(output)
     if run.write_error is not None:
         where = str(output) if to_file else "standard output"
         error = run.write_error
@@ -292,12 +292,17 @@ def abnormal_end(
 
 
 def _resume_hint(output: Path | None, saved: int, left: int, when: str) -> str:
-    if output is not None and str(output) != "-":
+    if is_file(output):
         return (
             f"{saved} results are in {output}; {when}"
             f"run the same command with --resume to poll the other {left} jobs"
         )
     return f"{left} jobs unfinished; use --output FILE to keep results across runs"
+
+
+def is_file(output: Path | None) -> bool:
+    """Whether ``--output`` names a file (not standard output, ``-``, nor nothing)."""
+    return output is not None and str(output) != "-"
 
 
 def open_output(

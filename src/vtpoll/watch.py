@@ -10,6 +10,7 @@ from rich.console import Console
 
 from video_translation_client import Outcome
 
+from ._display import plural
 from ._errors import EXIT_NOT_ALL_COMPLETED, EXIT_OK, Problem, Terminations
 from ._options import (
     given_job_ids,
@@ -56,8 +57,8 @@ def watch(
             source, line, job_id = id_list.first_duplicate
             say(
                 console,
-                f"warning: dropped {id_list.duplicates} duplicate job ID"
-                f"{'s' if id_list.duplicates > 1 else ''} (first: {job_id} at {source}:{line})",
+                f"warning: dropped {plural(id_list.duplicates, 'duplicate job ID')} "
+                f"(first: {job_id} at {source}:{line})",
             )
         run = watch_and_report(
             client,

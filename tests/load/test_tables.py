@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
-from pathlib import Path
-from types import ModuleType
 
-LOAD = Path(__file__).parents[2] / "load"
-
-
-def _tables() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("load_tables", LOAD / "tables.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks its module up there
-    spec.loader.exec_module(module)
-    return module
+from .scripts import script
 
 
 def test_every_quoted_table_is_what_its_script_prints():
     """Each table quoted after a `load/NAME.py ... --json load/results/FILE.json` command is
     NAME.py's table for the rows in FILE.json (rows may be left out, not changed)."""
-    tables = _tables()
+    tables = script("tables")
     lines = tables.README.read_text().splitlines()
     checked = [t for t in tables.quoted(lines) if tables.rendered(t.script, t.results)]
     assert len(checked) >= 10  # all but server_ceiling.py and inflight.py, which print otherwise
@@ -33,7 +19,7 @@ def test_every_quoted_table_is_what_its_script_prints():
 
 def test_a_figure_changed_by_hand_is_caught():
     """One number of a quoted row edited: the table no longer matches its script's."""
-    tables = _tables()
+    tables = script("tables")
     lines = tables.README.read_text().splitlines()
     table = tables.quoted(lines)[0]
     row = table.start + 1
