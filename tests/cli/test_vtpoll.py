@@ -7,7 +7,6 @@ signals, kill -9 and ``--resume``, the terminal display, the installed script.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import json
 import os
@@ -30,9 +29,8 @@ from click.testing import CliRunner
 
 import vtpoll.watch as vtpoll_watch
 from sim_server.testing import create_jobs
-from tests.helpers import metric, server_process, spawn, stop, wait_for
+from tests.helpers import fill_up_after, head_1, metric, server_process, spawn, stop, wait_for
 from tests.hostile_server import hostile_server
-from vtpoll import _jobfile as vtpoll_jobfile
 from vtpoll import _watching as vtpoll_watching
 from vtpoll import cli
 from vtpoll._display import summary_table
@@ -497,35 +495,6 @@ def test_watch_with_nothing_listening_writes_nothing_and_says_so(run, tmp_path: 
 # -- the edges of a watch: results that cannot be written, a reader gone -------------------
 
 
-class FullDisk:
-    """A results file on a disk that fills up after ``room`` records: every write after them
-    raises ENOSPC, as a real full disk does (at the flush that hands the line over)."""
-
-    def __init__(self, path: Path, room: int) -> None:
-        self.file = path.open("a", encoding="utf-8")
-        self.room = room
-        self.closed = False
-
-    def write(self, text: str) -> int:
-        if self.room <= 0:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        self.room -= 1
-        return self.file.write(text)
-
-    def flush(self) -> None:
-        self.file.flush()
-
-    def close(self) -> None:
-        self.closed = True
-        self.file.close()
-
-    def __enter__(self) -> FullDisk:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
 def test_a_full_disk_ends_in_one_line_the_summary_and_how_to_resume(
     url: str, tmp_path: Path, run, monkeypatch: pytest.MonkeyPatch
 ):
@@ -534,14 +503,7 @@ def test_a_full_disk_ends_in_one_line_the_summary_and_how_to_resume(
     kept, and --resume finishes the others, each job once."""
     jobs = create(url, 5, duration=0.1)
     out = tmp_path / "out.jsonl"
-    real = vtpoll_jobfile.open_results
-
-    def on_a_full_disk(path: Path, *, resume: bool) -> tuple[Any, Any]:
-        file, previous = real(path, resume=resume)
-        file.close()
-        return FullDisk(path, room=2), previous
-
-    monkeypatch.setattr(vtpoll_watching, "open_results", on_a_full_disk)
+    fill_up_after(monkeypatch, room=2)
     args = ["watch", *jobs, "-o", str(out), "-q", "--base-url", url]
     done = run(*args)
     assert done.returncode == 3, done.stderr
@@ -553,7 +515,7 @@ def test_a_full_disk_ends_in_one_line_the_summary_and_how_to_resume(
     )
     assert "Traceback" not in done.stderr
     assert len(records(out)) == 2
-    monkeypatch.setattr(vtpoll_watching, "open_results", real)
+    monkeypatch.undo()
     resumed = run(*args, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert sorted(r["job_id"] for r in records(out)) == sorted(jobs)
@@ -611,15 +573,10 @@ def test_a_reader_closing_standard_output_ends_the_run_quietly(url: str):
         *("watch", *first, *later, "-o", "-", "-q", "--timeout", "3", "--base-url", url)
     )
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()  # the first result, as head -1 reads it
-        assert json.loads(line)["job_id"] == first[0]
-        proc.stdout.close()
-        proc.wait(timeout=RUN_TIMEOUT)
-        assert proc.stderr is not None
-        stderr = proc.stderr.read()
+        line, stderr = head_1(proc, timeout=RUN_TIMEOUT)
     finally:
         stop(proc)
+    assert json.loads(line)["job_id"] == first[0]
     assert proc.returncode == 141, stderr
     assert "Traceback" not in stderr
     assert "Error" not in stderr
