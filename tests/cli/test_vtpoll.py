@@ -19,14 +19,17 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trio
 from click.testing import CliRunner
 
+import vtpoll.demo as vtpoll_demo
 import vtpoll.watch as vtpoll_watch
 from sim_server.testing import create_jobs
 from tests.helpers import fill_up_after, head_1, metric, server_process, spawn, stop, wait_for
@@ -586,12 +589,33 @@ def test_a_reader_closing_standard_output_ends_the_run_quietly(url: str):
 # -- SIGTERM, whenever it comes --------------------------------------------------------------
 
 
+def three_jobs(command: str, url: str) -> list[str]:
+    """The arguments of a run of ``command`` (watch, or the demo with its own server) whose 3
+    jobs end within a second."""
+    if command == "demo":
+        return ["demo", "--jobs", "3", "--time-scale", "0.05"]
+    return ["watch", *create(url, 3, duration=0.1), "--base-url", url]
+
+
+@contextmanager
+def sigterm_not_seen_here() -> Iterator[list[int]]:
+    """SIGTERMs that reach this process's own handler, not the command's (which must take
+    them): with none of its own, the command would be killed with the test."""
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: caught.append(signum))
+    try:
+        yield caught
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.mark.parametrize("command", ["watch", "demo"])
 def test_sigterm_right_after_the_last_result_is_said(
-    url: str, tmp_path: Path, run, monkeypatch: pytest.MonkeyPatch
+    url: str, tmp_path: Path, run, monkeypatch: pytest.MonkeyPatch, command: str
 ):
     """A SIGTERM after the polling has ended (here: while the summary is made) still ends the
     run with 143 and its line, every result in the file."""
-    jobs = create(url, 3, duration=0.1)
+    args = three_jobs(command, url)
     out = tmp_path / "out.jsonl"
     table = summary_table
 
@@ -600,13 +624,8 @@ def test_sigterm_right_after_the_last_result_is_said(
         return table(*args, **kwargs)
 
     monkeypatch.setattr(vtpoll_watching, "summary_table", terminated_meanwhile)
-    caught: list[int] = []
-    # Without vtpoll's own handler this one would see the signal (not the test's process).
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: caught.append(signum))
-    try:
-        done = run("watch", *jobs, "-o", str(out), "-q", "--base-url", url)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    with sigterm_not_seen_here() as caught:
+        done = run(*args, "-o", str(out), "-q")
     assert done.returncode == 143, done.stderr
     assert f"interrupted after the last job ended; all 3 results are in {out}" in done.stderr
     assert caught == []
@@ -625,15 +644,37 @@ def test_sigterm_before_the_polling_ends_the_command_at_once(
         return read(*args, **kwargs)
 
     monkeypatch.setattr(vtpoll_watch, "given_job_ids", terminated_while_reading)
-    caught: list[int] = []
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: caught.append(signum))
-    try:
+    with sigterm_not_seen_here() as caught:
         done = run("watch", "job-1", "--base-url", "http://127.0.0.1:9")
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     assert done.returncode == 143, done.stderr
     assert done.stderr == "vtpoll: terminated\n"
     assert caught == []
+
+
+def test_sigterm_while_the_demo_makes_its_jobs_ends_it_at_once(
+    tmp_path: Path, run, monkeypatch: pytest.MonkeyPatch
+):
+    """A SIGTERM while the demo starts its server and makes its jobs: it ends then, with 143
+    and one line, nothing polled, and its server stopped."""
+    make = create_jobs
+    servers: list[str] = []
+
+    async def terminated_while_making(url: str, specs: list[dict[str, Any]]) -> list[str]:
+        servers.append(url)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return await make(url, specs)
+
+    monkeypatch.setattr(vtpoll_demo, "create_jobs", terminated_while_making)
+    out = tmp_path / "out.jsonl"
+    with sigterm_not_seen_here() as caught:
+        done = run("demo", "--jobs", "3", "--time-scale", "0.05", "-o", str(out))
+    assert done.returncode == 143, done.stderr
+    assert done.stderr == "vtpoll: terminated\n"
+    assert caught == []
+    assert not out.exists()
+    [url] = servers
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(url + "/health", timeout=5)
 
 
 def test_sigterm_as_the_process_ends_is_said(url: str):
