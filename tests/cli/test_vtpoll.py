@@ -468,12 +468,19 @@ def test_status_shows_the_servers_reason_for_a_refusal(run):
 
 def test_status_with_nothing_listening_says_so_naming_the_url(run):
     """A port nothing listens on: 'status' ends on the refusals, not after its retries run
-    out (bounded here by --timeout 8), naming the URL."""
+    out (bounded here by --timeout 8), naming the URL; what it says while it waits is what
+    it does."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         base = f"http://127.0.0.1:{sock.getsockname()[1]}"  # closed on leaving: refused
+    started = time.monotonic()
     done = run("status", "job-1", "--json", "--timeout", "8", "--base-url", base)
+    assert time.monotonic() - started < 5
     assert done.returncode == 1, done.stderr
+    assert done.stderr == (
+        f"vtpoll: no answer from {base}; retrying for up to 2 s if it refuses connections, "
+        "else up to 8 s (--timeout)\n"
+    )
     [row] = json.loads(done.stdout)
     assert row["error"].startswith(
         f"ServerUnreachable: job 'job-1': the server at {base} refused every connection"
