@@ -32,7 +32,7 @@ WATCH_SILENCE = 0.1
     default=30.0,
     show_default=True,
     help="Seconds to keep retrying a transient failure (a server refusing every connection"
-    " is given up on after 2 s).",
+    f" is given up on after {REFUSED_GIVE_UP:g} s).",
 )
 @dialect_options
 @connection_options
