@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 import pytest
@@ -91,6 +91,22 @@ def head_1(
     then()
     proc.wait(timeout=timeout)
     return line, proc.stderr.read()
+
+
+def read_until(stream: IO[str], text: str, count: int, *, timeout: float) -> str:
+    """Read a child's pipe (read here only, not through ``stream``'s buffer) until ``text``
+    has come ``count`` times; fail after ``timeout`` seconds, or if the pipe ends first.
+    All that was read."""
+    fd = stream.fileno()
+    deadline = time.monotonic() + timeout
+    seen = b""
+    while seen.count(text.encode()) < count:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, f"{text!r} not {count} times within {timeout:g} s: {seen.decode()}"
+        chunk = os.read(fd, 65536)
+        assert chunk, f"the pipe ended before {text!r} came {count} times: {seen.decode()}"
+        seen += chunk
+    return seen.decode()
 
 
 def session_members(sid: int) -> list[int]:

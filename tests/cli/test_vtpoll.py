@@ -32,7 +32,16 @@ from click.testing import CliRunner
 import vtpoll.demo as vtpoll_demo
 import vtpoll.watch as vtpoll_watch
 from sim_server.testing import create_jobs
-from tests.helpers import fill_up_after, head_1, metric, server_process, spawn, stop, wait_for
+from tests.helpers import (
+    fill_up_after,
+    head_1,
+    metric,
+    read_until,
+    server_process,
+    spawn,
+    stop,
+    wait_for,
+)
 from tests.hostile_server import hostile_server
 from vtpoll import _watching as vtpoll_watching
 from vtpoll import cli
@@ -737,18 +746,30 @@ def test_a_results_file_another_watch_is_writing_is_refused(url: str, tmp_path: 
 
 
 def test_two_watches_at_once_on_one_results_file_write_each_job_once(url: str, tmp_path: Path):
-    """Two real processes started on one results file: one polls, the other is refused."""
-    jobs = create(url, 4, duration=1.0)
+    """Two real processes on one results file, the second started while the first is known
+    to hold it (it has written to it, and its other jobs last minutes): the second is refused
+    in one line, exit 2, writing nothing; the first's jobs are each in the file once."""
+    short = create(url, 2, duration=0.1)
+    # Pending for longer than any test: the first holds the file until it is told to stop.
+    long = create(url, 2, duration=600)
     out = tmp_path / "out.jsonl"
-    args = ["watch", *jobs, "-o", str(out), "--resume", "-q", "--base-url", url]
-    procs = [start_vtpoll(*args) for _ in range(2)]
+    args = ["watch", *short, *long, "-o", str(out), "--resume", "-q", "--base-url", url]
+    first = start_vtpoll(*args)
     try:
-        ended = [p.communicate(timeout=RUN_TIMEOUT) for p in procs]
+        assert first.stderr is not None
+        # Said once each result is written: the file is open and locked until the run ends.
+        said = read_until(first.stderr, " completed after ", 2, timeout=RUN_TIMEOUT)
+        # Were it let in, it would end the long jobs as timeouts at once, and write them.
+        second = vtpoll(*args, "--timeout", "1")
+        assert first.poll() is None, said  # it held the file all through the second's run
+        first.send_signal(signal.SIGTERM)
+        _, rest = first.communicate(timeout=RUN_TIMEOUT)
     finally:
-        for p in procs:
-            stop(p)
-    codes = sorted(p.returncode for p in procs)
-    refusals = [err for _, err in ended if "is being written by another vtpoll" in err]
-    # Both may also have run one after the other (a slow start): then the second skipped all.
-    assert (codes == [0, 2] and len(refusals) == 1) or codes == [0, 0], ended
-    assert sorted(r["job_id"] for r in records(out)) == sorted(jobs)
+        stop(first)
+    assert second.returncode == 2, second.stderr
+    assert second.stderr == (
+        f"vtpoll: error: {out} is being written by another vtpoll still running; wait for it "
+        "to end, or choose another file\n"
+    )
+    assert first.returncode == 143, said + rest
+    assert sorted(r["job_id"] for r in records(out)) == sorted(short)
