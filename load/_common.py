@@ -177,6 +177,8 @@ def print_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> N
 
 
 def _cell(value: Any) -> str:
+    if value is None:
+        return "-"  # not measured in this row
     if isinstance(value, float):
         return f"{value:,.3g}" if abs(value) < 10 else f"{value:,.1f}"
     return str(value)

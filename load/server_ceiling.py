@@ -10,7 +10,6 @@ that each hold a ``Prefer: wait=60`` long-poll and reads the server's RSS before
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import shutil
 import sys
@@ -21,7 +20,20 @@ import httpx
 import trio
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import run_wrk, server
+from _common import print_table, run_wrk, server, write_json
+
+#: The table printed at the end (and checked in load/README.md against the JSON): a wrk row
+#: has no held long-polls, a held row no request rate.
+COLUMNS = [
+    ("measure", "measure"),
+    ("workers", "workers"),
+    ("requests_per_s", "requests/s"),
+    ("held", "held"),
+    ("open_s", "open s"),
+    ("rss_before_mib", "RSS before MiB"),
+    ("rss_after_mib", "RSS after MiB"),
+    ("kib_per_held", "KiB/held"),
+]
 
 
 def rss_kib(pid: int) -> int:
@@ -89,7 +101,7 @@ def main() -> None:
             rows.append(
                 {"measure": "wrk GET /jobs/{id}", "workers": workers, "requests_per_s": rps}
             )
-            print(f"workers={workers}: {rps:,.0f} requests/s", flush=True)
+            print(f"workers={workers}: {rps:,.0f} requests/s", file=sys.stderr, flush=True)
 
     for n in args.holds:
         with server("--completion-time", "3600", "--max-wait", "60") as (url, proc):
@@ -97,9 +109,9 @@ def main() -> None:
             host, port = url.removeprefix("http://").split(":")
             row = trio.run(hold_many, host, int(port), n, url, proc.pid)
             rows.append({"measure": "held long-polls", "workers": 1, **row})
-            print(f"held={n}: {row}", flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+            print(f"held={n}: {row}", file=sys.stderr, flush=True)
+    print_table(rows, COLUMNS)
+    write_json(args.json, rows)
 
 
 if __name__ == "__main__":

@@ -75,6 +75,12 @@ def rendered(script: str, results: Path) -> list[str] | None:
     return out.getvalue().splitlines()
 
 
+def unchecked(lines: list[str]) -> list[Quoted]:
+    """The quoted tables whose script prints no table of its ``COLUMNS``: nothing to check
+    them against, so each is an error rather than passed over."""
+    return [t for t in quoted(lines) if rendered(t.script, t.results) is None]
+
+
 def _cells(line: str) -> list[str]:
     return re.split(r"\s{2,}", line.strip())
 
@@ -112,7 +118,11 @@ def main() -> int:
     for table, _ in stale:
         where = f"README.md:{table.start + 1}"
         print(f"{where}: not what {table.script}.py prints from {table.results}")
-    return 1 if stale else 0
+    blind = unchecked(lines)
+    for table in blind:
+        where = f"README.md:{table.start + 1}"
+        print(f"{where}: {table.script}.py prints no table (COLUMNS) to check it against")
+    return 1 if stale or blind else 0
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ they started, whatever the test did."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import select
 import signal
@@ -13,9 +14,10 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
+import pytest
 
 from sim_server.testing import wait_healthy as wait_healthy
 
@@ -72,6 +74,39 @@ def wait_for(
             raise AssertionError(f"process ended ({alive.returncode}) before {what}: {said}")
         assert time.monotonic() < deadline, f"no {what} within {timeout:g} s"
         time.sleep(every)
+
+
+def head_1(
+    proc: subprocess.Popen[str], *, timeout: float, then: Callable[[], object] = lambda: None
+) -> tuple[str, str]:
+    """Read the first line of ``proc``'s standard output and close it, as ``| head -1`` does;
+    ``then`` runs once the reader has gone; the process must end within ``timeout``. The
+    line, and all it said on stderr."""
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    assert ready, f"no line on standard output within {timeout:g} s"
+    line = proc.stdout.readline()
+    proc.stdout.close()
+    then()
+    proc.wait(timeout=timeout)
+    return line, proc.stderr.read()
+
+
+def read_until(stream: IO[str], text: str, count: int, *, timeout: float) -> str:
+    """Read a child's pipe (read here only, not through ``stream``'s buffer) until ``text``
+    has come ``count`` times; fail after ``timeout`` seconds, or if the pipe ends first.
+    All that was read."""
+    fd = stream.fileno()
+    deadline = time.monotonic() + timeout
+    seen = b""
+    while seen.count(text.encode()) < count:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, f"{text!r} not {count} times within {timeout:g} s: {seen.decode()}"
+        chunk = os.read(fd, 65536)
+        assert chunk, f"the pipe ended before {text!r} came {count} times: {seen.decode()}"
+        seen += chunk
+    return seen.decode()
 
 
 def session_members(sid: int) -> list[int]:
@@ -137,3 +172,50 @@ def metric(url: str, name: str) -> float:
         for sample in family.samples
         if sample.name == name
     )
+
+
+class FullDisk:
+    """A results file on a disk that fills up after ``room`` records: every write after them
+    raises ENOSPC, as a real full disk does (at the flush that hands the line over)."""
+
+    def __init__(self, path: Path, room: int) -> None:
+        self.file = path.open("a", encoding="utf-8")
+        self.room = room
+        self.closed = False
+
+    def write(self, text: str) -> int:
+        if self.room <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.room -= 1
+        return self.file.write(text)
+
+    def flush(self) -> None:
+        self.file.flush()
+
+    def fileno(self) -> int:
+        return self.file.fileno()
+
+    def close(self) -> None:
+        self.closed = True
+        self.file.close()
+
+    def __enter__(self) -> FullDisk:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def fill_up_after(monkeypatch: pytest.MonkeyPatch, room: int) -> None:
+    """Every results file vtpoll opens from now on (until ``monkeypatch.undo()``) is a
+    :class:`FullDisk` with ``room`` records: locked and read as a real one is first."""
+    from vtpoll import _jobfile, _watching
+
+    real = _jobfile.open_results
+
+    def on_a_full_disk(path: Path, *, resume: bool) -> tuple[Any, Any]:
+        file, previous = real(path, resume=resume)
+        file.close()
+        return FullDisk(path, room), previous
+
+    monkeypatch.setattr(_watching, "open_results", on_a_full_disk)

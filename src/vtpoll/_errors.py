@@ -89,6 +89,19 @@ class Terminations:
         self.deferred = self.settled = Terminations.some_settled = True
         return signum if signum is not None else self.signum
 
+    @contextmanager
+    def noted_only(self) -> Iterator[None]:
+        """A block in which a SIGTERM is noted, not raised, then raised as it ends (if the
+        polling has not begun): a trio run before the polling, where an exception raised by
+        the handler could land in trio's own loop rather than in the command's code."""
+        deferred, self.deferred = self.deferred, True
+        try:
+            yield
+        finally:
+            self.deferred = deferred
+        if self.signum is not None and not deferred:
+            raise Terminated(self.signum)
+
     @classmethod
     def end_process(cls, code: int) -> NoReturn:
         """End the installed script's process now, once a watch has settled: everything is

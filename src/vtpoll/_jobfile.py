@@ -12,7 +12,8 @@ import json
 import os
 import re
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -301,6 +302,11 @@ def _record(line: bytes) -> dict[str, Any] | None:
     return None
 
 
+#: fsync's errors for a file that cannot be synced (a pipe, a terminal, /dev/full), not
+#: for a disk that failed.
+_CANNOT_SYNC = frozenset({errno.EINVAL, errno.EROFS, errno.ENOTSUP})
+
+
 class ResultWriter:
     """Appends one line per finished job and flushes it at once.
 
@@ -319,14 +325,35 @@ class ResultWriter:
     def write_line(self, line: str) -> None:
         """A record already made (by :func:`record_line`, maybe in another process). A
         file that cannot take it raises OSError (EBADF for one already closed)."""
-        try:
+        with self._closed_is_ebadf():
             self._file.write(line + "\n")
             self._file.flush()
+        self.written += 1
+
+    def sync(self) -> None:
+        """Put what was written on disk (fsync), before what it came from is forgotten: a
+        disk's failure raises OSError. A file that cannot be synced (a pipe, a terminal) is
+        only flushed: nothing of it is kept beyond the reader anyway."""
+        with self._closed_is_ebadf():
+            self._file.flush()
+            try:
+                fd = self._file.fileno()
+            except (OSError, ValueError):
+                return  # not a file of the system's (a test's capture)
+            try:
+                os.fsync(fd)
+            except OSError as exc:
+                if exc.errno not in _CANNOT_SYNC:
+                    raise
+
+    @contextmanager
+    def _closed_is_ebadf(self) -> Iterator[None]:
+        try:
+            yield
         except ValueError:
             if not self._file.closed:
                 raise
             raise OSError(errno.EBADF, "the file is closed") from None
-        self.written += 1
 
 
 def open_results(path: Path, *, resume: bool) -> tuple[IO[str], Previous]:

@@ -40,6 +40,58 @@ REFRESH_HZ = 8
 
 
 @dataclass(slots=True)
+class Written:
+    """Whether the results could all be written, for every command that writes them (watch,
+    demo, fleet results): the first failure stops the command, and is said by :meth:`ended`."""
+
+    #: Why the results could not be written (a full disk, a closed file), if they could not.
+    error: OSError | None = None
+    #: Standard output, where the results went, was closed by its reader: nothing more is
+    #: said.
+    broken_pipe: bool = False
+
+    @property
+    def stopped(self) -> bool:
+        return self.error is not None or self.broken_pipe
+
+    def failed(self, exc: OSError) -> None:
+        """Note a write (or a flush, a sync, a close) that failed; after the first failure
+        a later one only repeats it."""
+        if isinstance(exc, BrokenPipeError):
+            self.broken_pipe = True
+        elif not self.stopped:
+            self.error = exc
+
+    def close(self, file: IO[str] | None) -> None:
+        """Close the results file (flush standard output): a failure here, such as a full
+        disk reported only now, is a write failure too."""
+        if file is None:
+            return
+        try:
+            if file is sys.stdout:
+                file.flush()
+            else:
+                file.close()
+        except OSError as exc:
+            self.failed(exc)
+        if self.stopped and file is sys.stdout:
+            _quiet_stdout()
+
+    def ended(self, console: Console, output: Path | None, go_on: str) -> int | None:
+        """Say why the results could not be written, in one line, then ``go_on`` (what was
+        kept and how to go on); the exit status. Nothing is said of a reader that closed
+        standard output. None if every result was written."""
+        if self.broken_pipe:
+            return EXIT_BROKEN_PIPE
+        if self.error is None:
+            return None
+        where = str(output) if is_file(output) else "standard output"
+        say(console, f"vtpoll: error: cannot write {where}: {self.error.strerror or self.error}")
+        say(console, go_on)
+        return EXIT_WRITE_FAILED
+
+
+@dataclass(slots=True)
 class WatchRun:
     """What one run of the watch loop saw: counts, not the results themselves, which go to
     the results file as they come (a run of a million jobs must not keep a million)."""
@@ -54,11 +106,8 @@ class WatchRun:
     #: Why the run stopped at once: no job answered at this route, or the server never
     #: answered at all.
     wrong_route: WrongRoute | ServerUnreachable | None = None
-    #: Why the results could not be written, if they could not: the polling stopped there.
-    write_error: OSError | None = None
-    #: Standard output, where the results went, was closed by its reader: the polling
-    #: stopped, and nothing more is said.
-    broken_pipe: bool = False
+    #: Whether the results could all be written: if not, the polling stopped there.
+    written: Written = field(default_factory=Written)
 
 
 async def run_watch(
@@ -90,17 +139,13 @@ async def run_watch(
                 run.wrong_route = error
                 polling.cancel()
                 return
-            if run.write_error is not None or run.broken_pipe:
+            if run.written.stopped:
                 return  # stopping: a later run polls this job again
             if writer is not None:
                 try:
                     writer.write(event)
-                except BrokenPipeError:
-                    run.broken_pipe = True
-                    polling.cancel()
-                    return
                 except OSError as exc:
-                    run.write_error = exc
+                    run.written.failed(exc)
                     polling.cancel()
                     return
             if on_result is not None:
@@ -213,33 +258,15 @@ def watch_and_report(
                     noted=noted,
                 )
             )
-        _close(file, run)
+        run.written.close(file)
     run.done_before = done_before
     if run.wrong_route is not None:
         raise Problem(wrong_route(run.wrong_route))
-    if run.broken_pipe:
-        _quiet_stdout()
+    if run.written.broken_pipe:
         return run
     if run.stats is not None:
         console.print(summary_table(run.ended, run.stats, run.wall, skipped=len(done_before)))
     return run
-
-
-def _close(file: IO[str] | None, run: WatchRun) -> None:
-    """Close the results file (flush standard output): a failure here, such as a full disk
-    reported only now, is a write failure too; after one it only repeats it."""
-    if file is None:
-        return
-    try:
-        if file is sys.stdout:
-            file.flush()
-        else:
-            file.close()
-    except BrokenPipeError:
-        run.broken_pipe = True
-    except OSError as exc:
-        if run.write_error is None and not run.broken_pipe:
-            run.write_error = exc
 
 
 def _quiet_stdout() -> None:
@@ -268,17 +295,13 @@ def abnormal_end(
     ``noted``: a SIGTERM that came after the polling is the run's too."""
     if noted is not None:
         run.signal = noted.settle(run.signal)
-    if run.broken_pipe:
-        return EXIT_BROKEN_PIPE
     saved = len(run.done_before) + sum(run.ended.values())
     left = total - saved
     to_file = is_file(output)
-    if run.write_error is not None:
-        where = str(output) if to_file else "standard output"
-        error = run.write_error
-        say(console, f"vtpoll: error: cannot write {where}: {error.strerror or error}")
-        say(console, _resume_hint(output, saved, left, "once it can be written, "))
-        return EXIT_WRITE_FAILED
+    go_on = _resume_hint(output, saved, left, "once it can be written, ")
+    code = run.written.ended(console, output, go_on)
+    if code is not None:
+        return code
     if run.signal is not None:
         if left and to_file:
             say(console, "interrupted: " + _resume_hint(output, saved, left, ""))

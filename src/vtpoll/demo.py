@@ -16,7 +16,7 @@ from sim_server.testing import CreationFailed, create_jobs
 from video_translation_client import JobResult, Outcome
 
 from ._display import plain_line
-from ._errors import EXIT_NOT_ALL_COMPLETED, EXIT_OK, Failure
+from ._errors import EXIT_NOT_ALL_COMPLETED, EXIT_OK, Failure, Terminations
 from ._options import make_client
 from ._watching import WatchRun, abnormal_end, say, watch_and_report
 
@@ -61,48 +61,61 @@ def demo(
 ) -> None:
     """Run a simulation server, create jobs of 2-20 s (some fail), and watch them.
 
-    Exit status 0 when every job's outcome matches what the server decided.
+    Exit status 0 when every job's outcome matches what the server decided, 1 when one does
+    not; 130 on Ctrl-C, 143 on SIGTERM (whenever it comes, with a line saying so, as watch).
     """
     from sim_server import ServerSettings, TranslationServer
 
-    console = Console(stderr=True, soft_wrap=True)
-    specs = demo_specs(jobs, time_scale, seed)
-    faults: dict[str, Any] = {f"fault_{kind}": FAULT_RATE for kind in FAULT_KINDS}
-    server = TranslationServer(
-        ServerSettings(port=0, seed=seed, slow_delay=max(0.05, time_scale), **faults)
-    )
+    with Terminations().installed() as noted:
+        console = Console(stderr=True, soft_wrap=True)
+        specs = demo_specs(jobs, time_scale, seed)
+        faults: dict[str, Any] = {f"fault_{kind}": FAULT_RATE for kind in FAULT_KINDS}
+        server = TranslationServer(
+            ServerSettings(port=0, seed=seed, slow_delay=max(0.05, time_scale), **faults)
+        )
 
-    async def start_and_create() -> list[str]:
-        await server.start(host="127.0.0.1")
-        return await create_jobs(server.url, specs)
+        async def start_and_create() -> list[str]:
+            await server.start(host="127.0.0.1")
+            return await create_jobs(server.url, specs)
 
-    try:
         try:
-            ids = trio.run(start_and_create)
-        except CreationFailed as exc:
-            raise Failure(str(exc)) from None
-        console.print(
-            f"[bold]vtpoll demo[/]: a simulation server at {server.url} failing "
-            f"{FAULT_RATE:.0%} of status requests in each of {len(FAULT_KINDS)} ways (500, 502, "
-            f"503, 429, dropped connection, garbage, slow); {jobs} jobs of "
-            f"{2 * time_scale:g}-{20 * time_scale:g} s, some ending in error.",
-            highlight=False,
-        )
-        client = make_client(base_url=server.url, api_key=None)
-        truth = {job_id: spec["outcome"] for job_id, spec in zip(ids, specs, strict=True)}
-        wrong: list[JobResult] = []
+            try:
+                with noted.noted_only():
+                    ids = trio.run(start_and_create)
+            except CreationFailed as exc:
+                raise Failure(str(exc)) from None
+            console.print(
+                f"[bold]vtpoll demo[/]: a simulation server at {server.url} failing "
+                f"{FAULT_RATE:.0%} of status requests in each of {len(FAULT_KINDS)} ways (500, "
+                f"502, 503, 429, dropped connection, garbage, slow); {jobs} jobs of "
+                f"{2 * time_scale:g}-{20 * time_scale:g} s, some ending in error.",
+                highlight=False,
+            )
+            client = make_client(base_url=server.url, api_key=None)
+            truth = {job_id: spec["outcome"] for job_id, spec in zip(ids, specs, strict=True)}
+            wrong: list[JobResult] = []
 
-        def check(result: JobResult) -> None:
-            if result.outcome.value != truth[result.job_id]:
-                wrong.append(result)
+            def check(result: JobResult) -> None:
+                if result.outcome.value != truth[result.job_id]:
+                    wrong.append(result)
 
-        run = watch_and_report(
-            client, ids, console=console, quiet=quiet, output=output, resume=False, on_result=check
-        )
-    finally:
-        trio.run(server.stop)
-    code = abnormal_end(console, run, output, len(ids))
-    ctx.exit(code if code is not None else verdict(console, run, wrong))
+            run = watch_and_report(
+                client,
+                ids,
+                console=console,
+                quiet=quiet,
+                output=output,
+                resume=False,
+                on_result=check,
+                noted=noted,
+            )
+        finally:
+            with noted.noted_only():
+                trio.run(server.stop)
+        code = abnormal_end(console, run, output, len(ids), noted)
+        if code is None:
+            code = verdict(console, run, wrong)
+    ctx.exit(code)
 
 
 def verdict(console: Console, run: WatchRun, wrong: list[JobResult]) -> int:

@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from video_translation_client import StatusResponse, VideoTranslationClient, VideoTranslationError
+from video_translation_client._decide import REFUSED_GIVE_UP
 
 from ._errors import EXIT_NOT_ALL_COMPLETED, EXIT_OK, Problem
 from ._jobfile import InputError, read_ids
@@ -30,7 +31,8 @@ WATCH_SILENCE = 0.1
     type=float,
     default=30.0,
     show_default=True,
-    help="Seconds to keep retrying a transient failure.",
+    help="Seconds to keep retrying a transient failure (a server refusing every connection"
+    f" is given up on after {REFUSED_GIVE_UP:g} s).",
 )
 @dialect_options
 @connection_options
@@ -105,11 +107,7 @@ async def _statuses(
         # The client has no event for it; a look every 0.1 s costs nothing.
         while client.statistics().server_silent_since is None:  # noqa: ASYNC110
             await trio.sleep(WATCH_SILENCE)
-        click.echo(
-            f"vtpoll: no answer from {client.display_url}; "
-            f"retrying for up to {retrying_for:g} s (--timeout)",
-            err=True,
-        )
+        click.echo(silence_line(client.display_url, retrying_for), err=True)
 
     async with client, trio.open_nursery() as nursery:
         nursery.start_soon(tell_of_silence)
@@ -118,6 +116,18 @@ async def _statuses(
                 asks.start_soon(one, job_id)
         nursery.cancel_scope.cancel()
     return [answers[job_id] for job_id in ids]
+
+
+def silence_line(url: str, timeout: float) -> str:
+    """What happens to a server that has not answered since the client started, as the
+    client does it: one that refuses connections (nothing listens there) is given up on
+    after ``REFUSED_GIVE_UP`` seconds, any other at the deadline (``timeout``, 0: none) or
+    once the retries run out."""
+    said = f"vtpoll: no answer from {url}; retrying"
+    if 0 < timeout <= REFUSED_GIVE_UP:
+        return f"{said} for up to {timeout:g} s (--timeout)"
+    longest = f"up to {timeout:g} s (--timeout)" if timeout else "until the retries run out"
+    return f"{said} for up to {REFUSED_GIVE_UP:g} s if it refuses connections, else {longest}"
 
 
 def _status_row(job_id: str, answer: StatusResponse | VideoTranslationError) -> dict[str, Any]:

@@ -7,7 +7,6 @@ signals, kill -9 and ``--resume``, the terminal display, the installed script.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import json
 import os
@@ -20,19 +19,30 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trio
 from click.testing import CliRunner
 
+import vtpoll.demo as vtpoll_demo
 import vtpoll.watch as vtpoll_watch
 from sim_server.testing import create_jobs
-from tests.helpers import metric, server_process, spawn, stop, wait_for
+from tests.helpers import (
+    fill_up_after,
+    head_1,
+    metric,
+    read_until,
+    server_process,
+    spawn,
+    stop,
+    wait_for,
+)
 from tests.hostile_server import hostile_server
-from vtpoll import _jobfile as vtpoll_jobfile
 from vtpoll import _watching as vtpoll_watching
 from vtpoll import cli
 from vtpoll._display import summary_table
@@ -467,12 +477,19 @@ def test_status_shows_the_servers_reason_for_a_refusal(run):
 
 def test_status_with_nothing_listening_says_so_naming_the_url(run):
     """A port nothing listens on: 'status' ends on the refusals, not after its retries run
-    out (bounded here by --timeout 8), naming the URL."""
+    out (bounded here by --timeout 8), naming the URL; what it says while it waits is what
+    it does."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         base = f"http://127.0.0.1:{sock.getsockname()[1]}"  # closed on leaving: refused
+    started = time.monotonic()
     done = run("status", "job-1", "--json", "--timeout", "8", "--base-url", base)
+    assert time.monotonic() - started < 5
     assert done.returncode == 1, done.stderr
+    assert done.stderr == (
+        f"vtpoll: no answer from {base}; retrying for up to 2 s if it refuses connections, "
+        "else up to 8 s (--timeout)\n"
+    )
     [row] = json.loads(done.stdout)
     assert row["error"].startswith(
         f"ServerUnreachable: job 'job-1': the server at {base} refused every connection"
@@ -497,35 +514,6 @@ def test_watch_with_nothing_listening_writes_nothing_and_says_so(run, tmp_path: 
 # -- the edges of a watch: results that cannot be written, a reader gone -------------------
 
 
-class FullDisk:
-    """A results file on a disk that fills up after ``room`` records: every write after them
-    raises ENOSPC, as a real full disk does (at the flush that hands the line over)."""
-
-    def __init__(self, path: Path, room: int) -> None:
-        self.file = path.open("a", encoding="utf-8")
-        self.room = room
-        self.closed = False
-
-    def write(self, text: str) -> int:
-        if self.room <= 0:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        self.room -= 1
-        return self.file.write(text)
-
-    def flush(self) -> None:
-        self.file.flush()
-
-    def close(self) -> None:
-        self.closed = True
-        self.file.close()
-
-    def __enter__(self) -> FullDisk:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
 def test_a_full_disk_ends_in_one_line_the_summary_and_how_to_resume(
     url: str, tmp_path: Path, run, monkeypatch: pytest.MonkeyPatch
 ):
@@ -534,14 +522,7 @@ def test_a_full_disk_ends_in_one_line_the_summary_and_how_to_resume(
     kept, and --resume finishes the others, each job once."""
     jobs = create(url, 5, duration=0.1)
     out = tmp_path / "out.jsonl"
-    real = vtpoll_jobfile.open_results
-
-    def on_a_full_disk(path: Path, *, resume: bool) -> tuple[Any, Any]:
-        file, previous = real(path, resume=resume)
-        file.close()
-        return FullDisk(path, room=2), previous
-
-    monkeypatch.setattr(vtpoll_watching, "open_results", on_a_full_disk)
+    fill_up_after(monkeypatch, room=2)
     args = ["watch", *jobs, "-o", str(out), "-q", "--base-url", url]
     done = run(*args)
     assert done.returncode == 3, done.stderr
@@ -553,7 +534,7 @@ def test_a_full_disk_ends_in_one_line_the_summary_and_how_to_resume(
     )
     assert "Traceback" not in done.stderr
     assert len(records(out)) == 2
-    monkeypatch.setattr(vtpoll_watching, "open_results", real)
+    monkeypatch.undo()
     resumed = run(*args, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert sorted(r["job_id"] for r in records(out)) == sorted(jobs)
@@ -611,15 +592,10 @@ def test_a_reader_closing_standard_output_ends_the_run_quietly(url: str):
         *("watch", *first, *later, "-o", "-", "-q", "--timeout", "3", "--base-url", url)
     )
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()  # the first result, as head -1 reads it
-        assert json.loads(line)["job_id"] == first[0]
-        proc.stdout.close()
-        proc.wait(timeout=RUN_TIMEOUT)
-        assert proc.stderr is not None
-        stderr = proc.stderr.read()
+        line, stderr = head_1(proc, timeout=RUN_TIMEOUT)
     finally:
         stop(proc)
+    assert json.loads(line)["job_id"] == first[0]
     assert proc.returncode == 141, stderr
     assert "Traceback" not in stderr
     assert "Error" not in stderr
@@ -629,12 +605,33 @@ def test_a_reader_closing_standard_output_ends_the_run_quietly(url: str):
 # -- SIGTERM, whenever it comes --------------------------------------------------------------
 
 
+def three_jobs(command: str, url: str) -> list[str]:
+    """The arguments of a run of ``command`` (watch, or the demo with its own server) whose 3
+    jobs end within a second."""
+    if command == "demo":
+        return ["demo", "--jobs", "3", "--time-scale", "0.05"]
+    return ["watch", *create(url, 3, duration=0.1), "--base-url", url]
+
+
+@contextmanager
+def sigterm_not_seen_here() -> Iterator[list[int]]:
+    """SIGTERMs that reach this process's own handler, not the command's (which must take
+    them): with none of its own, the command would be killed with the test."""
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: caught.append(signum))
+    try:
+        yield caught
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.mark.parametrize("command", ["watch", "demo"])
 def test_sigterm_right_after_the_last_result_is_said(
-    url: str, tmp_path: Path, run, monkeypatch: pytest.MonkeyPatch
+    url: str, tmp_path: Path, run, monkeypatch: pytest.MonkeyPatch, command: str
 ):
     """A SIGTERM after the polling has ended (here: while the summary is made) still ends the
     run with 143 and its line, every result in the file."""
-    jobs = create(url, 3, duration=0.1)
+    args = three_jobs(command, url)
     out = tmp_path / "out.jsonl"
     table = summary_table
 
@@ -643,13 +640,8 @@ def test_sigterm_right_after_the_last_result_is_said(
         return table(*args, **kwargs)
 
     monkeypatch.setattr(vtpoll_watching, "summary_table", terminated_meanwhile)
-    caught: list[int] = []
-    # Without vtpoll's own handler this one would see the signal (not the test's process).
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: caught.append(signum))
-    try:
-        done = run("watch", *jobs, "-o", str(out), "-q", "--base-url", url)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    with sigterm_not_seen_here() as caught:
+        done = run(*args, "-o", str(out), "-q")
     assert done.returncode == 143, done.stderr
     assert f"interrupted after the last job ended; all 3 results are in {out}" in done.stderr
     assert caught == []
@@ -668,15 +660,37 @@ def test_sigterm_before_the_polling_ends_the_command_at_once(
         return read(*args, **kwargs)
 
     monkeypatch.setattr(vtpoll_watch, "given_job_ids", terminated_while_reading)
-    caught: list[int] = []
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: caught.append(signum))
-    try:
+    with sigterm_not_seen_here() as caught:
         done = run("watch", "job-1", "--base-url", "http://127.0.0.1:9")
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     assert done.returncode == 143, done.stderr
     assert done.stderr == "vtpoll: terminated\n"
     assert caught == []
+
+
+def test_sigterm_while_the_demo_makes_its_jobs_ends_it_at_once(
+    tmp_path: Path, run, monkeypatch: pytest.MonkeyPatch
+):
+    """A SIGTERM while the demo starts its server and makes its jobs: it ends then, with 143
+    and one line, nothing polled, and its server stopped."""
+    make = create_jobs
+    servers: list[str] = []
+
+    async def terminated_while_making(url: str, specs: list[dict[str, Any]]) -> list[str]:
+        servers.append(url)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return await make(url, specs)
+
+    monkeypatch.setattr(vtpoll_demo, "create_jobs", terminated_while_making)
+    out = tmp_path / "out.jsonl"
+    with sigterm_not_seen_here() as caught:
+        done = run("demo", "--jobs", "3", "--time-scale", "0.05", "-o", str(out))
+    assert done.returncode == 143, done.stderr
+    assert done.stderr == "vtpoll: terminated\n"
+    assert caught == []
+    assert not out.exists()
+    [url] = servers
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(url + "/health", timeout=5)
 
 
 def test_sigterm_as_the_process_ends_is_said(url: str):
@@ -732,18 +746,30 @@ def test_a_results_file_another_watch_is_writing_is_refused(url: str, tmp_path: 
 
 
 def test_two_watches_at_once_on_one_results_file_write_each_job_once(url: str, tmp_path: Path):
-    """Two real processes started on one results file: one polls, the other is refused."""
-    jobs = create(url, 4, duration=1.0)
+    """Two real processes on one results file, the second started while the first is known
+    to hold it (it has written to it, and its other jobs last minutes): the second is refused
+    in one line, exit 2, writing nothing; the first's jobs are each in the file once."""
+    short = create(url, 2, duration=0.1)
+    # Pending for longer than any test: the first holds the file until it is told to stop.
+    long = create(url, 2, duration=600)
     out = tmp_path / "out.jsonl"
-    args = ["watch", *jobs, "-o", str(out), "--resume", "-q", "--base-url", url]
-    procs = [start_vtpoll(*args) for _ in range(2)]
+    args = ["watch", *short, *long, "-o", str(out), "--resume", "-q", "--base-url", url]
+    first = start_vtpoll(*args)
     try:
-        ended = [p.communicate(timeout=RUN_TIMEOUT) for p in procs]
+        assert first.stderr is not None
+        # Said once each result is written: the file is open and locked until the run ends.
+        said = read_until(first.stderr, " completed after ", 2, timeout=RUN_TIMEOUT)
+        # Were it let in, it would end the long jobs as timeouts at once, and write them.
+        second = vtpoll(*args, "--timeout", "1")
+        assert first.poll() is None, said  # it held the file all through the second's run
+        first.send_signal(signal.SIGTERM)
+        _, rest = first.communicate(timeout=RUN_TIMEOUT)
     finally:
-        for p in procs:
-            stop(p)
-    codes = sorted(p.returncode for p in procs)
-    refusals = [err for _, err in ended if "is being written by another vtpoll" in err]
-    # Both may also have run one after the other (a slow start): then the second skipped all.
-    assert (codes == [0, 2] and len(refusals) == 1) or codes == [0, 0], ended
-    assert sorted(r["job_id"] for r in records(out)) == sorted(jobs)
+        stop(first)
+    assert second.returncode == 2, second.stderr
+    assert second.stderr == (
+        f"vtpoll: error: {out} is being written by another vtpoll still running; wait for it "
+        "to end, or choose another file\n"
+    )
+    assert first.returncode == 143, said + rest
+    assert sorted(r["job_id"] for r in records(out)) == sorted(short)

@@ -3,23 +3,30 @@ kill -9 and ``--resume``."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import signal
 import subprocess
 import sys
 import uuid
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
+import pytest
 import trio
 from click.testing import CliRunner
 
-from tests.helpers import spawn, stop, wait_for
+from tests.helpers import fill_up_after, head_1, spawn, stop, wait_for
 from vtpoll import cli
 from vtpoll.fleet._options import with_fleet
 from vtpoll.fleet._redis import Fleet, open_fleet
 from vtpoll.fleet._scripts import GROUP
 
 GUARD = 20.0
+VTPOLL = str(Path(sys.executable).with_name("vtpoll"))
 JOBS = 3000
 
 
@@ -154,3 +161,127 @@ def test_one_acknowledging_reader_at_a_time(redis_url: str, fleet_name: str, tmp
     done = CliRunner().invoke(cli, ["fleet", "results", *args, "-o", out, "--ack"])
     assert done.exit_code == 0, done.output
     assert "5 removed from Redis" in done.output
+
+
+# -- results that cannot be written -------------------------------------------------------
+
+
+def _results(redis_url: str, fleet_name: str, *args: str, stdout: Any) -> Done:
+    """``vtpoll fleet results`` in a real process, its standard output ``stdout``."""
+    proc = subprocess.run(
+        [VTPOLL, "fleet", "results", "--redis", redis_url, "--fleet", fleet_name, *args],
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=GUARD,
+        env={**os.environ, "NO_COLOR": "1"},
+        check=False,
+    )
+    return Done(proc.returncode, proc.stderr)
+
+
+@dataclass
+class Done:
+    returncode: int
+    stderr: str
+
+
+def _all_still_there(redis_url: str, fleet_name: str, tmp_path: Path, count: int) -> None:
+    """Every one of ``count`` results is still in Redis: nothing was acknowledged."""
+    again = tmp_path / "again.jsonl"
+    args = ["--redis", redis_url, "--fleet", fleet_name, "-o", str(again)]
+    done = CliRunner().invoke(cli, ["fleet", "results", *args])
+    assert done.exit_code == 0, done.output
+    assert sorted(json.loads(line)["job_id"] for line in again.read_text().splitlines()) == [
+        _job_id(i) for i in range(count)
+    ]
+
+
+@pytest.mark.parametrize("ack", [[], ["--ack"]])
+def test_a_full_disk_ends_in_one_line_and_exit_3(
+    redis_url: str, fleet_name: str, tmp_path: Path, ack: list[str]
+):
+    """Results to a full disk (/dev/full): exit 3, one line naming the system's error, what
+    was written and how to go on; no traceback, and with --ack nothing removed from Redis."""
+    trio.run(_recorded, redis_url, fleet_name, 0, 5)
+    with open("/dev/full", "w") as full:
+        done = _results(redis_url, fleet_name, *ack, stdout=full)
+    assert done.returncode == 3, done.stderr
+    assert "Traceback" not in done.stderr
+    removed = "; 0 removed from Redis" if ack else ""
+    assert done.stderr.splitlines() == [
+        f"0 results written (0 already there){removed}",
+        "vtpoll: error: cannot write standard output: No space left on device",
+        "once standard output can be written, run the same command again: what was not written"
+        " is still in Redis",
+    ]
+    _all_still_there(redis_url, fleet_name, tmp_path, 5)
+
+
+def test_a_file_filling_up_keeps_what_was_written_and_resume_ends_it(
+    redis_url: str, fleet_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A results file that fills up after 2 of 5 results: exit 3, one line naming the file,
+    how many were written and how to go on; nothing removed from Redis by --ack, and
+    --resume then writes the other 3, each job once."""
+    trio.run(_recorded, redis_url, fleet_name, 0, 5)
+    out = tmp_path / "r.jsonl"
+    fill_up_after(monkeypatch, room=2)
+    args = ["fleet", "results", "--redis", redis_url, "--fleet", fleet_name, "-o", str(out)]
+    done = CliRunner().invoke(cli, [*args, "--ack"], env={"NO_COLOR": "1"})
+    assert done.exit_code == 3, done.output
+    assert done.stderr.splitlines() == [
+        "2 results written (0 already there); 0 removed from Redis",
+        f"vtpoll: error: cannot write {out}: No space left on device",
+        f"once {out} can be written, run the same command with --resume to write the others",
+    ]
+    monkeypatch.undo()
+    _all_still_there(redis_url, fleet_name, tmp_path, 5)
+    resumed = CliRunner().invoke(cli, [*args, "--ack", "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "3 results written (2 already there); 5 removed from Redis" in resumed.stderr
+    assert sorted(json.loads(line)["job_id"] for line in out.read_text().splitlines()) == [
+        _job_id(i) for i in range(5)
+    ]
+
+
+def test_results_not_synced_are_not_acknowledged(
+    redis_url: str, fleet_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """--ack removes results from Redis only once they are on disk: a sync that fails (EIO,
+    the disk's own error) is a write failure, exit 3, and nothing is removed."""
+    trio.run(_recorded, redis_url, fleet_name, 0, 5)
+
+    def failing_sync(fd: int) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(os, "fsync", failing_sync)
+    out = tmp_path / "r.jsonl"
+    args = ["fleet", "results", "--redis", redis_url, "--fleet", fleet_name, "-o", str(out)]
+    done = CliRunner().invoke(cli, [*args, "--ack"], env={"NO_COLOR": "1"})
+    assert done.exit_code == 3, done.output
+    assert done.stderr.splitlines()[1] == f"vtpoll: error: cannot write {out}: Input/output error"
+    monkeypatch.undo()
+    _all_still_there(redis_url, fleet_name, tmp_path, 5)
+
+
+def test_a_reader_closing_standard_output_ends_the_results_quietly(redis_url: str, fleet_name: str):
+    """'fleet results --follow | head -1': once the reader has gone, the next result ends the
+    command with 141 (128 + SIGPIPE) and nothing on stderr."""
+    trio.run(_recorded, redis_url, fleet_name, 0, 1)
+    proc = spawn(
+        [VTPOLL, "fleet", "results", "--redis", redis_url, "--fleet", fleet_name, "--follow"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+    try:
+        # The next result, recorded once the reader has gone, is the write that fails.
+        line, stderr = head_1(
+            proc, timeout=GUARD, then=partial(trio.run, _recorded, redis_url, fleet_name, 1, 1)
+        )
+    finally:
+        stop(proc)
+    assert json.loads(line)["job_id"] == _job_id(0)
+    assert proc.returncode == 141, stderr
+    assert stderr == ""

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 from contextlib import ExitStack, suppress
 from functools import partial
 from pathlib import Path
-from typing import IO
 
 import anyio
 import click
 from rich.console import Console
 
-from .._errors import EXIT_OK, Problem
+from .._errors import EXIT_BROKEN_PIPE, EXIT_OK, Problem
 from .._jobfile import ResultWriter
 from .._options import results_file_options
-from .._watching import open_output, say
+from .._watching import Written, is_file, open_output, say
 from ._options import fleet_options, with_fleet
 from ._redis import Fleet, FleetError
 
@@ -58,7 +56,12 @@ def results(
     redis_url: str,
     fleet_name: str,
 ) -> None:
-    """Write the fleet's results, each job once, in the order they were recorded."""
+    """Write the fleet's results, each job once, in the order they were recorded.
+
+    Exit status: 0 written; 2 bad input (or a results file another vtpoll is writing, a Redis
+    that cannot be used); 3 the results could not be written (a full disk: nothing unwritten
+    is removed from Redis); 141 when the reader of '-o -' closed it.
+    """
     if resume and str(output) == "-":
         raise Problem("--resume cannot continue standard output; give --output a file")
     console = Console(stderr=True, soft_wrap=True)
@@ -70,6 +73,7 @@ def results(
     # and nothing grows with the results read.
     seen = previous.outcomes
     acked = 0
+    written = Written()
     token = secrets.token_hex(8)
 
     async def body(fleet: Fleet) -> None:
@@ -97,30 +101,41 @@ def results(
             )
             got = await fleet.call(more)
             entries = got[fleet.keys.results] if got else ()
-            written = []
-            for entry in entries:
-                cursor = str(entry.identifier)
-                job_id = str(entry.field_values["id"])
-                if job_id not in seen:
-                    writer.write_line(str(entry.field_values["record"]))
-                written.append((cursor, job_id))
-            if ack and written:
-                on_disk(file)
-                acked += await fleet.ack(written, retention)
+            taken = []
+            try:
+                for entry in entries:
+                    cursor = str(entry.identifier)
+                    job_id = str(entry.field_values["id"])
+                    if job_id not in seen:
+                        writer.write_line(str(entry.field_values["record"]))
+                    taken.append((cursor, job_id))
+                if ack and taken:
+                    writer.sync()  # on disk before Redis forgets it
+            except OSError as exc:
+                # Stop: nothing of this round is removed from Redis, so that a later run
+                # writes what this one could not (with --resume, skipping what it did).
+                written.failed(exc)
+                return
+            if ack and taken:
+                acked += await fleet.ack(taken, retention)
             if not entries and not follow:
                 return
 
-    def on_disk(out: IO[str]) -> None:
-        """What was written is on disk before Redis forgets it."""
-        out.flush()
-        with suppress(OSError, ValueError):  # a pipe or a terminal: nothing to sync
-            os.fsync(out.fileno())
-
-    with files, suppress(KeyboardInterrupt):
-        with_fleet(redis_url, fleet_name, body)
+    with files:
+        with suppress(KeyboardInterrupt):
+            with_fleet(redis_url, fleet_name, body)
+        written.close(file)
+    if written.broken_pipe:
+        ctx.exit(EXIT_BROKEN_PIPE)
     removed = f"; {acked} removed from Redis" if ack else ""
     say(
         console,
         f"{writer.written} results written ({len(previous.outcomes)} already there){removed}",
     )
-    ctx.exit(EXIT_OK)
+    go_on = (
+        f"once {output} can be written, run the same command with --resume to write the others"
+        if is_file(output)
+        else "once standard output can be written, run the same command again: what was not"
+        " written is still in Redis"
+    )
+    ctx.exit(written.ended(console, output, go_on) or EXIT_OK)
