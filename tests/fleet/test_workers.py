@@ -66,6 +66,8 @@ def test_three_workers_one_killed_one_frozen_every_job_once(
     (tmp_path / "ids.txt").write_text("\n".join(ids) + "\n")
     args = ["--redis", redis_url, "--fleet", fleet_name]
     server = ("--auto-create", "--seed", "5", "--completion-time", "1.0")
+    # The shard count fixed first, as a first submit would: workers wait for it to read.
+    assert with_fleet(redis_url, fleet_name, lambda fleet: fleet.load_shards(1)) == 1
     with server_process(*server, "--rate-limit", str(FLEET_RATE * 1.25)) as url:
         workers = [
             spawn(

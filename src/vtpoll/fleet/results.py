@@ -58,7 +58,8 @@ def results(
     redis_url: str,
     fleet_name: str,
 ) -> None:
-    """Write the fleet's results, each job once, in the order they were recorded."""
+    """Write the fleet's results, each job once, in the order they were recorded (in each
+    shard: a fleet of several shards interleaves theirs)."""
     if resume and str(output) == "-":
         raise Problem("--resume cannot continue standard output; give --output a file")
     console = Console(stderr=True, soft_wrap=True)
@@ -81,9 +82,12 @@ def results(
                     await fleet.acker(token, hold=False)
 
     async def read(fleet: Fleet) -> None:
-        nonlocal acked
-        cursor = "0"
-        block = FOLLOW_BLOCK_MS if follow else None
+        """Round after round over the shards, each read from its own cursor; a round that
+        found nothing ends the reading, or, following, makes the next round's reads wait
+        for more (a shard's results stream is in its own slot, so they are read one by
+        one: a round waits at most FOLLOW_BLOCK_MS in all)."""
+        cursors = ["0"] * fleet.count
+        block: int | None = None
         while True:
             # Each round: a fleet whose state was lost meanwhile has results of another epoch.
             await fleet.check_epoch()
@@ -92,23 +96,31 @@ def results(
                     f"another 'results --ack' is reading fleet {fleet_name!r}: one at a time, or"
                     " each would remove results the other has not written"
                 )
-            more = partial(
-                fleet.redis.xread, {fleet.keys.results: cursor}, count=READ_COUNT, block=block
-            )
-            got = await fleet.call(more)
-            entries = got[fleet.keys.results] if got else ()
-            written = []
-            for entry in entries:
-                cursor = str(entry.identifier)
-                job_id = str(entry.field_values["id"])
-                if job_id not in seen:
-                    writer.write_line(str(entry.field_values["record"]))
-                written.append((cursor, job_id))
-            if ack and written:
-                on_disk(file)
-                acked += await fleet.ack(written, retention)
-            if not entries and not follow:
+            found = 0
+            for shard in range(fleet.count):
+                found += await read_shard(fleet, shard, cursors, block)
+            if not found and not follow:
                 return
+            block = None if found else max(1, FOLLOW_BLOCK_MS // fleet.count)
+
+    async def read_shard(fleet: Fleet, shard: int, cursors: list[str], block: int | None) -> int:
+        """Write the next results of ``shard`` (and acknowledge them): how many were read."""
+        nonlocal acked
+        stream = fleet.shard(shard).results
+        more = partial(fleet.redis.xread, {stream: cursors[shard]}, count=READ_COUNT, block=block)
+        got = await fleet.call(more)
+        entries = got[stream] if got else ()
+        written = []
+        for entry in entries:
+            cursors[shard] = str(entry.identifier)
+            job_id = str(entry.field_values["id"])
+            if job_id not in seen:
+                writer.write_line(str(entry.field_values["record"]))
+            written.append((cursors[shard], job_id))
+        if ack and written:
+            on_disk(file)
+            acked += await fleet.ack(written, retention, shard)
+        return len(entries)
 
     def on_disk(out: IO[str]) -> None:
         """What was written is on disk before Redis forgets it."""
