@@ -153,7 +153,7 @@ class Worker:
     async def _snapshots(self, metrics: WorkerMetrics) -> None:
         while True:
             held = self._capacity - self.capacity.value
-            metrics.take(self.stats, held, self.client.statistics())
+            metrics.take(self.stats, held, self.client.statistics(), len(self.serving))
             await anyio.sleep(METRICS_EVERY)
 
     # -- lease -----------------------------------------------------------------------------------
