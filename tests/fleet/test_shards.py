@@ -5,6 +5,9 @@ shard count fixed by the first submit; names that would break a hash tag refused
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,8 +19,10 @@ from hypothesis import strategies as st
 
 from sim_server import ServerSettings
 from tests.conftest import Sim
+from tests.helpers import spawn, stop, wait_for
 from video_translation_client import VideoTranslationClient
 from vtpoll import cli
+from vtpoll.fleet._options import with_fleet
 from vtpoll.fleet._redis import Fleet, open_fleet
 from vtpoll.fleet._scripts import Keys
 from vtpoll.fleet._shards import served, shard_of
@@ -257,3 +262,49 @@ async def test_a_worker_started_before_the_first_submit_waits_for_it(
                 await until_recorded(fleet, len(ids))
                 nursery.cancel_scope.cancel()
             assert worker.serving == frozenset(range(SHARDS))
+
+
+async def _reading(fleet: Fleet) -> bool:
+    """Whether some client of the fleet's Redis waits in XREAD (a results --follow)."""
+    return any(str(client.get("cmd")) == "xread" for client in await fleet.redis.client_list())
+
+
+def test_results_followed_from_before_the_first_submit_come_from_every_shard(
+    redis_url: str, fleet_name: str, tmp_path: Path
+):
+    """``results --follow`` started before the fleet existed learns its shards once it is
+    submitted, and writes the results of all of them."""
+    args = ["--redis", redis_url, "--fleet", fleet_name]
+    out = tmp_path / "results.jsonl"
+    ids = [f"f{i}" for i in range(30)]
+    writer = spawn(
+        [sys.executable, "-m", "vtpoll", "fleet", "results", *args, "-o", str(out), "--follow"],
+        stderr=subprocess.PIPE,
+    )
+
+    async def work() -> None:
+        sim = await sim_of(ids)
+        with trio.fail_after(GUARD):
+            async with open_fleet(redis_url, fleet_name) as fleet:
+                assert await fleet.submit(ids, None, SHARDS) == 30
+                await run_workers(fleet, sim, ["w"], len(ids))
+        await close(sim)
+
+    try:
+        wait_for(
+            lambda: with_fleet(redis_url, fleet_name, _reading),
+            "the writer reading",
+            timeout=GUARD,
+            alive=writer,
+        )
+        trio.run(work)
+        wait_for(
+            lambda: out.read_text().count("\n") >= len(ids),
+            "every shard's results written",
+            timeout=GUARD,
+            alive=writer,
+        )
+    finally:
+        stop(writer, signal.SIGTERM)
+    written = [json.loads(line)["job_id"] for line in out.read_text().splitlines()]
+    assert sorted(written) == sorted(ids)

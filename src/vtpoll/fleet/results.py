@@ -96,6 +96,9 @@ def results(
                     f"another 'results --ack' is reading fleet {fleet_name!r}: one at a time, or"
                     " each would remove results the other has not written"
                 )
+            if fleet.shards is None:  # following a fleet not submitted yet: it may be now
+                await fleet.load_shards()
+                cursors += ["0"] * (fleet.count - len(cursors))
             found = 0
             for shard in range(fleet.count):
                 found += await read_shard(fleet, shard, cursors, block)
