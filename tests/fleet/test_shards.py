@@ -308,3 +308,13 @@ def test_results_followed_from_before_the_first_submit_come_from_every_shard(
         stop(writer, signal.SIGTERM)
     written = [json.loads(line)["job_id"] for line in out.read_text().splitlines()]
     assert sorted(written) == sorted(ids)
+
+
+@pytest.mark.parametrize("count", ["0", "65", "x"])
+def test_a_shard_count_out_of_range_is_one_line(redis_url: str, fleet_name: str, count: str):
+    """1 to 64: every worker renews a lease and takes over in each shard."""
+    args = ["--redis", redis_url, "--fleet", fleet_name]
+    done = CliRunner().invoke(cli, ["fleet", "submit", *args, "--shards", count, "a"])
+    assert done.exit_code == 2
+    assert done.output.count("\n") == 1, done.output
+    assert "--shards" in done.output
