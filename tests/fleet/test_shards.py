@@ -318,3 +318,25 @@ def test_a_shard_count_out_of_range_is_one_line(redis_url: str, fleet_name: str,
     assert done.exit_code == 2
     assert done.output.count("\n") == 1, done.output
     assert "--shards" in done.output
+
+
+def test_cancel_and_pause_reach_every_shard(redis_url: str, fleet_name: str):
+    """Jobs cancelled in each shard they live in, an unknown one named; the pause is the
+    whole fleet's; status sums the shards."""
+    args = ["--redis", redis_url, "--fleet", fleet_name]
+    ids = [f"c{i}" for i in range(9)]
+    assert _invoke("submit", *args, "--shards", "3", *ids)[0] == 0
+    chosen = [next(i for i in ids if shard_of(i, SHARDS) == shard) for shard in range(SHARDS)]
+    code, said = _invoke("cancel", *args, *chosen, "nope")
+    assert code == 1
+    assert said.startswith(f"cancelled 3 jobs of fleet {fleet_name!r} (0 done already, 1 unknown)")
+    assert _invoke("pause", *args)[0] == 0
+    report = json.loads(_invoke("status", *args, "--json")[1])
+    assert (report["submitted"], report["done"], report["queued"], report["paused"]) == (
+        9,
+        3,
+        6,
+        True,
+    )
+    for job_id in chosen:
+        assert _invoke("status", *args, "--job", job_id)[1].startswith(f"{job_id}: done: failed")
