@@ -227,7 +227,8 @@ class Worker:
                 await anyio.sleep(READ_BLOCK_MS / 1000)
                 continue
             if await self.fleet.is_paused():
-                self.stats.paused_waits += 1
+                if shard == min(self.serving):  # one wait a second, however many shards read
+                    self.stats.paused_waits += 1
                 await anyio.sleep(READ_BLOCK_MS / 1000)
                 continue
             # The room shared among the shards read, so that one busy shard does not fill it.
