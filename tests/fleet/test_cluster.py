@@ -24,12 +24,17 @@ GUARD = 20.0
 SHARDS = 3
 
 
-def _moved(url: str, key: str) -> bool:
-    """Whether the node at ``url`` answers a read of ``key`` with MOVED (another serves it)."""
+def _exists(url: str, key: str) -> bytes:
+    """What the node at ``url`` itself answers to EXISTS ``key``: ``:1``, ``:0``, or MOVED."""
     port = int(url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=5.0) as sock:
         sock.sendall(f"EXISTS {key}\r\n".encode())
-        return sock.recv(256).startswith(b"-MOVED")
+        return sock.recv(256).rstrip(b"\r\n")
+
+
+def _moved(url: str, key: str) -> bool:
+    """Whether the node at ``url`` answers a read of ``key`` with MOVED (another serves it)."""
+    return _exists(url, key).startswith(b"-MOVED")
 
 
 def _node_of(nodes: list[str], key: str) -> str:
@@ -65,6 +70,12 @@ def test_a_sharded_fleet_runs_on_a_redis_cluster_through_any_node(
     submitted = CliRunner().invoke(cli, ["fleet", "submit", *args, "--shards", "3", *ids])
     assert submitted.exit_code == 0, submitted.output
     assert "submitted 30 new jobs" in submitted.output
+    # Each shard's keys are in the node that serves its tag's slot, one shard a node.
+    holders = {_node_of(redis_cluster, Keys(fleet_name, s).state) for s in range(SHARDS)}
+    assert holders == set(redis_cluster)
+    for shard in range(SHARDS):
+        key = Keys(fleet_name, shard).state
+        assert _exists(_node_of(redis_cluster, key), key) == b":1"
 
     async def work() -> None:
         sim = await sim_of(ids)

@@ -340,3 +340,23 @@ def test_cancel_and_pause_reach_every_shard(redis_url: str, fleet_name: str):
     )
     for job_id in chosen:
         assert _invoke("status", *args, "--job", job_id)[1].startswith(f"{job_id}: done: failed")
+
+
+async def test_a_worker_with_room_takes_jobs_from_a_shard_it_does_not_read(
+    redis_url: str, fleet_name: str, make_sim
+):
+    """The only reader of a shard holds it and polls nothing (a live lease, a full worker):
+    a worker whose own shard has no jobs left takes that shard's new jobs too."""
+    shards = 2
+    busy = next(f"busy-{k}" for k in range(100) if served(f"busy-{k}", ["idle"], shards) == {1})
+    assert served("idle", [busy], shards) == {0}
+    ids = [i for i in (f"x{k}" for k in range(40)) if shard_of(i, shards) == 1][:10]
+    sim = await created(make_sim(), ids)
+    with trio.fail_after(GUARD):
+        async with open_fleet(redis_url, fleet_name) as fleet:
+            assert await fleet.submit(ids, None, shards) == 10
+            for shard in range(shards):
+                assert await fleet.lease(busy, 60, join=True, shard=shard) > 0
+            [idle] = await run_workers(fleet, sim, ["idle"], len(ids))
+    assert idle.serving == {0}
+    assert idle.stats.stolen == 10

@@ -45,6 +45,10 @@ WORKER_COUNTERS = {
         "Jobs recorded failed for having been delivered too often.",
     ),
     "paused_waits": ("vtpoll_fleet_paused_waits", "Seconds-long waits while the fleet paused."),
+    "stolen": (
+        "vtpoll_fleet_jobs_stolen",
+        "New jobs taken from shards other workers read, this worker's own having none left.",
+    ),
     "adopted": (
         "vtpoll_fleet_jobs_adopted",
         "Jobs found held by this worker unknown to it (a call that ran, its reply lost).",

@@ -82,6 +82,9 @@ class WorkerStats:
     paused_waits: int = 0
     #: Entries found held by this worker unknown to it (a call that ran, its reply lost).
     adopted: int = 0
+    #: New jobs taken from shards this worker does not read by rendezvous, its own having
+    #: none left while it had room.
+    stolen: int = 0
 
 
 class Worker:
@@ -115,6 +118,10 @@ class Worker:
         self._held: set[tuple[int, str]] = set()
         #: The shards this worker reads new jobs from (see ``_shards.served``).
         self.serving: frozenset[int] = frozenset()
+        #: Shards it reads whose last read left room unfilled (no backlog there): while all
+        #: are so, it also takes new jobs from the others' shards, a read a second each, so
+        #: that a shard whose readers are full does not wait while this worker has room.
+        self._drained: set[int] = set()
         self._checked_own_at = -math.inf
         self._send, self._receive = anyio.create_memory_object_stream[tuple[str, str, str]](
             RECORD_BATCH * 4
@@ -223,8 +230,9 @@ class Worker:
             # pass meanwhile finds the room free.
             await self.capacity.acquire()
             self.capacity.release()
-            if shard not in self.serving:
-                await anyio.sleep(READ_BLOCK_MS / 1000)
+            mine = shard in self.serving
+            if not mine and not self.serving <= self._drained:
+                await anyio.sleep(READ_BLOCK_MS / 1000)  # its own shards fill its room
                 continue
             if await self.fleet.is_paused():
                 if shard == min(self.serving):  # one wait a second, however many shards read
@@ -233,8 +241,17 @@ class Worker:
                 continue
             # The room shared among the shards read, so that one busy shard does not fill it.
             room = max(1, min(TAKE_BATCH, self.capacity.value // len(self.serving)))
-            entries = await self._read_group(">", room, block=READ_BLOCK_MS, shard=shard)
+            block = READ_BLOCK_MS if mine else None
+            entries = await self._read_group(">", room, block=block, shard=shard)
             self._held.update((shard, str(entry.identifier)) for entry in entries)
+            if mine and len(entries) < room:
+                self._drained.add(shard)
+            elif mine:
+                self._drained.discard(shard)
+            elif not entries:
+                await anyio.sleep(READ_BLOCK_MS / 1000)
+            else:
+                self.stats.stolen += len(entries)
             for entry in entries:
                 await self.capacity.acquire()
                 self._start(tg, Claimed.of(str(entry.identifier), entry.field_values, 1, shard))
