@@ -6,7 +6,8 @@ that rendezvous hashing gives it over the live workers: each shard goes to the w
 weighs most for it, and each worker also reads the one shard it weighs most for. Every shard
 then has a reader while any worker lives (its top worker), and every worker reads at least
 one shard; when workers join or leave, only the shards whose top worker changed move. Every
-worker agrees without talking to the others, from the same list of live workers.
+worker agrees without talking to the others, from the same list of live workers. (A worker
+with room its own shards cannot fill reads the others' too: see ``_worker``.)
 """
 
 from __future__ import annotations

@@ -12,11 +12,12 @@ for a lease's length, time for the other workers to renew theirs.
 
 In a fleet of several shards, a worker holds a lease in every shard and runs its takeover
 passes in every shard (a dead worker's jobs are spread wherever they are), but reads new jobs
-only from the shards rendezvous hashing gives it (``_shards.served``), recomputed from the
-live workers at each renewal. Holding every shard's lease keeps leases, fencing and takeover
-what they are in one shard (a script sees one shard's keys), and leaves no moment when a
-worker holds jobs in a shard it has no lease in as the shards it reads change; it costs a
-script call per shard every third and every half of a lease.
+from the shards rendezvous hashing gives it (``_shards.served``), recomputed from the live
+workers at each renewal, and from the others' only while its own have none left for its room.
+Holding every shard's lease keeps leases, fencing and takeover what they are in one shard (a
+script sees one shard's keys), and leaves no moment when a worker holds jobs in a shard it has
+no lease in as the shards it reads change; it costs a script call per shard every third and
+every half of a lease.
 """
 
 from __future__ import annotations
