@@ -240,8 +240,10 @@ class Worker:
                     self.stats.paused_waits += 1
                 await anyio.sleep(READ_BLOCK_MS / 1000)
                 continue
-            # The room shared among the shards read, so that one busy shard does not fill it.
-            room = max(1, min(TAKE_BATCH, self.capacity.value // len(self.serving)))
+            # The room shared among the shards read, so that one busy shard does not fill it
+            # (among all shards when taking from the others': those reads go at once).
+            sharing = len(self.serving) if mine else self.fleet.count
+            room = max(1, min(TAKE_BATCH, self.capacity.value // sharing))
             block = READ_BLOCK_MS if mine else None
             entries = await self._read_group(">", room, block=block, shard=shard)
             self._held.update((shard, str(entry.identifier)) for entry in entries)
