@@ -168,6 +168,7 @@ def test_jobs_spread_over_shards_and_each_is_recorded_once(
     )
     code, said = _invoke("status", *args, "--json")
     assert json.loads(said)["acknowledged"] == 60
+    assert _invoke("status", *args, "--job", "s7") == (0, "s7: acknowledged\n")
     assert _invoke("submit", *args, *ids[:10]) == (
         0,
         f"submitted 0 new jobs to fleet {fleet_name!r} (10 already known, over 3 shards)\n",
