@@ -247,14 +247,16 @@ class Worker:
             block = READ_BLOCK_MS if mine else None
             entries = await self._read_group(">", room, block=block, shard=shard)
             self._held.update((shard, str(entry.identifier)) for entry in entries)
-            if mine and len(entries) < room:
-                self._drained.add(shard)
-            elif mine:
-                self._drained.discard(shard)
-            elif not entries:
-                await anyio.sleep(READ_BLOCK_MS / 1000)
-            else:
+            if mine:
+                # Fewer than asked for: no backlog here, the room may go to others' shards.
+                if len(entries) < room:
+                    self._drained.add(shard)
+                else:
+                    self._drained.discard(shard)
+            elif entries:
                 self.stats.stolen += len(entries)
+            else:
+                await anyio.sleep(READ_BLOCK_MS / 1000)
             for entry in entries:
                 await self.capacity.acquire()
                 self._start(tg, Claimed.of(str(entry.identifier), entry.field_values, 1, shard))
