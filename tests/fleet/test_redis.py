@@ -96,7 +96,7 @@ async def test_a_fenced_workers_late_result_is_dropped(redis_url: str, fleet_nam
                 while not claimed:  # until the frozen worker's lease has expired
                     await trio.sleep(0.05)
                     claimed = await fleet.take_over("alive", 1)
-            [(entry, job_id, _, deliveries)] = claimed
+            [(entry, job_id, _, deliveries, _)] = claimed
             assert deliveries == 2  # read by the frozen worker, then claimed
             late = await fleet.record("frozen", [(job_id, entry, '{"outcome":"timeout"}')])
             assert late == (0, 1)

@@ -181,6 +181,7 @@ async def test_a_workers_metrics_are_served(redis_url: str, fleet_name: str, mak
                     text = (await http.get(url)).text
                 nursery.cancel_scope.cancel()
     assert 'vtpoll_fleet_jobs_held{worker="w"}' in text
+    assert 'vtpoll_fleet_shards_read{worker="w"} 1.0' in text
     assert 'vtpoll_client_requests_total{worker="w"}' in text
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import coredis.exceptions
+import pytest
 from click.testing import CliRunner
 
 from sim_server.testing import recorded_results
@@ -32,40 +33,58 @@ FLEET_RATE = 40
 
 
 async def _counts(fleet: Fleet) -> dict[str, Any]:
-    pending = await fleet.redis.xpending(fleet.keys.jobs, GROUP)
-    return {
-        "results": await fleet.redis.xlen(fleet.keys.results),
-        "pending": dict(pending.consumers or {}),  # type: ignore[union-attr]
-        "left": await fleet.redis.xlen(fleet.keys.jobs),
-    }
+    """Results, jobs pending with each worker, and jobs left, summed over the shards."""
+    counts: dict[str, Any] = {"results": 0, "pending": {}, "left": 0}
+    for shard in range(fleet.count):
+        keys = fleet.shard(shard)
+        pending = await fleet.redis.xpending(keys.jobs, GROUP)
+        for name, held in (pending.consumers or {}).items():  # type: ignore[union-attr]
+            counts["pending"][name] = counts["pending"].get(name, 0) + held
+        counts["results"] += await fleet.redis.xlen(keys.results)
+        counts["left"] += await fleet.redis.xlen(keys.jobs)
+    return counts
 
 
 async def _consumers(fleet: Fleet) -> set[str]:
-    try:
-        found = await fleet.redis.xinfo_consumers(fleet.keys.jobs, GROUP)
-    except coredis.exceptions.ResponseError:  # no stream or group yet
-        return set()
-    return {str(consumer["name"]) for consumer in found}
+    """The workers reading the group of every shard (each resumes in every shard at start)."""
+    names: set[str] | None = None
+    for shard in range(fleet.count):
+        try:
+            found = await fleet.redis.xinfo_consumers(fleet.shard(shard).jobs, GROUP)
+        except coredis.exceptions.ResponseError:  # no stream or group yet
+            return set()
+        here = {str(consumer["name"]) for consumer in found}
+        names = here if names is None else names & here
+    return names or set()
 
 
 def _fenced(name: str) -> Callable[[Fleet], Awaitable[bool]]:
+    """Whether ``name``'s lease is gone in some shard: its next renewal fails."""
+
     async def fenced(fleet: Fleet) -> bool:
-        return await fleet.redis.zscore(fleet.keys.workers, name) is None
+        for shard in range(fleet.count):
+            if await fleet.redis.zscore(fleet.shard(shard).workers, name) is None:
+                return True
+        return False
 
     return fenced
 
 
+@pytest.mark.parametrize("shards", [1, 3], ids=["one-shard", "three-shards"])
 def test_three_workers_one_killed_one_frozen_every_job_once(
-    redis_url: str, fleet_name: str, tmp_path: Path
+    redis_url: str, fleet_name: str, tmp_path: Path, shards: int
 ):
-    """3 workers, 3,000 jobs: SIGKILL one while it holds jobs, SIGSTOP another and SIGCONT
-    it later. Results = distinct results = 3,000, each the server's outcome; nothing left
-    pending in the group; and, the fleet's rate at 0.8 of the server's limit, no 429."""
+    """3 workers, 3,000 jobs (in one shard, or spread over 3): SIGKILL one while it holds jobs,
+    SIGSTOP another and SIGCONT it later. Results = distinct results = 3,000, each the
+    server's outcome; nothing left pending in any group; and, the fleet's rate at 0.8 of the
+    server's limit, no 429."""
     deadline = time.monotonic() + GUARD
     ids = [f"fj-{i}" for i in range(JOBS)]
     (tmp_path / "ids.txt").write_text("\n".join(ids) + "\n")
     args = ["--redis", redis_url, "--fleet", fleet_name]
     server = ("--auto-create", "--seed", "5", "--completion-time", "1.0")
+    # The shard count fixed first, as a first submit would: workers wait for it to read.
+    assert with_fleet(redis_url, fleet_name, lambda fleet: fleet.load_shards(shards)) == shards
     with server_process(*server, "--rate-limit", str(FLEET_RATE * 1.25)) as url:
         workers = [
             spawn(

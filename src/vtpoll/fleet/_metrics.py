@@ -23,10 +23,12 @@ EVERY = 1.0
 
 
 class Snapshot(NamedTuple):
-    #: The worker's own counters (a ``WorkerStats`` as a dict), jobs it holds, its client's.
+    #: The worker's own counters (a ``WorkerStats`` as a dict), jobs it holds, its client's,
+    #: and how many of the fleet's shards it reads new jobs from.
     worker: dict[str, int]
     held: int
     client: ClientStatistics
+    shards_read: int
 
 
 #: (metric, help) of each worker counter.
@@ -43,6 +45,10 @@ WORKER_COUNTERS = {
         "Jobs recorded failed for having been delivered too often.",
     ),
     "paused_waits": ("vtpoll_fleet_paused_waits", "Seconds-long waits while the fleet paused."),
+    "stolen": (
+        "vtpoll_fleet_jobs_stolen",
+        "New jobs taken from shards other workers read, this worker's own having none left.",
+    ),
     "adopted": (
         "vtpoll_fleet_jobs_adopted",
         "Jobs found held by this worker unknown to it (a call that ran, its reply lost).",
@@ -64,9 +70,10 @@ class WorkerMetrics(Collector):
         self.worker = worker
         self.snapshot: Snapshot | None = None
 
-    def take(self, stats: object, held: int, client: ClientStatistics) -> None:
+    def take(self, stats: object, held: int, client: ClientStatistics, shards_read: int) -> None:
         assert dataclasses.is_dataclass(stats)
-        self.snapshot = Snapshot(dataclasses.asdict(stats), held, client)  # type: ignore[arg-type]
+        counters = dataclasses.asdict(stats)  # type: ignore[arg-type]
+        self.snapshot = Snapshot(counters, held, client, shards_read)
 
     def collect(self) -> Iterable[Metric]:
         snapshot = self.snapshot
@@ -83,6 +90,12 @@ class WorkerMetrics(Collector):
             "vtpoll_fleet_jobs_held", "Jobs this worker polls now.", labels=["worker"]
         )
         yield self._one(held, snapshot.held)
+        shards = GaugeMetricFamily(
+            "vtpoll_fleet_shards_read",
+            "The fleet's shards this worker reads new jobs from (it takes over in all).",
+            labels=["worker"],
+        )
+        yield self._one(shards, snapshot.shards_read)
 
     def _one(self, family: CounterMetricFamily | GaugeMetricFamily, value: float) -> Metric:
         family.add_metric([self.worker], value)

@@ -20,7 +20,8 @@ def fleet_options(func: Any) -> Any:
         "fleet_name",
         default="default",
         show_default=True,
-        help="The fleet's name: one Redis may hold several fleets.",
+        help="The fleet's name: one Redis may hold several fleets. Not '{', '}' or ':' (its"
+        " keys' hash tags are made of it).",
     )(func)
     return click.option(
         "--redis",

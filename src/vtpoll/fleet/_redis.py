@@ -28,7 +28,8 @@ from coredis.connection import TCPLocation
 from coredis.response.types import StreamPendingExt
 
 from . import _scripts
-from ._scripts import Keys
+from ._scripts import Keys, check_name
+from ._shards import shard_of
 
 T = TypeVar("T")
 #: A fleet's connection: to one Redis, or to a Redis Cluster through one of its nodes.
@@ -134,25 +135,36 @@ class Claimed(NamedTuple):
     deadline: str
     #: Times the entry was delivered to a worker, this one included.
     deliveries: int
+    #: The shard whose jobs stream holds the entry.
+    shard: int = 0
 
     @classmethod
-    def of(cls, entry: str, fields: Mapping[Any, Any], deliveries: int = 1) -> Claimed:
+    def of(
+        cls, entry: str, fields: Mapping[Any, Any], deliveries: int = 1, shard: int = 0
+    ) -> Claimed:
         """From the entry's fields (``id``, ``deadline``)."""
-        return cls(entry, str(fields["id"]), str(fields.get("deadline", "")), deliveries)
+        return cls(entry, str(fields["id"]), str(fields.get("deadline", "")), deliveries, shard)
 
 
 class Fleet:
-    """One fleet's keys and scripts on one Redis connection pool."""
+    """One fleet's keys and scripts on one Redis connection pool. ``keys`` are shard 0's,
+    which also hold what is the whole fleet's; the steps of one job go to its shard."""
 
-    def __init__(self, redis: Client, keys: Keys, url: str) -> None:
+    def __init__(self, redis: Client, keys: Keys, url: str, *, cluster: bool = False) -> None:
         self.redis, self.keys, self.url = redis, keys, url
+        self.cluster = cluster
+        #: The fleet's shard count, None until its first submit fixed it (see
+        #: :meth:`load_shards`).
+        self.shards: int | None = None
         #: Seconds a call retries while Redis is away (see :meth:`call`).
         self.patience = RECONNECT_FOR
         #: When a call last failed (see :meth:`call`).
         self.troubled_at = -math.inf
-        #: The fleet's epoch as this process first saw it (None before then).
-        self.epoch: str | None = None
+        #: Each shard's epoch as this process first saw it (absent before then).
+        self.epochs: dict[int, str] = {}
         register = self.redis.register_script
+        self._shards = register(_scripts.SHARDS)
+        self._live = register(_scripts.LIVE)
         self._submit = register(_scripts.SUBMIT)
         self._record = register(_scripts.RECORD)
         self._lease = register(_scripts.LEASE)
@@ -189,85 +201,149 @@ class Fleet:
             await anyio.sleep(delay)
             delay = min(1.0, delay * 2)
 
-    async def ensure_group(self) -> None:
-        # identifier "0", a string: coredis reads the integer 0 as "$" (the stream's end).
-        with suppress(coredis.exceptions.StreamDuplicateConsumerGroupError):
-            await self.call(
-                lambda: self.redis.xgroup_create(
-                    self.keys.jobs, _scripts.GROUP, identifier="0", mkstream=True
-                )
-            )
+    @property
+    def count(self) -> int:
+        """The shards to look in: the fleet's count, or 1 before its first submit (when no
+        shard holds anything)."""
+        return self.shards or 1
 
-    async def submit(self, ids: list[str], deadline: float | None) -> int:
-        """Queue each ID the fleet does not have yet, ``SUBMIT_CHUNK`` per script call (one
-        call is atomic and blocks Redis while it runs); how many were new. The first submit
-        writes the fleet's epoch."""
-        stamp = "" if deadline is None else repr(deadline)
-        keys = [
-            self.keys.state,
-            self.keys.jobs,
-            self.keys.epoch,
-            self.keys.counts,
-            self.keys.buckets,
-        ]
+    def shard(self, shard: int) -> Keys:
+        """The keys of one of the fleet's shards."""
+        return self.keys if shard == 0 else Keys(self.keys.fleet, shard)
+
+    def shard_of(self, job_id: str) -> int:
+        return shard_of(job_id, self.count)
+
+    def _by_shard(self, items: list[T], job_id: Callable[[T], str]) -> dict[int, list[int]]:
+        """The positions of ``items`` in each shard, in order, by their job IDs."""
+        positions: dict[int, list[int]] = {}
+        for k, item in enumerate(items):
+            positions.setdefault(self.shard_of(job_id(item)), []).append(k)
+        return positions
+
+    async def load_shards(
+        self, wanted: int | None = None, default: int | None = None
+    ) -> int | None:
+        """The fleet's shard count, None before its first submit. The first submit writes
+        ``wanted``, else ``default``; a count the fleet has is never changed:
+        :class:`FleetError` if ``wanted`` differs."""
+        first = wanted or default
+        keys, args = [self.keys.shards, self.keys.epoch], ["" if first is None else str(first)]
+        stored: str | None = await self.call(partial(self._shards, keys=keys, args=args))
+        if stored is None:
+            return None
+        count = int(str(stored))
+        if wanted is not None and count != wanted:
+            raise FleetError(
+                f"fleet {self.keys.fleet!r} has {count} shards, fixed at its first submit:"
+                f" --shards {wanted} cannot change that"
+            )
+        self.shards = count
+        return count
+
+    async def ensure_group(self) -> None:
+        """The consumer group of each shard's jobs stream, made if missing."""
+        for shard in range(self.count):
+            # identifier "0", a string: coredis reads the integer 0 as "$" (the stream's end).
+            create = partial(
+                self.redis.xgroup_create,
+                self.shard(shard).jobs,
+                _scripts.GROUP,
+                identifier="0",
+                mkstream=True,
+            )
+            with suppress(coredis.exceptions.StreamDuplicateConsumerGroupError):
+                await self.call(create)
+
+    async def submit(
+        self, ids: list[str], deadline: float | None, shards: int | None = None
+    ) -> int:
+        """Queue each ID the fleet does not have yet, each in its shard, ``SUBMIT_CHUNK`` per
+        script call (one call is atomic and blocks Redis while it runs); how many were new.
+        The first submit fixes the fleet's shard count (``shards``; 1 on one Redis, none
+        assumed on a cluster: :class:`FleetError`) and writes its epoch in every shard."""
+        if await self.load_shards(shards, default=None if self.cluster else 1) is None:
+            raise FleetError(
+                f"fleet {self.keys.fleet!r} is new and {self.url} is a node of a Redis Cluster:"
+                " give its first submit --shards N (the fleet's keys spread over N hash tags,"
+                " so over the cluster's nodes)"
+            )
+        await self.ensure_group()
+        stamp, token = "" if deadline is None else repr(deadline), secrets.token_hex(8)
+        positions = self._by_shard(ids, str)
         added = 0
-        for start in range(0, len(ids), SUBMIT_CHUNK):
-            args = [stamp, secrets.token_hex(8), *ids[start : start + SUBMIT_CHUNK]]
-            reply: list[Any] = await self.call(partial(self._submit, keys=keys, args=args))
-            self._saw(str(reply[1]))
-            added += int(reply[0])
+        for shard in range(self.count):
+            keys = self.shard(shard)
+            mine = [ids[k] for k in positions.get(shard, [])]
+            for start in range(0, max(1, len(mine)), SUBMIT_CHUNK):
+                args = [stamp, token, *mine[start : start + SUBMIT_CHUNK]]
+                reply: list[Any] = await self.call(
+                    partial(
+                        self._submit,
+                        keys=[keys.state, keys.jobs, keys.epoch, keys.counts, keys.buckets],
+                        args=args,
+                    )
+                )
+                self._saw(shard, str(reply[1]))
+                added += int(reply[0])
         return added
 
-    def _saw(self, epoch: str | None) -> None:
-        """The epoch Redis has now, compared with the one this process saw first."""
-        if self.epoch is not None and epoch != self.epoch:
-            raise StateLost(self.keys.fleet, "its epoch is " + ("gone" if epoch is None else "new"))
-        self.epoch = self.epoch or epoch
+    def _saw(self, shard: int, epoch: str | None) -> None:
+        """The epoch a shard has now, compared with the one this process saw first."""
+        seen = self.epochs.get(shard)
+        if seen is not None and epoch != seen:
+            why = "its epoch is " + ("gone" if epoch is None else "new")
+            raise StateLost(self.keys.fleet, why if shard == 0 else f"{why} in shard {shard}")
+        if epoch is not None:
+            self.epochs[shard] = epoch
 
     async def check_epoch(self) -> None:
-        """:class:`StateLost` if the epoch changed since this process saw it, or if the fleet
-        has none while it holds state (a worker recorded into a wiped Redis)."""
-        epoch = await self.call(lambda: self.redis.get(self.keys.epoch))
-        if epoch is None and self.epoch is None:
-            # Lengths, not keys: a worker started before the first submit makes the (empty)
-            # jobs stream for its group.
-            redis, keys = self.redis, self.keys
-            held = await self.call(lambda: redis.hlen(keys.state))
-            held += await self.call(lambda: redis.xlen(keys.results))
-            held += await self.call(lambda: redis.xlen(keys.jobs))
-            if held:
-                raise StateLost(self.keys.fleet, "it has jobs or results but no epoch")
-        self._saw(None if epoch is None else str(epoch))
+        """:class:`StateLost` if a shard's epoch changed since this process saw it, or if a
+        shard has none while it holds state (a worker recorded into a wiped Redis)."""
+        for shard in range(self.count):
+            keys = self.shard(shard)
+            epoch = await self.call(partial(self.redis.get, keys.epoch))
+            if epoch is None and shard not in self.epochs:
+                # Lengths, not keys: a worker started before the first submit makes the
+                # (empty) jobs stream for its group.
+                held = await self.call(partial(self.redis.hlen, keys.state))
+                held += await self.call(partial(self.redis.xlen, keys.results))
+                held += await self.call(partial(self.redis.xlen, keys.jobs))
+                if held:
+                    raise StateLost(self.keys.fleet, "it has jobs or results but no epoch")
+            self._saw(shard, None if epoch is None else str(epoch))
 
     async def record(self, worker: str, batch: list[tuple[str, str, str]]) -> tuple[int, int]:
-        """Record ``batch`` (job ID, entry, JSON line) as ``worker``: how many results were
-        new, and how many were stale (``worker`` no longer owns their entries)."""
-        args: list[str] = [_scripts.GROUP, worker]
-        for job_id, entry, line in batch:
-            args += [job_id, entry, line]
-        keys = [self.keys.state, self.keys.results, self.keys.jobs, self.keys.counts]
-        try:
-            counts: list[int] = await self.call(lambda: self._record(keys=keys, args=args))
-        except coredis.exceptions.ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise
-            await self.check_epoch()
-            raise StateLost(self.keys.fleet, "its consumer group is gone") from None
-        return int(counts[0]), int(counts[1])
+        """Record ``batch`` (job ID, entry, JSON line) as ``worker``, each in its job's shard:
+        how many results were new, and how many were stale (``worker`` no longer owns their
+        entries)."""
+        new = stale = 0
+        for shard, positions in self._by_shard(batch, lambda item: item[0]).items():
+            args: list[str] = [_scripts.GROUP, worker]
+            for k in positions:
+                args += batch[k]
+            keys = self.shard(shard)
+            script = partial(
+                self._record, keys=[keys.state, keys.results, keys.jobs, keys.counts], args=args
+            )
+            try:
+                counts: list[int] = await self.call(script)
+            except coredis.exceptions.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                await self.check_epoch()
+                raise StateLost(self.keys.fleet, "its consumer group is gone") from None
+            new, stale = new + int(counts[0]), stale + int(counts[1])
+        return new, stale
 
-    async def ack(self, written: list[tuple[str, str]], retention: float) -> int:
-        """Remove results written out ((result entry, job ID) pairs), keeping a done marker
-        of each job for ``retention`` seconds after the hour it was acknowledged in (0: none);
-        how many were removed."""
+    async def ack(self, written: list[tuple[str, str]], retention: float, shard: int = 0) -> int:
+        """Remove results written out ((result entry, job ID) pairs) of ``shard``, keeping a
+        done marker of each job for ``retention`` seconds after the hour it was acknowledged
+        in (0: none); how many were removed."""
         hour = int(time.time() // BUCKET)
         expiry = 0 if retention <= 0 else math.ceil(((hour + 1) * BUCKET + retention) * 1000)
-        keys = [
-            self.keys.state,
-            self.keys.results,
-            self.keys.counts,
-            self.keys.buckets,
-            self.keys.bucket(hour),
-        ]
+        at = self.shard(shard)
+        keys = [at.state, at.results, at.counts, at.buckets, at.bucket(hour)]
         args = [str(expiry)] + [value for pair in written for value in pair]
         acked: int = await self.call(lambda: self._ack(keys=keys, args=args))
         return acked
@@ -282,15 +358,25 @@ class Fleet:
     async def cancel(self, records: list[tuple[str, str]]) -> list[int]:
         """Cancel jobs not done yet, each recorded with its (job ID, record) line: per job, 1
         cancelled, 0 done already, -1 unknown."""
-        keys = [self.keys.state, self.keys.jobs, self.keys.results, self.keys.counts]
-        args = [_scripts.GROUP] + [value for pair in records for value in pair]
-        said: list[int] = await self.call(lambda: self._cancel(keys=keys, args=args))
-        return [int(s) for s in said]
+        out = [0] * len(records)
+        for shard, positions in self._by_shard(records, lambda pair: pair[0]).items():
+            keys = self.shard(shard)
+            args = [_scripts.GROUP] + [value for k in positions for value in records[k]]
+            said: list[int] = await self.call(
+                partial(
+                    self._cancel,
+                    keys=[keys.state, keys.jobs, keys.results, keys.counts],
+                    args=args,
+                )
+            )
+            for k, one in zip(positions, said, strict=True):
+                out[k] = int(one)
+        return out
 
     async def job(self, job_id: str) -> dict[str, Any] | None:
         """Where a job is: queued, in progress (with whom, delivered how often), done (its
         result), acknowledged (its marker kept); None if the fleet does not know it."""
-        redis, keys = self.redis, self.keys
+        redis, keys = self.redis, self.shard(self.shard_of(job_id))
         state = await self.call(lambda: redis.hget(keys.state, job_id))
         if state is None:
             marker = _scripts.marker(job_id)
@@ -329,38 +415,49 @@ class Fleet:
     async def is_paused(self) -> bool:
         return bool(await self.call(lambda: self.redis.exists([self.keys.paused])))
 
-    async def lease(self, worker: str, ttl: float, *, join: bool, room: int | None = None) -> int:
-        """Take or renew ``worker``'s lease, saying how many jobs it has ``room`` for: its
-        expiry (Redis time, ms), or -1 if a renewed lease was gone (the worker was fenced);
-        :class:`StateLost` if the epoch changed."""
+    async def lease(
+        self, worker: str, ttl: float, *, join: bool, room: int | None = None, shard: int = 0
+    ) -> int:
+        """Take or renew ``worker``'s lease in ``shard``, saying how many jobs it has ``room``
+        for: its expiry (Redis time, ms), or -1 if a renewed lease was gone (the worker was
+        fenced); :class:`StateLost` if the shard's epoch changed."""
         mode = "join" if join else "renew"
         said = "" if room is None else str(room)
-        args = [worker, str(math.ceil(ttl * 1000)), mode, self.epoch or "", said]
-        keys = [self.keys.workers, self.keys.epoch, self.keys.room]
-        reply: list[Any] = await self.call(lambda: self._lease(keys=keys, args=args))
+        args = [worker, str(math.ceil(ttl * 1000)), mode, self.epochs.get(shard, ""), said]
+        at = self.shard(shard)
+        keys = [at.workers, at.epoch, at.room]
+        reply: list[Any] = await self.call(partial(self._lease, keys=keys, args=args))
         expiry, epoch = reply
-        self._saw(epoch if epoch is None else str(epoch))
+        self._saw(shard, epoch if epoch is None else str(epoch))
         return int(expiry)
 
-    async def take_over(self, worker: str, most: int) -> list[Claimed]:
-        keys = [self.keys.workers, self.keys.jobs, self.keys.room]
+    async def live_workers(self) -> list[str]:
+        """The workers whose lease in shard 0 is alive (every worker holds one in each
+        shard)."""
+        live: list[Any] = await self.call(partial(self._live, keys=[self.keys.workers]))
+        return [str(name) for name in live]
+
+    async def take_over(self, worker: str, most: int, shard: int = 0) -> list[Claimed]:
+        at = self.shard(shard)
+        keys = [at.workers, at.jobs, at.room]
         args = [_scripts.GROUP, worker, str(most)]
         # Not retried: a takeover that timed out may have run, and one retried once Redis is
         # back may land before the other workers renew the leases that ran out meanwhile.
-        flat: list[Any] = await self.call(lambda: self._takeover(keys=keys, args=args), retry=False)
+        script = partial(self._takeover, keys=keys, args=args)
+        flat: list[Any] = await self.call(script, retry=False)
         return [
-            Claimed(str(flat[i]), str(flat[i + 1]), str(flat[i + 2]), int(flat[i + 3]))
+            Claimed(str(flat[i]), str(flat[i + 1]), str(flat[i + 2]), int(flat[i + 3]), shard)
             for i in range(0, len(flat), 4)
         ]
 
     async def own(
-        self, worker: str, count: int, first: str = "-", last: str = "+"
+        self, worker: str, count: int, first: str = "-", last: str = "+", shard: int = 0
     ) -> dict[str, int]:
-        """The entries ``worker`` holds in the group, from ``first`` to ``last``, the first
-        ``count`` of them: how often each was delivered."""
+        """The entries ``worker`` holds in the group of ``shard``, from ``first`` to ``last``,
+        the first ``count`` of them: how often each was delivered."""
         read = partial(
             self.redis.xpending,
-            self.keys.jobs,
+            self.shard(shard).jobs,
             _scripts.GROUP,
             start=first,
             end=last,
@@ -374,9 +471,9 @@ class Fleet:
             str(p.identifier): int(p.delivered) for p in found if isinstance(p, StreamPendingExt)
         }
 
-    async def entry(self, entry: str) -> dict[str, str] | None:
-        """An entry's fields (job ID, deadline), None if it is gone."""
-        found = await self.call(lambda: self.redis.xrange(self.keys.jobs, entry, entry))
+    async def entry(self, entry: str, shard: int = 0) -> dict[str, str] | None:
+        """An entry's fields (job ID, deadline) in ``shard``, None if it is gone."""
+        found = await self.call(partial(self.redis.xrange, self.shard(shard).jobs, entry, entry))
         if not found:
             return None
         return {str(k): str(v) for k, v in found[0].field_values.items()}
@@ -398,18 +495,25 @@ class Fleet:
 async def open_fleet(url: str, name: str) -> AsyncIterator[Fleet]:
     """The fleet ``name`` on the Redis at ``url``, checked; :class:`FleetError` if it cannot
     be used. A node of a Redis Cluster is detected (``cluster_enabled``), and the cluster is
-    reached through it. An error inside the block comes out as itself, not in an exception
-    group."""
+    reached through it. The fleet's shard count is read (None before its first submit). An
+    error inside the block comes out as itself, not in an exception group."""
     check_url(url)
+    try:
+        check_name(name)
+    except ValueError as exc:
+        raise FleetError(str(exc)) from None
     try:
         async with _client(url, cluster=False) as redis:
             fleet = Fleet(redis, Keys(name), url)
             cluster = await _check_server(fleet)
             if not cluster:
+                await fleet.load_shards()
                 yield fleet
         if cluster:
             async with _client(url, cluster=True) as redis:
-                yield Fleet(redis, Keys(name), url)
+                fleet = Fleet(redis, Keys(name), url, cluster=True)
+                await fleet.load_shards()
+                yield fleet
     except BaseExceptionGroup as group:
         # coredis's pool runs a task group: what ends the block arrives wrapped in it.
         raise _single(group) from None

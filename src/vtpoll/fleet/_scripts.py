@@ -1,7 +1,11 @@
 """The fleet's state in Redis: its keys, and the Lua scripts that change it atomically.
 
-Every key of a fleet shares one hash tag (``vt:{NAME}:...``), so the scripts also run on a
-Redis Cluster. A script is one atomic step: submit (an ID is queued once), record (a result is
+A fleet's jobs are spread over its shards (see ``_shards``), each shard's keys sharing one hash
+tag: ``vt:{NAME}:...`` for shard 0 (the one layout of a fleet from before shards, which is a
+fleet of one shard), ``vt:{NAME:S}:...`` for shard S >= 1. A script touches the keys of one
+shard only, so it runs in one slot of a Redis Cluster. What belongs to the whole fleet (its
+shard count, the pause, the rate limit, the one acknowledging reader) lives in shard 0's tag.
+A script is one atomic step: submit (an ID is queued once), record (a result is
 written once, by the job's owner), cancel, ack (results written out leave Redis), take over (a
 dead worker's jobs change hands), lease (a worker proves it is alive, or learns it was
 fenced), reserve (the fleet's rate limit hands out the next slots).
@@ -16,14 +20,44 @@ from dataclasses import dataclass
 GROUP = "pollers"
 
 
+#: Characters a fleet's name cannot hold: braces would end its hash tag early, and a colon
+#: would let fleet "a:1" share the keys of fleet "a"'s shard 1.
+NAME_BREAKERS = "{}:"
+
+
+def check_name(fleet: str) -> str:
+    """The fleet's name, or ValueError naming what breaks its keys' hash tag."""
+    if not fleet:
+        raise ValueError("--fleet must not be empty")
+    bad = sorted({c for c in fleet if c in NAME_BREAKERS})
+    if bad:
+        shown = " ".join(repr(c) for c in bad)
+        raise ValueError(
+            f"--fleet {fleet!r}: a fleet's name cannot hold {shown} (its keys' hash tag"
+            " is made of it)"
+        )
+    return fleet
+
+
 @dataclass(frozen=True, slots=True)
 class Keys:
-    """The keys of one fleet."""
+    """The keys of one shard of a fleet; shard 0's also hold what is the whole fleet's."""
 
     fleet: str
+    shard: int = 0
+
+    @property
+    def tag(self) -> str:
+        """The hash tag every key of this shard shares."""
+        return f"{{{self.fleet}}}" if self.shard == 0 else f"{{{self.fleet}:{self.shard}}}"
 
     def _key(self, name: str) -> str:
-        return f"vt:{{{self.fleet}}}:{name}"
+        return f"vt:{self.tag}:{name}"
+
+    @property
+    def shards(self) -> str:
+        """String (shard 0): the fleet's shard count, fixed by its first submit."""
+        return self._key("shards")
 
     @property
     def jobs(self) -> str:
@@ -63,14 +97,16 @@ class Keys:
 
     @property
     def epoch(self) -> str:
-        """String: a random token written by the fleet's first submit. Gone or changed, the
-        fleet's state was lost (Redis wiped, restarted without persistence): workers and
-        readers that saw another say so rather than take the empty state for a done fleet."""
+        """String: a random token written by the fleet's first submit (the same in every
+        shard: each keeps its own, in its own slot). Gone or changed, the shard's state was
+        lost (Redis wiped, restarted without persistence): workers and readers that saw
+        another say so rather than take the empty state for a done fleet."""
         return self._key("epoch")
 
     @property
     def acker(self) -> str:
-        """String, with a time to live: the token of the one ``results --ack`` reading now."""
+        """String (shard 0), with a time to live: the token of the one ``results --ack``
+        reading now."""
         return self._key("acker")
 
     @property
@@ -80,7 +116,7 @@ class Keys:
 
     @property
     def paused(self) -> str:
-        """String, present while the fleet is paused: workers take no new jobs."""
+        """String (shard 0), present while the fleet is paused: workers take no new jobs."""
         return self._key("paused")
 
     @property
@@ -90,17 +126,17 @@ class Keys:
 
     @property
     def rate(self) -> str:
-        """String: the rate limit's next free slot (GCRA theoretical arrival time, ms)."""
+        """String (shard 0): the rate limit's next free slot (GCRA theoretical arrival time, ms)."""
         return self._key("rl:tat")
 
     @property
     def pause(self) -> str:
-        """String: no request before this instant (ms), set from a 429's Retry-After."""
+        """String (shard 0): no request before this instant (ms), set from a 429's Retry-After."""
         return self._key("rl:pause")
 
     @property
     def quota(self) -> str:
-        """String: the server's declared quota (requests/s), lowering the fleet's rate."""
+        """String (shard 0): the server's declared quota (requests/s), lowering the fleet's rate."""
         return self._key("rl:quota")
 
 
@@ -128,6 +164,28 @@ def marker(job_id: str) -> str:
     """The done marker of ``job_id``, as the scripts compute it."""
     return hashlib.sha1(job_id.encode()).hexdigest()[:MARKER_DIGITS]
 
+
+#: KEYS: shards, epoch (both shard 0's). ARGV: the shard count to write if the fleet has none
+#: ("" to write none). The count is written once, by the fleet's first submit, and never
+#: changed; a fleet with an epoch and no count is a fleet from before shards: one shard.
+#: Returns the count, or nil if the fleet has none.
+SHARDS = """
+local n = redis.call('GET', KEYS[1])
+if (not n) and redis.call('EXISTS', KEYS[2]) == 1 then n = '1' end
+if (not n) and ARGV[1] ~= '' then
+  n = ARGV[1]
+  redis.call('SET', KEYS[1], n)
+end
+return n
+"""
+
+#: KEYS: workers. The workers whose lease is alive, by Redis's clock.
+LIVE = (
+    NOW_MS
+    + """
+return redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')
+"""
+)
 
 #: KEYS: state, jobs, epoch, counts, buckets. ARGV: deadline (epoch s, or ""), a new epoch
 #: token, then the IDs. An ID is new unless the state or a live done-marker set has it (the

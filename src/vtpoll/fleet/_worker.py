@@ -9,6 +9,15 @@ jobs, and recorded there: a result is written only by the job's current owner. A
 off from Redis (an outage, a failover) keeps polling and retries its calls for
 ``OUTAGE_PATIENCE`` seconds; back in touch, it renews its lease, and takes over nobody's jobs
 for a lease's length, time for the other workers to renew theirs.
+
+In a fleet of several shards, a worker holds a lease in every shard and runs its takeover
+passes in every shard (a dead worker's jobs are spread wherever they are), but reads new jobs
+from the shards rendezvous hashing gives it (``_shards.served``), recomputed from the live
+workers at each renewal, and from the others' only while its own have none left for its room.
+Holding every shard's lease keeps leases, fencing and takeover what they are in one shard (a
+script sees one shard's keys), and leaves no moment when a worker holds jobs in a shard it has
+no lease in as the shards it reads change; it costs a script call per shard every third and
+every half of a lease.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from ._metrics import EVERY as METRICS_EVERY
 from ._metrics import WorkerMetrics
 from ._redis import Claimed, Fleet, FleetError, StateLost
 from ._scripts import GROUP
+from ._shards import served
 
 #: Results written to Redis in one script call, at most, and how long one waits for company.
 RECORD_BATCH = 200
@@ -73,6 +83,9 @@ class WorkerStats:
     paused_waits: int = 0
     #: Entries found held by this worker unknown to it (a call that ran, its reply lost).
     adopted: int = 0
+    #: New jobs taken from shards this worker does not read by rendezvous, its own having
+    #: none left while it had room.
+    stolen: int = 0
 
 
 class Worker:
@@ -100,9 +113,16 @@ class Worker:
         self.metrics = metrics
         self.stats = WorkerStats()
         self._no_takeover_until = -math.inf
-        #: Entries this worker polls or has yet to record: its own pending entries not among
-        #: them (a read or a takeover that ran although its reply was lost) are adopted.
-        self._held: set[str] = set()
+        #: (shard, entry) of the entries this worker polls or has yet to record: its own
+        #: pending entries not among them (a read or a takeover that ran although its reply
+        #: was lost) are adopted.
+        self._held: set[tuple[int, str]] = set()
+        #: The shards this worker reads new jobs from (see ``_shards.served``).
+        self.serving: frozenset[int] = frozenset()
+        #: Shards it reads whose last read left room unfilled (no backlog there): while all
+        #: are so, it also takes new jobs from the others' shards, a read a second each, so
+        #: that a shard whose readers are full does not wait while this worker has room.
+        self._drained: set[int] = set()
         self._checked_own_at = -math.inf
         self._send, self._receive = anyio.create_memory_object_stream[tuple[str, str, str]](
             RECORD_BATCH * 4
@@ -110,7 +130,10 @@ class Worker:
 
     async def run(self) -> None:
         """Work until cancelled; raises :class:`Fenced` if the fleet took this worker's jobs,
-        :class:`StateLost` if Redis lost the fleet's state."""
+        :class:`StateLost` if Redis lost the fleet's state. Before the fleet's first submit,
+        waits for it (its shard count is not known until then)."""
+        while await self.fleet.load_shards() is None:  # noqa: ASYNC110 - Redis, not a task
+            await anyio.sleep(READ_BLOCK_MS / 1000)
         await self.fleet.ensure_group()
         await self._renew(join=True)
         try:
@@ -132,21 +155,31 @@ class Worker:
         """Hand this worker's jobs to the fleet now: its lease is set to 0, expired, so the next
         takeover pass of any worker claims them, their delivery counts unchanged (a handed
         back job is no delivery lost)."""
-        await self.fleet.redis.zadd(self.fleet.keys.workers, {self.name: 0})
+        for shard in range(self.fleet.count):
+            await self.fleet.redis.zadd(self.fleet.shard(shard).workers, {self.name: 0})
 
     async def _snapshots(self, metrics: WorkerMetrics) -> None:
         while True:
             held = self._capacity - self.capacity.value
-            metrics.take(self.stats, held, self.client.statistics())
+            metrics.take(self.stats, held, self.client.statistics(), len(self.serving))
             await anyio.sleep(METRICS_EVERY)
 
     # -- lease -----------------------------------------------------------------------------------
 
     async def _renew(self, *, join: bool = False) -> None:
+        """This worker's lease in every shard, then the shards it reads anew."""
         room = self.capacity.value
-        expiry = await self.fleet.lease(self.name, self.lease, join=join, room=room)
-        if expiry < 0:
-            raise Fenced(f"worker {self.name}: its lease expired and its jobs were taken over")
+        for shard in range(self.fleet.count):
+            expiry = await self.fleet.lease(
+                self.name, self.lease, join=join, room=room, shard=shard
+            )
+            if expiry < 0:
+                raise Fenced(f"worker {self.name}: its lease expired and its jobs were taken over")
+        if self.fleet.count == 1:
+            self.serving = frozenset({0})
+        else:
+            live = await self.fleet.live_workers()
+            self.serving = served(self.name, live, self.fleet.count)
 
     async def _heartbeat(self) -> None:
         renewed = anyio.current_time()
@@ -164,51 +197,76 @@ class Worker:
     # -- jobs ------------------------------------------------------------------------------------
 
     async def _resume_then_read(self, tg: TaskGroup) -> None:
-        """The entries this worker's name holds already first (a worker restarted under its
-        name, by hand or by a container's restart, resumes them: no other worker takes over a
-        name whose lease is alive), then new ones."""
+        """The entries this worker's name holds already first, in every shard (a worker
+        restarted under its name, by hand or by a container's restart, resumes them: no other
+        worker takes over a name whose lease is alive), then new ones from the shards it
+        reads, one reader each."""
+        for shard in range(self.fleet.count):
+            await self._resume(tg, shard)
+        for shard in range(self.fleet.count):
+            tg.start_soon(self._read, tg, shard)
+
+    async def _resume(self, tg: TaskGroup, shard: int) -> None:
         after = "0"
         delivered: dict[str, int] = {}
         while True:
-            entries = await self._read_group(after, TAKE_BATCH)
-            self._held.update(str(entry.identifier) for entry in entries)
+            entries = await self._read_group(after, TAKE_BATCH, shard=shard)
+            self._held.update((shard, str(entry.identifier)) for entry in entries)
             if entries:
                 first, last = str(entries[0].identifier), str(entries[-1].identifier)
-                delivered = await self.fleet.own(self.name, len(entries), first, last)
+                delivered = await self.fleet.own(self.name, len(entries), first, last, shard)
             for entry in entries:
                 await self.capacity.acquire()
                 entry_id = str(entry.identifier)
-                self._start(
-                    tg, Claimed.of(entry_id, entry.field_values, delivered.get(entry_id, 1))
-                )
+                times = delivered.get(entry_id, 1)
+                self._start(tg, Claimed.of(entry_id, entry.field_values, times, shard))
                 self.stats.resumed += 1
             if len(entries) < TAKE_BATCH:
-                break
+                return
             after = str(entries[-1].identifier)
-        await self._read(tg)
 
-    async def _read(self, tg: TaskGroup) -> None:
+    async def _read(self, tg: TaskGroup, shard: int) -> None:
         while True:
             # Room is taken per entry read, not held through the blocking read: a takeover
             # pass meanwhile finds the room free.
             await self.capacity.acquire()
             self.capacity.release()
+            mine = shard in self.serving
+            if not mine and not self.serving <= self._drained:
+                await anyio.sleep(READ_BLOCK_MS / 1000)  # its own shards fill its room
+                continue
             if await self.fleet.is_paused():
-                self.stats.paused_waits += 1
+                if shard == min(self.serving):  # one wait a second, however many shards read
+                    self.stats.paused_waits += 1
                 await anyio.sleep(READ_BLOCK_MS / 1000)
                 continue
-            room = max(1, min(TAKE_BATCH, self.capacity.value))
-            entries = await self._read_group(">", room, block=READ_BLOCK_MS)
-            self._held.update(str(entry.identifier) for entry in entries)
+            # The room shared among the shards read, so that one busy shard does not fill it
+            # (among all shards when taking from the others': those reads go at once).
+            sharing = len(self.serving) if mine else self.fleet.count
+            room = max(1, min(TAKE_BATCH, self.capacity.value // sharing))
+            block = READ_BLOCK_MS if mine else None
+            entries = await self._read_group(">", room, block=block, shard=shard)
+            self._held.update((shard, str(entry.identifier)) for entry in entries)
+            if mine:
+                # Fewer than asked for: no backlog here, the room may go to others' shards.
+                if len(entries) < room:
+                    self._drained.add(shard)
+                else:
+                    self._drained.discard(shard)
+            elif entries:
+                self.stats.stolen += len(entries)
+            else:
+                await anyio.sleep(READ_BLOCK_MS / 1000)
             for entry in entries:
                 await self.capacity.acquire()
-                self._start(tg, Claimed.of(str(entry.identifier), entry.field_values))
+                self._start(tg, Claimed.of(str(entry.identifier), entry.field_values, 1, shard))
 
     async def _read_group(
-        self, after: str, count: int, block: int | None = None
+        self, after: str, count: int, block: int | None = None, *, shard: int
     ) -> tuple[StreamEntry, ...]:
-        """Entries of the group for this worker: its own from ``after``, or new ones (">")."""
-        redis, keys = self.fleet.redis, self.fleet.keys
+        """Entries of the group of ``shard`` for this worker: its own from ``after``, or new
+        ones (">")."""
+        redis, keys = self.fleet.redis, self.fleet.shard(shard)
         read = partial(
             redis.xreadgroup, GROUP, self.name, streams={keys.jobs: after}, count=count, block=block
         )
@@ -230,7 +288,7 @@ class Worker:
     def _start(self, tg: TaskGroup, job: Claimed) -> None:
         """Poll a job this worker holds (its room taken), unless it was delivered too often:
         then it is recorded failed (its room given back at once)."""
-        self._held.add(job.entry)
+        self._held.add((job.shard, job.entry))
         if job.deliveries <= self.max_deliveries:
             tg.start_soon(self._poll, job.entry, job.job_id, job.deadline)
             return
@@ -253,34 +311,39 @@ class Worker:
             now = anyio.current_time()
             if now < max(self._no_takeover_until, self.fleet.troubled_at + self.lease):
                 continue  # just back in touch with Redis: the others renew their leases first
-            while free := self._free(CLAIM_BATCH):
-                try:
-                    claimed = await self.fleet.take_over(self.name, free)
-                except FleetError:
-                    claimed = []  # Redis away: the pass is dropped (see Fleet.take_over)
-                self.stats.claimed += len(claimed)
-                for job in claimed:
-                    self._start(tg, job)
-                for _ in range(free - len(claimed)):
-                    self.capacity.release()
-                if len(claimed) < free:
-                    break
+            for shard in range(self.fleet.count):
+                await self._take_over_in(tg, shard)
+
+    async def _take_over_in(self, tg: TaskGroup, shard: int) -> None:
+        while free := self._free(CLAIM_BATCH):
+            try:
+                claimed = await self.fleet.take_over(self.name, free, shard)
+            except FleetError:
+                claimed = []  # Redis away: the pass is dropped (see Fleet.take_over)
+            self.stats.claimed += len(claimed)
+            for job in claimed:
+                self._start(tg, job)
+            for _ in range(free - len(claimed)):
+                self.capacity.release()
+            if len(claimed) < free:
+                return
 
     async def _adopt_own(self, tg: TaskGroup) -> None:
         """After a call failed: poll this worker's own entries that it does not know of (a
         read or takeover whose reply was lost had taken them), else nobody ever would."""
         self._checked_own_at = anyio.current_time()
-        for entry in await self.fleet.own(self.name, len(self._held) + TAKE_BATCH):
-            if entry in self._held:
-                continue
-            fields = await self.fleet.entry(entry)
-            if fields is None:
-                continue
-            self._held.add(entry)
-            self.stats.adopted += 1
-            await self.capacity.acquire()
-            # Its count says how often it was handed out, not that it was lost: it is polled.
-            self._start(tg, Claimed.of(entry, fields))
+        for shard in range(self.fleet.count):
+            for entry in await self.fleet.own(self.name, len(self._held) + TAKE_BATCH, shard=shard):
+                if (shard, entry) in self._held:
+                    continue
+                fields = await self.fleet.entry(entry, shard)
+                if fields is None:
+                    continue
+                self._held.add((shard, entry))
+                self.stats.adopted += 1
+                await self.capacity.acquire()
+                # Its count says how often it was handed out, not that it was lost: polled.
+                self._start(tg, Claimed.of(entry, fields, 1, shard))
 
     async def _poll(self, entry: str, job_id: str, deadline: str) -> None:
         try:
@@ -300,6 +363,7 @@ class Worker:
                     while len(batch) < RECORD_BATCH:
                         batch.append(await receive.receive())
                 new, stale = await self.fleet.record(self.name, batch)
-                self._held.difference_update(entry for _, entry, _ in batch)
+                shard_of = self.fleet.shard_of
+                self._held.difference_update((shard_of(job), entry) for job, entry, _ in batch)
                 self.stats.recorded += new
                 self.stats.stale += stale

@@ -56,7 +56,8 @@ def results(
     redis_url: str,
     fleet_name: str,
 ) -> None:
-    """Write the fleet's results, each job once, in the order they were recorded.
+    """Write the fleet's results, each job once, in the order they were recorded (in each
+    shard: a fleet of several shards interleaves theirs).
 
     Exit status: 0 written; 2 bad input (or a results file another vtpoll is writing, a Redis
     that cannot be used); 3 the results could not be written (a full disk: nothing unwritten
@@ -85,9 +86,12 @@ def results(
                     await fleet.acker(token, hold=False)
 
     async def read(fleet: Fleet) -> None:
-        nonlocal acked
-        cursor = "0"
-        block = FOLLOW_BLOCK_MS if follow else None
+        """Round after round over the shards, each read from its own cursor; a round that
+        found nothing ends the reading, or, following, makes the next round's reads wait
+        for more (a shard's results stream is in its own slot, so they are read one by
+        one: a round waits at most FOLLOW_BLOCK_MS in all)."""
+        cursors = ["0"] * fleet.count
+        block: int | None = None
         while True:
             # Each round: a fleet whose state was lost meanwhile has results of another epoch.
             await fleet.check_epoch()
@@ -96,30 +100,48 @@ def results(
                     f"another 'results --ack' is reading fleet {fleet_name!r}: one at a time, or"
                     " each would remove results the other has not written"
                 )
-            more = partial(
-                fleet.redis.xread, {fleet.keys.results: cursor}, count=READ_COUNT, block=block
-            )
-            got = await fleet.call(more)
-            entries = got[fleet.keys.results] if got else ()
-            taken = []
-            try:
-                for entry in entries:
-                    cursor = str(entry.identifier)
-                    job_id = str(entry.field_values["id"])
-                    if job_id not in seen:
-                        writer.write_line(str(entry.field_values["record"]))
-                    taken.append((cursor, job_id))
-                if ack and taken:
-                    writer.sync()  # on disk before Redis forgets it
-            except OSError as exc:
-                # Stop: nothing of this round is removed from Redis, so that a later run
-                # writes what this one could not (with --resume, skipping what it did).
-                written.failed(exc)
+            if fleet.shards is None:  # following a fleet not submitted yet: it may be now
+                await fleet.load_shards()
+                cursors += ["0"] * (fleet.count - len(cursors))
+            found = 0
+            for shard in range(fleet.count):
+                read_now = await read_shard(fleet, shard, cursors, block)
+                if read_now is None:
+                    return
+                found += read_now
+            if not found and not follow:
                 return
+            block = None if found else max(1, FOLLOW_BLOCK_MS // fleet.count)
+
+    async def read_shard(
+        fleet: Fleet, shard: int, cursors: list[str], block: int | None
+    ) -> int | None:
+        """Write the next results of ``shard`` (and acknowledge them): how many were read;
+        None if they could not be written."""
+        nonlocal acked
+        stream = fleet.shard(shard).results
+        more = partial(fleet.redis.xread, {stream: cursors[shard]}, count=READ_COUNT, block=block)
+        got = await fleet.call(more)
+        entries = got[stream] if got else ()
+        taken = []
+        try:
+            for entry in entries:
+                job_id = str(entry.field_values["id"])
+                if job_id not in seen:
+                    writer.write_line(str(entry.field_values["record"]))
+                taken.append((str(entry.identifier), job_id))
             if ack and taken:
-                acked += await fleet.ack(taken, retention)
-            if not entries and not follow:
-                return
+                writer.sync()  # on disk before Redis forgets it
+        except OSError as exc:
+            # Stop: nothing of this round is removed from Redis, so that a later run writes
+            # what this one could not (with --resume, skipping what it did).
+            written.failed(exc)
+            return None
+        if taken:
+            cursors[shard] = taken[-1][0]
+        if ack and taken:
+            acked += await fleet.ack(taken, retention, shard)
+        return len(entries)
 
     with files:
         with suppress(KeyboardInterrupt):

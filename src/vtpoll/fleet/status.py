@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+from functools import partial
 from typing import Any
 
 import click
@@ -47,6 +49,8 @@ def status(
         table.add_column("value", justify="right")
         for key in ("submitted", "queued", "in_progress", "done", "acknowledged"):
             table.add_row(key.replace("_", " "), str(report[key]))
+        if report["shards"] > 1:
+            table.add_row("shards", str(report["shards"]))
         if report["paused"]:
             table.add_row("paused", "yes: workers take no new jobs")
         for worker in report["workers"]:
@@ -80,39 +84,56 @@ def _one_job(redis_url: str, fleet_name: str, job_id: str, *, as_json: bool) -> 
 
 
 async def _report(fleet: Fleet) -> dict[str, Any]:
-    redis, keys = fleet.redis, fleet.keys
+    """The fleet's counts, summed over its shards; each worker with its jobs in every shard,
+    alive while its lease is alive in each (it holds one in every shard)."""
+    redis = fleet.redis
     await fleet.check_epoch()
-    counts = await fleet.call(lambda: redis.hgetall(keys.counts))
-    open_entries = await fleet.call(lambda: redis.xlen(keys.jobs))
+    counts = dict.fromkeys(("submitted", "recorded", "acked"), 0)
+    open_entries = 0
     pending: dict[str, int] = {}
-    if open_entries:
-        await fleet.ensure_group()
-        summary = await fleet.call(lambda: redis.xpending(keys.jobs, GROUP))
-        if isinstance(summary, StreamPending):
-            pending = {str(name): int(count) for name, count in (summary.consumers or {}).items()}
+    #: Each worker's lease left (ms), the least over the shards.
+    left: dict[str, float] = {}
+    grouped = False
+    for shard in range(fleet.count):
+        keys = fleet.shard(shard)
+        for key, value in (await fleet.call(partial(redis.hgetall, keys.counts))).items():
+            if key in counts:
+                counts[key] += int(value)
+        entries = await fleet.call(partial(redis.xlen, keys.jobs))
+        open_entries += entries
+        if entries:
+            if not grouped:
+                await fleet.ensure_group()
+                grouped = True
+            summary = await fleet.call(partial(redis.xpending, keys.jobs, GROUP))
+            if isinstance(summary, StreamPending):
+                for name, count in (summary.consumers or {}).items():
+                    pending[str(name)] = pending.get(str(name), 0) + int(count)
+        now = float(str(await fleet.call(partial(redis.eval, _NOW, keys=[keys.workers]))))
+        leases = await fleet.call(
+            partial(redis.zrange, keys.workers, "-inf", "+inf", PureToken.BYSCORE, withscores=True)
+        )
+        for lease in leases:
+            if isinstance(lease, ScoredMember):
+                name = str(lease.member)
+                left[name] = min(left.get(name, math.inf), float(lease.score) - now)
     in_progress = sum(pending.values())
-    now = await fleet.call(lambda: redis.eval(_NOW, keys=[keys.workers]))
-    leases = await fleet.call(
-        lambda: redis.zrange(keys.workers, "-inf", "+inf", PureToken.BYSCORE, withscores=True)
-    )
-    workers = []
-    for lease in leases:
-        if isinstance(lease, ScoredMember):
-            name, expiry = str(lease.member), float(lease.score)
-            workers.append(
-                {
-                    "name": name,
-                    "alive": expiry > float(str(now)),
-                    "lease_left_s": round(max(0.0, (expiry - float(str(now))) / 1000), 1),
-                    "pending": pending.get(name, 0),
-                }
-            )
+    workers = [
+        {
+            "name": name,
+            "alive": ms > 0,
+            "lease_left_s": round(max(0.0, ms / 1000), 1),
+            "pending": pending.get(name, 0),
+        }
+        for name, ms in left.items()
+    ]
     return {
-        "submitted": int(counts.get("submitted", 0)),
+        "submitted": counts["submitted"],
         "queued": open_entries - in_progress,
         "in_progress": in_progress,
-        "done": int(counts.get("recorded", 0)),
-        "acknowledged": int(counts.get("acked", 0)),
+        "done": counts["recorded"],
+        "acknowledged": counts["acked"],
         "paused": await fleet.is_paused(),
+        "shards": fleet.count,
         "workers": workers,
     }

@@ -11,6 +11,7 @@ from .._errors import EXIT_OK
 from .._options import given_job_ids, job_id_options
 from ._options import fleet_options, with_fleet
 from ._redis import Fleet
+from ._shards import MAX_SHARDS
 
 
 @click.command()
@@ -23,6 +24,13 @@ from ._redis import Fleet
     help="Seconds from now each job may be polled before it ends as 'timeout'; 0 = the"
     " worker's own --timeout, counted from when it takes the job.",
 )
+@click.option(
+    "--shards",
+    type=click.IntRange(min=1, max=MAX_SHARDS),
+    help="The fleet's shards, fixed by its first submit: its keys spread over this many hash"
+    " tags, so over the nodes of a Redis Cluster (where the first submit must give it). Default"
+    " 1 on one Redis; later submits may repeat the count, not change it.",
+)
 @fleet_options
 @click.pass_context
 def submit(
@@ -31,6 +39,7 @@ def submit(
     ids: tuple[str, ...],
     files: tuple[Path, ...],
     timeout: float,
+    shards: int | None,
     redis_url: str,
     fleet_name: str,
 ) -> None:
@@ -42,11 +51,12 @@ def submit(
     id_list = given_job_ids(ids, files)
     deadline = time.time() + timeout if timeout else None
 
-    async def body(fleet: Fleet) -> int:
-        await fleet.ensure_group()
-        return await fleet.submit(id_list.ids, deadline)
+    async def body(fleet: Fleet) -> tuple[int, int]:
+        added = await fleet.submit(id_list.ids, deadline, shards)
+        return added, fleet.count
 
-    added = with_fleet(redis_url, fleet_name, body)
+    added, count = with_fleet(redis_url, fleet_name, body)
     known = len(id_list.ids) - added
-    click.echo(f"submitted {added} new jobs to fleet {fleet_name!r} ({known} already known)")
+    over = f", over {count} shards" if count > 1 else ""
+    click.echo(f"submitted {added} new jobs to fleet {fleet_name!r} ({known} already known{over})")
     ctx.exit(EXIT_OK)

@@ -58,7 +58,8 @@ DEFAULT_LEASE = 20.0
     "--metrics-port",
     type=click.IntRange(min=0, max=65535),
     help="Serve Prometheus metrics on this port (0: a free one, said on standard error) at"
-    " /metrics: results recorded and dropped, jobs held, taken over, dead-lettered, requests.",
+    " /metrics: results recorded and dropped, jobs held, taken over, dead-lettered, shards"
+    " read, requests.",
 )
 @click.option(
     "--metrics-host",
@@ -86,7 +87,10 @@ def worker(
 
     --rate is the whole fleet's rate toward the status API, shared through Redis, in evenly
     spaced slots (--burst allows that many at once); a 429's Retry-After pauses every worker.
-    Without --rate each worker keeps a limiter of its own.
+    Without --rate each worker keeps a limiter of its own. In a fleet of several shards each
+    worker reads new jobs from the shards rendezvous hashing gives it among the live workers
+    (from the others' too while its own have none left), and takes over a dead worker's jobs
+    in every shard. Started before the fleet's first submit, it waits for it.
     Exit status: 0 stopped by a signal, 1 this worker's lease was lost (its jobs were taken
     over), 2 bad input, a Redis that cannot be used, or the fleet's state lost (Redis wiped).
     """

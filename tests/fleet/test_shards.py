@@ -1,0 +1,363 @@
+"""A fleet over several shards, each its own hash tag: jobs spread by their IDs, workers spread
+over the shards by rendezvous hashing and taking over in each, commands summing over them; the
+shard count fixed by the first submit; names that would break a hash tag refused."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sim_server import ServerSettings
+from tests.conftest import Sim
+from tests.helpers import spawn, stop, wait_for
+from video_translation_client import VideoTranslationClient
+from vtpoll import cli
+from vtpoll.fleet._options import with_fleet
+from vtpoll.fleet._redis import Fleet, open_fleet
+from vtpoll.fleet._scripts import Keys
+from vtpoll.fleet._shards import served, shard_of
+from vtpoll.fleet._worker import Worker
+
+GUARD = 10.0
+SHARDS = 3
+
+
+def _invoke(*args: str) -> tuple[int, str]:
+    done = CliRunner().invoke(cli, ["fleet", *args])
+    return done.exit_code, done.output
+
+
+async def until_recorded(fleet: Fleet, count: int) -> None:
+    """Until the shards' results streams hold ``count`` results in all."""
+    recorded = 0
+    while recorded < count:
+        await trio.sleep(0.02)
+        recorded = 0
+        for shard in range(fleet.count):
+            recorded += await fleet.redis.xlen(fleet.shard(shard).results)
+
+
+async def sim_of(ids: list[str]) -> Sim:
+    """The simulation app (not a fixture's: for tests that also run commands, outside trio),
+    each job of ``ids`` done at once; :func:`close` it."""
+    return await created(Sim(ServerSettings(error_rate=0.0)), ids)
+
+
+async def created(sim: Sim, ids: list[str]) -> Sim:
+    """``sim``, each job of ``ids`` created in it, done at once."""
+    for job_id in ids:
+        await sim.create(job_id, 0.0)
+    return sim
+
+
+async def close(sim: Sim) -> None:
+    await sim.client.aclose()
+    sim.state.store.close()
+
+
+def workers_of(fleet: Fleet, sim: Sim, names: list[str], lease: float = 2.0) -> list[Worker]:
+    return [
+        Worker(
+            fleet,
+            VideoTranslationClient("http://sim", http_client=sim.client),
+            name=name,
+            lease=lease,
+            capacity=50,
+        )
+        for name in names
+    ]
+
+
+async def run_workers(fleet: Fleet, sim: Sim, names: list[str], count: int) -> list[Worker]:
+    """Workers polling the fleet in this process until ``count`` results are recorded."""
+    workers = workers_of(fleet, sim, names)
+    async with trio.open_nursery() as nursery:
+        for worker in workers:
+            nursery.start_soon(worker.run)
+        await until_recorded(fleet, count)
+        nursery.cancel_scope.cancel()
+    return workers
+
+
+def test_a_jobs_shard_is_a_stable_hash_of_its_id():
+    """The same shard in every process and version (CRC-32, not Python's salted hash)."""
+    assert [shard_of(f"job-{i}", 3) for i in range(6)] == [1, 2, 0, 0, 2, 0]
+    assert shard_of("anything", 1) == 0
+
+
+@given(
+    workers=st.sets(st.text(min_size=1, max_size=8), min_size=1, max_size=12),
+    shards=st.integers(min_value=1, max_value=16),
+)
+def test_every_shard_is_read_and_every_worker_reads_one(workers: set[str], shards: int):
+    """Whatever the live workers and the count: each shard has a reader, each worker a shard."""
+    read = {worker: served(worker, workers, shards) for worker in workers}
+    assert all(read.values())
+    assert set().union(*read.values()) == set(range(shards))
+
+
+@given(
+    workers=st.sets(st.text(min_size=1, max_size=8), min_size=1, max_size=12),
+    joining=st.text(min_size=1, max_size=8),
+    shards=st.integers(min_value=1, max_value=16),
+)
+def test_a_worker_joining_gives_the_others_no_new_shard(
+    workers: set[str], joining: str, shards: int
+):
+    """Rendezvous hashing: the newcomer takes shards from the others, moves none between them."""
+    for worker in workers:
+        before = served(worker, workers, shards)
+        assert served(worker, {*workers, joining}, shards) <= before
+
+
+def test_jobs_spread_over_shards_and_each_is_recorded_once(
+    redis_url: str, fleet_name: str, tmp_path: Path
+):
+    """60 jobs over 3 shards of one Redis: each shard holds some, two workers read them all,
+    every result is recorded once; status sums the shards; results --ack writes and removes
+    them all."""
+    args = ["--redis", redis_url, "--fleet", fleet_name]
+    ids = [f"s{i}" for i in range(60)]
+    code, said = _invoke("submit", *args, "--shards", str(SHARDS), *ids)
+    assert (code, said) == (
+        0,
+        f"submitted 60 new jobs to fleet {fleet_name!r} (0 already known, over 3 shards)\n",
+    )
+
+    async def work() -> None:
+        sim = await sim_of(ids)
+        with trio.fail_after(GUARD):
+            async with open_fleet(redis_url, fleet_name) as fleet:
+                assert fleet.shards == SHARDS
+                held = [await fleet.redis.hlen(fleet.shard(s).state) for s in range(SHARDS)]
+                assert sum(held) == 60
+                assert all(held)
+                workers = await run_workers(fleet, sim, ["w1", "w2"], len(ids))
+                assert sum(w.stats.recorded for w in workers) == 60
+                assert set().union(*(w.serving for w in workers)) == set(range(SHARDS))
+        await close(sim)
+
+    trio.run(work)
+    code, said = _invoke("status", *args, "--json")
+    assert code == 0, said
+    report = json.loads(said)
+    assert (report["submitted"], report["done"], report["queued"], report["shards"]) == (
+        60,
+        60,
+        0,
+        3,
+    )
+    assert {w["name"] for w in report["workers"]} == {"w1", "w2"}
+    code, said = _invoke("status", *args, "--job", "s7")
+    assert (code, said) == (0, "s7: done: completed\n")
+    out = tmp_path / "results.jsonl"
+    code, said = _invoke("results", *args, "-o", str(out), "--ack")
+    assert code == 0, said
+    assert sorted(json.loads(line)["job_id"] for line in out.read_text().splitlines()) == sorted(
+        ids
+    )
+    code, said = _invoke("status", *args, "--json")
+    assert json.loads(said)["acknowledged"] == 60
+    assert _invoke("status", *args, "--job", "s7") == (0, "s7: acknowledged\n")
+    assert _invoke("submit", *args, *ids[:10]) == (
+        0,
+        f"submitted 0 new jobs to fleet {fleet_name!r} (10 already known, over 3 shards)\n",
+    )
+
+
+async def test_a_dead_workers_jobs_are_taken_over_in_every_shard(
+    redis_url: str, fleet_name: str, make_sim
+):
+    """A worker read jobs from all 3 shards and froze past its lease: the live worker claims
+    them in each shard, polls and records them; the frozen one's renewal finds it fenced."""
+    ids = [f"d{i}" for i in range(30)]
+    sim = await created(make_sim(), ids)
+    with trio.fail_after(GUARD):
+        async with open_fleet(redis_url, fleet_name) as fleet:
+            assert await fleet.submit(ids, None, SHARDS) == 30
+            frozen = 0
+            for shard in range(SHARDS):
+                assert await fleet.lease("frozen", 0.05, join=True, shard=shard) > 0
+                got = await fleet.redis.xreadgroup(
+                    "pollers", "frozen", streams={fleet.shard(shard).jobs: ">"}, count=100
+                )
+                frozen += len(got[fleet.shard(shard).jobs]) if got else 0
+            assert frozen == 30
+            [alive] = await run_workers(fleet, sim, ["alive"], len(ids))
+            assert alive.stats.claimed == 30
+            assert alive.stats.recorded == 30
+            fenced = [await fleet.lease("frozen", 60, join=False, shard=s) for s in range(SHARDS)]
+            assert -1 in fenced
+
+
+def test_the_shard_count_is_fixed_by_the_first_submit(redis_url: str, fleet_name: str):
+    """Another count later is one line, exit 2; the same count, or none, is the fleet's."""
+    args = ["--redis", redis_url, "--fleet", fleet_name]
+    assert _invoke("submit", *args, "--shards", "3", "a")[0] == 0
+    code, said = _invoke("submit", *args, "--shards", "2", "b")
+    assert code == 2
+    assert said == (
+        f"vtpoll: error: fleet {fleet_name!r} has 3 shards, fixed at its first submit: --shards 2"
+        " cannot change that\n"
+    )
+    assert _invoke("submit", *args, "--shards", "3", "b")[0] == 0
+    assert "over 3 shards" in _invoke("submit", *args, "c")[1]
+
+
+def test_a_fleet_from_before_shards_is_one_shard(redis_url: str, fleet_name: str):
+    """Its keys (an epoch, no count) are shard 0's: it reads as one shard, and stays one."""
+
+    async def old() -> None:
+        with trio.fail_after(GUARD):
+            async with open_fleet(redis_url, fleet_name) as fleet:
+                await fleet.submit(["old-job"], None)
+                # What a fleet submitted before shards has: shard 0's keys, and no count.
+                await fleet.redis.delete([Keys(fleet_name).shards])
+            async with open_fleet(redis_url, fleet_name) as fleet:
+                assert fleet.shards == 1
+                assert await fleet.job("old-job") == {"job_id": "old-job", "state": "queued"}
+
+    trio.run(old)
+    code, said = _invoke(
+        "submit", "--redis", redis_url, "--fleet", fleet_name, "--shards", "2", "x"
+    )
+    assert code == 2
+    assert "has 1 shards, fixed at its first submit" in said
+
+
+@pytest.mark.parametrize("name", ["a{b", "a}b", "a:1", ""])
+def test_a_fleet_name_that_breaks_a_hash_tag_is_refused(redis_url: str, name: str):
+    """Braces end the tag early; a colon would make fleet 'a:1' shard 1 of fleet 'a'."""
+    for command in ("submit", "status"):
+        extra = ["x"] if command == "submit" else []
+        code, said = _invoke(command, "--redis", redis_url, "--fleet", name, *extra)
+        assert code == 2
+        assert said.count("\n") == 1, said
+        assert "--fleet" in said
+
+
+async def test_a_worker_started_before_the_first_submit_waits_for_it(
+    redis_url: str, fleet_name: str, make_sim
+):
+    """It cannot know the shards until then: once the submit fixes 3, it reads all 3."""
+    ids = [f"e{i}" for i in range(12)]
+    sim = await created(make_sim(), ids)
+    with trio.fail_after(GUARD):
+        async with open_fleet(redis_url, fleet_name) as fleet:
+            [worker] = workers_of(fleet, sim, ["early"])
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(worker.run)
+                await trio.testing.wait_all_tasks_blocked()
+                async with open_fleet(redis_url, fleet_name) as submitter:
+                    assert await submitter.submit(ids, None, SHARDS) == 12
+                await until_recorded(fleet, len(ids))
+                nursery.cancel_scope.cancel()
+            assert worker.serving == frozenset(range(SHARDS))
+
+
+async def _reading(fleet: Fleet) -> bool:
+    """Whether some client of the fleet's Redis waits in XREAD (a results --follow)."""
+    return any(str(client.get("cmd")) == "xread" for client in await fleet.redis.client_list())
+
+
+def test_results_followed_from_before_the_first_submit_come_from_every_shard(
+    redis_url: str, fleet_name: str, tmp_path: Path
+):
+    """``results --follow`` started before the fleet existed learns its shards once it is
+    submitted, and writes the results of all of them."""
+    args = ["--redis", redis_url, "--fleet", fleet_name]
+    out = tmp_path / "results.jsonl"
+    ids = [f"f{i}" for i in range(30)]
+    writer = spawn(
+        [sys.executable, "-m", "vtpoll", "fleet", "results", *args, "-o", str(out), "--follow"],
+        stderr=subprocess.PIPE,
+    )
+
+    async def work() -> None:
+        sim = await sim_of(ids)
+        with trio.fail_after(GUARD):
+            async with open_fleet(redis_url, fleet_name) as fleet:
+                assert await fleet.submit(ids, None, SHARDS) == 30
+                await run_workers(fleet, sim, ["w"], len(ids))
+        await close(sim)
+
+    try:
+        wait_for(
+            lambda: with_fleet(redis_url, fleet_name, _reading),
+            "the writer reading",
+            timeout=GUARD,
+            alive=writer,
+        )
+        trio.run(work)
+        wait_for(
+            lambda: out.read_text().count("\n") >= len(ids),
+            "every shard's results written",
+            timeout=GUARD,
+            alive=writer,
+        )
+    finally:
+        stop(writer, signal.SIGTERM)
+    written = [json.loads(line)["job_id"] for line in out.read_text().splitlines()]
+    assert sorted(written) == sorted(ids)
+
+
+@pytest.mark.parametrize("count", ["0", "65", "x"])
+def test_a_shard_count_out_of_range_is_one_line(redis_url: str, fleet_name: str, count: str):
+    """1 to 64: every worker renews a lease and takes over in each shard."""
+    args = ["--redis", redis_url, "--fleet", fleet_name]
+    done = CliRunner().invoke(cli, ["fleet", "submit", *args, "--shards", count, "a"])
+    assert done.exit_code == 2
+    assert done.output.count("\n") == 1, done.output
+    assert "--shards" in done.output
+
+
+def test_cancel_and_pause_reach_every_shard(redis_url: str, fleet_name: str):
+    """Jobs cancelled in each shard they live in, an unknown one named; the pause is the
+    whole fleet's; status sums the shards."""
+    args = ["--redis", redis_url, "--fleet", fleet_name]
+    ids = [f"c{i}" for i in range(9)]
+    assert _invoke("submit", *args, "--shards", "3", *ids)[0] == 0
+    chosen = [next(i for i in ids if shard_of(i, SHARDS) == shard) for shard in range(SHARDS)]
+    code, said = _invoke("cancel", *args, *chosen, "nope")
+    assert code == 1
+    assert said.startswith(f"cancelled 3 jobs of fleet {fleet_name!r} (0 done already, 1 unknown)")
+    assert _invoke("pause", *args)[0] == 0
+    report = json.loads(_invoke("status", *args, "--json")[1])
+    assert (report["submitted"], report["done"], report["queued"], report["paused"]) == (
+        9,
+        3,
+        6,
+        True,
+    )
+    for job_id in chosen:
+        assert _invoke("status", *args, "--job", job_id)[1].startswith(f"{job_id}: done: failed")
+
+
+async def test_a_worker_with_room_takes_jobs_from_a_shard_it_does_not_read(
+    redis_url: str, fleet_name: str, make_sim
+):
+    """The only reader of a shard holds it and polls nothing (a live lease, a full worker):
+    a worker whose own shard has no jobs left takes that shard's new jobs too."""
+    shards = 2
+    busy = next(f"busy-{k}" for k in range(100) if served(f"busy-{k}", ["idle"], shards) == {1})
+    assert served("idle", [busy], shards) == {0}
+    ids = [i for i in (f"x{k}" for k in range(40)) if shard_of(i, shards) == 1][:10]
+    sim = await created(make_sim(), ids)
+    with trio.fail_after(GUARD):
+        async with open_fleet(redis_url, fleet_name) as fleet:
+            assert await fleet.submit(ids, None, shards) == 10
+            for shard in range(shards):
+                assert await fleet.lease(busy, 60, join=True, shard=shard) > 0
+            [idle] = await run_workers(fleet, sim, ["idle"], len(ids))
+    assert idle.serving == {0}
+    assert idle.stats.stolen == 10
