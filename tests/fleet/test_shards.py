@@ -221,8 +221,10 @@ def test_a_fleet_from_before_shards_is_one_shard(redis_url: str, fleet_name: str
         with trio.fail_after(GUARD):
             async with open_fleet(redis_url, fleet_name) as fleet:
                 await fleet.submit(["old-job"], None)
-                # What a fleet submitted before shards has: shard 0's keys, and no count.
+                # What a fleet submitted before shards has: shard 0's keys, no count, and an
+                # epoch that does not carry one.
                 await fleet.redis.delete([Keys(fleet_name).shards])
+                await fleet.redis.set(Keys(fleet_name).epoch, "0123456789abcdef")
             async with open_fleet(redis_url, fleet_name) as fleet:
                 assert fleet.shards == 1
                 assert await fleet.job("old-job") == {"job_id": "old-job", "state": "queued"}
@@ -233,6 +235,37 @@ def test_a_fleet_from_before_shards_is_one_shard(redis_url: str, fleet_name: str
     )
     assert code == 2
     assert "has 1 shards, fixed at its first submit" in said
+
+
+def test_a_lost_shard_count_or_shard_is_said(redis_url: str, fleet_name: str):
+    """The count's key lost alone (evicted, deleted): the epoch carries it, so the fleet is
+    not taken for a one-shard fleet (which would queue the other shards' jobs again in shard
+    0). A shard whose epoch is gone while shard 0 has its own lost its state: exit 2."""
+    ids = [f"j{i}" for i in range(12)]
+    code, said = _invoke(
+        "submit", "--redis", redis_url, "--fleet", fleet_name, "--shards", "3", *ids
+    )
+    assert code == 0, said
+
+    async def lose_the_count() -> None:
+        with trio.fail_after(GUARD):
+            async with open_fleet(redis_url, fleet_name) as fleet:
+                await fleet.redis.delete([Keys(fleet_name).shards])
+            async with open_fleet(redis_url, fleet_name) as fleet:
+                assert fleet.shards == 3
+                assert await fleet.submit(ids, None) == 0
+
+    trio.run(lose_the_count)
+
+    async def lose_shard_1() -> None:
+        async with open_fleet(redis_url, fleet_name) as fleet:
+            await fleet.redis.delete([Keys(fleet_name, 1).epoch])
+
+    trio.run(lose_shard_1)
+    code, said = _invoke("status", "--redis", redis_url, "--fleet", fleet_name)
+    assert code == 2
+    assert "state was lost" in said
+    assert "shard 1" in said
 
 
 @pytest.mark.parametrize("name", ["a{b", "a}b", "a:1", ""])

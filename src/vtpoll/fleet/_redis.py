@@ -29,7 +29,7 @@ from coredis.response.types import StreamPendingExt
 
 from . import _scripts
 from ._scripts import Keys, check_name
-from ._shards import shard_of
+from ._shards import MAX_SHARDS, shard_of
 
 T = TypeVar("T")
 #: A fleet's connection: to one Redis, or to a Redis Cluster through one of its nodes.
@@ -269,7 +269,10 @@ class Fleet:
                 " so over the cluster's nodes)"
             )
         await self.ensure_group()
-        stamp, token = "" if deadline is None else repr(deadline), secrets.token_hex(8)
+        # The count rides in the epoch too (token/N): were the count's key lost alone, the
+        # fleet is not taken for one from before shards (one shard) while others hold jobs.
+        stamp = "" if deadline is None else repr(deadline)
+        token = f"{secrets.token_hex(8)}/{self.count}"
         positions = self._by_shard(ids, str)
         added = 0
         for shard in range(self.count):
@@ -303,6 +306,10 @@ class Fleet:
         for shard in range(self.count):
             keys = self.shard(shard)
             epoch = await self.call(partial(self.redis.get, keys.epoch))
+            if epoch is None and shard and self.epochs.get(0) is not None:
+                # The first submit writes every shard's epoch: one gone while shard 0 has its
+                # own is a shard whose state was lost (a cluster node that lost its data).
+                raise StateLost(self.keys.fleet, f"its epoch is gone in shard {shard}")
             if epoch is None and shard not in self.epochs:
                 # Lengths, not keys: a worker started before the first submit makes the
                 # (empty) jobs stream for its group.
@@ -527,6 +534,11 @@ async def _client(url: str, *, cluster: bool) -> AsyncIterator[Client]:
         "connect_timeout": 2.0,
         "retry_policy": coredis.retry.NoRetryPolicy(),
     }
+    # A worker's reader of each shard holds a connection through its blocking read: the pool
+    # must leave room beside them for leases, takeovers and records (at the default of 64,
+    # or the cluster client's 32, a worker reading every shard of a large fleet waited
+    # seconds for each renewal, and never took over).
+    pool: dict[str, Any] = {"max_connections": 2 * MAX_SHARDS + 16}
     if url.startswith(f"{SENTINEL}://"):
         named = sentinel_parts(url)
         sentinel: coredis.Sentinel[str] = coredis.Sentinel(
@@ -551,9 +563,10 @@ async def _client(url: str, *, cluster: bool) -> AsyncIterator[Client]:
                 password=parts.password,
                 ssl=parts.scheme == "rediss",
                 **options,
+                **pool,
             )
         else:
-            client = coredis.Redis.from_url(url, **options)
+            client = coredis.Redis.from_url(url, **options, **pool)
     except ValueError as exc:
         raise FleetError(f"--redis {url!r} is not a valid URL: {exc}") from None
     async with client:

@@ -167,11 +167,13 @@ def marker(job_id: str) -> str:
 
 #: KEYS: shards, epoch (both shard 0's). ARGV: the shard count to write if the fleet has none
 #: ("" to write none). The count is written once, by the fleet's first submit, and never
-#: changed; a fleet with an epoch and no count is a fleet from before shards: one shard.
-#: Returns the count, or nil if the fleet has none.
+#: changed; the epoch carries it too (token/N), should its key be lost; a fleet with an epoch
+#: without a count is a fleet from before shards: one shard. Returns the count, or nil if the
+#: fleet has none.
 SHARDS = """
 local n = redis.call('GET', KEYS[1])
-if (not n) and redis.call('EXISTS', KEYS[2]) == 1 then n = '1' end
+local epoch = redis.call('GET', KEYS[2])
+if (not n) and epoch then n = string.match(epoch, '/(%d+)$') or '1' end
 if (not n) and ARGV[1] ~= '' then
   n = ARGV[1]
   redis.call('SET', KEYS[1], n)
