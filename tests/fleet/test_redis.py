@@ -228,6 +228,34 @@ async def test_two_workers_share_the_rate_in_blocks(redis_url: str, fleet_name: 
     assert sum(limiter.reservations for limiter in limiters) <= 0.1 * total
 
 
+async def test_slots_left_over_from_a_pause_in_demand_do_not_go_at_once(
+    redis_url: str, fleet_name: str
+):
+    """Slots of a block that passed while nobody asked (more than a block's span ago) are
+    dropped: ten requests after a pause are spaced by the rate, not sent together."""
+    rate = 100.0
+    with trio.fail_after(GUARD):
+        async with open_fleet(redis_url, fleet_name) as fleet:
+            limiter = FleetRateLimiter(fleet, rate)
+
+            async def ask(times: int) -> None:
+                for _ in range(times):
+                    await limiter.acquire()
+
+            async with trio.open_nursery() as nursery:  # blocks sized by ten callers
+                for _ in range(10):
+                    nursery.start_soon(ask, 3)
+            await ask(1)  # a block sized by that use: one slot used, the others left over
+            assert limiter.reservations < 30
+            await trio.sleep(0.5)
+            started = trio.current_time()
+            async with trio.open_nursery() as nursery:
+                for _ in range(9):
+                    nursery.start_soon(ask, 1)
+            elapsed = trio.current_time() - started
+    assert elapsed >= 7 / rate
+
+
 @pytest.mark.parametrize(
     ("url", "message"),
     [

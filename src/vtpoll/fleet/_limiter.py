@@ -1,14 +1,14 @@
 """The fleet's one rate limit toward the status API, shared by every worker through Redis.
 
-Each request takes one of the fleet's slots (a GCRA kept in Redis: a slot is never denied,
-the caller waits for it), so N workers together never exceed the rate. A worker reserves its
-slots in blocks, as many as it used in the last ``BLOCK_SPAN`` seconds (one at first, at most
-the fleet's rate over that span): one Redis call serves many requests at a high rate (at
-1,000 requests/s a worker reserves up to 100 at once), and a slot reserved but not used is
-lost to the fleet only within a block. A 429's Retry-After
-pauses every worker, and a quota the server declares lowers the fleet's rate, both written to
-Redis by :meth:`FleetRateLimiter.publish` (the client reports them synchronously; Redis is
-reached from a task of the worker's own).
+Each request takes one of the fleet's slots (a GCRA kept in Redis: a slot is never denied, the
+caller waits for it), so N workers together never exceed the rate. A worker reserves its slots
+in blocks, as many as it used in the last ``BLOCK_SPAN`` seconds or has callers waiting for (at
+most the fleet's rate over that span): one Redis call serves many requests at a high rate (at
+1,000 requests/s a worker reserves up to 100 at once), and a slot reserved but not used is lost
+to the fleet only within a block. A 429's Retry-After pauses every worker, and a quota the
+server declares lowers the fleet's rate, both written to Redis by
+:meth:`FleetRateLimiter.publish` (the client reports them synchronously; Redis is reached from
+a task of the worker's own).
 """
 
 from __future__ import annotations
@@ -60,8 +60,10 @@ class FleetRateLimiter:
                 # A pause this worker learnt of holds it at once, before Redis has heard of it.
                 await anyio.sleep(max(0.0, self._paused_until - started))
                 # Slots left over from a block while demand paused have passed: used now, they
-                # would all go at once, over the rate.
-                stale = anyio.current_time() - self._interval
+                # would all go at once, over the rate. (Those a span late at most are used: a
+                # worker busy with its own CPU wakes late for each, and dropping them would
+                # cost a Redis call for each few requests.)
+                stale = anyio.current_time() - BLOCK_SPAN
                 while self._slots and self._slots[0] < stale:
                     self._slots.popleft()
                 if not self._slots:
@@ -77,7 +79,11 @@ class FleetRateLimiter:
             self._wait_time += anyio.current_time() - started
 
     async def _reserve(self) -> None:
-        size = max(1, min(len(self._recent), math.ceil(self.rate * BLOCK_SPAN)))
+        # Demand is what was used in the last span, or the callers waiting now, whichever is
+        # more: a worker slowed by its own CPU uses fewer slots a span than it has callers for,
+        # and blocks sized by use alone would shrink into a Redis call a request.
+        demand = max(len(self._recent), self._waiting)
+        size = max(1, min(demand, math.ceil(self.rate * BLOCK_SPAN)))
         wait, interval = await self.fleet.reserve(self.rate, self.burst, size)
         self._interval = interval
         self.reservations += 1
