@@ -43,8 +43,10 @@ def _answers(path: Path) -> bool:
         return False
 
 
-def start_redis(folder: Path) -> tuple[subprocess.Popen[str], str]:
-    """A redis-server on ``folder``/redis.sock, answering: the process and its URL."""
+def start_redis(folder: Path, *options: str) -> tuple[subprocess.Popen[str], str]:
+    """A redis-server on ``folder``/redis.sock, answering: the process and its URL. Without
+    persistence, unless ``options`` (later command-line options win) say otherwise; started
+    again on the same folder, it serves the same socket and reads the same files."""
     path = folder / "redis.sock"
     proc = spawn(
         [
@@ -52,6 +54,7 @@ def start_redis(folder: Path) -> tuple[subprocess.Popen[str], str]:
             *("--port", "0", "--unixsocket", str(path), "--unixsocketperm", "700"),
             *("--save", "", "--appendonly", "no", "--dir", str(folder)),
             *("--logfile", str(folder / "redis.log")),
+            *options,
         ],
         stdout=subprocess.DEVNULL,
     )

@@ -1,0 +1,131 @@
+"""Workers riding through Redis going away and coming back, on real redis-server processes: a
+restart with AOF persistence that lost the writes of its last moment, and a Sentinel failover
+to a replica. No worker stops, every job ends with one true result, and what Redis lost is
+polled again rather than recorded twice."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Awaitable, Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from tests.fleet.conftest import COREDIS_LEAK, start_redis
+from tests.helpers import stop
+from video_translation_client import VideoTranslationClient
+from vtpoll.fleet._redis import Fleet, open_fleet
+from vtpoll.fleet._worker import Worker
+
+GUARD = 20.0
+LEASE = 1.0
+#: Every write in the AOF as it is written, synced each second: what a crash of the machine
+#: (not of the process alone, whose writes the kernel keeps) loses is at most the last second.
+AOF = ("--appendonly", "yes", "--appendfsync", "everysec", "--appendfilename", "fleet.aof")
+
+
+async def recorded(fleet: Fleet) -> int:
+    """The results the fleet holds, asked through the fleet's retries (Redis may be away)."""
+    return await fleet.call(partial(fleet.redis.xlen, fleet.keys.results))
+
+
+async def until(check: Callable[[], Awaitable[bool]]) -> None:
+    """Until ``check`` holds: a state in Redis, or a worker's counter (no event to wait on)."""
+    while not await check():  # noqa: ASYNC110
+        await trio.sleep(0.02)
+
+
+async def results_of(fleet: Fleet) -> list[dict[str, Any]]:
+    found = await fleet.call(partial(fleet.redis.xrange, fleet.keys.results, "-", "+"))
+    return [json.loads(str(r.field_values["record"])) for r in found]
+
+
+def start_workers(
+    nursery: trio.Nursery, fleets: list[Fleet], sim: Any, capacity: int = 8
+) -> list[Worker]:
+    workers = []
+    for k, fleet in enumerate(fleets):
+        client = VideoTranslationClient("http://sim", http_client=sim.client)
+        worker = Worker(fleet, client, name=f"w{k + 1}", lease=LEASE, capacity=capacity)
+        workers.append(worker)
+        nursery.start_soon(worker.run)
+    return workers
+
+
+# Connections tried while Redis is down leave coredis's streams to the garbage collector.
+@pytest.mark.filterwarnings(COREDIS_LEAK)
+async def test_workers_ride_through_a_redis_restart_that_lost_its_last_writes(
+    tmp_path: Path, make_sim
+):
+    """Redis killed mid-run and started again on the same socket from an AOF as the disk held
+    it a moment before (results recorded since are lost, as a machine's crash loses up to
+    the last second with ``appendfsync everysec``): both workers go on, the jobs whose
+    results were lost are polled again (the entries are still theirs), every job ends with
+    one result, its own, and the fleet's epoch is the one it had."""
+    proc, url = start_redis(tmp_path, *AOF)
+    aof, kept = tmp_path / "fleet.aof", tmp_path / "kept.aof"
+    sim = make_sim(auto_create=False)
+    ids = [f"a{i}" for i in range(16)]
+    outcomes = {job: "error" if i % 4 == 3 else "completed" for i, job in enumerate(ids)}
+    for i, job in enumerate(ids):  # finishing one after another, over 1.6 s
+        await sim.create(job, 0.1 * i, outcomes[job])
+    try:
+        with trio.fail_after(GUARD):
+            async with open_fleet(url, "aof") as one, open_fleet(url, "aof") as two:
+                await one.ensure_group()
+                await one.submit(ids, None)
+                epoch = one.epochs[0]
+                async with trio.open_nursery() as nursery:
+                    workers = start_workers(nursery, [one, two], sim)
+                    await until(lambda: _pending(one, len(ids)))  # every job taken
+                    await until(lambda: _at_least(one, 3))
+                    shutil.copyfile(aof, kept)  # the AOF as the disk will have kept it
+                    copied = await recorded(one)
+                    # A result the copy lacks, and its worker knows it recorded.
+                    await until(lambda: _known(workers, copied + 1))
+                    stop(proc)  # SIGKILL
+                    killed = trio.current_time()
+                    # Both workers find Redis gone before it is back.
+                    await until(lambda: _failed_since(killed, one, two))
+                    lost = _results_in(aof, one) - _results_in(kept, one)
+                    shutil.copyfile(kept, aof)
+                    proc, _ = start_redis(tmp_path, *AOF)
+                    await until(lambda: _at_least(one, len(ids)))
+                    nursery.cancel_scope.cancel()
+                results = await results_of(one)
+                await one.check_epoch()  # no "the fleet's state was lost"
+                assert one.epochs[0] == epoch
+    finally:
+        stop(proc)
+    assert sorted(r["job_id"] for r in results) == sorted(ids)
+    assert {r["job_id"]: r["outcome"] for r in results} == outcomes
+    # Each lost result its worker knew of is polled again; one whose reply the kill lost is
+    # sent again (the entry still with it): nothing else is polled twice.
+    assert 1 <= sum(w.stats.adopted for w in workers) <= lost
+
+
+async def _pending(fleet: Fleet, count: int) -> bool:
+    summary: Any = await fleet.call(partial(fleet.redis.xpending, fleet.keys.jobs, "pollers"))
+    return int(summary.pending) == count
+
+
+async def _at_least(fleet: Fleet, count: int) -> bool:
+    return await recorded(fleet) >= count
+
+
+async def _failed_since(moment: float, *fleets: Fleet) -> bool:
+    return all(fleet.troubled_at >= moment for fleet in fleets)
+
+
+async def _known(workers: list[Worker], count: int) -> bool:
+    return sum(w.stats.recorded for w in workers) >= count
+
+
+def _results_in(aof: Path, fleet: Fleet) -> int:
+    """Results appended in an AOF file (each an XADD to the fleet's results stream)."""
+    key = fleet.keys.results.encode()
+    return aof.read_bytes().count(b"XADD\r\n$%d\r\n%s\r\n" % (len(key), key))
