@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -186,6 +187,104 @@ def redis_sentinel_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
     finally:
         for proc in procs:
             stop(proc)
+
+
+class Replicated(NamedTuple):
+    """A primary, its replica and a Sentinel watching them, on local ports."""
+
+    primary: subprocess.Popen[str]
+    primary_port: int
+    replica: subprocess.Popen[str]
+    replica_port: int
+    sentinel: subprocess.Popen[str]
+    sentinel_port: int
+
+    @property
+    def url(self) -> str:
+        return f"redis+sentinel://127.0.0.1:{self.sentinel_port}/primary"
+
+    def stop(self) -> None:
+        for proc in (self.sentinel, self.replica, self.primary):
+            stop(proc)
+
+
+#: Milliseconds without an answer after which the sentinel deems the primary down (with a
+#: quorum of 1, objectively: it fails over at once).
+DOWN_AFTER_MS = 200
+
+
+def start_replicated(folder: Path) -> Replicated:
+    """A primary, a replica in sync with it, and a sentinel (quorum 1) that knows both and
+    fails over ``DOWN_AFTER_MS`` after the primary stops answering."""
+    server = redis_server_binary()
+    started: list[subprocess.Popen[str]] = []
+
+    def node(name: str, port: int, *options: str) -> subprocess.Popen[str]:
+        proc = spawn(
+            [
+                server,
+                *("--port", str(port), "--bind", "127.0.0.1"),
+                *("--save", "", "--appendonly", "no", "--dir", str(folder)),
+                *("--logfile", str(folder / f"{name}.log")),
+                *options,
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        started.append(proc)
+        wait_for(partial(_answers_tcp, port), f"PONG from the {name}", timeout=START_TIMEOUT)
+        return proc
+
+    try:
+        primary_port, replica_port = _free_port(), _free_port()
+        primary = node("primary", primary_port)
+        replica = node("replica", replica_port, "--replicaof", "127.0.0.1", str(primary_port))
+        wait_for(
+            lambda: "master_link_status:up" in redis_cli(replica_port, "INFO", "replication"),
+            "the replica in sync",
+            timeout=START_TIMEOUT,
+        )
+        port = _free_port()
+        config = folder / "sentinel.conf"
+        config.write_text(
+            f"port {port}\nbind 127.0.0.1\ndir {folder}\nlogfile {folder / 'sentinel.log'}\n"
+            f"sentinel monitor primary 127.0.0.1 {primary_port} 1\n"
+            f"sentinel down-after-milliseconds primary {DOWN_AFTER_MS}\n"
+            "sentinel failover-timeout primary 5000\n"
+        )
+        sentinel = spawn([server, str(config), "--sentinel"], stdout=subprocess.DEVNULL)
+        started.append(sentinel)
+        # The sentinel has seen the replica in sync: a candidate for promotion.
+        wait_for(
+            lambda: _known_in_sync(port),
+            "the sentinel knowing the replica",
+            timeout=START_TIMEOUT,
+            alive=sentinel,
+        )
+    except BaseException:
+        for proc in started:
+            stop(proc)
+        raise
+    return Replicated(primary, primary_port, replica, replica_port, sentinel, port)
+
+
+def _known_in_sync(sentinel_port: int) -> bool:
+    said = redis_cli(sentinel_port, "SENTINEL", "REPLICAS", "primary").split("\n")
+    fields = dict(zip(said[::2], said[1::2], strict=False))
+    return fields.get("flags") == "slave" and fields.get("master-link-status") == "ok"
+
+
+def redis_cli(port: int, *args: str) -> str:
+    """What redis-cli (beside redis-server) prints for one command to 127.0.0.1:``port``;
+    empty if nothing answers."""
+    cli = Path(redis_server_binary()).with_name("redis-cli")
+    done = subprocess.run(
+        [str(cli), "-h", "127.0.0.1", "-p", str(port), *args],
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT,
+        check=False,
+    )
+    return done.stdout.strip()
 
 
 SLOTS = 16384

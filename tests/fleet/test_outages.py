@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import trio
 
-from tests.fleet.conftest import COREDIS_LEAK, start_redis
+from tests.fleet.conftest import COREDIS_LEAK, redis_cli, start_redis, start_replicated
 from tests.helpers import stop
 from video_translation_client import VideoTranslationClient
 from vtpoll.fleet._redis import Fleet, open_fleet
@@ -106,6 +106,45 @@ async def test_workers_ride_through_a_redis_restart_that_lost_its_last_writes(
     # Each lost result its worker knew of is polled again; one whose reply the kill lost is
     # sent again (the entry still with it): nothing else is polled twice.
     assert 1 <= sum(w.stats.adopted for w in workers) <= lost
+
+
+# Connections tried while the primary is down, or the sentinel names it still.
+@pytest.mark.filterwarnings(COREDIS_LEAK)
+async def test_workers_ride_through_a_sentinel_failover(tmp_path: Path, make_sim):
+    """The primary killed mid-run, the sentinel promotes the replica: both workers, connected
+    through ``redis+sentinel://``, retry through the failover and go on against the new
+    primary; every job ends with one result, its own, and no worker stops."""
+    nodes = start_replicated(tmp_path)
+    sim = make_sim(auto_create=False)
+    ids = [f"f{i}" for i in range(16)]
+    outcomes = {job: "error" if i % 4 == 3 else "completed" for i, job in enumerate(ids)}
+    for i, job in enumerate(ids):  # finishing one after another, over 1.6 s
+        await sim.create(job, 0.1 * i, outcomes[job])
+    try:
+        with trio.fail_after(GUARD):
+            async with (
+                open_fleet(nodes.url, "failover") as one,
+                open_fleet(nodes.url, "failover") as two,
+            ):
+                await one.ensure_group()
+                await one.submit(ids, None)
+                async with trio.open_nursery() as nursery:
+                    workers = start_workers(nursery, [one, two], sim)
+                    await until(lambda: _pending(one, len(ids)))  # every job taken
+                    await until(lambda: _known(workers, 3))
+                    stop(nodes.primary)  # SIGKILL
+                    await until(lambda: _at_least(one, len(ids)))
+                    nursery.cancel_scope.cancel()
+                results = await results_of(one)
+                await one.check_epoch()
+        # The sentinel names the former replica.
+        said = redis_cli(nodes.sentinel_port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", "primary")
+        assert said.split() == ["127.0.0.1", str(nodes.replica_port)]
+    finally:
+        nodes.stop()
+    assert sorted(r["job_id"] for r in results) == sorted(ids)
+    assert {r["job_id"]: r["outcome"] for r in results} == outcomes
+    assert all(w.stats.recorded for w in workers)
 
 
 async def _pending(fleet: Fleet, count: int) -> bool:
