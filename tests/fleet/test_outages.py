@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import trio
 
-from tests.fleet.conftest import COREDIS_LEAK, redis_cli, start_redis, start_replicated
+from tests.fleet.conftest import COREDIS_LEAK, _free_port, redis_cli, start_redis, start_replicated
 from tests.helpers import stop
 from video_translation_client import VideoTranslationClient
 from vtpoll.fleet._redis import Fleet, open_fleet
@@ -106,6 +106,47 @@ async def test_workers_ride_through_a_redis_restart_that_lost_its_last_writes(
     # Each lost result its worker knew of is polled again; one whose reply the kill lost is
     # sent again (the entry still with it): nothing else is polled twice.
     assert 1 <= sum(w.stats.adopted for w in workers) <= lost
+
+
+async def test_workers_ride_through_their_primary_turned_replica_for_a_while(
+    tmp_path: Path, make_sim
+):
+    """Redis made a replica mid-run (of a primary that does not answer), then a primary again:
+    what a failover does to the primary it leaves. Writes are refused ``READONLY`` and
+    blocked reads ended ``UNBLOCKED`` meanwhile; both workers retry them and go on, and every
+    job ends with one result, its own."""
+    proc, url = start_redis(tmp_path)
+    sim = make_sim(auto_create=False)
+    ids = [f"r{i}" for i in range(16)]
+    outcomes = {job: "error" if i % 4 == 3 else "completed" for i, job in enumerate(ids)}
+    for i, job in enumerate(ids):  # finishing one after another, over 1.6 s
+        await sim.create(job, 0.1 * i, outcomes[job])
+    try:
+        with trio.fail_after(GUARD):
+            async with (
+                open_fleet(url, "demoted") as one,
+                open_fleet(url, "demoted") as two,
+                open_fleet(url, "demoted") as admin,
+            ):
+                await one.ensure_group()
+                await one.submit(ids, None)
+                async with trio.open_nursery() as nursery:
+                    workers = start_workers(nursery, [one, two], sim)
+                    await until(lambda: _pending(admin, len(ids)))  # every job taken
+                    await until(lambda: _known(workers, 3))
+                    await admin.redis.replicaof("127.0.0.1", _free_port())
+                    demoted = trio.current_time()
+                    # Both workers are refused before Redis is a primary again.
+                    await until(lambda: _failed_since(demoted, one, two))
+                    await admin.redis.replicaof()
+                    await until(lambda: _at_least(admin, len(ids)))
+                    nursery.cancel_scope.cancel()
+                results = await results_of(admin)
+    finally:
+        stop(proc)
+    assert sorted(r["job_id"] for r in results) == sorted(ids)
+    assert {r["job_id"]: r["outcome"] for r in results} == outcomes
+    assert all(w.stats.recorded for w in workers)
 
 
 # Connections tried while the primary is down, or the sentinel names it still.

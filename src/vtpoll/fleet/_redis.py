@@ -45,16 +45,20 @@ SENTINEL = "redis+sentinel"
 #: command's; a worker waits longer, see ``_worker.OUTAGE_PATIENCE``).
 RECONNECT_FOR = 10.0
 #: What is retried: no connection (a Redis loading its data says so too: BusyLoadingError), no
-#: reply in time, a replica that is read-only until promoted, a cluster slot moving.
+#: reply in time, a replica that is read-only until promoted, a blocked read ended by the
+#: primary turning replica (a failover: UNBLOCKED, nothing read), a cluster slot moving.
 RETRIED = (
     coredis.exceptions.ConnectionError,
     TimeoutError,
     coredis.exceptions.ReadOnlyError,
+    coredis.exceptions.UnblockedError,
     coredis.exceptions.TryAgainError,
     coredis.exceptions.ClusterDownError,
 )
-#: A refusal coredis has no class for (it strips the code of those it has: LOADING, READONLY).
-RETRIED_REPLIES = ("MASTERDOWN",)
+#: Refusals retried that coredis has no class for: MASTERDOWN, and a script's write refused on
+#: a replica, which Redis 6 reports as the script's error ("Error running script ...: -READONLY
+#: You can't write against a read only replica."), not as READONLY.
+RETRIED_REPLIES = ("MASTERDOWN", "READONLY")
 #: Longest wait for one reply (a blocking read adds its own block time).
 REPLY_TIMEOUT = 10.0
 SCHEMES = ("redis", "rediss", "unix", SENTINEL)
@@ -191,7 +195,7 @@ class Fleet:
                 if not retry or anyio.current_time() + delay > deadline:
                     raise FleetError(f"Redis at {self.url} does not answer: {exc}") from None
             except coredis.exceptions.ResponseError as exc:
-                if not str(exc).startswith(RETRIED_REPLIES):
+                if not _retried_reply(str(exc)):
                     raise
                 self.troubled_at = anyio.current_time()
                 if not retry or anyio.current_time() + delay > deadline:
@@ -558,6 +562,13 @@ async def _client(url: str, *, cluster: bool) -> AsyncIterator[Client]:
         raise FleetError(f"--redis {url!r} is not a valid URL: {exc}") from None
     async with client:
         yield client
+
+
+def _retried_reply(reply: str) -> bool:
+    """Whether an error reply is one of ``RETRIED_REPLIES``, itself or as a script's error."""
+    return reply.startswith(RETRIED_REPLIES) or any(
+        f"-{code} " in reply for code in RETRIED_REPLIES
+    )
 
 
 def _single(group: BaseExceptionGroup[Any]) -> BaseException:
