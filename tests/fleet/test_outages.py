@@ -188,6 +188,48 @@ async def test_workers_ride_through_a_sentinel_failover(tmp_path: Path, make_sim
     assert all(w.stats.recorded for w in workers)
 
 
+# Connections tried while the sentinel names the primary it left.
+@pytest.mark.filterwarnings(COREDIS_LEAK)
+async def test_workers_follow_a_failover_from_a_primary_still_up(tmp_path: Path, make_sim):
+    """``SENTINEL FAILOVER`` mid-run: the replica is promoted while the old primary still
+    serves (the sentinel turns it into a replica only seconds later, and what was written to
+    it meanwhile is lost). Both workers move to the new primary within a third of a lease, as
+    they renew; neither takes the other's jobs there, both keep their leases, and every job
+    ends with one result on the new primary, its own."""
+    nodes = start_replicated(tmp_path)
+    sim = make_sim(auto_create=False)
+    ids = [f"s{i}" for i in range(16)]
+    outcomes = {job: "error" if i % 4 == 3 else "completed" for i, job in enumerate(ids)}
+    for i, job in enumerate(ids):  # finishing one after another, over 1.6 s
+        await sim.create(job, 0.1 * i, outcomes[job])
+    new_primary = f"redis://127.0.0.1:{nodes.replica_port}"
+    try:
+        with trio.fail_after(GUARD):
+            async with (
+                open_fleet(nodes.url, "forced") as one,
+                open_fleet(nodes.url, "forced") as two,
+                open_fleet(new_primary, "forced") as promoted,
+            ):
+                await one.ensure_group()
+                await one.submit(ids, None)
+                async with trio.open_nursery() as nursery:
+                    workers = start_workers(nursery, [one, two], sim)
+                    await until(lambda: _pending(one, len(ids)))  # every job taken
+                    await until(lambda: _known(workers, 3))
+                    said = redis_cli(nodes.sentinel_port, "SENTINEL", "FAILOVER", "primary")
+                    assert said == "OK"
+                    await until(lambda: _at_least(promoted, len(ids)))
+                    live = await promoted.live_workers()
+                    nursery.cancel_scope.cancel()
+                results = await results_of(promoted)
+    finally:
+        nodes.stop()
+    assert sorted(r["job_id"] for r in results) == sorted(ids)
+    assert {r["job_id"]: r["outcome"] for r in results} == outcomes
+    assert sorted(live) == ["w1", "w2"]
+    assert [w.stats.claimed for w in workers] == [0, 0]
+
+
 async def _pending(fleet: Fleet, count: int) -> bool:
     summary: Any = await fleet.call(partial(fleet.redis.xpending, fleet.keys.jobs, "pollers"))
     return int(summary.pending) == count

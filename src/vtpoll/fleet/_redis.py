@@ -25,6 +25,7 @@ import coredis.exceptions
 import coredis.retry
 from coredis import PureToken
 from coredis.connection import TCPLocation
+from coredis.pool import SentinelConnectionPool
 from coredis.response.types import StreamPendingExt
 
 from . import _scripts
@@ -166,6 +167,8 @@ class Fleet:
         self.troubled_at = -math.inf
         #: Each shard's epoch as this process first saw it (absent before then).
         self.epochs: dict[int, str] = {}
+        #: Through Sentinel, the primary this fleet's calls last went to (see :meth:`_moved`).
+        self._primary: TCPLocation | None = None
         register = self.redis.register_script
         self._shards = register(_scripts.SHARDS)
         self._live = register(_scripts.LIVE)
@@ -201,9 +204,34 @@ class Fleet:
                 if not retry or anyio.current_time() + delay > deadline:
                     raise FleetError(f"Redis at {self.url} cannot serve: {exc}") from None
             else:
+                self._moved()
                 return result
             await anyio.sleep(delay)
             delay = min(1.0, delay * 2)
+
+    def _moved(self) -> None:
+        """Through Sentinel, the connections going to another primary than before (a failover,
+        seen by a new connection or by :meth:`follow_primary`) count as a failed call: writes
+        the old primary took after the promotion are lost, and on the new primary the other
+        workers' leases may have run out meanwhile."""
+        pool = self.redis.connection_pool
+        if not isinstance(pool, SentinelConnectionPool) or pool.location == self._primary:
+            return
+        if self._primary is not None:
+            self.troubled_at = anyio.current_time()
+        self._primary = pool.location
+
+    async def follow_primary(self) -> None:
+        """Through Sentinel, move to the primary the sentinels name, if it changed. Until then
+        the connections stay with the old one, which after a failover may still serve for
+        seconds (a sentinel reconfigures a primary that is up only some seconds after the
+        promotion), taking writes that are lost. Sentinels not answering: no change."""
+        pool = self.redis.connection_pool
+        if not isinstance(pool, SentinelConnectionPool):
+            return
+        with suppress(coredis.exceptions.SentinelError):
+            await pool.get_primary_location()  # a new primary: the old one's connections closed
+        self._moved()
 
     @property
     def count(self) -> int:

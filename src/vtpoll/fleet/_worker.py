@@ -167,7 +167,10 @@ class Worker:
     # -- lease -----------------------------------------------------------------------------------
 
     async def _renew(self, *, join: bool = False) -> None:
-        """This worker's lease in every shard, then the shards it reads anew."""
+        """This worker's lease in every shard, then the shards it reads anew; through Sentinel,
+        on the primary the sentinels name now (a failover is followed within a third of a
+        lease, even while the old primary still serves)."""
+        await self.fleet.follow_primary()
         room = self.capacity.value
         for shard in range(self.fleet.count):
             expiry = await self.fleet.lease(
