@@ -10,9 +10,9 @@ import socket
 import subprocess
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import NamedTuple
 
 import pytest
 
@@ -189,7 +189,8 @@ def redis_sentinel_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
             stop(proc)
 
 
-class Replicated(NamedTuple):
+@dataclass
+class Replicated:
     """A primary, its replica and a Sentinel watching them, on local ports."""
 
     primary: subprocess.Popen[str]
@@ -203,9 +204,29 @@ class Replicated(NamedTuple):
     def url(self) -> str:
         return f"redis+sentinel://127.0.0.1:{self.sentinel_port}/primary"
 
+    folder: Path
+
+    def restart_sentinel(self) -> None:
+        """The sentinel started again from its configuration (which it rewrites with what it
+        learnt), answering."""
+        stop(self.sentinel)
+        self.sentinel = start_sentinel(self.folder / "sentinel.conf", self.sentinel_port)
+
     def stop(self) -> None:
         for proc in (self.sentinel, self.replica, self.primary):
             stop(proc)
+
+
+def start_sentinel(config: Path, port: int) -> subprocess.Popen[str]:
+    proc = spawn([redis_server_binary(), str(config), "--sentinel"], stdout=subprocess.DEVNULL)
+    try:
+        wait_for(
+            partial(_answers_tcp, port), "PONG from the sentinel", timeout=START_TIMEOUT, alive=proc
+        )
+    except BaseException:
+        stop(proc)
+        raise
+    return proc
 
 
 #: Milliseconds without an answer after which the sentinel deems the primary down (with a
@@ -251,7 +272,7 @@ def start_replicated(folder: Path) -> Replicated:
             f"sentinel down-after-milliseconds primary {DOWN_AFTER_MS}\n"
             "sentinel failover-timeout primary 5000\n"
         )
-        sentinel = spawn([server, str(config), "--sentinel"], stdout=subprocess.DEVNULL)
+        sentinel = start_sentinel(config, port)
         started.append(sentinel)
         # The sentinel has seen the replica in sync: a candidate for promotion.
         wait_for(
@@ -264,7 +285,7 @@ def start_replicated(folder: Path) -> Replicated:
         for proc in started:
             stop(proc)
         raise
-    return Replicated(primary, primary_port, replica, replica_port, sentinel, port)
+    return Replicated(primary, primary_port, replica, replica_port, sentinel, port, folder)
 
 
 def _known_in_sync(sentinel_port: int) -> bool:

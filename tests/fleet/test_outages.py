@@ -230,6 +230,46 @@ async def test_workers_follow_a_failover_from_a_primary_still_up(tmp_path: Path,
     assert [w.stats.claimed for w in workers] == [0, 0]
 
 
+# Connections tried while the sentinel is away.
+@pytest.mark.filterwarnings(COREDIS_LEAK)
+async def test_workers_reconnect_once_the_sentinel_is_back(tmp_path: Path, make_sim):
+    """The sentinel down while the workers' connections to the primary are closed: asking it
+    for the primary fails (no sentinel answers) until it is back; both workers retry that as
+    they retry Redis itself, then go on, and every job ends with one result, its own."""
+    nodes = start_replicated(tmp_path)
+    sim = make_sim(auto_create=False)
+    ids = [f"n{i}" for i in range(16)]
+    outcomes = {job: "error" if i % 4 == 3 else "completed" for i, job in enumerate(ids)}
+    for i, job in enumerate(ids):  # finishing one after another, over 1.6 s
+        await sim.create(job, 0.1 * i, outcomes[job])
+    try:
+        with trio.fail_after(GUARD):
+            async with (
+                open_fleet(nodes.url, "sentinel") as one,
+                open_fleet(nodes.url, "sentinel") as two,
+            ):
+                await one.ensure_group()
+                await one.submit(ids, None)
+                async with trio.open_nursery() as nursery:
+                    workers = start_workers(nursery, [one, two], sim)
+                    await until(lambda: _pending(one, len(ids)))  # every job taken
+                    await until(lambda: _known(workers, 3))
+                    stop(nodes.sentinel)
+                    cut = trio.current_time()
+                    said = redis_cli(nodes.primary_port, "CLIENT", "KILL", "TYPE", "normal")
+                    assert int(said) >= 2  # the workers' connections, at least
+                    await until(lambda: _failed_since(cut, one, two))
+                    nodes.restart_sentinel()
+                    await until(lambda: _at_least(one, len(ids)))
+                    nursery.cancel_scope.cancel()
+                results = await results_of(one)
+    finally:
+        nodes.stop()
+    assert sorted(r["job_id"] for r in results) == sorted(ids)
+    assert {r["job_id"]: r["outcome"] for r in results} == outcomes
+    assert [w.stats.claimed for w in workers] == [0, 0]
+
+
 async def _pending(fleet: Fleet, count: int) -> bool:
     summary: Any = await fleet.call(partial(fleet.redis.xpending, fleet.keys.jobs, "pollers"))
     return int(summary.pending) == count

@@ -47,12 +47,14 @@ SENTINEL = "redis+sentinel"
 RECONNECT_FOR = 10.0
 #: What is retried: no connection (a Redis loading its data says so too: BusyLoadingError), no
 #: reply in time, a replica that is read-only until promoted, a blocked read ended by the
-#: primary turning replica (a failover: UNBLOCKED, nothing read), a cluster slot moving.
+#: primary turning replica (a failover: UNBLOCKED, nothing read), through Sentinel no sentinel
+#: naming a primary or the one named not (yet) a primary, a cluster slot moving.
 RETRIED = (
     coredis.exceptions.ConnectionError,
     TimeoutError,
     coredis.exceptions.ReadOnlyError,
     coredis.exceptions.UnblockedError,
+    coredis.exceptions.SentinelError,
     coredis.exceptions.TryAgainError,
     coredis.exceptions.ClusterDownError,
 )
