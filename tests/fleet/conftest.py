@@ -82,7 +82,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stop(proc)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     """A free TCP port on 127.0.0.1 whose cluster bus port (+10000) is free too."""
     while True:
         with socket.socket() as probe:
@@ -117,7 +117,7 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str
     procs, ports = [], []
     try:
         for _ in range(3):
-            port = _free_port()
+            port = free_port()
             procs.append(
                 spawn(
                     [
@@ -162,7 +162,7 @@ def redis_sentinel_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
     server = redis_server_binary()
     procs = []
     try:
-        primary = _free_port()
+        primary = free_port()
         procs.append(
             spawn(
                 [
@@ -175,7 +175,7 @@ def redis_sentinel_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
             )
         )
         wait_for(partial(_answers_tcp, primary), "PONG from the primary", timeout=START_TIMEOUT)
-        port = _free_port()
+        port = free_port()
         config = folder / "sentinel.conf"
         config.write_text(
             f"port {port}\nbind 127.0.0.1\ndir {folder}\nlogfile {folder / 'sentinel.log'}\n"
@@ -256,7 +256,7 @@ def start_replicated(folder: Path) -> Replicated:
         return proc
 
     try:
-        primary_port, replica_port = _free_port(), _free_port()
+        primary_port, replica_port = free_port(), free_port()
         primary = node("primary", primary_port)
         replica = node("replica", replica_port, "--replicaof", "127.0.0.1", str(primary_port))
         wait_for(
@@ -264,7 +264,7 @@ def start_replicated(folder: Path) -> Replicated:
             "the replica in sync",
             timeout=START_TIMEOUT,
         )
-        port = _free_port()
+        port = free_port()
         config = folder / "sentinel.conf"
         config.write_text(
             f"port {port}\nbind 127.0.0.1\ndir {folder}\nlogfile {folder / 'sentinel.log'}\n"

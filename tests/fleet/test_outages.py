@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 import trio
 
-from tests.fleet.conftest import COREDIS_LEAK, _free_port, redis_cli, start_redis, start_replicated
+from tests.fleet.conftest import COREDIS_LEAK, free_port, redis_cli, start_redis, start_replicated
 from tests.helpers import stop
 from video_translation_client import VideoTranslationClient
 from vtpoll.fleet._redis import Fleet, open_fleet
@@ -44,16 +45,39 @@ async def results_of(fleet: Fleet) -> list[dict[str, Any]]:
     return [json.loads(str(r.field_values["record"])) for r in found]
 
 
-def start_workers(
-    nursery: trio.Nursery, fleets: list[Fleet], sim: Any, capacity: int = 8
-) -> list[Worker]:
-    workers = []
-    for k, fleet in enumerate(fleets):
-        client = VideoTranslationClient("http://sim", http_client=sim.client)
-        worker = Worker(fleet, client, name=f"w{k + 1}", lease=LEASE, capacity=capacity)
-        workers.append(worker)
-        nursery.start_soon(worker.run)
-    return workers
+async def staggered(sim: Any, prefix: str) -> dict[str, str]:
+    """16 jobs on ``sim`` finishing one after another over 1.6 s, one in four in error: each
+    job's outcome, by its ID."""
+    outcomes = {f"{prefix}{i}": "error" if i % 4 == 3 else "completed" for i in range(16)}
+    for i, (job, outcome) in enumerate(outcomes.items()):
+        await sim.create(job, 0.1 * i, outcome)
+    return outcomes
+
+
+@asynccontextmanager
+async def mid_run(fleets: list[Fleet], sim: Any, ids: list[str]) -> AsyncIterator[list[Worker]]:
+    """``ids`` submitted and a worker polling them on each of ``fleets`` (``w1``, ``w2``, ...,
+    room for 8 jobs each); the block runs once every job is taken and 3 results are recorded,
+    and the workers are stopped when it ends."""
+    await fleets[0].ensure_group()
+    await fleets[0].submit(ids, None)
+    async with trio.open_nursery() as nursery:
+        workers = []
+        for k, fleet in enumerate(fleets):
+            client = VideoTranslationClient("http://sim", http_client=sim.client)
+            worker = Worker(fleet, client, name=f"w{k + 1}", lease=LEASE, capacity=8)
+            workers.append(worker)
+            nursery.start_soon(worker.run)
+        await until(lambda: _pending(fleets[0], len(ids)))
+        await until(lambda: _known(workers, 3))
+        yield workers
+        nursery.cancel_scope.cancel()
+
+
+def assert_each_once(results: list[dict[str, Any]], outcomes: dict[str, str]) -> None:
+    """One result per job, with the job's own outcome."""
+    assert sorted(r["job_id"] for r in results) == sorted(outcomes)
+    assert {r["job_id"]: r["outcome"] for r in results} == outcomes
 
 
 # Connections tried while Redis is down leave coredis's streams to the garbage collector.
@@ -69,20 +93,13 @@ async def test_workers_ride_through_a_redis_restart_that_lost_its_last_writes(
     proc, url = start_redis(tmp_path, *AOF)
     aof, kept = tmp_path / "fleet.aof", tmp_path / "kept.aof"
     sim = make_sim(auto_create=False)
-    ids = [f"a{i}" for i in range(16)]
-    outcomes = {job: "error" if i % 4 == 3 else "completed" for i, job in enumerate(ids)}
-    for i, job in enumerate(ids):  # finishing one after another, over 1.6 s
-        await sim.create(job, 0.1 * i, outcomes[job])
+    outcomes = await staggered(sim, "a")
+    ids = list(outcomes)
     try:
         with trio.fail_after(GUARD):
             async with open_fleet(url, "aof") as one, open_fleet(url, "aof") as two:
-                await one.ensure_group()
-                await one.submit(ids, None)
-                epoch = one.epochs[0]
-                async with trio.open_nursery() as nursery:
-                    workers = start_workers(nursery, [one, two], sim)
-                    await until(lambda: _pending(one, len(ids)))  # every job taken
-                    await until(lambda: _at_least(one, 3))
+                async with mid_run([one, two], sim, ids) as workers:
+                    epoch = one.epochs[0]
                     shutil.copyfile(aof, kept)  # the AOF as the disk will have kept it
                     copied = await recorded(one)
                     # A result the copy lacks, and its worker knows it recorded.
@@ -95,14 +112,12 @@ async def test_workers_ride_through_a_redis_restart_that_lost_its_last_writes(
                     shutil.copyfile(kept, aof)
                     proc, _ = start_redis(tmp_path, *AOF)
                     await until(lambda: _at_least(one, len(ids)))
-                    nursery.cancel_scope.cancel()
                 results = await results_of(one)
                 await one.check_epoch()  # no "the fleet's state was lost"
                 assert one.epochs[0] == epoch
     finally:
         stop(proc)
-    assert sorted(r["job_id"] for r in results) == sorted(ids)
-    assert {r["job_id"]: r["outcome"] for r in results} == outcomes
+    assert_each_once(results, outcomes)
     # Each lost result its worker knew of is polled again; one whose reply the kill lost is
     # sent again (the entry still with it): nothing else is polled twice.
     assert 1 <= sum(w.stats.adopted for w in workers) <= lost
@@ -117,10 +132,8 @@ async def test_workers_ride_through_their_primary_turned_replica_for_a_while(
     job ends with one result, its own."""
     proc, url = start_redis(tmp_path)
     sim = make_sim(auto_create=False)
-    ids = [f"r{i}" for i in range(16)]
-    outcomes = {job: "error" if i % 4 == 3 else "completed" for i, job in enumerate(ids)}
-    for i, job in enumerate(ids):  # finishing one after another, over 1.6 s
-        await sim.create(job, 0.1 * i, outcomes[job])
+    outcomes = await staggered(sim, "r")
+    ids = list(outcomes)
     try:
         with trio.fail_after(GUARD):
             async with (
@@ -128,24 +141,17 @@ async def test_workers_ride_through_their_primary_turned_replica_for_a_while(
                 open_fleet(url, "demoted") as two,
                 open_fleet(url, "demoted") as admin,
             ):
-                await one.ensure_group()
-                await one.submit(ids, None)
-                async with trio.open_nursery() as nursery:
-                    workers = start_workers(nursery, [one, two], sim)
-                    await until(lambda: _pending(admin, len(ids)))  # every job taken
-                    await until(lambda: _known(workers, 3))
-                    await admin.redis.replicaof("127.0.0.1", _free_port())
+                async with mid_run([one, two], sim, ids) as workers:
+                    await admin.redis.replicaof("127.0.0.1", free_port())
                     demoted = trio.current_time()
                     # Both workers are refused before Redis is a primary again.
                     await until(lambda: _failed_since(demoted, one, two))
                     await admin.redis.replicaof()
                     await until(lambda: _at_least(admin, len(ids)))
-                    nursery.cancel_scope.cancel()
                 results = await results_of(admin)
     finally:
         stop(proc)
-    assert sorted(r["job_id"] for r in results) == sorted(ids)
-    assert {r["job_id"]: r["outcome"] for r in results} == outcomes
+    assert_each_once(results, outcomes)
     assert all(w.stats.recorded for w in workers)
 
 
@@ -157,25 +163,17 @@ async def test_workers_ride_through_a_sentinel_failover(tmp_path: Path, make_sim
     primary; every job ends with one result, its own, and no worker stops."""
     nodes = start_replicated(tmp_path)
     sim = make_sim(auto_create=False)
-    ids = [f"f{i}" for i in range(16)]
-    outcomes = {job: "error" if i % 4 == 3 else "completed" for i, job in enumerate(ids)}
-    for i, job in enumerate(ids):  # finishing one after another, over 1.6 s
-        await sim.create(job, 0.1 * i, outcomes[job])
+    outcomes = await staggered(sim, "f")
+    ids = list(outcomes)
     try:
         with trio.fail_after(GUARD):
             async with (
                 open_fleet(nodes.url, "failover") as one,
                 open_fleet(nodes.url, "failover") as two,
             ):
-                await one.ensure_group()
-                await one.submit(ids, None)
-                async with trio.open_nursery() as nursery:
-                    workers = start_workers(nursery, [one, two], sim)
-                    await until(lambda: _pending(one, len(ids)))  # every job taken
-                    await until(lambda: _known(workers, 3))
+                async with mid_run([one, two], sim, ids) as workers:
                     stop(nodes.primary)  # SIGKILL
                     await until(lambda: _at_least(one, len(ids)))
-                    nursery.cancel_scope.cancel()
                 results = await results_of(one)
                 await one.check_epoch()
         # The sentinel names the former replica.
@@ -183,8 +181,7 @@ async def test_workers_ride_through_a_sentinel_failover(tmp_path: Path, make_sim
         assert said.split() == ["127.0.0.1", str(nodes.replica_port)]
     finally:
         nodes.stop()
-    assert sorted(r["job_id"] for r in results) == sorted(ids)
-    assert {r["job_id"]: r["outcome"] for r in results} == outcomes
+    assert_each_once(results, outcomes)
     assert all(w.stats.recorded for w in workers)
 
 
@@ -198,10 +195,8 @@ async def test_workers_follow_a_failover_from_a_primary_still_up(tmp_path: Path,
     ends with one result on the new primary, its own."""
     nodes = start_replicated(tmp_path)
     sim = make_sim(auto_create=False)
-    ids = [f"s{i}" for i in range(16)]
-    outcomes = {job: "error" if i % 4 == 3 else "completed" for i, job in enumerate(ids)}
-    for i, job in enumerate(ids):  # finishing one after another, over 1.6 s
-        await sim.create(job, 0.1 * i, outcomes[job])
+    outcomes = await staggered(sim, "s")
+    ids = list(outcomes)
     new_primary = f"redis://127.0.0.1:{nodes.replica_port}"
     try:
         with trio.fail_after(GUARD):
@@ -210,22 +205,15 @@ async def test_workers_follow_a_failover_from_a_primary_still_up(tmp_path: Path,
                 open_fleet(nodes.url, "forced") as two,
                 open_fleet(new_primary, "forced") as promoted,
             ):
-                await one.ensure_group()
-                await one.submit(ids, None)
-                async with trio.open_nursery() as nursery:
-                    workers = start_workers(nursery, [one, two], sim)
-                    await until(lambda: _pending(one, len(ids)))  # every job taken
-                    await until(lambda: _known(workers, 3))
+                async with mid_run([one, two], sim, ids) as workers:
                     said = redis_cli(nodes.sentinel_port, "SENTINEL", "FAILOVER", "primary")
                     assert said == "OK"
                     await until(lambda: _at_least(promoted, len(ids)))
                     live = await promoted.live_workers()
-                    nursery.cancel_scope.cancel()
                 results = await results_of(promoted)
     finally:
         nodes.stop()
-    assert sorted(r["job_id"] for r in results) == sorted(ids)
-    assert {r["job_id"]: r["outcome"] for r in results} == outcomes
+    assert_each_once(results, outcomes)
     assert sorted(live) == ["w1", "w2"]
     assert [w.stats.claimed for w in workers] == [0, 0]
 
@@ -238,22 +226,15 @@ async def test_workers_reconnect_once_the_sentinel_is_back(tmp_path: Path, make_
     they retry Redis itself, then go on, and every job ends with one result, its own."""
     nodes = start_replicated(tmp_path)
     sim = make_sim(auto_create=False)
-    ids = [f"n{i}" for i in range(16)]
-    outcomes = {job: "error" if i % 4 == 3 else "completed" for i, job in enumerate(ids)}
-    for i, job in enumerate(ids):  # finishing one after another, over 1.6 s
-        await sim.create(job, 0.1 * i, outcomes[job])
+    outcomes = await staggered(sim, "n")
+    ids = list(outcomes)
     try:
         with trio.fail_after(GUARD):
             async with (
                 open_fleet(nodes.url, "sentinel") as one,
                 open_fleet(nodes.url, "sentinel") as two,
             ):
-                await one.ensure_group()
-                await one.submit(ids, None)
-                async with trio.open_nursery() as nursery:
-                    workers = start_workers(nursery, [one, two], sim)
-                    await until(lambda: _pending(one, len(ids)))  # every job taken
-                    await until(lambda: _known(workers, 3))
+                async with mid_run([one, two], sim, ids) as workers:
                     stop(nodes.sentinel)
                     cut = trio.current_time()
                     said = redis_cli(nodes.primary_port, "CLIENT", "KILL", "TYPE", "normal")
@@ -261,12 +242,10 @@ async def test_workers_reconnect_once_the_sentinel_is_back(tmp_path: Path, make_
                     await until(lambda: _failed_since(cut, one, two))
                     nodes.restart_sentinel()
                     await until(lambda: _at_least(one, len(ids)))
-                    nursery.cancel_scope.cancel()
                 results = await results_of(one)
     finally:
         nodes.stop()
-    assert sorted(r["job_id"] for r in results) == sorted(ids)
-    assert {r["job_id"]: r["outcome"] for r in results} == outcomes
+    assert_each_once(results, outcomes)
     assert [w.stats.claimed for w in workers] == [0, 0]
 
 
