@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -249,6 +250,35 @@ async def test_workers_reconnect_once_the_sentinel_is_back(tmp_path: Path, make_
     assert [w.stats.claimed for w in workers] == [0, 0]
 
 
+async def test_a_frozen_sentinel_does_not_hold_up_a_workers_renewals(tmp_path: Path, make_sim):
+    """The sentinel frozen (SIGSTOP): a worker asking it for the primary at each renewal
+    gives up within a twelfth of a lease and renews on the primary it has, every third of a
+    lease as ever (a sentinel's reply may take 10 s, longer than a lease)."""
+    nodes = start_replicated(tmp_path)
+    sim = make_sim(auto_create=False)
+    await sim.create("long", 3600.0)
+    try:
+        with trio.fail_after(GUARD):
+            async with open_fleet(nodes.url, "frozen") as fleet:
+                await fleet.ensure_group()
+                await fleet.submit(["long"], None)
+                client = VideoTranslationClient("http://sim", http_client=sim.client)
+                worker = Worker(fleet, client, name="w", lease=LEASE, capacity=1)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(worker.run)
+                    await until(lambda: _pending(fleet, 1))
+                    nodes.sentinel.send_signal(signal.SIGSTOP)
+                    # Three renewals, within the lease's three thirds (and a margin).
+                    with trio.fail_after(LEASE * 1.5):
+                        for _ in range(3):
+                            before = await _expiry(fleet, "w")
+                            await until(partial(_renewed_after, fleet, "w", before))
+                    nursery.cancel_scope.cancel()
+    finally:
+        nodes.sentinel.send_signal(signal.SIGCONT)
+        nodes.stop()
+
+
 async def _pending(fleet: Fleet, count: int) -> bool:
     summary: Any = await fleet.call(partial(fleet.redis.xpending, fleet.keys.jobs, "pollers"))
     return int(summary.pending) == count
@@ -270,3 +300,13 @@ def _results_in(aof: Path, fleet: Fleet) -> int:
     """Results appended in an AOF file (each an XADD to the fleet's results stream)."""
     key = fleet.keys.results.encode()
     return aof.read_bytes().count(b"XADD\r\n$%d\r\n%s\r\n" % (len(key), key))
+
+
+async def _expiry(fleet: Fleet, worker: str) -> float:
+    score = await fleet.call(partial(fleet.redis.zscore, fleet.keys.workers, worker))
+    assert score is not None
+    return float(score)
+
+
+async def _renewed_after(fleet: Fleet, worker: str, expiry: float) -> bool:
+    return await _expiry(fleet, worker) > expiry

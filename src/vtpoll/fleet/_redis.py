@@ -223,15 +223,16 @@ class Fleet:
             self.troubled_at = anyio.current_time()
         self._primary = pool.location
 
-    async def follow_primary(self) -> None:
+    async def follow_primary(self, within: float) -> None:
         """Through Sentinel, move to the primary the sentinels name, if it changed. Until then
         the connections stay with the old one, which after a failover may still serve for
         seconds (a sentinel reconfigures a primary that is up only some seconds after the
-        promotion), taking writes that are lost. Sentinels not answering: no change."""
+        promotion), taking writes that are lost. Sentinels not answering ``within`` seconds
+        (down, frozen): no change, and no longer a wait (a lease is renewed after this)."""
         pool = self.redis.connection_pool
         if not isinstance(pool, SentinelConnectionPool):
             return
-        with suppress(coredis.exceptions.SentinelError):
+        with anyio.move_on_after(within), suppress(coredis.exceptions.SentinelError):
             await pool.get_primary_location()  # a new primary: the old one's connections closed
         self._moved()
 

@@ -53,6 +53,8 @@ CLAIM_BATCH = 1000
 OUTAGE_PATIENCE = 120.0
 #: A renewal this many leases after the last is late (due every third of a lease).
 LATE = 0.5
+#: Leases a renewal waits at most for the sentinels to name the primary (through Sentinel).
+FOLLOW_FOR = 1 / 12
 #: Deliveries of a job to workers, without a result, after which it is recorded failed.
 MAX_DELIVERIES = 5
 #: Milliseconds a read of the group blocks for new jobs.
@@ -170,7 +172,7 @@ class Worker:
         """This worker's lease in every shard, then the shards it reads anew; through Sentinel,
         on the primary the sentinels name now (a failover is followed within a third of a
         lease, even while the old primary still serves)."""
-        await self.fleet.follow_primary()
+        await self.fleet.follow_primary(within=self.lease * FOLLOW_FOR)
         room = self.capacity.value
         for shard in range(self.fleet.count):
             expiry = await self.fleet.lease(
