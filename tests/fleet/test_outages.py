@@ -1,7 +1,8 @@
 """Workers riding through Redis going away and coming back, on real redis-server processes: a
-restart with AOF persistence that lost the writes of its last moment, and a Sentinel failover
-to a replica. No worker stops, every job ends with one true result, and what Redis lost is
-polled again rather than recorded twice."""
+restart with AOF persistence that lost the writes of its last moment, a primary turned replica
+for a while, Sentinel failovers (the primary killed, or still up), and the sentinel away or
+frozen. No worker stops, every job ends with one true result, and what Redis lost is polled
+again rather than recorded twice."""
 
 from __future__ import annotations
 

@@ -8,7 +8,10 @@ and it stops at once. What it had not recorded is polled again by the workers th
 jobs, and recorded there: a result is written only by the job's current owner. A worker cut
 off from Redis (an outage, a failover) keeps polling and retries its calls for
 ``OUTAGE_PATIENCE`` seconds; back in touch, it renews its lease, and takes over nobody's jobs
-for a lease's length, time for the other workers to renew theirs.
+for a lease's length, time for the other workers to renew theirs. Through Sentinel, each
+renewal first asks the sentinels for the primary: a failover whose old primary still serves
+is followed within a third of a lease, and the move counts as such a cut (what the old
+primary took meanwhile is lost: the worker polls again the entries it had recorded).
 
 In a fleet of several shards, a worker holds a lease in every shard and runs its takeover
 passes in every shard (a dead worker's jobs are spread wherever they are), but reads new jobs
