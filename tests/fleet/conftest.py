@@ -10,6 +10,7 @@ import socket
 import subprocess
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -43,8 +44,10 @@ def _answers(path: Path) -> bool:
         return False
 
 
-def start_redis(folder: Path) -> tuple[subprocess.Popen[str], str]:
-    """A redis-server on ``folder``/redis.sock, answering: the process and its URL."""
+def start_redis(folder: Path, *options: str) -> tuple[subprocess.Popen[str], str]:
+    """A redis-server on ``folder``/redis.sock, answering: the process and its URL. Without
+    persistence, unless ``options`` (later command-line options win) say otherwise; started
+    again on the same folder, it serves the same socket and reads the same files."""
     path = folder / "redis.sock"
     proc = spawn(
         [
@@ -52,6 +55,7 @@ def start_redis(folder: Path) -> tuple[subprocess.Popen[str], str]:
             *("--port", "0", "--unixsocket", str(path), "--unixsocketperm", "700"),
             *("--save", "", "--appendonly", "no", "--dir", str(folder)),
             *("--logfile", str(folder / "redis.log")),
+            *options,
         ],
         stdout=subprocess.DEVNULL,
     )
@@ -78,7 +82,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stop(proc)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     """A free TCP port on 127.0.0.1 whose cluster bus port (+10000) is free too."""
     while True:
         with socket.socket() as probe:
@@ -113,7 +117,7 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str
     procs, ports = [], []
     try:
         for _ in range(3):
-            port = _free_port()
+            port = free_port()
             procs.append(
                 spawn(
                     [
@@ -158,7 +162,7 @@ def redis_sentinel_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
     server = redis_server_binary()
     procs = []
     try:
-        primary = _free_port()
+        primary = free_port()
         procs.append(
             spawn(
                 [
@@ -171,7 +175,7 @@ def redis_sentinel_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
             )
         )
         wait_for(partial(_answers_tcp, primary), "PONG from the primary", timeout=START_TIMEOUT)
-        port = _free_port()
+        port = free_port()
         config = folder / "sentinel.conf"
         config.write_text(
             f"port {port}\nbind 127.0.0.1\ndir {folder}\nlogfile {folder / 'sentinel.log'}\n"
@@ -183,6 +187,125 @@ def redis_sentinel_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
     finally:
         for proc in procs:
             stop(proc)
+
+
+@dataclass
+class Replicated:
+    """A primary, its replica and a Sentinel watching them, on local ports."""
+
+    primary: subprocess.Popen[str]
+    primary_port: int
+    replica: subprocess.Popen[str]
+    replica_port: int
+    sentinel: subprocess.Popen[str]
+    sentinel_port: int
+
+    @property
+    def url(self) -> str:
+        return f"redis+sentinel://127.0.0.1:{self.sentinel_port}/primary"
+
+    folder: Path
+
+    def restart_sentinel(self) -> None:
+        """The sentinel started again from its configuration (which it rewrites with what it
+        learnt), answering."""
+        stop(self.sentinel)
+        self.sentinel = start_sentinel(self.folder / "sentinel.conf", self.sentinel_port)
+
+    def stop(self) -> None:
+        for proc in (self.sentinel, self.replica, self.primary):
+            stop(proc)
+
+
+def start_sentinel(config: Path, port: int) -> subprocess.Popen[str]:
+    proc = spawn([redis_server_binary(), str(config), "--sentinel"], stdout=subprocess.DEVNULL)
+    try:
+        wait_for(
+            partial(_answers_tcp, port), "PONG from the sentinel", timeout=START_TIMEOUT, alive=proc
+        )
+    except BaseException:
+        stop(proc)
+        raise
+    return proc
+
+
+#: Milliseconds without an answer after which the sentinel deems the primary down (with a
+#: quorum of 1, objectively: it fails over at once).
+DOWN_AFTER_MS = 200
+
+
+def start_replicated(folder: Path) -> Replicated:
+    """A primary, a replica in sync with it, and a sentinel (quorum 1) that knows both and
+    fails over ``DOWN_AFTER_MS`` after the primary stops answering."""
+    server = redis_server_binary()
+    started: list[subprocess.Popen[str]] = []
+
+    def node(name: str, port: int, *options: str) -> subprocess.Popen[str]:
+        proc = spawn(
+            [
+                server,
+                *("--port", str(port), "--bind", "127.0.0.1"),
+                *("--save", "", "--appendonly", "no", "--dir", str(folder)),
+                *("--logfile", str(folder / f"{name}.log")),
+                *options,
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        started.append(proc)
+        wait_for(partial(_answers_tcp, port), f"PONG from the {name}", timeout=START_TIMEOUT)
+        return proc
+
+    try:
+        primary_port, replica_port = free_port(), free_port()
+        primary = node("primary", primary_port)
+        replica = node("replica", replica_port, "--replicaof", "127.0.0.1", str(primary_port))
+        wait_for(
+            lambda: "master_link_status:up" in redis_cli(replica_port, "INFO", "replication"),
+            "the replica in sync",
+            timeout=START_TIMEOUT,
+        )
+        port = free_port()
+        config = folder / "sentinel.conf"
+        config.write_text(
+            f"port {port}\nbind 127.0.0.1\ndir {folder}\nlogfile {folder / 'sentinel.log'}\n"
+            f"sentinel monitor primary 127.0.0.1 {primary_port} 1\n"
+            f"sentinel down-after-milliseconds primary {DOWN_AFTER_MS}\n"
+            "sentinel failover-timeout primary 5000\n"
+        )
+        sentinel = start_sentinel(config, port)
+        started.append(sentinel)
+        # The sentinel has seen the replica in sync: a candidate for promotion.
+        wait_for(
+            lambda: _known_in_sync(port),
+            "the sentinel knowing the replica",
+            timeout=START_TIMEOUT,
+            alive=sentinel,
+        )
+    except BaseException:
+        for proc in started:
+            stop(proc)
+        raise
+    return Replicated(primary, primary_port, replica, replica_port, sentinel, port, folder)
+
+
+def _known_in_sync(sentinel_port: int) -> bool:
+    said = redis_cli(sentinel_port, "SENTINEL", "REPLICAS", "primary").split("\n")
+    fields = dict(zip(said[::2], said[1::2], strict=False))
+    return fields.get("flags") == "slave" and fields.get("master-link-status") == "ok"
+
+
+def redis_cli(port: int, *args: str) -> str:
+    """What redis-cli (beside redis-server) prints for one command to 127.0.0.1:``port``;
+    empty if nothing answers."""
+    cli = Path(redis_server_binary()).with_name("redis-cli")
+    done = subprocess.run(
+        [str(cli), "-h", "127.0.0.1", "-p", str(port), *args],
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT,
+        check=False,
+    )
+    return done.stdout.strip()
 
 
 SLOTS = 16384

@@ -25,6 +25,7 @@ import coredis.exceptions
 import coredis.retry
 from coredis import PureToken
 from coredis.connection import TCPLocation
+from coredis.pool import SentinelConnectionPool
 from coredis.response.types import StreamPendingExt
 
 from . import _scripts
@@ -45,16 +46,22 @@ SENTINEL = "redis+sentinel"
 #: command's; a worker waits longer, see ``_worker.OUTAGE_PATIENCE``).
 RECONNECT_FOR = 10.0
 #: What is retried: no connection (a Redis loading its data says so too: BusyLoadingError), no
-#: reply in time, a replica that is read-only until promoted, a cluster slot moving.
+#: reply in time, a replica that is read-only until promoted, a blocked read ended by the
+#: primary turning replica (a failover: UNBLOCKED, nothing read), through Sentinel no sentinel
+#: naming a primary or the one named not (yet) a primary, a cluster slot moving.
 RETRIED = (
     coredis.exceptions.ConnectionError,
     TimeoutError,
     coredis.exceptions.ReadOnlyError,
+    coredis.exceptions.UnblockedError,
+    coredis.exceptions.SentinelError,
     coredis.exceptions.TryAgainError,
     coredis.exceptions.ClusterDownError,
 )
-#: A refusal coredis has no class for (it strips the code of those it has: LOADING, READONLY).
-RETRIED_REPLIES = ("MASTERDOWN",)
+#: Refusals retried that coredis has no class for: MASTERDOWN, and a script's write refused on
+#: a replica, which Redis 6 reports as the script's error ("Error running script ...: -READONLY
+#: You can't write against a read only replica."), not as READONLY.
+RETRIED_REPLIES = ("MASTERDOWN", "READONLY")
 #: Longest wait for one reply (a blocking read adds its own block time).
 REPLY_TIMEOUT = 10.0
 SCHEMES = ("redis", "rediss", "unix", SENTINEL)
@@ -162,6 +169,8 @@ class Fleet:
         self.troubled_at = -math.inf
         #: Each shard's epoch as this process first saw it (absent before then).
         self.epochs: dict[int, str] = {}
+        #: Through Sentinel, the primary this fleet's calls last went to (see :meth:`_moved`).
+        self._primary: TCPLocation | None = None
         register = self.redis.register_script
         self._shards = register(_scripts.SHARDS)
         self._live = register(_scripts.LIVE)
@@ -191,15 +200,41 @@ class Fleet:
                 if not retry or anyio.current_time() + delay > deadline:
                     raise FleetError(f"Redis at {self.url} does not answer: {exc}") from None
             except coredis.exceptions.ResponseError as exc:
-                if not str(exc).startswith(RETRIED_REPLIES):
+                if not _retried_reply(str(exc)):
                     raise
                 self.troubled_at = anyio.current_time()
                 if not retry or anyio.current_time() + delay > deadline:
                     raise FleetError(f"Redis at {self.url} cannot serve: {exc}") from None
             else:
+                self._moved()
                 return result
             await anyio.sleep(delay)
             delay = min(1.0, delay * 2)
+
+    def _moved(self) -> None:
+        """Through Sentinel, the connections going to another primary than before (a failover,
+        seen by a new connection or by :meth:`follow_primary`) count as a failed call: writes
+        the old primary took after the promotion are lost, and on the new primary the other
+        workers' leases may have run out meanwhile."""
+        pool = self.redis.connection_pool
+        if not isinstance(pool, SentinelConnectionPool) or pool.location == self._primary:
+            return
+        if self._primary is not None:
+            self.troubled_at = anyio.current_time()
+        self._primary = pool.location
+
+    async def follow_primary(self, within: float) -> None:
+        """Through Sentinel, move to the primary the sentinels name, if it changed. Until then
+        the connections stay with the old one, which after a failover may still serve for
+        seconds (a sentinel reconfigures a primary that is up only some seconds after the
+        promotion), taking writes that are lost. Sentinels not answering ``within`` seconds
+        (down, frozen): no change, and no longer a wait (a lease is renewed after this)."""
+        pool = self.redis.connection_pool
+        if not isinstance(pool, SentinelConnectionPool):
+            return
+        with anyio.move_on_after(within), suppress(coredis.exceptions.SentinelError):
+            await pool.get_primary_location()  # a new primary: the old one's connections closed
+        self._moved()
 
     @property
     def count(self) -> int:
@@ -571,6 +606,13 @@ async def _client(url: str, *, cluster: bool) -> AsyncIterator[Client]:
         raise FleetError(f"--redis {url!r} is not a valid URL: {exc}") from None
     async with client:
         yield client
+
+
+def _retried_reply(reply: str) -> bool:
+    """Whether an error reply is one of ``RETRIED_REPLIES``, itself or as a script's error."""
+    return reply.startswith(RETRIED_REPLIES) or any(
+        f"-{code} " in reply for code in RETRIED_REPLIES
+    )
 
 
 def _single(group: BaseExceptionGroup[Any]) -> BaseException:

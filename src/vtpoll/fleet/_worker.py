@@ -8,7 +8,10 @@ and it stops at once. What it had not recorded is polled again by the workers th
 jobs, and recorded there: a result is written only by the job's current owner. A worker cut
 off from Redis (an outage, a failover) keeps polling and retries its calls for
 ``OUTAGE_PATIENCE`` seconds; back in touch, it renews its lease, and takes over nobody's jobs
-for a lease's length, time for the other workers to renew theirs.
+for a lease's length, time for the other workers to renew theirs. Through Sentinel, each
+renewal first asks the sentinels for the primary: a failover whose old primary still serves
+is followed within a third of a lease, and the move counts as such a cut (what the old
+primary took meanwhile is lost: the worker polls again the entries it had recorded).
 
 In a fleet of several shards, a worker holds a lease in every shard and runs its takeover
 passes in every shard (a dead worker's jobs are spread wherever they are), but reads new jobs
@@ -53,6 +56,8 @@ CLAIM_BATCH = 1000
 OUTAGE_PATIENCE = 120.0
 #: A renewal this many leases after the last is late (due every third of a lease).
 LATE = 0.5
+#: Leases a renewal waits at most for the sentinels to name the primary (through Sentinel).
+FOLLOW_FOR = 1 / 12
 #: Deliveries of a job to workers, without a result, after which it is recorded failed.
 MAX_DELIVERIES = 5
 #: Milliseconds a read of the group blocks for new jobs.
@@ -167,7 +172,10 @@ class Worker:
     # -- lease -----------------------------------------------------------------------------------
 
     async def _renew(self, *, join: bool = False) -> None:
-        """This worker's lease in every shard, then the shards it reads anew."""
+        """This worker's lease in every shard, then the shards it reads anew; through Sentinel,
+        on the primary the sentinels name now (a failover is followed within a third of a
+        lease, even while the old primary still serves)."""
+        await self.fleet.follow_primary(within=self.lease * FOLLOW_FOR)
         room = self.capacity.value
         for shard in range(self.fleet.count):
             expiry = await self.fleet.lease(
