@@ -1,10 +1,11 @@
 """One watch from start to summary, for ``watch`` and ``demo``: open the results file, poll
 the jobs not in it yet with ``client.watch``, write each result the moment it is known, draw
-it, and print the summary. SIGINT and SIGTERM cancel the polling; every result already
-received is written before the run returns. A SIGTERM before the polling ends the command at
-once, one after it is said at the end (:class:`Terminations`). A results file that cannot be
-written stops the polling (what was not written is polled again by ``--resume``), and so does
-a reader closing standard output."""
+it, and print the summary. SIGINT and SIGTERM cancel the polling (:func:`stop_on_signal`,
+which ``fleet results`` shares); every result already received is written before the run
+returns. A SIGTERM before the polling ends the command at once, one after it is said at the
+end (:class:`Terminations`). A results file that cannot be written stops the polling (what
+was not written is polled again by ``--resume``), and so does a reader closing standard
+output."""
 
 from __future__ import annotations
 
@@ -154,18 +155,8 @@ async def run_watch(
         else:
             display.status(event, trio.current_time())
 
-    async def until_signal(scope: trio.CancelScope) -> None:
-        # Leaving the receiver restores the handler from before it (the default for SIGINT):
-        # a second Ctrl-C during the cleanup raises KeyboardInterrupt instead of being ignored.
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            if noted is not None and noted.signum is not None:
-                run.signal = noted.signum  # came before the receiver was in place
-                scope.cancel()
-                return
-            async for signum in signals:
-                run.signal = signum
-                scope.cancel()
-                return
+    def stopped(signum: int) -> None:
+        run.signal = signum
 
     async def tick() -> None:
         while True:
@@ -177,7 +168,7 @@ async def run_watch(
         with display:
             with polling:  # cancelled when the run must stop: the summary is still made
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(until_signal, nursery.cancel_scope)
+                    await nursery.start(stop_on_signal, nursery.cancel_scope, noted, stopped)
                     nursery.start_soon(tick)
                     async with client.watch(ids) as events:
                         try:
@@ -192,6 +183,30 @@ async def run_watch(
             run.wall = ended - started
             display.refresh(run.stats, ended)
     return run
+
+
+async def stop_on_signal(
+    scope: trio.CancelScope,
+    noted: Terminations | None,
+    stopped: Callable[[int], None],
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Cancel ``scope`` at the first SIGINT or SIGTERM, telling ``stopped`` which; at once
+    for a SIGTERM ``noted`` before the receiver was in place. Started with
+    ``nursery.start``: from then on no signal can land in the middle of a write."""
+    # Leaving the receiver restores the handler from before it (the default for SIGINT): a
+    # second Ctrl-C during the cleanup raises KeyboardInterrupt instead of being ignored.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()
+        if noted is not None and noted.signum is not None:
+            stopped(noted.signum)
+            scope.cancel()
+            return
+        async for signum in signals:
+            stopped(signum)
+            scope.cancel()
+            return
 
 
 def wrong_route(error: WrongRoute | ServerUnreachable) -> str:
