@@ -19,7 +19,7 @@ import pytest
 import trio
 from click.testing import CliRunner
 
-from tests.helpers import fill_up_after, head_1, spawn, stop, wait_for
+from tests.helpers import fill_up_after, head_1, read_until, spawn, stop, wait_for
 from vtpoll import cli
 from vtpoll.fleet._options import with_fleet
 from vtpoll.fleet._redis import Fleet, open_fleet
@@ -285,3 +285,56 @@ def test_a_reader_closing_standard_output_ends_the_results_quietly(redis_url: st
     assert json.loads(line)["job_id"] == _job_id(0)
     assert proc.returncode == 141, stderr
     assert stderr == ""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("to_file", [True, False], ids=["file", "stdout"])
+def test_a_signal_ends_following_results_with_its_summary(
+    redis_url: str, fleet_name: str, tmp_path: Path, sig: signal.Signals, to_file: bool
+):
+    """'fleet results --follow --ack', sent SIGTERM (or Ctrl-C's SIGINT) once it has written
+    what there was: the summary of what was written and acknowledged, one line saying it was
+    interrupted and how to go on, exit 128 + the signal; every result written is on disk, and
+    a later run finds nothing left to write."""
+    trio.run(_recorded, redis_url, fleet_name, 0, 3)
+    out = tmp_path / "r.jsonl"
+    args = ["--redis", redis_url, "--fleet", fleet_name, "-o", str(out) if to_file else "-"]
+    proc = spawn(
+        [VTPOLL, "fleet", "results", *args, "--follow", "--ack"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        if to_file:
+            wait_for(
+                lambda: out.exists() and out.read_text().count("\n") == 3,
+                "3 results written",
+                timeout=GUARD,
+                alive=proc,
+            )
+        else:
+            written = read_until(proc.stdout, "\n", 3, timeout=GUARD)
+        proc.send_signal(sig)
+        stdout, stderr = proc.communicate(timeout=GUARD)
+    finally:
+        stop(proc)
+    if to_file:
+        written = out.read_text()
+        go_on = "interrupted: run the same command with --resume to write the others"
+    else:
+        written += stdout
+        go_on = "interrupted: run the same command again: what was not written is still in Redis"
+    assert proc.returncode == 128 + sig, stderr
+    assert stderr.splitlines() == [
+        "3 results written (0 already there); 3 removed from Redis",
+        go_on,
+    ]
+    assert sorted(json.loads(line)["job_id"] for line in written.splitlines()) == [
+        _job_id(i) for i in range(3)
+    ]
+    again = tmp_path / "again.jsonl"
+    rest = CliRunner().invoke(cli, ["fleet", "results", *args[:4], "-o", str(again), "--ack"])
+    assert rest.exit_code == 0, rest.output
+    assert again.read_text() == ""

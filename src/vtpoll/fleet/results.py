@@ -1,20 +1,23 @@
-"""``vtpoll fleet results``: the fleet's results as JSON Lines, the same as ``watch --output``."""
+"""``vtpoll fleet results``: the fleet's results as JSON Lines, the same as ``watch --output``,
+ended by Ctrl-C or SIGTERM as ``watch`` is: the summary, one line, 128 + the signal."""
 
 from __future__ import annotations
 
 import secrets
-from contextlib import ExitStack, suppress
+from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import anyio
 import click
+import trio
 from rich.console import Console
 
-from .._errors import EXIT_BROKEN_PIPE, EXIT_OK, Problem
+from .._errors import EXIT_OK, Problem, Terminations
 from .._jobfile import ResultWriter
 from .._options import results_file_options
-from .._watching import Written, is_file, open_output, say
+from .._watching import Written, is_file, open_output, say, stop_on_signal
 from ._options import fleet_options, with_fleet
 from ._redis import Fleet, FleetError
 
@@ -27,7 +30,9 @@ FOLLOW_BLOCK_MS = 1000
 
 @click.command()
 @results_file_options(default="-")
-@click.option("--follow", is_flag=True, help="Keep writing results as they come, until Ctrl-C.")
+@click.option(
+    "--follow", is_flag=True, help="Keep writing results as they come, until Ctrl-C or SIGTERM."
+)
 @click.option(
     "--ack",
     is_flag=True,
@@ -45,9 +50,24 @@ FOLLOW_BLOCK_MS = 1000
 )
 @fleet_options
 @click.pass_context
-def results(
-    ctx: click.Context,
-    /,
+def results(ctx: click.Context, /, **options: Any) -> None:
+    """Write the fleet's results, each job once, in the order they were recorded (in each
+    shard: a fleet of several shards interleaves theirs).
+
+    Exit status: 0 written; 2 bad input (or a results file another vtpoll is writing, a Redis
+    that cannot be used); 3 the results could not be written (a full disk: nothing unwritten
+    is removed from Redis); 130 on Ctrl-C, 143 on SIGTERM (128 + the signal, after the
+    summary; what was written is on disk: rerun with --resume); 141 when the reader of '-o -'
+    closed it.
+    """
+    with Terminations().installed() as noted:
+        code = write_results(noted, **options)
+    ctx.exit(code)
+
+
+def write_results(
+    noted: Terminations,
+    *,
     output: Path,
     resume: bool,
     follow: bool,
@@ -55,14 +75,9 @@ def results(
     retention: float,
     redis_url: str,
     fleet_name: str,
-) -> None:
-    """Write the fleet's results, each job once, in the order they were recorded (in each
-    shard: a fleet of several shards interleaves theirs).
-
-    Exit status: 0 written; 2 bad input (or a results file another vtpoll is writing, a Redis
-    that cannot be used); 3 the results could not be written (a full disk: nothing unwritten
-    is removed from Redis); 141 when the reader of '-o -' closed it.
-    """
+) -> int:
+    """Write the results as ``results`` is asked to, a signal ``noted`` before the reading
+    too; the exit status."""
     if resume and str(output) == "-":
         raise Problem("--resume cannot continue standard output; give --output a file")
     console = Console(stderr=True, soft_wrap=True)
@@ -76,10 +91,18 @@ def results(
     acked = 0
     written = Written()
     token = secrets.token_hex(8)
+    signum: int | None = None
+
+    def stopped(sig: int) -> None:
+        nonlocal signum
+        signum = sig
 
     async def body(fleet: Fleet) -> None:
         try:
-            await read(fleet)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(stop_on_signal, nursery.cancel_scope, noted, stopped)
+                await read(fleet)
+                nursery.cancel_scope.cancel()
         finally:
             if ack:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(5):
@@ -140,24 +163,38 @@ def results(
         if taken:
             cursors[shard] = taken[-1][0]
         if ack and taken:
-            acked += await fleet.ack(taken, retention, shard)
+            # Written and synced: removed even if a signal has come meanwhile, so that the
+            # count said is what Redis removed.
+            with anyio.CancelScope(shield=True):
+                acked += await fleet.ack(taken, retention, shard)
         return len(entries)
 
     with files:
-        with suppress(KeyboardInterrupt):
-            with_fleet(redis_url, fleet_name, body)
+        noted.deferred = True  # from now on the reading stops at a signal, and says so
+        with_fleet(redis_url, fleet_name, body)
+        if not written.stopped:
+            try:
+                writer.sync()  # however it ended, what was written is on disk
+            except OSError as exc:
+                written.failed(exc)
         written.close(file)
-    if written.broken_pipe:
-        ctx.exit(EXIT_BROKEN_PIPE)
-    removed = f"; {acked} removed from Redis" if ack else ""
-    say(
-        console,
-        f"{writer.written} results written ({len(previous.outcomes)} already there){removed}",
-    )
-    go_on = (
-        f"once {output} can be written, run the same command with --resume to write the others"
-        if is_file(output)
-        else "once standard output can be written, run the same command again: what was not"
-        " written is still in Redis"
-    )
-    ctx.exit(written.ended(console, output, go_on) or EXIT_OK)
+    if not written.broken_pipe:  # its reader has gone: nothing more is said
+        removed = f"; {acked} removed from Redis" if ack else ""
+        already = len(previous.outcomes)
+        say(console, f"{writer.written} results written ({already} already there){removed}")
+    signum = noted.settle(signum)
+    where = str(output) if is_file(output) else "standard output"
+    code = written.ended(console, output, _go_on(output, f"once {where} can be written, "))
+    if code is not None:
+        return code
+    if signum is not None:
+        say(console, "interrupted: " + _go_on(output, ""))
+        return 128 + signum
+    return EXIT_OK
+
+
+def _go_on(output: Path, when: str) -> str:
+    """How to write what was not: ``when`` it can be."""
+    if is_file(output):
+        return f"{when}run the same command with --resume to write the others"
+    return f"{when}run the same command again: what was not written is still in Redis"
