@@ -23,14 +23,15 @@ the nodes, after minus before), each worker's peak RSS, and of the results file:
 duplicates, and whether every outcome is the server's (``true``: every job of ``--auto-create``
 completes).
 
-Chaos runs (on the single Redis, ``--chaos-workers`` workers), each once 10% of the results
-are in: ``kill``, worker w0 killed with SIGKILL (takeover: from the kill until none of its
-jobs is pending under its name); ``freeze-worker``, w0 stopped (SIGSTOP) for two leases, then
-let go (fenced: its late results are dropped); ``restart-worker``, w0 stopped by SIGTERM (its
-jobs handed back) and started again under its name; ``freeze-redis``, redis-server stopped
-for ``--redis-freeze`` s; ``restart-redis``, redis-server killed (SIGKILL: up to the last
-second of writes lost) and started again on its AOF. After a Redis restart its counters start
-again, so commands and bytes per job are not given for that run.
+Chaos runs (on the single Redis, named in ``--backends`` or not; ``--chaos-workers`` workers),
+each once 10% of the results are in: ``kill``, worker w0 killed with SIGKILL (takeover: from
+the kill until none of its jobs is pending under its name); ``freeze-worker``, w0 stopped
+(SIGSTOP) for two leases, then let go (fenced: its late results are dropped);
+``restart-worker``, w0 stopped by SIGTERM (its jobs handed back) and started again under its
+name; ``freeze-redis``, redis-server stopped for ``--redis-freeze`` s; ``restart-redis``,
+redis-server killed (SIGKILL: up to the last second of writes lost) and started again on its
+AOF. After a Redis restart its counters start again, so commands and bytes per job are not
+given for that run.
 """
 
 from __future__ import annotations
@@ -369,8 +370,12 @@ def main(argv: list[str] | None = None) -> None:
     serve = ["--auto-create", "--error-rate", "0", "--seed", "1"]
     serve += ["--completion-time", str(args.completion_time)]
     with server(*serve) as (url, _):
-        for backend in args.backends:
-            runs: list[tuple[int, str | None]] = [(n, None) for n in args.workers]
+        # The chaos runs are the single Redis's, whether or not --backends names it.
+        backends = [*args.backends, *(["single"] if args.chaos else [])]
+        for backend in dict.fromkeys(sorted(backends, key=("single", "cluster").index)):
+            runs: list[tuple[int, str | None]] = []
+            if backend in args.backends:
+                runs += [(n, None) for n in args.workers]
             if backend == "single":
                 runs += [(args.chaos_workers, chaos) for chaos in args.chaos]
             with tempfile.TemporaryDirectory() as folder:

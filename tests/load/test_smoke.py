@@ -194,12 +194,12 @@ def test_fleet(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
         "fleet",
         tmp_path,
         capsys,
-        *("--jobs", "100", "--workers", "1", "--chaos", "kill", "--chaos-workers", "2"),
+        *("--jobs", "100", "--backends", "cluster", "--workers", "1"),
+        *("--chaos", "kill", "--chaos-workers", "2"),
         *("--completion-time", "0.5", "--lease", "1", "--capacity", "40", "--rate", "400"),
         workload=False,
     )
-    plain, single, cluster = rows
-    assert (plain["backend"], plain["workers"], plain["chaos"]) == ("single", 1, "-")
+    single, cluster = rows
     assert (single["backend"], single["workers"], single["chaos"]) == ("single", 2, "kill")
     assert (cluster["backend"], cluster["shards"], cluster["workers"]) == ("cluster", 3, 1)
     for row in rows:
