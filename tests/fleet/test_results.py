@@ -173,11 +173,11 @@ def test_the_ack_readers_place_lasts_through_a_long_round(
     redis_url: str, fleet_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     """A round over 8 shards whose acknowledgements each take 0.15 s (a slow disk, a busy
-    Redis) lasts longer than the reader's place (0.6 s here, 30 s by default): renewed as the
+    Redis) lasts longer than the reader's place (0.9 s here, 30 s by default): renewed as the
     round goes, it is still held at every acknowledgement, so no second reader could take it
     and remove results this one has not written."""
     trio.run(partial(_recorded, redis_url, fleet_name, 0, 40, shards=8))
-    monkeypatch.setattr(results, "ACKER_TTL", 0.6)
+    monkeypatch.setattr(results, "ACKER_TTL", 0.9)
     held: list[int] = []
     ack = Fleet.ack
 
