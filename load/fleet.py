@@ -226,6 +226,11 @@ def run(
                 break
             if now - started > args.timeout:
                 raise SystemExit(f"{name}: {done} of {args.jobs} results after {args.timeout} s")
+            if all(w.poll() is not None for w in workers):  # none left to finish: said now
+                codes = [w.returncode for w in workers]
+                raise SystemExit(
+                    f"{name}: {done} of {args.jobs} results, every worker ended {codes}"
+                )
             time.sleep(0.2)
         wall = time.monotonic() - started
         rss = [peak_rss_mib(w.pid) for w in workers if w.poll() is None]
