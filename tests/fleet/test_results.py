@@ -4,6 +4,7 @@ kill -9 and ``--resume``."""
 from __future__ import annotations
 
 import errno
+import importlib
 import json
 import os
 import signal
@@ -25,6 +26,9 @@ from vtpoll.fleet._options import with_fleet
 from vtpoll.fleet._redis import Fleet, open_fleet
 from vtpoll.fleet._scripts import GROUP
 
+#: The module (``vtpoll.fleet.results`` is the command, which the package's namespace names).
+results = importlib.import_module("vtpoll.fleet.results")
+
 GUARD = 20.0
 VTPOLL = str(Path(sys.executable).with_name("vtpoll"))
 JOBS = 3000
@@ -35,25 +39,27 @@ def _job_id(i: int) -> str:
     return str(uuid.UUID(int=i))
 
 
-async def _recorded(redis_url: str, name: str, first: int, count: int) -> None:
-    """``count`` jobs from ``first`` on submitted, taken and recorded, as workers would."""
+async def _recorded(
+    redis_url: str, name: str, first: int, count: int, shards: int | None = None
+) -> None:
+    """``count`` jobs from ``first`` on submitted (over ``shards``), taken and recorded, as
+    workers would."""
     async with open_fleet(redis_url, name) as fleet:
-        await fleet.ensure_group()
         ids = [_job_id(i) for i in range(first, first + count)]
-        await fleet.submit(ids, None)
-        await fleet.lease("w", 60, join=True)
-        while got := await fleet.redis.xreadgroup(
-            GROUP, "w", streams={fleet.keys.jobs: ">"}, count=500
-        ):
-            batch = [
-                (
-                    str(e.field_values["id"]),
-                    str(e.identifier),
-                    json.dumps({"job_id": e.field_values["id"], "outcome": "completed"}),
-                )
-                for e in got[fleet.keys.jobs]
-            ]
-            await fleet.record("w", batch)
+        await fleet.submit(ids, None, shards)
+        for shard in range(fleet.count):
+            jobs = fleet.shard(shard).jobs
+            await fleet.lease("w", 60, join=True, shard=shard)
+            while got := await fleet.redis.xreadgroup(GROUP, "w", streams={jobs: ">"}, count=500):
+                batch = [
+                    (
+                        str(e.field_values["id"]),
+                        str(e.identifier),
+                        json.dumps({"job_id": e.field_values["id"], "outcome": "completed"}),
+                    )
+                    for e in got[jobs]
+                ]
+                await fleet.record("w", batch)
 
 
 def test_results_after_kill_9_and_resume_give_each_job_once(
@@ -161,6 +167,31 @@ def test_one_acknowledging_reader_at_a_time(redis_url: str, fleet_name: str, tmp
     done = CliRunner().invoke(cli, ["fleet", "results", *args, "-o", out, "--ack"])
     assert done.exit_code == 0, done.output
     assert "5 removed from Redis" in done.output
+
+
+def test_the_ack_readers_place_lasts_through_a_long_round(
+    redis_url: str, fleet_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A round over 8 shards whose acknowledgements each take 0.15 s (a slow disk, a busy
+    Redis) lasts longer than the reader's place (0.9 s here, 30 s by default): renewed as the
+    round goes, it is still held at every acknowledgement, so no second reader could take it
+    and remove results this one has not written."""
+    trio.run(partial(_recorded, redis_url, fleet_name, 0, 40, shards=8))
+    monkeypatch.setattr(results, "ACKER_TTL", 0.9)
+    held: list[int] = []
+    ack = Fleet.ack
+
+    async def slow_ack(fleet: Fleet, *args: Any, **kwargs: Any) -> int:
+        await trio.sleep(0.15)
+        held.append(await fleet.redis.exists([fleet.keys.acker]))
+        return await ack(fleet, *args, **kwargs)
+
+    monkeypatch.setattr(Fleet, "ack", slow_ack)
+    args = ["--redis", redis_url, "--fleet", fleet_name, "-o", str(tmp_path / "r.jsonl")]
+    done = CliRunner().invoke(cli, ["fleet", "results", *args, "--ack"])
+    assert done.exit_code == 0, done.output
+    assert "40 removed from Redis" in done.output
+    assert held == [1] * 8
 
 
 # -- results that cannot be written -------------------------------------------------------

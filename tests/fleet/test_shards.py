@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -19,14 +20,15 @@ from hypothesis import strategies as st
 
 from sim_server import ServerSettings
 from tests.conftest import Sim
+from tests.fleet.conftest import start_redis
 from tests.helpers import spawn, stop, wait_for
 from video_translation_client import VideoTranslationClient
 from vtpoll import cli
 from vtpoll.fleet._options import with_fleet
 from vtpoll.fleet._redis import Fleet, open_fleet
-from vtpoll.fleet._scripts import Keys
+from vtpoll.fleet._scripts import GROUP, Keys
 from vtpoll.fleet._shards import served, shard_of
-from vtpoll.fleet._worker import Worker
+from vtpoll.fleet._worker import Fenced, Worker
 
 GUARD = 10.0
 SHARDS = 3
@@ -78,9 +80,11 @@ def workers_of(fleet: Fleet, sim: Sim, names: list[str], lease: float = 2.0) -> 
     ]
 
 
-async def run_workers(fleet: Fleet, sim: Sim, names: list[str], count: int) -> list[Worker]:
+async def run_workers(
+    fleet: Fleet, sim: Sim, names: list[str], count: int, lease: float = 2.0
+) -> list[Worker]:
     """Workers polling the fleet in this process until ``count`` results are recorded."""
-    workers = workers_of(fleet, sim, names)
+    workers = workers_of(fleet, sim, names, lease)
     async with trio.open_nursery() as nursery:
         for worker in workers:
             nursery.start_soon(worker.run)
@@ -175,28 +179,30 @@ def test_jobs_spread_over_shards_and_each_is_recorded_once(
     )
 
 
+@pytest.mark.parametrize("shards", [SHARDS, 64])
 async def test_a_dead_workers_jobs_are_taken_over_in_every_shard(
-    redis_url: str, fleet_name: str, make_sim
+    redis_url: str, fleet_name: str, make_sim, shards: int
 ):
-    """A worker read jobs from all 3 shards and froze past its lease: the live worker claims
-    them in each shard, polls and records them; the frozen one's renewal finds it fenced."""
+    """A worker read jobs from all 3 shards (or all 64, the most) and froze past its lease:
+    the live worker claims them in each shard, polls and records them; the frozen one's
+    renewal finds it fenced."""
     ids = [f"d{i}" for i in range(30)]
     sim = await created(make_sim(), ids)
     with trio.fail_after(GUARD):
         async with open_fleet(redis_url, fleet_name) as fleet:
-            assert await fleet.submit(ids, None, SHARDS) == 30
+            assert await fleet.submit(ids, None, shards) == 30
             frozen = 0
-            for shard in range(SHARDS):
+            for shard in range(shards):
                 assert await fleet.lease("frozen", 0.05, join=True, shard=shard) > 0
                 got = await fleet.redis.xreadgroup(
                     "pollers", "frozen", streams={fleet.shard(shard).jobs: ">"}, count=100
                 )
                 frozen += len(got[fleet.shard(shard).jobs]) if got else 0
             assert frozen == 30
-            [alive] = await run_workers(fleet, sim, ["alive"], len(ids))
+            [alive] = await run_workers(fleet, sim, ["alive"], len(ids), lease=1.0)
             assert alive.stats.claimed == 30
             assert alive.stats.recorded == 30
-            fenced = [await fleet.lease("frozen", 60, join=False, shard=s) for s in range(SHARDS)]
+            fenced = [await fleet.lease("frozen", 60, join=False, shard=s) for s in range(shards)]
             assert -1 in fenced
 
 
@@ -394,3 +400,127 @@ async def test_a_worker_with_room_takes_jobs_from_a_shard_it_does_not_read(
             [idle] = await run_workers(fleet, sim, ["idle"], len(ids))
     assert idle.serving == {0}
     assert idle.stats.stolen == 10
+
+
+async def _held_by(fleet: Fleet, worker: str) -> dict[int, int]:
+    """Entries ``worker`` holds, by shard (those where it holds any)."""
+    held = {}
+    for shard in range(fleet.count):
+        summary = await fleet.redis.xpending(fleet.shard(shard).jobs, GROUP)
+        count = (summary.consumers or {}).get(worker, 0)  # type: ignore[union-attr]
+        if count:
+            held[shard] = int(count)
+    return held
+
+
+async def test_a_worker_fenced_in_one_shard_hands_back_its_jobs_in_the_others(
+    redis_url: str, fleet_name: str, make_sim
+):
+    """Its jobs of shard 1 taken over (its lease there gone, as a takeover does): at its next
+    renewal it stops, and hands back at once what it holds in shard 0 (its lease there set
+    to 0, none given back in shard 1), so the next takeover pass claims them, their
+    deliveries unchanged, rather than a lease later (its lease in shard 0 had just been
+    renewed)."""
+    shards = 2
+    ids = [f"h{i}" for i in range(20)]
+    sim = make_sim()
+    for job_id in ids:
+        await sim.create(job_id, 3600.0)
+    with trio.fail_after(GUARD):
+        async with open_fleet(redis_url, fleet_name) as fleet:
+            assert await fleet.submit(ids, None, shards) == 20
+            [worker] = workers_of(fleet, sim, ["w"], lease=0.6)
+            async with trio.open_nursery() as nursery:
+
+                async def fenced() -> None:
+                    with pytest.raises(Fenced, match="in shard 1"):
+                        await worker.run()
+
+                nursery.start_soon(fenced)
+                held: dict[int, int] = {}
+                while sum(held.values()) < len(ids):
+                    await trio.sleep(0.02)
+                    held = await _held_by(fleet, "w")
+                assert set(held) == {0, 1}
+                for shard in range(shards):
+                    assert await fleet.lease("other", 60, join=True, room=100, shard=shard) > 0
+                # What another worker's takeover in shard 1 does: the jobs there claimed, and
+                # the frozen worker's lease there removed.
+                jobs_1 = fleet.shard(1).jobs
+                await fleet.redis.xclaim(
+                    jobs_1, GROUP, "other", 0, list(await fleet.own("w", 100, shard=1))
+                )
+                await fleet.redis.zrem(fleet.shard(1).workers, ["w"])
+            assert await fleet.redis.zscore(fleet.shard(0).workers, "w") == 0
+            assert await fleet.redis.zscore(fleet.shard(1).workers, "w") is None
+            claimed = await fleet.take_over("other", 100, shard=0)
+            assert len(claimed) == held[0]
+            assert {job.deliveries for job in claimed} == {1}
+
+
+async def test_a_worker_steals_no_more_than_its_free_room(
+    redis_url: str, fleet_name: str, make_sim
+):
+    """A worker with room for one job, its own shards empty, and jobs waiting in the 15
+    others' shards (whose reader is full): it takes one job, not one from each shard."""
+    shards = 16
+    mine = served("idle", ["busy"], shards)
+    ids = [i for i in (f"y{k}" for k in range(200)) if shard_of(i, shards) not in mine][:30]
+    sim = make_sim()
+    for job_id in ids:
+        await sim.create(job_id, 3600.0)
+    with trio.fail_after(GUARD):
+        async with open_fleet(redis_url, fleet_name) as fleet:
+            assert await fleet.submit(ids, None, shards) == 30
+            for shard in range(shards):
+                assert await fleet.lease("busy", 60, join=True, room=0, shard=shard) > 0
+            client = VideoTranslationClient("http://sim", http_client=sim.client)
+            idle = Worker(fleet, client, name="idle", lease=2.0, capacity=1)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(idle.run)
+                while not idle.stats.stolen:  # noqa: ASYNC110 - a counter, no event
+                    await trio.sleep(0.02)
+                # The other shards' reads of the same sweep (or, before the mend, of the
+                # readers of each shard, all at once) are done by the next renewal.
+                before = await fleet.redis.zscore(fleet.shard(0).workers, "idle")
+                while await fleet.redis.zscore(fleet.shard(0).workers, "idle") == before:  # noqa: ASYNC110
+                    await trio.sleep(0.02)
+                held = await _held_by(fleet, "idle")
+                nursery.cancel_scope.cancel()
+    assert idle.serving == mine
+    assert sum(held.values()) == idle.stats.stolen == 1
+
+
+async def _commands(fleet: Fleet, name: str) -> int:
+    """Calls of command ``name`` Redis counted since its statistics were reset."""
+    stats: Any = await fleet.redis.info("commandstats")
+    return int((stats.get(f"cmdstat_{name}") or {}).get("calls", 0))
+
+
+async def test_idle_workers_look_at_the_pause_once_a_period(tmp_path: Path, make_sim):
+    """Two workers with nothing to do in a fleet of 16 shards: each looks whether the fleet is
+    paused once a second in all, not once per shard it reads (INFO commandstats of a Redis of
+    this test's own)."""
+    proc, url = start_redis(tmp_path)
+    shards, workers, window = 16, 2, 1.5
+    sim = make_sim()
+    try:
+        with trio.fail_after(GUARD):
+            async with open_fleet(url, "idle") as fleet:
+                await fleet.submit([], None, shards)
+                crew = workers_of(fleet, sim, [f"w{k}" for k in range(workers)], lease=60)
+                async with trio.open_nursery() as nursery:
+                    for worker in crew:
+                        nursery.start_soon(worker.run)
+                    # Every reader up (a state in Redis: no event to wait on).
+                    while await _commands(fleet, "xreadgroup") < shards:  # noqa: ASYNC110
+                        await trio.sleep(0.02)
+                    await fleet.redis.config_resetstat()
+                    started = trio.current_time()
+                    await trio.sleep(window)
+                    looks = await _commands(fleet, "exists")
+                    elapsed = trio.current_time() - started
+                    nursery.cancel_scope.cancel()
+    finally:
+        stop(proc)
+    assert looks <= workers * (elapsed + 1)

@@ -34,6 +34,7 @@ import anyio
 import coredis.exceptions
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream
+from coredis import PureToken
 from coredis.response.types import StreamEntry
 
 from video_translation_client import JobResult, Outcome, VideoTranslationClient
@@ -60,8 +61,15 @@ LATE = 0.5
 FOLLOW_FOR = 1 / 12
 #: Deliveries of a job to workers, without a result, after which it is recorded failed.
 MAX_DELIVERIES = 5
-#: Milliseconds a read of the group blocks for new jobs.
+#: Milliseconds a read of the group blocks for new jobs; also how often the pause is looked
+#: at (once a period per worker, however many shards it reads).
 READ_BLOCK_MS = 1000
+#: Longest wait, in seconds, between two sweeps of the others' shards that found nothing (it
+#: doubles from READ_BLOCK_MS at each empty sweep): an idle fleet then costs each worker a
+#: read per shard every few seconds, not every second.
+STEAL_IDLE_MAX = 8.0
+#: Seconds a worker stopping (a signal, or fenced) may take to hand its jobs back.
+LEAVE_WITHIN = 5.0
 
 
 class Fenced(Exception):
@@ -124,11 +132,14 @@ class Worker:
         self._held: set[tuple[int, str]] = set()
         #: The shards this worker reads new jobs from (see ``_shards.served``).
         self.serving: frozenset[int] = frozenset()
-        #: Shards it reads whose last read left room unfilled (no backlog there): while all
-        #: are so, it also takes new jobs from the others' shards, a read a second each, so
-        #: that a shard whose readers are full does not wait while this worker has room.
-        self._drained: set[int] = set()
+        #: Shards whose last read filled the room it asked for (a backlog there): while none
+        #: it reads is so, it also takes new jobs from the others' shards (see :meth:`_steal`),
+        #: so that a shard whose readers are full does not wait while this worker has room. A
+        #: shard its room is too small to read (see :meth:`_share`) is not counted as one.
+        self._backlogged: set[int] = set()
         self._checked_own_at = -math.inf
+        #: Whether the fleet was paused at the last look (see :meth:`_watch_pause`).
+        self._paused = False
         self._send, self._receive = anyio.create_memory_object_stream[tuple[str, str, str]](
             RECORD_BATCH * 4
         )
@@ -141,6 +152,7 @@ class Worker:
             await anyio.sleep(READ_BLOCK_MS / 1000)
         await self.fleet.ensure_group()
         await self._renew(join=True)
+        await self._look_at_pause()  # before any read
         try:
             async with self.client, self._send, anyio.create_task_group() as tg:
                 if self.limiter is not None:
@@ -148,10 +160,16 @@ class Worker:
                 tg.start_soon(self._heartbeat)
                 if self.metrics is not None:
                     tg.start_soon(self._snapshots, self.metrics)
+                tg.start_soon(self._watch_pause)
                 tg.start_soon(self._take_over, tg)
                 tg.start_soon(self._record, self._receive)
                 tg.start_soon(self._resume_then_read, tg)
         except* Fenced as fenced:
+            # Fenced in one shard, it stops in all: what it holds in the others is handed
+            # back now, rather than left there until its leases in them run out (a lease
+            # renewed just before, in the shards renewed first) and taken then.
+            with anyio.CancelScope(shield=True), anyio.move_on_after(LEAVE_WITHIN):
+                await self.leave()
             raise fenced.exceptions[0] from None
         except* StateLost as lost:
             raise lost.exceptions[0] from None
@@ -159,9 +177,11 @@ class Worker:
     async def leave(self) -> None:
         """Hand this worker's jobs to the fleet now: its lease is set to 0, expired, so the next
         takeover pass of any worker claims them, their delivery counts unchanged (a handed
-        back job is no delivery lost)."""
+        back job is no delivery lost). Only where it still has a lease (XX): in a shard where
+        it was fenced its jobs are being taken over already, counted as delivered."""
         for shard in range(self.fleet.count):
-            await self.fleet.redis.zadd(self.fleet.shard(shard).workers, {self.name: 0})
+            workers = self.fleet.shard(shard).workers
+            await self.fleet.redis.zadd(workers, {self.name: 0}, condition=PureToken.XX)
 
     async def _snapshots(self, metrics: WorkerMetrics) -> None:
         while True:
@@ -182,7 +202,10 @@ class Worker:
                 self.name, self.lease, join=join, room=room, shard=shard
             )
             if expiry < 0:
-                raise Fenced(f"worker {self.name}: its lease expired and its jobs were taken over")
+                raise Fenced(
+                    f"worker {self.name}: its lease expired and its jobs were taken over"
+                    + (f" in shard {shard} (it hands back those of the others)" if shard else "")
+                )
         if self.fleet.count == 1:
             self.serving = frozenset({0})
         else:
@@ -213,6 +236,8 @@ class Worker:
             await self._resume(tg, shard)
         for shard in range(self.fleet.count):
             tg.start_soon(self._read, tg, shard)
+        if self.fleet.count > 1:
+            tg.start_soon(self._steal, tg)
 
     async def _resume(self, tg: TaskGroup, shard: int) -> None:
         after = "0"
@@ -233,41 +258,84 @@ class Worker:
                 return
             after = str(entries[-1].identifier)
 
+    async def _look_at_pause(self) -> None:
+        self._paused = await self.fleet.is_paused()
+        if self._paused:
+            self.stats.paused_waits += 1
+
+    async def _watch_pause(self) -> None:
+        """Whether the fleet is paused, looked at once a period for all the shards read (one
+        look per shard cost an idle fleet of W workers and N shards W x N calls a second)."""
+        while True:
+            await anyio.sleep(READ_BLOCK_MS / 1000)
+            await self._look_at_pause()
+
     async def _read(self, tg: TaskGroup, shard: int) -> None:
+        """New jobs of ``shard`` while this worker reads it (see ``_shards.served``)."""
         while True:
             # Room is taken per entry read, not held through the blocking read: a takeover
             # pass meanwhile finds the room free.
             await self.capacity.acquire()
             self.capacity.release()
-            mine = shard in self.serving
-            if not mine and not self.serving <= self._drained:
-                await anyio.sleep(READ_BLOCK_MS / 1000)  # its own shards fill its room
-                continue
-            if await self.fleet.is_paused():
-                if shard == min(self.serving):  # one wait a second, however many shards read
-                    self.stats.paused_waits += 1
+            room = self._share(shard) if shard in self.serving and not self._paused else 0
+            if not room:
                 await anyio.sleep(READ_BLOCK_MS / 1000)
                 continue
-            # The room shared among the shards read, so that one busy shard does not fill it
-            # (among all shards when taking from the others': those reads go at once).
-            sharing = len(self.serving) if mine else self.fleet.count
-            room = max(1, min(TAKE_BATCH, self.capacity.value // sharing))
-            block = READ_BLOCK_MS if mine else None
-            entries = await self._read_group(">", room, block=block, shard=shard)
+            entries = await self._read_group(">", room, block=READ_BLOCK_MS, shard=shard)
             self._held.update((shard, str(entry.identifier)) for entry in entries)
-            if mine:
-                # Fewer than asked for: no backlog here, the room may go to others' shards.
-                if len(entries) < room:
-                    self._drained.add(shard)
-                else:
-                    self._drained.discard(shard)
-            elif entries:
-                self.stats.stolen += len(entries)
+            # Fewer than asked for: no backlog here, the room may go to others' shards.
+            if len(entries) < room:
+                self._backlogged.discard(shard)
             else:
-                await anyio.sleep(READ_BLOCK_MS / 1000)
+                self._backlogged.add(shard)
             for entry in entries:
                 await self.capacity.acquire()
                 self._start(tg, Claimed.of(str(entry.identifier), entry.field_values, 1, shard))
+
+    def _share(self, shard: int) -> int:
+        """The part of the free room the reader of ``shard`` asks for: the room split among the
+        shards read, so that one busy shard does not fill it, and never more than it in all
+        (were each to ask for one at least, a worker with one free place reading 20 shards
+        would take 20 jobs). Left over places go to each shard in turn, a second each."""
+        mine = sorted(self.serving)
+        free, k = self.capacity.value, len(mine)
+        turn = (mine.index(shard) + int(anyio.current_time())) % k
+        return min(TAKE_BATCH, free // k + (turn < free % k))
+
+    async def _steal(self, tg: TaskGroup) -> None:
+        """New jobs of the others' shards, while every shard this worker reads has none left
+        for its room: a sweep over them, starting at another shard each time, each read
+        asking for no more than the room free (taken before the read: it does not block), so
+        that a shard whose readers are full does not wait while this worker has room. Sweeps
+        that find nothing come further apart, up to ``STEAL_IDLE_MAX``."""
+        period = READ_BLOCK_MS / 1000
+        wait, sweeps = period, 0
+        while True:
+            await anyio.sleep(wait)
+            others = [s for s in range(self.fleet.count) if s not in self.serving]
+            if not others or self._paused or self.serving & self._backlogged:
+                wait = period
+                continue
+            sweeps += 1
+            start = sweeps % len(others)
+            found = 0
+            for shard in others[start:] + others[:start]:
+                free = self._free(TAKE_BATCH)
+                if not free:
+                    break
+                got = 0
+                try:
+                    entries = await self._read_group(">", free, shard=shard)
+                    got = len(entries)
+                finally:
+                    for _ in range(free - got):  # the room the read did not fill
+                        self.capacity.release()
+                self._held.update((shard, str(entry.identifier)) for entry in entries)
+                self.stats.stolen += len(entries)
+                found += len(entries)
+                for entry in entries:
+                    self._start(tg, Claimed.of(str(entry.identifier), entry.field_values, 1, shard))
+            wait = period if found else min(STEAL_IDLE_MAX, wait * 2)
 
     async def _read_group(
         self, after: str, count: int, block: int | None = None, *, shard: int

@@ -3,6 +3,7 @@ ended by Ctrl-C or SIGTERM as ``watch`` is: the summary, one line, 128 + the sig
 
 from __future__ import annotations
 
+import math
 import secrets
 from contextlib import ExitStack
 from functools import partial
@@ -26,6 +27,10 @@ DEFAULT_RETENTION = 7 * 24 * 3600.0
 #: Results read from Redis per call, and how long a --follow read waits for more (ms).
 READ_COUNT = 1000
 FOLLOW_BLOCK_MS = 1000
+#: Seconds the one acknowledging reader's place lasts unrenewed (a reader killed leaves it
+#: this long). It is renewed before each shard's read and acknowledgement once a third of it
+#: has passed, so that a round over many shards cannot outlast it.
+ACKER_TTL = 30.0
 
 
 @click.command()
@@ -91,6 +96,7 @@ def write_results(
     acked = 0
     written = Written()
     token = secrets.token_hex(8)
+    held_at = -math.inf
     signum: int | None = None
 
     def stopped(sig: int) -> None:
@@ -108,6 +114,21 @@ def write_results(
                 with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                     await fleet.acker(token, hold=False)
 
+    async def hold(fleet: Fleet, *, unless_within: float = 0.0) -> None:
+        """With --ack, take or renew the one acknowledging reader's place, unless it was
+        renewed less than ``unless_within`` seconds ago; :class:`FleetError` if another
+        reader holds it."""
+        nonlocal held_at
+        asked = anyio.current_time()  # the place lasts ACKER_TTL from no earlier than this
+        if not ack or asked - held_at < unless_within:
+            return
+        if not await fleet.acker(token, hold=True, ttl=ACKER_TTL):
+            raise FleetError(
+                f"another 'results --ack' is reading fleet {fleet_name!r}: one at a time, or"
+                " each would remove results the other has not written"
+            )
+        held_at = asked
+
     async def read(fleet: Fleet) -> None:
         """Round after round over the shards, each read from its own cursor; a round that
         found nothing ends the reading, or, following, makes the next round's reads wait
@@ -118,11 +139,7 @@ def write_results(
         while True:
             # Each round: a fleet whose state was lost meanwhile has results of another epoch.
             await fleet.check_epoch()
-            if ack and not await fleet.acker(token, hold=True):
-                raise FleetError(
-                    f"another 'results --ack' is reading fleet {fleet_name!r}: one at a time, or"
-                    " each would remove results the other has not written"
-                )
+            await hold(fleet)
             if fleet.shards is None:  # following a fleet not submitted yet: it may be now
                 await fleet.load_shards()
                 cursors += ["0"] * (fleet.count - len(cursors))
@@ -142,6 +159,7 @@ def write_results(
         """Write the next results of ``shard`` (and acknowledge them): how many were read;
         None if they could not be written."""
         nonlocal acked
+        await hold(fleet, unless_within=ACKER_TTL / 3)
         stream = fleet.shard(shard).results
         more = partial(fleet.redis.xread, {stream: cursors[shard]}, count=READ_COUNT, block=block)
         got = await fleet.call(more)
@@ -166,6 +184,7 @@ def write_results(
             # Written and synced: removed even if a signal has come meanwhile, so that the
             # count said is what Redis removed.
             with anyio.CancelScope(shield=True):
+                await hold(fleet, unless_within=ACKER_TTL / 3)  # writing may have been slow
                 acked += await fleet.ack(taken, retention, shard)
         return len(entries)
 
