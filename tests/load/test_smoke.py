@@ -196,7 +196,7 @@ def test_fleet(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
         capsys,
         *("--jobs", "100", "--backends", "cluster", "--workers", "1"),
         *("--chaos", "kill", "--chaos-workers", "2"),
-        *("--completion-time", "0.5", "--lease", "1", "--capacity", "40", "--rate", "400"),
+        *("--completion-time", "0.5", "--lease", "3", "--capacity", "40", "--rate", "400"),
         *("--timeout", "120"),  # a run that cannot end fails, rather than wait 30 minutes
         workload=False,
     )
