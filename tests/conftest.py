@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import random
 import shutil
@@ -39,8 +40,10 @@ def pytest_configure(config: pytest.Config) -> None:
     starts (servers, vtpoll, load clients, pytest's workers) compiled all it imported again,
     about 1 s of CPU each: a third of the suite's. They share one cache instead, this run's
     alone, outside the tree and removed after the run, as not writing ``.pyc`` files asks."""
-    # Set before xdist starts its workers (they inherit it), and only by the process that does.
-    if "PYTHONDONTWRITEBYTECODE" in os.environ and not hasattr(config, "workerinput"):
+    # A cache prefix replaces the __pycache__ folders: in a compiled venv it would compile
+    # everything again. Set before xdist starts its workers, which inherit it.
+    compiled = Path(importlib.util.cache_from_source(httpx.__file__)).exists()
+    if "PYTHONDONTWRITEBYTECODE" in os.environ and not compiled:
         cache = tempfile.mkdtemp(prefix="vtpoll-tests-pyc-")
         config.add_cleanup(lambda: shutil.rmtree(cache, ignore_errors=True))
         os.environ["PYTHONPYCACHEPREFIX"] = cache
