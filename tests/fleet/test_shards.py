@@ -524,3 +524,36 @@ async def test_idle_workers_look_at_the_pause_once_a_period(tmp_path: Path, make
     finally:
         stop(proc)
     assert looks <= workers * (elapsed + 1)
+
+
+async def test_a_dead_workers_jobs_come_before_new_ones(redis_url: str, fleet_name: str, make_sim):
+    """A worker with room for one job, 300 new jobs waiting, and 3 jobs of a worker whose
+    lease expired: the 3 are taken first, each as the room frees, rather than after the
+    backlog (behind which, taken only by passes every half lease that found the room
+    filled by new jobs, they waited 90 s in a kill -9 run of load/fleet.py)."""
+    dead = [f"old{i}" for i in range(3)]
+    new = [f"new{i}" for i in range(300)]
+    sim = await created(make_sim(), dead + new)
+    with trio.fail_after(GUARD * 3):
+        async with open_fleet(redis_url, fleet_name) as fleet:
+            assert await fleet.submit(dead, None, 1) == 3
+            assert await fleet.lease("dead", 0.05, join=True, shard=0) > 0
+            got = await fleet.redis.xreadgroup(
+                "pollers", "dead", streams={fleet.shard(0).jobs: ">"}, count=10
+            )
+            assert got is not None
+            assert len(got[fleet.shard(0).jobs]) == 3
+            assert await fleet.submit(new, None, 1) == 300
+            while "dead" in await fleet.live_workers():  # noqa: ASYNC110 - its lease, in Redis
+                await trio.sleep(0.02)
+            client = VideoTranslationClient("http://sim", http_client=sim.client)
+            alive = Worker(fleet, client, name="alive", lease=1.0, capacity=1)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(alive.run)
+                await until_recorded(fleet, 303)
+                nursery.cancel_scope.cancel()
+            results = await fleet.redis.xrange(fleet.shard(0).results)
+    order = [entry.field_values["id"] for entry in results]
+    assert alive.stats.claimed == 3
+    # A read of new jobs under way as a place freed may come in between.
+    assert max(order.index(job_id) for job_id in dead) <= 5, order[:10]

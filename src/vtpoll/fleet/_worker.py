@@ -138,6 +138,12 @@ class Worker:
         #: shard its room is too small to read (see :meth:`_share`) is not counted as one.
         self._backlogged: set[int] = set()
         self._checked_own_at = -math.inf
+        #: Whether the last takeover pass was cut short by this worker's room: expired
+        #: workers' jobs wait, and the room that frees goes to them before new jobs.
+        self._owed = False
+        #: Set once the entries this worker's name held at its start are resumed and a first
+        #: takeover pass is made: then new jobs are read.
+        self._resumed = anyio.Event()
         #: Whether the fleet was paused at the last look (see :meth:`_watch_pause`).
         self._paused = False
         self._send, self._receive = anyio.create_memory_object_stream[tuple[str, str, str]](
@@ -234,6 +240,8 @@ class Worker:
         reads, one reader each."""
         for shard in range(self.fleet.count):
             await self._resume(tg, shard)
+        await self._take_over_pass(tg)  # expired workers' jobs before new ones
+        self._resumed.set()
         for shard in range(self.fleet.count):
             tg.start_soon(self._read, tg, shard)
         if self.fleet.count > 1:
@@ -277,7 +285,8 @@ class Worker:
             # pass meanwhile finds the room free.
             await self.capacity.acquire()
             self.capacity.release()
-            room = self._share(shard) if shard in self.serving and not self._paused else 0
+            mine = shard in self.serving and not self._paused and not self._owed
+            room = self._share(shard) if mine else 0
             if not room:
                 await anyio.sleep(READ_BLOCK_MS / 1000)
                 continue
@@ -313,7 +322,7 @@ class Worker:
         while True:
             await anyio.sleep(wait)
             others = [s for s in range(self.fleet.count) if s not in self.serving]
-            if not others or self._paused or self.serving & self._backlogged:
+            if not others or self._paused or self._owed or self.serving & self._backlogged:
                 wait = period
                 continue
             sweeps += 1
@@ -378,20 +387,41 @@ class Worker:
         tg.start_soon(self._send.send, (job.job_id, job.entry, line))
 
     async def _take_over(self, tg: TaskGroup) -> None:
-        """Every half lease, the jobs of workers whose lease expired, as many as this worker
-        has room for; the takeover script gives each live worker its share of them."""
+        """The jobs of workers whose lease expired, as many as this worker has room for,
+        every half lease (and once at the start, before new jobs are read); the takeover
+        script gives each live worker its share of them. While a pass leaves some for want of
+        room, they come first: new jobs are not read, and the room is taken for them as it
+        frees (they are older, and their deadlines run; behind a backlog of new jobs they
+        waited minutes)."""
+        await self._resumed.wait()
         while True:
-            await anyio.sleep(self.lease / 2)
-            if self.fleet.troubled_at > self._checked_own_at:
-                await self._adopt_own(tg)
-            now = anyio.current_time()
-            if now < max(self._no_takeover_until, self.fleet.troubled_at + self.lease):
-                continue  # just back in touch with Redis: the others renew their leases first
-            for shard in range(self.fleet.count):
-                await self._take_over_in(tg, shard)
+            if self._owed:
+                await self.capacity.acquire()
+                self.capacity.release()
+            else:
+                await anyio.sleep(self.lease / 2)
+            await self._take_over_pass(tg)
 
-    async def _take_over_in(self, tg: TaskGroup, shard: int) -> None:
-        while free := self._free(CLAIM_BATCH):
+    async def _take_over_pass(self, tg: TaskGroup) -> None:
+        if self.fleet.troubled_at > self._checked_own_at:
+            await self._adopt_own(tg)
+        now = anyio.current_time()
+        if now < max(self._no_takeover_until, self.fleet.troubled_at + self.lease):
+            self._owed = False  # just back in touch with Redis: the others renew first
+            return
+        owed = False
+        for shard in range(self.fleet.count):
+            owed |= await self._take_over_in(tg, shard)
+        self._owed = owed
+
+    async def _take_over_in(self, tg: TaskGroup, shard: int) -> bool:
+        """Take over in ``shard``; whether jobs may be left there for want of room: the room
+        ran out while claims filled it, or there was none and some were left before."""
+        filled = self._owed
+        while True:
+            free = self._free(CLAIM_BATCH)
+            if not free:
+                return filled
             try:
                 claimed = await self.fleet.take_over(self.name, free, shard)
             except FleetError:
@@ -402,7 +432,8 @@ class Worker:
             for _ in range(free - len(claimed)):
                 self.capacity.release()
             if len(claimed) < free:
-                return
+                return False
+            filled = True
 
     async def _adopt_own(self, tg: TaskGroup) -> None:
         """After a call failed: poll this worker's own entries that it does not know of (a
