@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -329,22 +330,38 @@ class Worker:
             start = sweeps % len(others)
             found = 0
             for shard in others[start:] + others[:start]:
-                free = self._free(TAKE_BATCH)
+                free, got = await self._into_room(tg, TAKE_BATCH, partial(self._new_jobs, shard))
                 if not free:
                     break
-                got = 0
-                try:
-                    entries = await self._read_group(">", free, shard=shard)
-                    got = len(entries)
-                finally:
-                    for _ in range(free - got):  # the room the read did not fill
-                        self.capacity.release()
-                self._held.update((shard, str(entry.identifier)) for entry in entries)
-                self.stats.stolen += len(entries)
-                found += len(entries)
-                for entry in entries:
-                    self._start(tg, Claimed.of(str(entry.identifier), entry.field_values, 1, shard))
+                self.stats.stolen += got
+                found += got
             wait = period if found else min(STEAL_IDLE_MAX, wait * 2)
+
+    async def _new_jobs(self, shard: int, count: int) -> list[Claimed]:
+        """Up to ``count`` new jobs of ``shard``, at once (the read does not block)."""
+        entries = await self._read_group(">", count, shard=shard)
+        return [
+            Claimed.of(str(entry.identifier), entry.field_values, 1, shard) for entry in entries
+        ]
+
+    async def _into_room(
+        self, tg: TaskGroup, most: int, fetch: Callable[[int], Awaitable[list[Claimed]]]
+    ) -> tuple[int, int]:
+        """Take up to ``most`` places of the free room, ``fetch`` that many jobs into them and
+        start them, the places they did not fill given back (whatever the fetch raised):
+        (places taken, jobs started)."""
+        free = self._free(most)
+        if not free:
+            return 0, 0
+        jobs: list[Claimed] = []
+        try:
+            jobs = await fetch(free)
+        finally:
+            for _ in range(free - len(jobs)):
+                self.capacity.release()
+        for job in jobs:
+            self._start(tg, job)
+        return free, len(jobs)
 
     async def _read_group(
         self, after: str, count: int, block: int | None = None, *, shard: int
@@ -419,21 +436,20 @@ class Worker:
         ran out while claims filled it, or there was none and some were left before."""
         filled = self._owed
         while True:
-            free = self._free(CLAIM_BATCH)
+            free, got = await self._into_room(tg, CLAIM_BATCH, partial(self._expired_jobs, shard))
             if not free:
                 return filled
-            try:
-                claimed = await self.fleet.take_over(self.name, free, shard)
-            except FleetError:
-                claimed = []  # Redis away: the pass is dropped (see Fleet.take_over)
-            self.stats.claimed += len(claimed)
-            for job in claimed:
-                self._start(tg, job)
-            for _ in range(free - len(claimed)):
-                self.capacity.release()
-            if len(claimed) < free:
+            self.stats.claimed += got
+            if got < free:
                 return False
             filled = True
+
+    async def _expired_jobs(self, shard: int, count: int) -> list[Claimed]:
+        """Up to ``count`` jobs of workers whose lease expired in ``shard``, this worker's share."""
+        try:
+            return await self.fleet.take_over(self.name, count, shard)
+        except FleetError:
+            return []  # Redis away: the pass is dropped (see Fleet.take_over)
 
     async def _adopt_own(self, tg: TaskGroup) -> None:
         """After a call failed: poll this worker's own entries that it does not know of (a
