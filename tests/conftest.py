@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib.util
 import os
 import random
@@ -48,6 +49,15 @@ def pytest_configure(config: pytest.Config) -> None:
         config.add_cleanup(lambda: shutil.rmtree(cache, ignore_errors=True))
         os.environ["PYTHONPYCACHEPREFIX"] = cache
         del os.environ["PYTHONDONTWRITEBYTECODE"]
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """What collection made (the modules, the tests) lives until the end of the run: left out
+    of the collector's passes from now on. The fleet tests collect after each test (see
+    tests/fleet/conftest.py), and each full pass went over all of it: 0.1 s of CPU a time,
+    nine in ten of it on objects that cannot be garbage."""
+    gc.collect()
+    gc.freeze()
 
 
 def _marked_processes() -> list[int]:
