@@ -41,6 +41,11 @@ class RetryBudget:
         self._next_probe = float("-inf")
 
     @property
+    def next_probe(self) -> float:
+        """When the next probe may go out while the budget is spent."""
+        return self._next_probe
+
+    @property
     def spent(self) -> bool:
         """Retries are held back: the server has been failing most requests."""
         return self.tokens <= self.max_tokens / 2

@@ -56,6 +56,9 @@ class Check:
     #: If, after ``delay``, the check cannot be held after all (the server turned out not to
     #: hold, or another check is finding out), wait this much longer and check at once.
     unheld_delay: float = 0.0
+    #: With ``until_recovery``, this job's turn to be the retry budget's probe also ends the
+    #: wait (held-back jobs take turns, one at a time waiting for the probe's time).
+    until_probe: bool = False
     #: Do not check yet: wait for the outcome of another job's check (what the server offers
     #: is about to be known), then ask the schedule again.
     replan: bool = False
@@ -107,6 +110,8 @@ class ServerView:
     plain: bool = False
     #: Some request has had an outcome (an answer, or none at all) since the client began.
     heard: bool = True
+    #: The retry budget is spent: retries are held back but for one probe a second.
+    retries_spent: bool = False
 
     def silent_for(self, now: float) -> float:
         return 0.0 if self.silent_since is None else now - self.silent_since
@@ -336,7 +341,9 @@ def missed(job: JobRecord, now: float, server: ServerView, *, url: str | None, w
 def held_back(job: JobRecord, now: float, server: ServerView) -> Action:
     """The retry budget held the job's retry back (the server fails most requests): when to
     ask again. No request goes unless the budget allows: one probe a second gets through, and
-    the first answer wakes every held-back job."""
+    the first answer wakes every held-back job. While the budget is spent, a held-back job
+    sleeps until that answer, its own retry time or its turn to probe (held-back jobs take
+    turns), rather than waking every second to ask."""
     if server.last_success >= job.failed_at:
         # The server answers again and the budget is refilling: wait a moment, spread at
         # random so that held-back jobs do not return in one wave.
@@ -356,6 +363,11 @@ def held_back(job: JobRecord, now: float, server: ServerView) -> Action:
             if job.failures > job.config.max_retries:
                 return Fail(exhausted(job, failing, held_back=True))
         job.retry_at = now + _fit_refused(job.retry_backoff.next_delay(), failing, now, server)
+    if server.retries_spent:
+        # Until the server answers again, this job's own retry time, or its turn to be the
+        # probe, whichever comes first: nothing else can let its retry go out.
+        return Check(delay=job.retry_at - now, until_recovery=True, until_probe=True)
+    # Held back by the retries in flight: room may free up any moment.
     delay = min(job.retry_at - now, HELD_BACK_SPREAD * (0.5 + job.random()))
     return Check(delay=delay, until_recovery=True)
 

@@ -132,14 +132,14 @@ class JobPoll:
     async def _wait(self, check: Check) -> None:
         """Wait as ``check`` says, never past the last-check point before the deadline; past
         it, the last check has been made: wait for the deadline's cancel scope."""
-        await self._sleep(check.delay, check.until_recovery)
+        await self._sleep(check.delay, check.until_recovery, check.until_probe)
         if check.hold and check.unheld_delay and not self._view().may_hold:
             await self._sleep(check.unheld_delay, False)
 
     def _view(self) -> ServerView:
         return self.session.view(self.record.job_id)
 
-    async def _sleep(self, delay: float, until_recovery: bool) -> None:
+    async def _sleep(self, delay: float, until_recovery: bool, until_probe: bool = False) -> None:
         if not delay:
             return
         now = anyio.current_time()
@@ -154,7 +154,11 @@ class JobPoll:
             await anyio.sleep(fitted)
             return
         with anyio.move_on_after(fitted):
-            await self.session.state.recovered()
+            if until_probe:
+                if not await self.session.state.probe_turn():
+                    return  # this job's turn to probe: at once
+            else:
+                await self.session.state.recovered()
             # Spread at random: the jobs it wakes do not come back in one wave.
             await anyio.sleep(HELD_BACK_SPREAD * self.record.random())
 

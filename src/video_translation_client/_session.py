@@ -157,6 +157,7 @@ class Session:
             dialect=self.fetcher.dialect.name,
             plain=self._plain(now),
             heard=health.ever_answered or health.silent_since is not None,
+            retries_spent=self.state.budget.spent,
         )
 
     def _plain(self, now: float) -> bool:

@@ -166,6 +166,10 @@ class ServerState:
         self._held_failed = -math.inf
         self._recovered: anyio.Event | None = None
         self._heard: anyio.Event | None = None
+        #: Held-back jobs waiting for the recovery or their turn to probe (see
+        #: :meth:`probe_turn`), and the turn they take one at a time.
+        self._held: set[anyio.CancelScope] = set()
+        self._turn: anyio.Lock | None = None
 
     # -- what the next check may do ----------------------------------------------------------
 
@@ -225,9 +229,13 @@ class ServerState:
                 self._held_failures += 1
                 self._held_failed = now
             return
-        if self.budget.spent and self._recovered is not None:
-            self._recovered.set()
-            self._recovered = None
+        if self.budget.spent:
+            if self._recovered is not None:
+                self._recovered.set()
+                self._recovered = None
+            for waiting in self._held:
+                waiting.cancel()
+            self._held.clear()
         self.budget.record_success()
         self.health.answered(now, success=True)
         if held:
@@ -266,7 +274,25 @@ class ServerState:
             self._recovered = anyio.Event()
         await self._recovered.wait()
 
+    async def probe_turn(self) -> bool:
+        """Until this held-back job's turn to be the retry budget's next probe, False; or until
+        the server answers again while the budget is spent, True. Held-back jobs take turns in
+        the order they came, one at a time waiting for the probe's time: the others sleep
+        until then (or until their own retry time, which their caller's scope sets)."""
+        if self._turn is None:
+            self._turn = anyio.Lock()
+        with anyio.CancelScope() as scope:
+            self._held.add(scope)
+            try:
+                async with self._turn:
+                    await anyio.sleep_until(self.budget.next_probe)
+            finally:
+                self._held.discard(scope)
+        return scope.cancel_called
+
     def new_run(self) -> None:
         """A session opens, maybe under another event loop: an event made under the last one
         cannot be waited on here."""
         self._recovered = self._heard = None
+        self._turn = None
+        self._held.clear()

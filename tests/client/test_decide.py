@@ -204,6 +204,21 @@ def test_a_held_back_retry_waits_for_the_server_or_its_backoff():
     assert record.failures == 1
 
 
+def test_a_retry_held_back_by_a_spent_budget_sleeps_till_its_backoff_or_its_turn():
+    """While the budget is spent, a held-back retry does not wake every second to ask: it
+    waits for the server's answer, its whole backoff or its turn to be the probe."""
+    record = job(failing=FAIL_500, failed_at=10.0, retry_at=14.0)
+    server = ServerView(last_answer=10.0, last_success=5.0, retries_spent=True)
+    expected = Check(delay=3.0, until_recovery=True, until_probe=True)
+    assert held_back(record, 11.0, server) == expected
+    assert record.failures == 0
+    assert held_back(record, 14.0, server) == Check(
+        delay=record.retry_at - 14.0, until_recovery=True, until_probe=True
+    )
+    assert record.retry_at > 14.0
+    assert record.failures == 1
+
+
 REFUSED = Transient("ConnectError: refused", refused=True)
 NEVER = ServerView(ever_answered=False, silent_since=0.0, url="http://x")
 

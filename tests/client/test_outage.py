@@ -77,20 +77,28 @@ async def test_a_server_never_reached_is_given_up_after_max_retries(autojump_clo
 
 async def test_with_the_defaults_an_outage_of_60_s_loses_no_job(autojump_clock):
     """Every default: the server answers, goes silent for 60 s (its jobs finish meanwhile),
-    and comes back: every job ends completed, and the outage cost about one probe a second."""
+    and comes back: every job ends completed, and the outage cost about one probe a second.
+    Held-back jobs sleep meanwhile (until the server answers, their own retry time or their
+    turn to probe), rather than each waking every second to be denied; the first answer
+    wakes them all."""
     start = trio.current_time()
     server = Scripted([down_between(start, down_from=5, up_at=65, completes_at=30)])
     async with server.client() as http:
         client = VideoTranslationClient(URL, http_client=http)
         results = await client.poll_many([f"j{i}" for i in range(200)])
+    took = trio.current_time() - start
     assert [r.outcome for r in results] == [Outcome.COMPLETED] * 200
     during = [t for t, _ in server.log if 5 <= t - start < 65]
     assert len(during) < 200 + 60 + 10
+    # Backoffs of 1 to 30 s: 7 or so retry times per job in 60 s, not 60 wake-ups.
+    assert client.statistics().retries_denied < 15 * 200
+    # Woken by the first answer, not by their next retry time (up to 30 s later).
+    assert took < 65 + 5
 
 
 async def test_a_restart_loses_no_job(autojump_clock):
-    """Down for 10 s from the start, then back: every job completes, and the outage costs
-    few requests."""
+    """Down for 10 s from the start, then back: every job completes soon after, and the outage
+    costs few requests."""
     start = trio.current_time()
     server = Scripted([down_between(start, down_from=0, up_at=10, completes_at=0)])
     async with server.client() as http:
@@ -102,7 +110,10 @@ async def test_a_restart_loses_no_job(autojump_clock):
             rate_limit=None,
         )
         results = await client.poll_many([f"r{i}" for i in range(500)])
+    took = trio.current_time() - start
     assert all(r.outcome is Outcome.COMPLETED for r in results)
+    # Found back by a probe within about a second, not by the next retries' backoff (15 s).
+    assert took < 10 + 3
     failed = [t for t, _ in server.log if t - start < 10]
     # The first check of each job, then the budget's probes: nowhere near 500 x 5 retries.
     assert len(failed) < 500 + 10 + 10 + 5
