@@ -393,15 +393,19 @@ class RateLimiter:
                 self._measured(now, self._accepted_rate(accepted, now - since))
                 self._trial = _Trial(now, before, window=shown, unbiased=accepted / (now - since))
                 return pause
-            elif self._current < math.inf:
+            elif accepted or self._current < math.inf:
                 # Too little to measure yet: at least halve, and no faster than the server
-                # accepted since the overrun began. No trial: a refusal there says nothing.
+                # accepted since the overrun began, but to no less than half of what it
+                # accepted over the last seconds (it took that much: a few refusals in a lull
+                # of the client's own work would otherwise pin it to the lull's pace). No
+                # trial: a refusal there says nothing.
                 span = max(now - since, _EPSILON)
                 if self._current > self._target:
                     # A probe ended here: the next one climbs half as fast, as after a
                     # measure found where it was (the limit is most likely still here).
                     self._probe = max(self.probe / 1000, self._probe / 2)
-                self._decrease(now, min(self._current / 2, max(accepted, 1) / span))
+                lowered = min(self._current / 2, max(accepted, 1) / span)
+                self._decrease(now, max(lowered, len(self._answers) / ANSWERS_MEMORY / 2))
             return pause
         if known is not None and not settled and not self._probe_ended:
             # A probe went past the rate settled under the last measure: back there, and
