@@ -10,22 +10,34 @@ server's ``Retry-After``, and a rate that finds the server's own), so this is wr
   starves behind luckier ones.
 - **Pause**: ``pause(seconds)`` stops everyone until then (a 429's ``Retry-After``).
 - **Adaptive**: the limiter counts the answers the server accepts (``accepted()``) and the
-  429s it gets (``refused()``). Refusals thick enough (``OVERRUN_REFUSALS``, at least
-  ``OVERRUN_SHARE`` of requests) show an overrun, and while it lasts the answers accepted per
-  second *are* the server's rate, whatever its headers say: at most every ``cooldown``
-  seconds the limiter settles just under that measure, and every request waits out each
-  refusal's pause. Thinner refusals cannot be told from a server's or a proxy's 429s at
-  random: on their own they lower nothing and pause only their own request. If they persist
-  (``TRIAL_REFUSALS``), the rate is put on trial: it settles under what the server accepted
-  meanwhile and holds there; a limit then refuses nothing (``TRIAL_ANSWERS_AFTER`` answers),
-  and the measure stands, while a refusal shows them random: the rate goes back, and the
-  next trial waits for twice as many. Without 429s the rate probes upwards, slowly at first
-  and faster the longer no 429 comes (``probe`` times the square of the seconds since the
-  last decrease or trial), up to the configured rate; a 429 past the rate settled under the
-  last measure sends it back there, and makes the next probe half as steep. A stale or wrong
-  ``RateLimit-Policy`` cannot pin the rate low, random 429s do not lower it (but for a trial
-  they happen to pass, which holds for a minute at most), and a server that raises its limit
-  is found.
+  429s it gets (``refused()``), and learns the server's rate by one law:
+
+  - *An overrun is told from refusals at random by a binomial test*: refusals since the
+    first 429 of a run of them (429s ``OVERRUN_GAP`` apart at most) are an overrun when
+    the share of requests a server refuses at random (the *base share*: 1 in ``PRIOR``
+    until trials teach it) explains as many with a chance below ``ALPHA`` (the Chernoff
+    bound). Random 429s are common (concurrency caps, proxies) and lower nothing once
+    learnt.
+  - *While overrun, what the server accepts is its rate*, whatever its ``RateLimit-Policy``
+    says (a stale or wrong one cannot pin the rate): the rate is cut to ``MARGIN`` of the
+    answers accepted per second since the overrun began (with fewer than
+    ``MEASURE_ANSWERS``, halved), at most once per ``cooldown``.
+  - *Every measured cut is a trial*, the rate held while two tests at the same level judge
+    it: a limit, if fewer are refused under the cut than in the window that started it
+    (G-test); random, if more are refused under it than the base share explains. Outcomes
+    within a ``cooldown`` of the cut answer requests sent before it, and are not counted. A
+    limit's measure stands (with nothing refused under the cut, the rate goes back to just
+    under all that was measured: the cut left out a token the server's bucket may have
+    held); refusals at random restore the rate from before the first cut no trial
+    confirmed, and teach the base share.
+  - *A refusal holds every request for its* ``Retry-After`` only where a limit is likely:
+    once a trial has found one, or while more requests are refused than accepted.
+    Otherwise only its own request waits (the client sees to that).
+  - *Without 429s the rate probes upwards* from where it settled, slowly at first and
+    faster the longer none comes (``probe`` times the square of the seconds since), up to
+    the configured rate: a server that raises its limit is found. A 429 past the measure
+    sends the rate back under it, and a probe ended there or by a halving makes the next
+    one half as steep (the limit is most likely where it was).
 """
 
 from __future__ import annotations
@@ -54,26 +66,15 @@ ANSWERS_MEMORY = 5.0
 UNLIMITED = 1e6
 #: A measure within this share of the last one finds the server's rate unchanged.
 STABLE = 0.1
-#: Refusals that show an overrun, where the measure begins: at least this many in it, and
-#: this share of its requests. Random 429s at a few percent of requests rarely come so thick.
-OVERRUN_REFUSALS = 5
-OVERRUN_SHARE = 0.3
+#: Refusals show an overrun when the base share (refusals at random, learnt from trials
+#: refuted, a prior of 1 in ``PRIOR`` before any) explains as many with a chance below
+#: ``ALPHA``: one run in a thousand a false alarm, which one trial then takes back.
+PRIOR = 50
+ALPHA = 1e-3
 #: How far above the rate it settled at a probe has climbed while it still counts as there.
 SETTLED = 0.005
-#: Thin refusals that persist, this many within ``ANSWERS_MEMORY`` seconds, put the rate on
-#: trial: it settles under what the server accepted meanwhile and holds for ``TRIAL`` seconds
-#: at least. A refusal then (after ``TRIAL_GRACE``, for answers to requests sent before)
-#: shows them random, and doubles the count the next trial waits for (up to 4 times). A
-#: measure a trial confirmed lasts ``TRIAL_MEASURE_LIFE`` seconds, unless an overrun's
-#: thick refusals measure the rate meanwhile.
-TRIAL_REFUSALS = 5
-TRIAL = 5.0
-TRIAL_GRACE = 1.0
-TRIAL_MEASURE_LIFE = 60.0
-#: The fewest answers a trial's measure is taken from, and the fewest it lasts for: random
-#: refusals at 5% of requests leave 60 answers in a row unrefused 5% of the time.
-TRIAL_ANSWERS = 5
-TRIAL_ANSWERS_AFTER = 60
+#: The fewest answers a measure is taken from: (answers - 1) / span errs by 1/4 at most.
+MEASURE_ANSWERS = 5
 #: A pause this long (a Retry-After in whole seconds) holds every request for longer than a
 #: server's burst makes up for after it: no rate is measured across one.
 LONG_PAUSE = 1.0
@@ -81,14 +82,21 @@ LONG_PAUSE = 1.0
 
 @dataclass(slots=True)
 class _Trial:
-    """A measure from thin refusals on trial: the rate holds under it until ``until`` and
-    ``TRIAL_ANSWERS_AFTER`` answers have passed with no refusal."""
+    """A cut on trial: the rate holds under a measure while the refusals under it are judged
+    a limit's (fewer than in the window that started it) or random (more than the base
+    share explains); see :meth:`RateLimiter._judge`."""
 
     started: float
-    until: float
     #: The rate in force before it: where a refuted trial goes back to.
     before: float
+    #: The refusals and outcomes that put it on trial: random, if it is refuted.
+    window: tuple[int, int]
+    #: The measure without the token the bucket may have held: settled under once nothing
+    #: is refused under the cut.
+    unbiased: float = 0.0
+    #: The outcomes since the grace for requests sent before it: answers, refusals.
     answers: int = 0
+    refused: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +119,11 @@ class RateLimiterStatistics:
     paused_for: float
     #: The rate the server was last measured to accept when it throttled, if it has.
     server_rate: float | None
+    #: Whether a cut is on trial: held while its refusals are judged a limit's or random.
+    trial: bool = False
+    #: The share of requests the server refuses at random, as learnt from trials (a prior of
+    #: 1 in ``PRIOR`` before any).
+    base_share: float = 0.0
 
 
 class Limiter(Protocol):
@@ -170,19 +183,28 @@ class RateLimiter:
         self._target = self.rate
         self._server_rate: float | None = None
         self._decreased_at = -math.inf
+        #: When the rate last settled under a measure: a halving, which measured nothing, does
+        #: not restart the overrun's measure (the client sent above the server's rate all along).
+        self._measured_at = -math.inf
         self._paused_until = -math.inf
         #: The end of the last pause of ``LONG_PAUSE`` or more: rates are measured after it.
         self._long_pause_until = -math.inf
         #: The first 429 of the current overrun, and the last one.
         self._overrun_since = self._last_throttled = -math.inf
+        #: The rate before the first cut that no trial has found a limit's since: where
+        #: refusals found random go back to.
+        self._unconfirmed_from = -math.inf
         #: Whether a probe past the last measure was ended in the current overrun.
         self._probe_ended = False
         self._refused: deque[float] = deque()
         #: The trial on now, if any; when the last one ended; the refusals the next waits for.
         self._trial: _Trial | None = None
         self._trial_ended = -math.inf
-        self._trial_refusals = TRIAL_REFUSALS
-        self._measure_expires = math.inf
+        #: Outcomes seen on trials, and the refusals among them: the base share's evidence.
+        self._base_refused = 0
+        self._base_outcomes = 0
+        #: Whether a trial has found a limit: from then on, every overrun pauses everyone.
+        self._confirmed = False
         self._answers: deque[float] = deque()
         # Per event loop: one limiter may serve a trio run and later an asyncio one.
         self._lock: RunVar[anyio.Lock | None] = RunVar("RateLimiter lock", default=None)
@@ -211,15 +233,15 @@ class RateLimiter:
             self._tokens = self._burst_now()  # a new run starts as a new limiter does: full
             self._paused_until = self._long_pause_until = -math.inf
             self._overrun_since = self._last_throttled = self._trial_ended = -math.inf
+            self._measured_at = -math.inf
             self._token_wait_at = -math.inf
             self._decreased_at = now if self._current < self.rate else -math.inf
             self._refused.clear()
             self._answers.clear()
-            if self._trial is not None:
+            if self._trial is not None:  # judged on another clock: not judged
                 self._target = max(self._target, self._trial.before)
+                self._server_rate = None
                 self._trial = None
-            if self._measure_expires < math.inf:
-                self._measure_expires = now + TRIAL_MEASURE_LIFE
         return now
 
     def current_rate(self) -> float:
@@ -253,7 +275,7 @@ class RateLimiter:
             self._current += (self._target - self._current) * back
             if self._current >= self._target * (1 - STABLE / 10):
                 self._current = self._target  # there: probe from it (never there otherwise)
-        elif self._trial is None:
+        if self._current >= self._target and self._trial is None:
             # ...then beyond it, slowly at first, faster the longer no 429 comes (a trial
             # holds the rate where it settled).
             since = now - max(self._decreased_at, self._trial_ended)
@@ -320,13 +342,9 @@ class RateLimiter:
         self._answers.append(now)
         _forget_before(self._answers, now - ANSWERS_MEMORY)
         trial = self._trial
-        if trial is not None:
+        if trial is not None and now - trial.started >= self.cooldown:
             trial.answers += 1
-            if now >= trial.until and trial.answers >= TRIAL_ANSWERS_AFTER:
-                # Under a limit, nothing is refused: so it was one.
-                self._trial = None
-                self._trial_ended = now
-                self._trial_refusals = TRIAL_REFUSALS
+            self._judge(now, trial)
 
     def throttled(self, quota: float | None = None) -> bool:
         """The server said 429: lower the rate if it is overrun, at most once per
@@ -334,15 +352,9 @@ class RateLimiter:
 
         ``quota``, the rate a ``RateLimit-Policy`` declares, is not trusted: a server that
         misdeclares (or a stale policy) would pin the rate far below what it accepts. The rate
-        the server is seen to accept while refusing is the measure. A 429 now and then (a
-        proxy's, an injected fault's) says nothing of that rate, and taking the client's own
-        pace at that moment for it would pin the client there; so refusals pause every request
-        only while they come thick (``OVERRUN_REFUSALS``, ``OVERRUN_SHARE``) or end a probe
-        past the last measure itself, and lower the rate only then, or when a probe passes the
-        rate settled under that measure. Thinner refusals that persist are put to the test:
-        the rate settles under what the server accepted meanwhile and holds there for
-        ``TRIAL`` seconds at least; a limit then refuses nothing, while refusals at random go
-        on, and one of them ends the trial and restores the rate.
+        the server is seen to accept while it refuses more than chance explains is the
+        measure, and the cut to it is on trial until the refusals under it show a limit or
+        chance (see the module's law).
         """
         now = self._now()
         self._refill(now)
@@ -353,32 +365,48 @@ class RateLimiter:
             self._probe_ended = False
         self._last_throttled = now
         trial = self._trial
-        if trial is not None and now - trial.started >= max(self.cooldown, TRIAL_GRACE):
-            self._refuted(now, trial)
+        known = self._server_rate
+        settled = known is not None and self._current <= known * MARGIN * (1 + SETTLED)
+        if trial is not None:
+            if now - trial.started >= self.cooldown:
+                trial.refused += 1
+                self._judge(now, trial)
             return False
-        if self._server_rate is not None and now > self._measure_expires:
-            self._server_rate = None  # a trial's measure, not confirmed by an overrun since
-            self._probe = self.probe
         overrun = max(self._overrun_since, now - ANSWERS_MEMORY)
         if now - self._decreased_at < self.cooldown:
             # The answer to a request sent before the last decrease, most likely.
-            return self._thick(overrun)[0]
+            thick, accepted, refused = self._thick(overrun)
+            return thick and self._pauses(refused, accepted)
         # Measured since the last decrease, if it came in this overrun (answers before it
         # came at another rate), and since the last long pause (which held every request
         # longer than the server's burst would make up for after it).
-        since = max(overrun, self._decreased_at, self._long_pause_until)
-        thick, accepted = self._thick(since)
-        known = self._server_rate
+        since = max(overrun, self._measured_at, self._long_pause_until, self._trial_ended)
+        thick, accepted, refused = self._thick(since)
         if thick:
-            if accepted and now - since >= MIN_MEASURE:
-                self._measured(now, accepted / (now - since))
-                self._trial_refusals = TRIAL_REFUSALS
-            elif not accepted and known is None and self._current < math.inf:
-                self._decrease(now, self._current / 2)  # nothing accepted to measure: halve
-            return True
-        if since != overrun and self._thick(overrun)[0]:
-            return True  # still thick over the whole overrun: every request waits
-        settled = known is not None and self._current <= known * MARGIN * (1 + SETTLED)
+            pause = self._pauses(refused, accepted)
+            if accepted >= MEASURE_ANSWERS and now - since >= MIN_MEASURE:
+                # A cut on trial: under a limit, refusals stop under what the server
+                # accepted; refusals at random go on, refute it and teach the base share.
+                refused = sum(1 for t in self._refused if t >= since)
+                shown = refused, refused + accepted
+                before = max(self._current, self._target, self._unconfirmed_from)
+                self._measured(now, self._accepted_rate(accepted, now - since))
+                self._trial = _Trial(now, before, window=shown, unbiased=accepted / (now - since))
+                return pause
+            elif accepted or self._current < math.inf:
+                # Too little to measure yet: at least halve, and no faster than the server
+                # accepted since the overrun began, but to no less than half of what it
+                # accepted over the last seconds (it took that much: a few refusals in a lull
+                # of the client's own work would otherwise pin it to the lull's pace). No
+                # trial: a refusal there says nothing.
+                span = max(now - since, _EPSILON)
+                if self._current > self._target:
+                    # A probe ended here: the next one climbs half as fast, as after a
+                    # measure found where it was (the limit is most likely still here).
+                    self._probe = max(self.probe / 1000, self._probe / 2)
+                lowered = min(self._current / 2, max(accepted, 1) / span)
+                self._decrease(now, max(lowered, len(self._answers) / ANSWERS_MEMORY / 2))
+            return pause
         if known is not None and not settled and not self._probe_ended:
             # A probe went past the rate settled under the last measure: back there, and
             # probe half as fast next time (the limit is most likely where it was). Every
@@ -388,23 +416,6 @@ class RateLimiter:
             past = self._current > known
             self._decrease(now, known * MARGIN)
             return past
-        # Thin refusals that persist (since the last decrease and the last trial): try what
-        # the server accepted meanwhile.
-        since = max(
-            self._decreased_at, now - ANSWERS_MEMORY, self._long_pause_until, self._trial_ended
-        )
-        refused = [t for t in self._refused if t >= since]
-        # Only while the client sent as fast as its rate allowed: sending less (app-limited, as
-        # BBR says), what the server accepted is the client's own pace, no measure of the
-        # server, and random refusals would pin the rate to that pace.
-        limited = bool(refused) and self._token_wait_at >= refused[0]
-        if limited and len(refused) >= self._trial_refusals:
-            # From the first of them: the server's bucket was empty then.
-            accepted = sum(1 for t in self._answers if t > refused[0])
-            if accepted >= TRIAL_ANSWERS and now - refused[0] >= MIN_MEASURE:
-                before = self._current
-                self._measured(now, self._accepted_rate(accepted, now - refused[0]), trial=True)
-                self._trial = _Trial(started=now, until=now + TRIAL, before=before)
         return False
 
     @staticmethod
@@ -414,42 +425,81 @@ class RateLimiter:
         held at either: so that a limit there refuses nothing."""
         return (accepted - 1) / span
 
-    def _thick(self, since: float) -> tuple[bool, int]:
-        """Whether the refusals since then are thick enough to show an overrun, and the
-        answers accepted since then (strictly after: the answers that came with the first
-        429 were the server's burst)."""
+    def _pauses(self, refused: int, accepted: int) -> bool:
+        """Whether an overrun's refusals hold every request for their ``Retry-After``: once a
+        trial has shown the server limits, or while more are refused than accepted (a client
+        at twice the server's rate or more). Fewer, and they may be refusals at random that
+        the base share has not learnt yet: the cut on trial stops a limit's without a pause,
+        while a pause would hold every job for one refusal at random."""
+        return self._confirmed or refused > accepted
+
+    def _thick(self, since: float) -> tuple[bool, int, int]:
+        """Whether the refusals since then are more than the base share explains (a binomial
+        test: the Chernoff bound on the chance of as many, below ``ALPHA``), and the answers
+        accepted since then (strictly after: the answers that came with the first 429 were
+        the server's burst)."""
         refused = sum(1 for t in self._refused if t >= since)
         accepted = sum(1 for t in self._answers if t > since)
-        thick = refused >= OVERRUN_REFUSALS and refused >= OVERRUN_SHARE * (accepted + refused)
-        return thick, accepted
+        thick = refused > 1 and _unlikely(refused, refused + accepted, self._base_share())
+        return thick, accepted, refused
 
-    def _measured(self, now: float, measured: float, *, trial: bool = False) -> None:
-        """Settle under a measure: one from thick refusals stands, one from a trial for
-        ``TRIAL_MEASURE_LIFE`` seconds (a trial that refusals at random happened to spare
-        would otherwise hold the rate for good)."""
+    def _base_share(self) -> float:
+        return (self._base_refused + 1) / (self._base_outcomes + PRIOR)
+
+    def _measured(self, now: float, measured: float) -> None:
+        """Settle just under a measure, up or down (halvings while nothing could be measured
+        may have gone below it), to be judged by a trial."""
         known = self._server_rate
-        self._measure_expires = now + TRIAL_MEASURE_LIFE if trial else math.inf
         if known is not None and abs(measured - known) <= STABLE * known:
             # Found where it was: probe half as fast next time (cycles grow by sqrt 2).
             self._probe = max(self.probe / 1000, self._probe / 2)
         else:
             self._probe = self.probe
         self._server_rate = measured
-        self._trial = None
+        self._measured_at = now
+        self._current = max(self._current, min(self.rate, measured * MARGIN))
         self._decrease(now, measured * MARGIN)
 
-    def _refuted(self, now: float, trial: _Trial) -> None:
-        """Refused during a trial, under a rate the server had been seen to accept: the
-        refusals are at random, not a limit. The measure is forgotten, the rate goes back to
-        where it was, and the next trial waits for twice as many refusals."""
+    def _judge(self, now: float, trial: _Trial) -> None:
+        """One more outcome under the cut. A limit: fewer refused under it than in the window
+        that started it, beyond chance (the window, chosen for looking thick, is set against
+        the cut as a sample of its own: two-sample test). Random: refused under it more than
+        the base share explains. Neither yet: the cut holds."""
+        refused, outcomes = trial.refused, trial.refused + trial.answers
+        share = refused / outcomes
+        if _fewer(trial.window, (refused, outcomes)):
+            limit = True
+        elif refused > 1 and not _fewer(trial.window, (0, 0), share):
+            # As many refused under the cut as here, however long it went on, the window
+            # would not be shown thicker: nothing a limit would do.
+            limit = False
+        elif refused and _unlikely(refused, outcomes, self._base_share()):
+            limit = False
+        else:
+            return
         self._trial = None
         self._trial_ended = now
+        self._base_refused += refused
+        self._base_outcomes += outcomes
+        if limit:
+            self._confirmed = True
+            self._unconfirmed_from = -math.inf
+            if not refused and self._server_rate is not None:
+                # Nothing refused under the cut: the server's rate is not below the measure
+                # of all it accepted.
+                self._target = max(self._target, min(self.rate, trial.unbiased * MARGIN))
+            return  # the measure stands
+        # Refusals at random: the measure is forgotten and the rate goes back to where it was.
+        self._base_refused += trial.window[0]
+        self._base_outcomes += trial.window[1]
         self._server_rate = None
         self._probe = self.probe
         self._target = max(self._target, trial.before)
-        self._trial_refusals = min(TRIAL_REFUSALS * 4, self._trial_refusals * 2)
+        self._unconfirmed_from = -math.inf
 
     def _decrease(self, now: float, lowered: float) -> None:
+        if self._unconfirmed_from == -math.inf:
+            self._unconfirmed_from = max(self._current, self._target)
         self._current = max(self.min_rate, min(self._current, lowered))
         self._target = self._current
         self._decreased_at = now
@@ -470,7 +520,34 @@ class RateLimiter:
             decreases=self._decreases,
             paused_for=max(0.0, self._paused_until - now),
             server_rate=self._server_rate,
+            trial=self._trial is not None,
+            base_share=self._base_share(),
         )
+
+
+def _kl(q: float, p: float) -> float:
+    """The Kullback-Leibler divergence of a coin of chance q from one of chance p."""
+    return sum(x * math.log(x / y) for x, y in ((q, p), (1 - q, 1 - p)) if x > 0)
+
+
+def _unlikely(k: int, n: int, p: float) -> bool:
+    """Whether k or more successes in n trials of chance p are less likely than ``ALPHA``, by
+    the Chernoff bound exp(-n KL(k/n || p)) (Hoeffding 1963): no tail sums, and on the safe
+    side."""
+    return k / n > p and n * _kl(k / n, p) > -math.log(ALPHA)
+
+
+def _fewer(first: tuple[int, int], second: tuple[int, int], share: float | None = None) -> bool:
+    """Whether the second sample's share (successes, trials) is below the first's beyond a
+    chance of ``ALPHA``: the likelihood ratio of two shares against one (the G-test). Given
+    ``share``, whether it could be, were the second sample of that share and endless."""
+    (k1, n1), (k2, n2) = first, second
+    if share is not None:
+        return k1 / n1 > share and n1 * _kl(k1 / n1, share) > -math.log(ALPHA)
+    if not n1 or not n2 or k2 / n2 >= k1 / n1:
+        return False
+    pooled = (k1 + k2) / (n1 + n2)
+    return n1 * _kl(k1 / n1, pooled) + n2 * _kl(k2 / n2, pooled) > -math.log(ALPHA)
 
 
 def _forget_before(times: deque[float], oldest: float) -> None:

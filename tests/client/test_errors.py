@@ -149,9 +149,9 @@ async def test_transient_failure_then_success(autojump_clock, step, description)
 
 
 async def test_throttling_is_bounded_by_the_deadline_not_max_retries(autojump_clock):
-    """Persistent 429s are flow control: they slow the job down until the deadline. (One
-    job's refusals, seconds apart, are too thin to lower the client-wide rate: each waits
-    out its own backoff.)"""
+    """Persistent 429s are flow control: they slow the job down until the deadline, each
+    waiting out its own backoff. (A server that accepts nothing at all is overrun as far as
+    the client can tell: the client-wide rate halves, down to its floor.)"""
     server = Scripted([error(429)])
     async with server.client() as http:
         client = VideoTranslationClient(
@@ -161,7 +161,7 @@ async def test_throttling_is_bounded_by_the_deadline_not_max_retries(autojump_cl
             await client.poll_until_complete("j")
         stats = client.statistics()
     assert stats.throttled == len(server.log) > 2
-    assert stats.current_rate == 10
+    assert 1 <= stats.current_rate < 10
 
 
 async def test_request_timeout_is_a_cancel_scope(autojump_clock):

@@ -21,9 +21,9 @@ from video_translation_client import (
     StatusResponse,
     VideoTranslationClient,
 )
-from video_translation_client._ratelimit import OVERRUN_REFUSALS
 
 from .scripted import Scripted, error, status
+from .test_ratelimit import OVERRUN_REFUSALS
 
 URL = "http://sim"
 

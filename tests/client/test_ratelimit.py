@@ -14,10 +14,15 @@ from trio.testing import MockClock
 
 from video_translation_client import RateLimiter
 from video_translation_client._ratelimit import (
+    ANSWERS_MEMORY,
+    MARGIN,
     OVERRUN_GAP,
-    OVERRUN_REFUSALS,
-    TRIAL_MEASURE_LIFE,
+    PRIOR,
+    _unlikely,
 )
+
+#: Refusals in a row that a new limiter takes for an overrun (its prior base share).
+OVERRUN_REFUSALS = next(k for k in range(2, 100) if _unlikely(k, k, 1 / PRIOR))
 
 
 def run(fn):
@@ -94,40 +99,71 @@ async def test_pause_stops_everyone(autojump_clock):
 
 
 async def _overrun(limiter: RateLimiter, accepted_per_s: float) -> None:
-    """A second of overrunning a server: a burst refused at once, the answers it accepts
-    over the second, a 429 again."""
-    for _ in range(OVERRUN_REFUSALS):
-        limiter.throttled()
-    for _ in range(int(accepted_per_s)):
-        await trio.sleep(1 / accepted_per_s)
+    """Up to a second of overrunning a server: a client sending three times what the server
+    accepts, each answer after two refusals, and a refusal again at the end; over once the
+    limiter cuts the rate on trial (under the server's rate, a limit refuses nothing)."""
+    step = 1 / (3 * accepted_per_s)
+    for _ in range(round(accepted_per_s)):
+        for _ in range(2):
+            limiter.throttled()
+            if limiter.statistics().trial:
+                return
+            await trio.sleep(step)
         limiter.accepted()
+        await trio.sleep(step)
     limiter.throttled()
 
 
-async def test_throttled_settles_under_the_rate_the_server_accepts(autojump_clock):
-    """Overrunning a server that accepts 10/s: once its refusals are thick, the answers it
-    accepts after the first 429 measure its rate, and the limiter settles just under it."""
+async def _answered(limiter: RateLimiter, seconds: float) -> None:
+    """Requests as fast as the limiter allows, every one answered, for ``seconds``."""
+    end = trio.current_time() + seconds
+    while trio.current_time() < end:
+        await limiter.acquire()
+        limiter.accepted()
+
+
+async def _settled(limiter: RateLimiter, accepted_per_s: float) -> float:
+    """An overrun measured, then answers with no refusal under the cut until its trial finds
+    the refusals a limit's: the rate settled at, from which it probes."""
+    await _overrun(limiter, accepted_per_s)
+    settled = limiter.current_rate()
+    for _ in range(100):
+        if limiter.statistics().trial is False:
+            return settled
+        await limiter.acquire()
+        limiter.accepted()
+    raise AssertionError("the trial never ended")
+
+
+async def test_an_overrun_settles_under_the_rate_the_server_accepts(autojump_clock):
+    """Overrunning a server that accepts 10/s: refusals more than the base share explains
+    are an overrun; the rate halves while nothing is accepted to measure, then settles under
+    what the server accepted since the overrun began, a measure that a limit there refuses
+    nothing at."""
     limiter = RateLimiter(100, 10)
     assert limiter.throttled() is False  # one 429 is no overrun: only its request waits
     assert limiter.current_rate() == 100
-    for _ in range(OVERRUN_REFUSALS - 1):  # a burst refused: an overrun, nothing to measure
+    for _ in range(OVERRUN_REFUSALS - 1):  # refused in a row: an overrun, nothing to measure
         overrun = limiter.throttled()
     assert overrun is True
     assert limiter.current_rate() == pytest.approx(50)  # so: halve, and measure
-    for _ in range(10):  # the server accepts one request every 0.1 s...
-        await trio.sleep(0.1)
-        limiter.accepted()
-    assert limiter.throttled() is True  # ...and refuses the rest
-    assert limiter.statistics().server_rate == pytest.approx(10)
-    assert limiter.current_rate() == pytest.approx(9.7)
-    assert limiter.statistics().decreases == 2
+    await _overrun(limiter, accepted_per_s=10)
+    measured = limiter.statistics().server_rate
+    assert measured is not None
+    assert 7.5 <= measured <= 10
+    assert limiter.current_rate() == pytest.approx(measured * MARGIN)
+    assert limiter.statistics().trial is True
+    # Halvings while too few answers came to measure, then the settle under the measure.
+    assert limiter.statistics().decreases >= 2
 
 
 @pytest.mark.parametrize("seed", range(5))
 async def test_random_429s_neither_lower_the_rate_nor_pause_everyone(autojump_clock, seed):
     """A server with no limit refusing 5% of requests at random (an injected fault, a
-    proxy's): over two minutes at 20 requests/s, no refusal counts as an overrun, the rate
-    stays where it was, and no measure is taken."""
+    proxy's), two minutes at 20 requests/s: the limiter's prior (1 in 50) may take the
+    first of them for an overrun, and the trial of its cut shows them random; the base
+    share learnt from it, no later refusal counts as an overrun. The rate ends where it
+    was, with no measure standing."""
     draw = random.Random(seed).random
     limiter = RateLimiter(50)
     overruns = refused = 0
@@ -140,90 +176,158 @@ async def test_random_429s_neither_lower_the_rate_nor_pause_everyone(autojump_cl
         else:
             limiter.accepted()
     assert refused > 80
-    assert overruns == 0
+    assert overruns <= 2
+    assert limiter.statistics().decreases <= 2
     assert limiter.current_rate() == 50
     assert limiter.statistics().server_rate is None
+    assert 0.03 <= limiter.statistics().base_share <= 0.1
 
 
-async def _thin_refusals(limiter: RateLimiter) -> None:
-    """A client sending as fast as its limiter allows (12 requests a second) to a server
-    accepting 10 and refusing 2 (a sixth: too thin to tell an overrun from refusals at
-    random), until the limiter puts its rate on trial."""
-    for tick in range(100):
+async def _refused_a_sixth(limiter: RateLimiter, seconds: float) -> None:
+    """A client sending as fast as its limiter allows, one request in six refused."""
+    end = trio.current_time() + seconds
+    tick = 0
+    while trio.current_time() < end:
         await limiter.acquire()
-        limiter.accepted()
-        if tick % 5 == 4:
-            await limiter.acquire()
-            assert limiter.throttled() is False
-            if limiter.current_rate() < limiter.rate:
-                return
-    raise AssertionError("no trial")
+        tick += 1
+        if tick % 6:
+            limiter.accepted()
+        else:
+            limiter.throttled()
 
 
-async def test_thin_refusals_that_stop_under_the_accepted_rate_were_a_limit(autojump_clock):
-    """Thin refusals that persist put the rate on trial: it settles under what the server
-    accepted meanwhile and holds there; if nothing is refused there over the trial (60
-    answers at least), that was the server's limit, and the rate probes on from it."""
+async def test_refusals_that_stop_under_the_cut_were_a_limit(autojump_clock):
+    """A client at 12/s and a server accepting 10 of them: a sixth refused is more than the
+    base share explains, so the rate is cut, on trial, under what the server accepted; under
+    it nothing is refused, the trial finds a limit, and the measure stands (the rate holds
+    until then, and probes on from it after)."""
     limiter = RateLimiter(12, 1)
-    await _thin_refusals(limiter)
+    with trio.fail_after(30):
+        while limiter.current_rate() == 12:
+            await _refused_a_sixth(limiter, 0.5)
     settled = limiter.current_rate()
-    assert settled < 10
-    server_rate = limiter.statistics().server_rate
-    assert server_rate is not None
-    for answered in range(80):  # the trial: nothing refused, and the rate holds meanwhile
-        await trio.sleep(1 / settled)
-        limiter.accepted()
-        if answered == 30:
-            assert limiter.current_rate() == settled
-    await trio.sleep(10)
+    assert 7.5 <= settled <= 10
+    assert limiter.statistics().trial is True
+    for _ in range(30):  # as long as the cut shows nothing yet, it holds
+        await _answered(limiter, 1)
+        if not limiter.statistics().trial:
+            break
+        assert limiter.current_rate() == settled
+    assert limiter.statistics().trial is False
+    assert limiter.statistics().server_rate == pytest.approx(settled / MARGIN)
+    await _answered(limiter, 10)
     assert limiter.current_rate() > settled
-    assert limiter.statistics().server_rate == server_rate
-    # Unless thick refusals confirm it, such a measure lasts a minute: a trial that random
-    # refusals happened to spare must not hold the rate for good.
-    await trio.sleep(TRIAL_MEASURE_LIFE)
-    assert limiter.throttled() is False
-    assert limiter.statistics().server_rate is None
 
 
-async def test_thin_refusals_that_go_on_under_the_accepted_rate_are_random(autojump_clock):
-    """A trial that is refused too shows the refusals random, not a limit: the measure is
-    forgotten and the rate goes back to where it was."""
+async def test_refusals_that_go_on_under_the_cut_are_random(autojump_clock):
+    """The same refusals going on under the cut show them random, not a limit: the measure
+    is forgotten, the rate goes back to where it was, and the base share is learnt, so that
+    they put nothing on trial again."""
     limiter = RateLimiter(12, 1)
-    await _thin_refusals(limiter)
-    assert limiter.current_rate() < 10
-    await trio.sleep(1)
-    assert limiter.throttled() is False
+    with trio.fail_after(30):
+        while limiter.current_rate() == 12:
+            await _refused_a_sixth(limiter, 0.5)
+    assert limiter.statistics().trial is True
+    await _refused_a_sixth(limiter, 10)
+    assert limiter.statistics().trial is False
     assert limiter.statistics().server_rate is None
-    await trio.sleep(1)
+    assert limiter.current_rate() == 12
+    decreases = limiter.statistics().decreases
+    await _refused_a_sixth(limiter, 60)
+    assert limiter.statistics().decreases == decreases
     assert limiter.current_rate() == 12
 
 
-async def test_thin_refusals_of_a_client_below_its_rate_put_nothing_on_trial(autojump_clock):
-    """A client sending less than its limiter allows (its own work sets the pace: app-limited,
-    as BBR says) and refused a sixth of the time: what the server accepts is the client's own
-    pace, no measure of the server, and the refusals are taken as random: the rate stays."""
+async def test_refusals_of_a_client_below_its_rate_cost_one_trial(autojump_clock):
+    """A client sending less than its limiter allows (its own work sets the pace) and refused
+    a sixth of the time: what the server accepts is the client's own pace, which the cut
+    tries; the refusals go on under it, and the rate goes back to where it was."""
     limiter = RateLimiter(100, 10)
-    for tick in range(100):
+    for tick in range(600):
         await trio.sleep(0.1)
         await limiter.acquire()
-        limiter.accepted()
-        if tick % 5 == 4:
-            assert limiter.throttled() is False
+        if tick % 6 == 5:
+            limiter.throttled()
+        else:
+            limiter.accepted()
+    assert limiter.statistics().decreases <= 2
     assert limiter.current_rate() == 100
+    assert limiter.statistics().server_rate is None
+
+
+async def test_refusals_fewer_than_answers_pause_only_their_own_request(autojump_clock):
+    """Until a trial has found a limit, refusals fewer than the answers may be random ones
+    the base share has not learnt yet: they cut the rate on trial, but every request waits
+    out a refusal's pause only while more are refused than accepted (a client at twice the
+    server's rate or more)."""
+    thin = RateLimiter(12, 1)
+    paused = []
+    with trio.fail_after(30):
+        while not thin.statistics().trial:
+            await thin.acquire()
+            paused.append(thin.throttled())
+            for _ in range(5):
+                await thin.acquire()
+                thin.accepted()
+    assert thin.current_rate() < 12  # cut, on trial
+    assert not any(paused)
+    thick = RateLimiter(12, 1)
+    for _ in range(OVERRUN_REFUSALS - 1):
+        assert thick.throttled() is False  # too few to be more than chance
+    assert thick.throttled() is True
+
+
+async def test_refusals_under_the_cut_count_after_a_cooldown(autojump_clock):
+    """Answers to requests sent before the cut come within a cooldown of it and say nothing
+    of the cut; refusals after it do: two then, among few answers, show them random."""
+    limiter = RateLimiter(12, 1, cooldown=0.25)
+    with trio.fail_after(30):
+        while not limiter.statistics().trial:
+            await _refused_a_sixth(limiter, 0.5)
+    for _ in range(3):
+        limiter.throttled()  # sent before the cut
+    assert limiter.statistics().trial is True
+    await trio.sleep(0.25)
+    limiter.accepted()
+    limiter.throttled()
+    limiter.throttled()
+    assert limiter.statistics().trial is False
+    assert limiter.statistics().server_rate is None  # random: the measure forgotten
+    await trio.sleep(0.25)
+    assert limiter.current_rate() == 12
+
+
+async def test_a_probe_ended_by_a_halving_makes_the_next_slower(autojump_clock):
+    """With nothing measured yet, refusals in a row halve the rate; when they end a climb
+    past it, the next climb is half as steep (the limit is most likely where it was)."""
+    limiter = RateLimiter(100, 10)
+    for _ in range(OVERRUN_REFUSALS):
+        limiter.throttled()
+    assert limiter.current_rate() == pytest.approx(50)
+    await trio.sleep(20)
+    climbed = limiter.current_rate()
+    assert climbed == pytest.approx(50 * (1 + 0.002 * 20**2))
+    for _ in range(OVERRUN_REFUSALS):
+        limiter.throttled()
+    assert limiter.current_rate() == pytest.approx(climbed / 2)
+    assert limiter.statistics().server_rate is None
+    await trio.sleep(10)
+    assert limiter.current_rate() == pytest.approx(climbed / 2 * (1 + 0.001 * 10**2))
 
 
 async def test_without_429s_the_rate_probes_upwards(autojump_clock):
-    """After settling, the rate climbs again, slowly at first, faster the longer no 429
-    comes (target x (1 + 0.002 t^2)), up to the configured rate: a limit that was raised, or
-    a wrong measure, is not kept for good."""
+    """After a trial finds a limit with nothing refused under the cut, the rate goes back to
+    just under all that was measured (the cut left out a token the server's bucket may have
+    held), and climbs again from there, slowly at first, faster the longer no 429 comes
+    (x (1 + 0.002 t^2)), up to the configured rate: a limit that was raised, or a wrong
+    measure, is not kept for good."""
     limiter = RateLimiter(100, 10)
-    await _overrun(limiter, accepted_per_s=10)
-    settled = limiter.current_rate()
-    assert settled == pytest.approx(9.7)
+    cut = await _settled(limiter, accepted_per_s=10)
     await trio.sleep(1)
-    assert limiter.current_rate() == pytest.approx(settled * 1.002)
+    base = limiter.current_rate() / 1.002
+    assert cut < base <= 10 * MARGIN
     await trio.sleep(9)
-    assert limiter.current_rate() == pytest.approx(settled * 1.2)
+    assert limiter.current_rate() == pytest.approx(base * 1.2)
     await trio.sleep(100)
     assert limiter.current_rate() == 100
 
@@ -232,34 +336,37 @@ async def test_each_probe_that_finds_the_same_limit_makes_the_next_slower(autoju
     """An isolated 429 after a quiet climb: back to just under the last measure, and the
     next climb is half as steep, so a steady limit is probed less and less often."""
     limiter = RateLimiter(100, 10)
-    await _overrun(limiter, accepted_per_s=10)
+    settled = await _settled(limiter, accepted_per_s=10)
     await trio.sleep(10)
     limiter.throttled()
-    assert limiter.current_rate() == pytest.approx(9.7)
+    assert limiter.current_rate() == pytest.approx(settled)
     await trio.sleep(10)
-    assert limiter.current_rate() == pytest.approx(9.7 * 1.1)
+    assert limiter.current_rate() == pytest.approx(settled * 1.1)
 
 
 async def test_a_later_isolated_429_goes_back_to_the_measured_rate(autojump_clock):
     """A single 429 long after the last one starts a new overrun with nothing measured yet:
     the rate goes back to just under the last measure rather than halving."""
     limiter = RateLimiter(100, 10)
-    await _overrun(limiter, accepted_per_s=10)
+    settled = await _settled(limiter, accepted_per_s=10)
     await trio.sleep(30)
-    assert limiter.current_rate() > 20
+    assert limiter.current_rate() > 2 * settled
     limiter.throttled()
-    assert limiter.current_rate() == pytest.approx(9.7)
+    assert limiter.current_rate() == pytest.approx(settled)
 
 
 async def test_lowered_rate_is_enforced(autojump_clock):
     """After a decrease, grants are spaced by the lower rate."""
     limiter = RateLimiter(10, 1, probe=1e-9)
     await limiter.acquire()
-    await _overrun(limiter, accepted_per_s=5)  # 4.85/s, and the bucket emptied
+    await _overrun(limiter, accepted_per_s=5)
+    lowered = limiter.current_rate()
+    assert lowered < 5
+    await limiter.acquire()  # the bucket emptied by the decrease: the first waits a token
     start = trio.current_time()
     for _ in range(5):
         await limiter.acquire()
-    assert trio.current_time() - start == pytest.approx(5 / 4.85, rel=1e-3)
+    assert trio.current_time() - start == pytest.approx(5 / lowered, rel=1e-3)
 
 
 @pytest.mark.parametrize(
@@ -349,9 +456,25 @@ async def test_without_a_rate_it_is_unlimited_until_the_server_throttles(autojum
     limiter.throttled()  # nothing measured yet: still no pacing (the 429's pause paces)
     assert limiter.current_rate() == math.inf
     await trio.sleep(OVERRUN_GAP + 1)
+    for _ in range(100):  # a wave of the client's own work, all of it answered
+        await limiter.acquire()
+        limiter.accepted()
+    await trio.sleep(1)  # then a lull: one answer in 0.2 s, among refusals
+    limiter.throttled()
+    await trio.sleep(0.1)
+    limiter.accepted()
+    await trio.sleep(0.1)
+    for _ in range(OVERRUN_REFUSALS):
+        limiter.throttled()
+    # Too few answers to measure the server by: halved, but to no less than half of what it
+    # took over the last seconds, not to the lull's pace (which would hold the next wave).
+    assert limiter.current_rate() == pytest.approx(101 / ANSWERS_MEMORY / 2)
+    await trio.sleep(OVERRUN_GAP + 1)
     await _overrun(limiter, accepted_per_s=10)
-    assert limiter.current_rate() == pytest.approx(9.7)
-    assert limiter.statistics().server_rate == pytest.approx(10)
+    measured = limiter.statistics().server_rate
+    assert measured is not None
+    assert 7.5 <= measured <= 10
+    assert limiter.current_rate() == pytest.approx(measured * MARGIN)
 
 
 @pytest.mark.parametrize(
