@@ -24,6 +24,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 #: Finished jobs remembered for the fit: the latest, so that a drift in durations is followed.
@@ -95,14 +96,17 @@ class DurationModel:
         self.finished.append((low, high))
         self.seen += 1
 
-    def fitted(self, pending: list[float]) -> Lognormal:
+    def fitted(self, pending: Callable[[], list[float]]) -> Lognormal:
         """The fit, refreshed when the answers seen grew by a tenth (or 5) since the last:
-        often while little is known, rarely once much is; ``pending`` are the ages of the
-        jobs still pending (right-censored)."""
+        often while little is known, rarely once much is; ``pending()`` gives the ages of the
+        jobs still pending (right-censored), asked only for a refit: every job asks for the
+        fit at each of its checks, and listing every pending job each time cost time
+        quadratic in the jobs."""
         if self.seen >= max(self._fitted_at + 5, self._fitted_at * 11 // 10):
             self._fitted_at = self.seen
-            self.fit = self._map(pending)
-            self.poor = len(self.finished) >= 20 and self._strays(pending)
+            ages = pending()
+            self.fit = self._map(ages)
+            self.poor = len(self.finished) >= 20 and self._strays(ages)
         return self.fit
 
     def _map(self, pending: list[float]) -> Lognormal:

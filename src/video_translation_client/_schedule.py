@@ -169,7 +169,7 @@ class Learned:
 
     def _due(self, job: JobRecord, now: float) -> float:
         """The age at which the plan checks the job next, from the fit as it is now."""
-        fit = self.model.fitted([j.pending_age or 0.0 for j in self._pending.values()])
+        fit = self.model.fitted(lambda: [j.pending_age or 0.0 for j in self._pending.values()])
         scale = job.expected if job.expected else fit.median
         age = job.pending_age or 0.0
         if self.model.poor:

@@ -74,7 +74,7 @@ def test_the_fit_finds_the_distribution_from_censored_data(now):
     rng = random.Random(3)
     durations = [6 * math.exp(rng.gauss(0, 0.5)) for _ in range(300)]
     model, pending = _censored(durations, now, step=1.0)
-    fit = model.fitted(pending)
+    fit = model.fitted(lambda: pending)
     assert fit.median == pytest.approx(6.0, rel=0.12)
     assert fit.sigma == pytest.approx(0.5, abs=0.1)
     assert not model.poor
@@ -85,8 +85,29 @@ def test_a_bimodal_run_is_a_poor_fit():
     rng = random.Random(4)
     durations = [6 * math.exp(rng.gauss(0, 0.3)) * (10 if i % 10 == 0 else 1) for i in range(300)]
     model, pending = _censored(durations, 100.0, step=0.5)
-    model.fitted(pending)
+    model.fitted(lambda: pending)
     assert model.poor
+
+
+def test_the_pending_jobs_are_listed_only_for_a_refit():
+    """Every job asks for the fit at each of its checks: the pending jobs' ages are listed
+    only when it is refreshed, not at each ask (listing them each time cost time quadratic
+    in the jobs)."""
+    model = DurationModel(guess=1.0)
+    for _ in range(5):
+        model.add(1.0, 2.0)
+    listed = []
+
+    def pending() -> list[float]:
+        listed.append(1)
+        return [0.5]
+
+    for _ in range(100):
+        model.fitted(pending)
+    assert len(listed) == 1
+    model.add(1.0, 2.0)
+    model.fitted(pending)  # 6 seen: fewer than 5 more than the last fit's 5
+    assert len(listed) == 1
 
 
 def test_pending_ages_are_binned_where_they_are():
