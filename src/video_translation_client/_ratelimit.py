@@ -212,9 +212,6 @@ class RateLimiter:
         self._acquired = 0
         self._waiting = 0
         self._wait_time = 0.0
-        #: When a request last waited for a token (not a pause): the client was sending as
-        #: fast as the rate allows, not as fast as its own work came.
-        self._token_wait_at = -math.inf
         self._decreases = 0
 
     def __repr__(self) -> str:
@@ -234,7 +231,6 @@ class RateLimiter:
             self._paused_until = self._long_pause_until = -math.inf
             self._overrun_since = self._last_throttled = self._trial_ended = -math.inf
             self._measured_at = -math.inf
-            self._token_wait_at = -math.inf
             self._decreased_at = now if self._current < self.rate else -math.inf
             self._refused.clear()
             self._answers.clear()
@@ -308,7 +304,6 @@ class RateLimiter:
                             self._acquired += 1
                             return
                         wait = (1 - self._tokens) / self._current
-                        self._token_wait_at = now
                     # Only this sleep is time the rate cost: callers queued behind the lock
                     # wait for one another, and summing their hand-offs would count the same
                     # second once per caller (and something when there is no rate at all).
@@ -387,7 +382,6 @@ class RateLimiter:
             if accepted >= MEASURE_ANSWERS and now - since >= MIN_MEASURE:
                 # A cut on trial: under a limit, refusals stop under what the server
                 # accepted; refusals at random go on, refute it and teach the base share.
-                refused = sum(1 for t in self._refused if t >= since)
                 shown = refused, refused + accepted
                 before = max(self._current, self._target, self._unconfirmed_from)
                 self._measured(now, self._accepted_rate(accepted, now - since))
@@ -469,7 +463,7 @@ class RateLimiter:
         share = refused / outcomes
         if _fewer(trial.window, (refused, outcomes)):
             limit = True
-        elif refused > 1 and not _fewer(trial.window, (0, 0), share):
+        elif refused > 1 and not _unlikely(*trial.window, share):
             # As many refused under the cut as here, however long it went on, the window
             # would not be shown thicker: nothing a limit would do.
             limit = False
@@ -537,13 +531,10 @@ def _unlikely(k: int, n: int, p: float) -> bool:
     return k / n > p and n * _kl(k / n, p) > -math.log(ALPHA)
 
 
-def _fewer(first: tuple[int, int], second: tuple[int, int], share: float | None = None) -> bool:
+def _fewer(first: tuple[int, int], second: tuple[int, int]) -> bool:
     """Whether the second sample's share (successes, trials) is below the first's beyond a
-    chance of ``ALPHA``: the likelihood ratio of two shares against one (the G-test). Given
-    ``share``, whether it could be, were the second sample of that share and endless."""
+    chance of ``ALPHA``: the likelihood ratio of two shares against one (the G-test)."""
     (k1, n1), (k2, n2) = first, second
-    if share is not None:
-        return k1 / n1 > share and n1 * _kl(k1 / n1, share) > -math.log(ALPHA)
     if not n1 or not n2 or k2 / n2 >= k1 / n1:
         return False
     pooled = (k1 + k2) / (n1 + n2)
