@@ -21,6 +21,7 @@ from hypercorn.config import Config
 
 from . import _protocol_errors as protocol_errors
 from ._app import create_app
+from ._jobs import prepare_database
 from ._settings import ServerSettings
 from ._state import LIVE_SETTINGS, sim_state
 
@@ -234,6 +235,9 @@ def run_server(settings: ServerSettings) -> int:
         settings = ServerSettings.from_dict(
             {**settings.to_dict(), "db": Path(tmp.name) / "jobs.db"}
         )
+    if settings.workers > 1:
+        assert settings.db is not None
+        prepare_database(settings.db)
     sock = bind_socket(settings.host, settings.port)
     print(url_of(sock), flush=True)
     config = hypercorn_config(sock)

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import signal
+import sqlite3
 
+import hypercorn.run
+from hypercorn.config import Config
 from hypothesis import given
 from hypothesis import strategies as st
 
 from sim_server import Job
 from sim_server._jobs import JobStore, auto_job, valid_job_id
 from sim_server._protocol import parse_wait
+from sim_server._server import run_server
+from sim_server._settings import ServerSettings
 
 times = st.floats(min_value=0, max_value=1e7, allow_nan=False)
 
@@ -82,6 +90,40 @@ def test_stores_sharing_a_database_see_each_other(tmp_path):
     assert one.get_or_add(Job("other", 8.0, 3.0, "error")) == auto
     one.close()
     two.close()
+
+
+def test_a_server_of_several_workers_prepares_its_database_before_they_start(
+    tmp_path, monkeypatch, capsys
+):
+    """Workers turning a new database to WAL at once failed ("database is locked": SQLite does
+    not wait for that lock) and hypercorn then stopped them all, one run in a few hundred of
+    `--workers 2`. The master turns it before any worker starts; a worker then opens it even
+    while another writes."""
+    db = tmp_path / "jobs.db"
+    opened: list[JobStore] = []
+
+    def workers(config: Config) -> int:
+        os.close(int(config.bind[0].removeprefix("fd://")))
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as reader:
+            assert reader.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as writer:
+            writer.execute("BEGIN IMMEDIATE")
+            writer.execute("INSERT INTO jobs VALUES ('other', 1.0, 2.0, 'completed')")
+            opened.append(JobStore(db))
+            writer.execute("COMMIT")
+        return 0
+
+    monkeypatch.setattr(hypercorn.run, "run", workers)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        settings = ServerSettings(host="127.0.0.1", port=0, workers=2, db=db)
+        assert run_server(settings) == 0
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    assert capsys.readouterr().out.startswith("http://127.0.0.1:")
+    assert opened[0].get("other") == Job("other", 1.0, 2.0, "completed")
+    opened[0].close()
 
 
 def test_auto_job_bounds():
