@@ -98,8 +98,14 @@ def serve(ctx: click.Context, /, plain: bool, **options: Any) -> None:
         where = f"{settings.host}:{settings.port}"
         raise click.ClickException(f"cannot serve on {where}: {exc.strerror or exc}") from None
     except sqlite3.Error as exc:
-        raise click.ClickException(f"cannot use the database {settings.db}: {exc}") from None
+        raise _BadFile(f"cannot use the database {settings.db}: {exc}") from None
     ctx.exit(code)
+
+
+class _BadFile(click.ClickException):
+    """A file given that cannot be used: bad input, as a bad option is (exit code 2)."""
+
+    exit_code = 2
 
 
 def _as_flag(message: str) -> str:

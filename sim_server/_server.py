@@ -235,15 +235,17 @@ def run_server(settings: ServerSettings) -> int:
         settings = ServerSettings.from_dict(
             {**settings.to_dict(), "db": Path(tmp.name) / "jobs.db"}
         )
+    # The database is opened before the URL is printed: a bad one is then the only line.
     if settings.workers > 1:
         assert settings.db is not None
         prepare_database(settings.db)
+    else:
+        app = create_app(settings, backend="asyncio")
     sock = bind_socket(settings.host, settings.port)
     print(url_of(sock), flush=True)
     config = hypercorn_config(sock)
     config.errorlog = "-"
     if settings.workers == 1:
-        app = create_app(settings, backend="asyncio")
         asyncio.run(_serve_until_signalled(app, config, stop))
         return 0
     os.environ[SETTINGS_ENV] = json.dumps(settings.to_dict())

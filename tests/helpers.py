@@ -148,6 +148,18 @@ def start_server(
 
 
 @contextmanager
+def stop_signals_kept() -> Iterator[None]:
+    """Puts back this process's SIGINT and SIGTERM handlers after a server run in it, which
+    sets its own (pytest's Ctrl-C, and xdist's stop, must go on working)."""
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
+@contextmanager
 def server_process(
     *args: str, timeout: float = 15.0, env: dict[str, str] | None = None
 ) -> Iterator[str]:

@@ -18,7 +18,14 @@ import pytest
 import trio
 
 from sim_server import TranslationServer
-from tests.helpers import session_members, start_server, stop, wait_for, wait_healthy
+from tests.helpers import (
+    session_members,
+    start_server,
+    stop,
+    stop_signals_kept,
+    wait_for,
+    wait_healthy,
+)
 
 
 async def create_poll_and_long_poll(url: str) -> None:
@@ -193,6 +200,28 @@ def test_serve_rejects_bad_option_with_usage_error(
         runpy.run_module("sim_server", run_name="__main__")
     assert exit_info.value.code == 2
     assert "Error: --error-rate must be a probability in [0, 1], got 2.0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_with_a_file_that_is_no_database_says_so_in_one_line(
+    workers: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+):
+    """--db naming a file that is not SQLite's: one line naming it, exit code 2, and no URL
+    printed first (nothing serves)."""
+    db = tmp_path / "jobs.db"
+    db.write_text("not a database\n" * 100)
+    argv = ["sim_server", "--port", "0", "--workers", workers, "--db", str(db)]
+    monkeypatch.setattr(sys, "argv", argv)
+    with stop_signals_kept(), pytest.raises(SystemExit) as exit_info:
+        runpy.run_module("sim_server", run_name="__main__")
+    assert exit_info.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == f"Error: cannot use the database {db}: file is not a database\n"
+    assert db.read_text() == "not a database\n" * 100
 
 
 async def test_a_request_hypercorn_cannot_read_gets_a_json_error():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import signal
 import sqlite3
 
 import hypercorn.run
@@ -18,6 +17,7 @@ from sim_server._jobs import JobStore, auto_job, valid_job_id
 from sim_server._protocol import parse_wait
 from sim_server._server import run_server
 from sim_server._settings import ServerSettings
+from tests.helpers import stop_signals_kept
 
 times = st.floats(min_value=0, max_value=1e7, allow_nan=False)
 
@@ -114,13 +114,8 @@ def test_a_server_of_several_workers_prepares_its_database_before_they_start(
         return 0
 
     monkeypatch.setattr(hypercorn.run, "run", workers)
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        settings = ServerSettings(host="127.0.0.1", port=0, workers=2, db=db)
-        assert run_server(settings) == 0
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
+    with stop_signals_kept():
+        assert run_server(ServerSettings(host="127.0.0.1", port=0, workers=2, db=db)) == 0
     assert capsys.readouterr().out.startswith("http://127.0.0.1:")
     assert opened[0].get("other") == Job("other", 1.0, 2.0, "completed")
     opened[0].close()
