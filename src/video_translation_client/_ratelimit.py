@@ -57,8 +57,10 @@ _EPSILON = 1e-9
 MARGIN = 0.97
 #: Seconds without a 429 after which an overrun is over: the next 429 starts a new one, whose
 #: rate is measured afresh (between overruns the server's bucket refills, and answers then
-#: say nothing of its rate). The shortest span a rate is measured over.
+#: say nothing of its rate).
 OVERRUN_GAP = 2.0
+#: The shortest span a rate is measured over: answers come in clumps (a pool's connections
+#: answered together), and a few over an instant would measure any rate at all.
 MIN_MEASURE = 0.1
 #: Seconds of answers remembered for measuring.
 ANSWERS_MEMORY = 5.0
@@ -206,6 +208,9 @@ class RateLimiter:
         #: Whether a trial has found a limit: from then on, every overrun pauses everyone.
         self._confirmed = False
         self._answers: deque[float] = deque()
+        #: The first answer on this clock: what the server took "over the last seconds" is
+        #: taken over no more seconds than answers have been coming.
+        self._first_answer = math.inf
         # Per event loop: one limiter may serve a trio run and later an asyncio one.
         self._lock: RunVar[anyio.Lock | None] = RunVar("RateLimiter lock", default=None)
         self._run: RunVar[bool] = RunVar("RateLimiter run", default=False)
@@ -234,6 +239,7 @@ class RateLimiter:
             self._decreased_at = now if self._current < self.rate else -math.inf
             self._refused.clear()
             self._answers.clear()
+            self._first_answer = math.inf
             if self._trial is not None:  # judged on another clock: not judged
                 self._target = max(self._target, self._trial.before)
                 self._server_rate = None
@@ -336,6 +342,7 @@ class RateLimiter:
         now = self._now()
         self._answers.append(now)
         _forget_before(self._answers, now - ANSWERS_MEMORY)
+        self._first_answer = min(self._first_answer, now)
         trial = self._trial
         if trial is not None and now - trial.started >= self.cooldown:
             trial.answers += 1
@@ -399,7 +406,8 @@ class RateLimiter:
                     # measure found where it was (the limit is most likely still here).
                     self._probe = max(self.probe / 1000, self._probe / 2)
                 lowered = min(self._current / 2, max(accepted, 1) / span)
-                self._decrease(now, max(lowered, len(self._answers) / ANSWERS_MEMORY / 2))
+                memory = max(MIN_MEASURE, min(ANSWERS_MEMORY, now - self._first_answer))
+                self._decrease(now, max(lowered, len(self._answers) / memory / 2))
             return pause
         if known is not None and not settled and not self._probe_ended:
             # A probe went past the rate settled under the last measure: back there, and

@@ -442,6 +442,30 @@ def test_the_client_finds_the_servers_rate_whatever_its_header_says(
     assert refused / sent <= (0.2 if noise else 0.05)
 
 
+async def test_refusals_early_in_a_run_halve_to_no_less_than_half_its_pace_so_far(
+    autojump_clock,
+):
+    """Refusals 0.7 s into a run, too few answers among them to measure the server by:
+    halved to no less than half of what the server took in those 0.7 s, not in a memory of
+    seconds mostly from before the run (a run at about 300 requests/s with 5% refused at
+    random was held near 64/s for 17 s so)."""
+    limiter = RateLimiter(None)
+    start = trio.current_time()
+    for _ in range(6):
+        for _ in range(50):
+            await limiter.acquire()
+            limiter.accepted()
+        await trio.sleep(0.1)
+    limiter.throttled()
+    await trio.sleep(0.05)
+    limiter.accepted()
+    await trio.sleep(0.05)
+    for _ in range(OVERRUN_REFUSALS):
+        limiter.throttled()
+    assert limiter.statistics().decreases == 1
+    assert limiter.current_rate() == pytest.approx(301 / (trio.current_time() - start) / 2)
+
+
 async def test_without_a_rate_it_is_unlimited_until_the_server_throttles(autojump_clock):
     """No configured rate: no pacing at all, until 429s; then the server's rate, measured,
     as with one (and never a configured ceiling to climb back to)."""
