@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from sim_server.testing import wait_healthy
+from sim_server.testing import tls, wait_healthy
 
 RESULTS = Path(__file__).parent / "results"
 #: ``vtpoll serve`` without the command line's own imports (half a second a start).
@@ -116,7 +116,7 @@ _SAMPLE = re.compile(r"^(\w+)(?:\{(.*)\})? ([0-9.e+-]+)$")
 
 def metrics(url: str) -> dict[str, float]:
     """The server's counters that the scripts read: status requests, checks, faults, 429s."""
-    text = httpx.get(f"{url}/metrics", timeout=10).text
+    text = httpx.get(f"{url}/metrics", timeout=10, verify=tls(url)).text
     out = {"status_requests": 0.0, "status_checks": 0.0, "faults": 0.0, "throttled": 0.0}
     for line in text.splitlines():
         match = _SAMPLE.match(line)

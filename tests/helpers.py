@@ -19,6 +19,7 @@ from typing import IO, Any
 import httpx
 import pytest
 
+from sim_server.testing import tls
 from sim_server.testing import wait_healthy as wait_healthy
 
 #: How long a stopped process's session may take to empty before the rest is killed.
@@ -177,7 +178,7 @@ def metric(url: str, name: str) -> float:
     """A sample of a running server's ``/metrics``, summed over its labels (0 if absent)."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    text = httpx.get(f"{url}/metrics", timeout=10).text
+    text = httpx.get(f"{url}/metrics", timeout=10, verify=tls(url)).text
     return sum(
         sample.value
         for family in text_string_to_metric_families(text)

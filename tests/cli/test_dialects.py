@@ -1,4 +1,9 @@
-"""``vtpoll`` in each vendor's dialect, against a real server process speaking it."""
+"""``vtpoll`` in each vendor's dialect, against a real server speaking it.
+
+The server runs embedded (hypercorn on 127.0.0.1, in a thread of this process) with the settings
+``vtpoll serve`` makes of its options: the same app on a real socket as that command serves,
+without the second of CPU a process of its own spends importing it again.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +16,9 @@ import pytest
 import trio
 from click.testing import CliRunner
 
+import sim_server._cli
+from sim_server import ServerSettings, TranslationServer
 from sim_server.testing import create_jobs
-from tests.helpers import server_process
 from vtpoll import cli
 
 #: A file spelling HeyGen's API out, as a user with a service of their own would.
@@ -35,8 +41,30 @@ FAULTS = ("--fault-500", "0.03", "--fault-garbage", "0.03", "--seed", "7")
 def vendor(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
     """A server speaking the vendor's API, with 3% of two faults and a key: (dialect, URL)."""
     dialect = request.param
-    with server_process("--dialect", dialect, "--api-key", "k3y", *FAULTS) as url:
+    settings = served("--dialect", dialect, "--api-key", "k3y", *FAULTS)
+    assert (settings.dialect, settings.api_key, settings.fault_500) == (dialect, "k3y", 0.03)
+    server = TranslationServer(settings)
+    url = trio.run(server.start)
+    try:
         yield dialect, url
+    finally:
+        trio.run(server.stop)
+
+
+def served(*args: str) -> ServerSettings:
+    """The settings ``vtpoll serve --host 127.0.0.1 --port 0 ARGS`` runs its server with."""
+    seen: list[ServerSettings] = []
+
+    def run_server(settings: ServerSettings) -> int:
+        seen.append(settings)
+        return 0
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sim_server._cli, "run_server", run_server)
+        code, stderr = run("serve", "--host", "127.0.0.1", "--port", "0", *args)
+    assert code == 0, stderr
+    [settings] = seen
+    return settings
 
 
 def run(*args: str) -> tuple[int, str]:

@@ -31,13 +31,13 @@ from click.testing import CliRunner
 
 import vtpoll.demo as vtpoll_demo
 import vtpoll.watch as vtpoll_watch
+from sim_server import TranslationServer
 from sim_server.testing import create_jobs
 from tests.helpers import (
     fill_up_after,
     head_1,
     metric,
     read_until,
-    server_process,
     spawn,
     stop,
     wait_for,
@@ -98,8 +98,14 @@ def start_vtpoll(*args: str) -> subprocess.Popen[str]:
 
 @pytest.fixture(scope="module")
 def url() -> Iterator[str]:
-    with server_process() as url:
+    """The server the commands poll, embedded (hypercorn on 127.0.0.1, in a thread of this
+    process): a process of its own spent a second of CPU importing the app again."""
+    server = TranslationServer()
+    url = trio.run(server.start)
+    try:
         yield url
+    finally:
+        trio.run(server.stop)
 
 
 def create(url: str, count: int = 1, *, duration: float, outcome: str = "completed") -> list[str]:
