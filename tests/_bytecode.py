@@ -9,11 +9,11 @@ before anything else, for a run that names no plugins), so that what pytest's ma
 imports from there on (the plugins, then the app, httpx, trio: 4 s of compiling) goes into
 the cache too, and its workers find it there rather than each compile it again.
 
-What only collection imports (the test modules, coredis, schemathesis, matplotlib) the main
-process does not: its workers collect one at a time, the first compiling it into the cache and
-the others reading it back (2.5 s of CPU less a worker). They started together, and compiled
-the same modules side by side. A second worker now starts its tests the later by the first's
-collection, when the machine has a core for each.
+What only collection imports (the test modules; coredis and beartype for the fleet's) the
+main process does not: its workers collect one at a time, the first compiling it into the
+cache and the others reading it back (2.5 s of CPU less a worker). They started together, and
+compiled the same modules side by side. A second worker now starts its tests the later by the
+first's collection, when the machine has a core for each.
 """
 
 from __future__ import annotations
