@@ -553,10 +553,12 @@ async def test_a_dead_workers_jobs_come_before_new_ones(redis_url: str, fleet_na
             alive = Worker(fleet, client, name="alive", lease=1.0, capacity=1)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(alive.run)
-                await until_recorded(fleet, 303)
+                # The first 6 results say it all; the backlog's other 297, one at a time,
+                # cost a second of CPU for nothing more shown.
+                await until_recorded(fleet, 6)
                 nursery.cancel_scope.cancel()
-            results = await fleet.redis.xrange(fleet.shard(0).results)
+            results = await fleet.redis.xrange(fleet.shard(0).results, count=6)
     order = [entry.field_values["id"] for entry in results]
     assert alive.stats.claimed == 3
     # A read of new jobs under way as a place freed may come in between.
-    assert max(order.index(job_id) for job_id in dead) <= 5, order[:10]
+    assert set(dead) <= set(order), order
