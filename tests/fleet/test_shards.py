@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +19,8 @@ from hypothesis import strategies as st
 
 from sim_server import ServerSettings
 from tests.conftest import Sim
-from tests.fleet.conftest import start_redis
-from tests.helpers import spawn, stop, wait_for
+from tests.fleet.conftest import Zygote, start_redis
+from tests.helpers import stop, wait_for
 from video_translation_client import VideoTranslationClient
 from vtpoll import cli
 from vtpoll.fleet._options import with_fleet
@@ -313,16 +312,15 @@ async def _reading(fleet: Fleet) -> bool:
 
 
 def test_results_followed_from_before_the_first_submit_come_from_every_shard(
-    redis_url: str, fleet_name: str, tmp_path: Path
+    redis_url: str, fleet_name: str, tmp_path: Path, zygote: Zygote
 ):
     """``results --follow`` started before the fleet existed learns its shards once it is
     submitted, and writes the results of all of them."""
     args = ["--redis", redis_url, "--fleet", fleet_name]
     out = tmp_path / "results.jsonl"
     ids = [f"f{i}" for i in range(30)]
-    writer = spawn(
-        [sys.executable, "-m", "vtpoll", "fleet", "results", *args, "-o", str(out), "--follow"],
-        stderr=subprocess.PIPE,
+    writer = zygote.spawn(
+        ["fleet", "results", *args, "-o", str(out), "--follow"], stderr=subprocess.PIPE
     )
 
     async def work() -> None:

@@ -8,7 +8,6 @@ import json
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -18,7 +17,8 @@ import coredis.exceptions
 from click.testing import CliRunner
 
 from sim_server.testing import recorded_results
-from tests.helpers import metric, server_process, spawn, stop, wait_for
+from tests.fleet.conftest import Zygote
+from tests.helpers import metric, server_process, stop, wait_for
 from vtpoll import cli
 from vtpoll.fleet._options import with_fleet
 from vtpoll.fleet._redis import Fleet
@@ -82,7 +82,7 @@ def _fenced(name: str) -> Callable[[Fleet], Awaitable[bool]]:
 
 
 def test_three_workers_one_killed_one_frozen_every_job_once(
-    redis_url: str, fleet_name: str, tmp_path: Path
+    redis_url: str, fleet_name: str, tmp_path: Path, zygote: Zygote
 ):
     """3 workers, 600 jobs spread over 3 shards: SIGKILL one while it holds jobs,
     SIGSTOP another and SIGCONT it later. Results = distinct results = 600, each the
@@ -97,9 +97,9 @@ def test_three_workers_one_killed_one_frozen_every_job_once(
     assert with_fleet(redis_url, fleet_name, lambda fleet: fleet.load_shards(SHARDS)) == SHARDS
     with server_process(*server, "--rate-limit", str(FLEET_RATE * 1.25)) as url:
         workers = [
-            spawn(
+            zygote.spawn(
                 [
-                    *(sys.executable, "-m", "vtpoll", "fleet", "worker", *args),
+                    *("fleet", "worker", *args),
                     *("--base-url", url, "--name", f"w{i}", "--lease", "1.0"),
                     *("--capacity", str(CAPACITY), "--rate", str(FLEET_RATE)),
                 ],
