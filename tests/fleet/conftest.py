@@ -14,12 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from tests._zygote import Zygote
 from tests.helpers import spawn, stop, wait_for
 from vtpoll.fleet import _local
 from vtpoll.fleet._local import START_TIMEOUT, free_port, redis_binary
 
-__all__ = ["COREDIS_LEAK", "Zygote", "free_port", "redis_cli", "start_redis", "start_replicated"]
+__all__ = ["COREDIS_LEAK", "free_port", "redis_cli", "start_redis", "start_replicated"]
 
 
 def start_redis(folder: Path, *options: str) -> tuple[subprocess.Popen[str], str]:
@@ -36,17 +35,6 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
     finally:
         stop(proc)
-
-
-@pytest.fixture(scope="session")
-def zygote() -> Iterator[Zygote]:
-    """Where this test process's ``vtpoll`` processes are forked from (see ``tests._zygote``)."""
-    made = Zygote(spawn)
-    try:
-        yield made
-    finally:
-        made.close()
-        stop(made.proc)
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ import pytest
 import trio
 from click.testing import CliRunner
 
-from tests.fleet.conftest import Zygote
+from tests._zygote import Zygote
 from tests.helpers import fill_up_after, head_1, read_until, stop, wait_for
 from vtpoll import cli
 from vtpoll.fleet._options import with_fleet

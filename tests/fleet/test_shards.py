@@ -18,8 +18,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sim_server import ServerSettings
+from tests._zygote import Zygote
 from tests.conftest import Sim
-from tests.fleet.conftest import Zygote, start_redis
+from tests.fleet.conftest import start_redis
 from tests.helpers import stop, wait_for
 from video_translation_client import VideoTranslationClient
 from vtpoll import cli

@@ -17,7 +17,7 @@ import coredis.exceptions
 from click.testing import CliRunner
 
 from sim_server.testing import recorded_results
-from tests.fleet.conftest import Zygote
+from tests._zygote import Zygote
 from tests.helpers import metric, server_process, stop, wait_for
 from vtpoll import cli
 from vtpoll.fleet._options import with_fleet
