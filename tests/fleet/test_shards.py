@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,11 @@ from vtpoll.fleet._worker import Fenced, Worker
 #: in a loaded suite).
 GUARD = 60.0
 SHARDS = 3
+#: The live worker's lease in the takeover test: renewing it in 64 shards (64 calls every third
+#: of a lease) must fit in half of one, or the renewal counts as late and holds takeovers off
+#: for a lease. At 1 s, on a core shared with a busy loop, the renewals were late and leases
+#: lapsed in the shards renewed first: no takeover in 60 s, 2 runs in 3.
+LEASE = 10.0
 
 
 def _invoke(*args: str) -> tuple[int, str]:
@@ -202,7 +208,12 @@ async def test_a_dead_workers_jobs_are_taken_over_in_every_shard(
                 )
                 frozen += len(got[fleet.shard(shard).jobs]) if got else 0
             assert frozen == 30
-            [alive] = await run_workers(fleet, sim, ["alive"], len(ids), lease=1.0)
+            # Its lease lapsed in every shard (the last one leased last) before the live worker
+            # starts: that one's first takeover pass takes every job, whatever its lease.
+            last = partial(fleet._live, keys=[fleet.shard(shards - 1).workers])
+            while "frozen" in map(str, await fleet.call(last)):  # noqa: ASYNC110 - in Redis
+                await trio.sleep(0.02)
+            [alive] = await run_workers(fleet, sim, ["alive"], len(ids), lease=LEASE)
             assert alive.stats.claimed == 30
             assert alive.stats.recorded == 30
             fenced = [await fleet.lease("frozen", 60, join=False, shard=s) for s in range(shards)]
