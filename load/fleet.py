@@ -169,8 +169,10 @@ def peak_rss_mib(pid: int) -> float:
     return math.nan
 
 
-def _vtpoll(*args: str) -> list[str]:
-    return [sys.executable, "-m", "vtpoll", *args]
+def vtpoll_process(args: list[str], **kwargs: Any) -> subprocess.Popen[str]:
+    """``vtpoll ARGS``, a process of the script's (its smoke test forks these from one that
+    imported vtpoll already: tests/_zygote.py)."""
+    return spawn([sys.executable, "-m", "vtpoll", *args], **kwargs)
 
 
 def run(
@@ -184,12 +186,12 @@ def run(
     fleet_args = ("--redis", redis.url, "--fleet", name)
 
     def worker(i: int) -> subprocess.Popen[str]:
-        return spawn(
-            _vtpoll(
+        return vtpoll_process(
+            [
                 *("fleet", "worker", *fleet_args, "--base-url", url, "--name", f"w{i}"),
                 *("--lease", str(args.lease), "--capacity", str(args.capacity)),
                 *("--rate", str(args.rate)),
-            ),
+            ],
             stderr=subprocess.DEVNULL,
         )
 
@@ -243,12 +245,17 @@ def run(
     memory = redis.memory() - memory0
     requests = metrics(url)["status_requests"] - requests0
     with tempfile.NamedTemporaryFile("r", suffix=".jsonl") as out:
-        subprocess.run(
-            _vtpoll("fleet", "results", *fleet_args, "--ack", "--output", out.name),
-            check=True,
-            capture_output=True,
-            timeout=600,
+        writer = vtpoll_process(
+            ["fleet", "results", *fleet_args, "--ack", "--output", out.name],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
+        try:
+            _, said = writer.communicate(timeout=600)
+        finally:
+            stop(writer)
+        if writer.returncode != 0:
+            raise SystemExit(f"{name}: fleet results exited {writer.returncode}: {said}")
         records = [json.loads(line) for line in out]
     acked = redis.memory() - memory0
     outcomes = {record["job_id"]: record["outcome"] for record in records}

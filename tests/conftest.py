@@ -23,6 +23,8 @@ from hypothesis import settings
 from sim_server import ServerSettings, create_app
 from sim_server._state import SimState, sim_state
 from sim_server.testing import SimTransport, create_jobs
+from tests._zygote import Zygote
+from tests.helpers import spawn, stop
 from video_translation_client import _client as client_module
 
 # The suite must give the same verdict on every run: hypothesis explores the same examples
@@ -90,6 +92,18 @@ def nothing_left_running() -> Iterator[None]:
             leftovers[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
             os.kill(pid, signal.SIGKILL)
     assert not leftovers, f"processes left running (now killed): {leftovers}"
+
+
+@pytest.fixture(scope="session")
+def zygote() -> Iterator[Zygote]:
+    """Where this test process's ``vtpoll`` processes are forked from (see ``tests._zygote``);
+    ended before the check that nothing is left running."""
+    made = Zygote(spawn)
+    try:
+        yield made
+    finally:
+        made.close()
+        stop(made.proc)
 
 
 class Sim:

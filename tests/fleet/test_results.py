@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import uuid
 from dataclasses import dataclass
 from functools import partial
@@ -20,7 +19,8 @@ import pytest
 import trio
 from click.testing import CliRunner
 
-from tests.helpers import fill_up_after, head_1, read_until, spawn, stop, wait_for
+from tests._zygote import Zygote
+from tests.helpers import fill_up_after, head_1, read_until, stop, wait_for
 from vtpoll import cli
 from vtpoll.fleet._options import with_fleet
 from vtpoll.fleet._redis import Fleet, open_fleet
@@ -30,7 +30,6 @@ from vtpoll.fleet._scripts import GROUP
 results = importlib.import_module("vtpoll.fleet.results")
 
 GUARD = 20.0
-VTPOLL = str(Path(sys.executable).with_name("vtpoll"))
 JOBS = 3000
 
 
@@ -63,7 +62,7 @@ async def _recorded(
 
 
 def test_results_after_kill_9_and_resume_give_each_job_once(
-    redis_url: str, fleet_name: str, tmp_path: Path
+    redis_url: str, fleet_name: str, tmp_path: Path, zygote: Zygote
 ):
     """A results writer following the fleet is killed with SIGKILL after half the jobs; the
     other half is recorded meanwhile; run again with --resume, it writes every job exactly
@@ -71,9 +70,8 @@ def test_results_after_kill_9_and_resume_give_each_job_once(
     trio.run(_recorded, redis_url, fleet_name, 0, JOBS // 2)
     args = ["--redis", redis_url, "--fleet", fleet_name]
     out = tmp_path / "results.jsonl"
-    writer = spawn(
-        [sys.executable, "-m", "vtpoll", "fleet", "results", *args, "-o", str(out), "--follow"],
-        stderr=subprocess.PIPE,
+    writer = zygote.spawn(
+        ["fleet", "results", *args, "-o", str(out), "--follow"], stderr=subprocess.PIPE
     )
     try:
         wait_for(
@@ -197,18 +195,19 @@ def test_the_ack_readers_place_lasts_through_a_long_round(
 # -- results that cannot be written -------------------------------------------------------
 
 
-def _results(redis_url: str, fleet_name: str, *args: str, stdout: Any) -> Done:
+def _results(zygote: Zygote, redis_url: str, fleet_name: str, *args: str, stdout: Any) -> Done:
     """``vtpoll fleet results`` in a real process, its standard output ``stdout``."""
-    proc = subprocess.run(
-        [VTPOLL, "fleet", "results", "--redis", redis_url, "--fleet", fleet_name, *args],
+    proc = zygote.spawn(
+        ["fleet", "results", "--redis", redis_url, "--fleet", fleet_name, *args],
         stdout=stdout,
         stderr=subprocess.PIPE,
-        text=True,
-        timeout=GUARD,
         env={**os.environ, "NO_COLOR": "1"},
-        check=False,
     )
-    return Done(proc.returncode, proc.stderr)
+    try:
+        _, stderr = proc.communicate(timeout=GUARD)
+    finally:
+        stop(proc)
+    return Done(proc.returncode, stderr)
 
 
 @dataclass
@@ -230,13 +229,13 @@ def _all_still_there(redis_url: str, fleet_name: str, tmp_path: Path, count: int
 
 @pytest.mark.parametrize("ack", [[], ["--ack"]])
 def test_a_full_disk_ends_in_one_line_and_exit_3(
-    redis_url: str, fleet_name: str, tmp_path: Path, ack: list[str]
+    redis_url: str, fleet_name: str, tmp_path: Path, ack: list[str], zygote: Zygote
 ):
     """Results to a full disk (/dev/full): exit 3, one line naming the system's error, what
     was written and how to go on; no traceback, and with --ack nothing removed from Redis."""
     trio.run(_recorded, redis_url, fleet_name, 0, 5)
     with open("/dev/full", "w") as full:
-        done = _results(redis_url, fleet_name, *ack, stdout=full)
+        done = _results(zygote, redis_url, fleet_name, *ack, stdout=full)
     assert done.returncode == 3, done.stderr
     assert "Traceback" not in done.stderr
     removed = "; 0 removed from Redis" if ack else ""
@@ -296,12 +295,14 @@ def test_results_not_synced_are_not_acknowledged(
     _all_still_there(redis_url, fleet_name, tmp_path, 5)
 
 
-def test_a_reader_closing_standard_output_ends_the_results_quietly(redis_url: str, fleet_name: str):
+def test_a_reader_closing_standard_output_ends_the_results_quietly(
+    redis_url: str, fleet_name: str, zygote: Zygote
+):
     """'fleet results --follow | head -1': once the reader has gone, the next result ends the
     command with 141 (128 + SIGPIPE) and nothing on stderr."""
     trio.run(_recorded, redis_url, fleet_name, 0, 1)
-    proc = spawn(
-        [VTPOLL, "fleet", "results", "--redis", redis_url, "--fleet", fleet_name, "--follow"],
+    proc = zygote.spawn(
+        ["fleet", "results", "--redis", redis_url, "--fleet", fleet_name, "--follow"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env={**os.environ, "NO_COLOR": "1"},
@@ -321,7 +322,12 @@ def test_a_reader_closing_standard_output_ends_the_results_quietly(redis_url: st
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 @pytest.mark.parametrize("to_file", [True, False], ids=["file", "stdout"])
 def test_a_signal_ends_following_results_with_its_summary(
-    redis_url: str, fleet_name: str, tmp_path: Path, sig: signal.Signals, to_file: bool
+    redis_url: str,
+    fleet_name: str,
+    tmp_path: Path,
+    sig: signal.Signals,
+    to_file: bool,
+    zygote: Zygote,
 ):
     """'fleet results --follow --ack', sent SIGTERM (or Ctrl-C's SIGINT) once it has written
     what there was: the summary of what was written and acknowledged, one line saying it was
@@ -330,8 +336,8 @@ def test_a_signal_ends_following_results_with_its_summary(
     trio.run(_recorded, redis_url, fleet_name, 0, 3)
     out = tmp_path / "r.jsonl"
     args = ["--redis", redis_url, "--fleet", fleet_name, "-o", str(out) if to_file else "-"]
-    proc = spawn(
-        [VTPOLL, "fleet", "results", *args, "--follow", "--ack"],
+    proc = zygote.spawn(
+        ["fleet", "results", *args, "--follow", "--ack"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env={**os.environ, "NO_COLOR": "1"},

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +19,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sim_server import ServerSettings
+from tests._zygote import Zygote
 from tests.conftest import Sim
 from tests.fleet.conftest import start_redis
-from tests.helpers import spawn, stop, wait_for
+from tests.helpers import stop, wait_for
 from video_translation_client import VideoTranslationClient
 from vtpoll import cli
 from vtpoll.fleet._options import with_fleet
@@ -35,6 +36,11 @@ from vtpoll.fleet._worker import Fenced, Worker
 #: in a loaded suite).
 GUARD = 60.0
 SHARDS = 3
+#: The live worker's lease in the takeover test: renewing it in 64 shards (64 calls every third
+#: of a lease) must fit in half of one, or the renewal counts as late and holds takeovers off
+#: for a lease. At 1 s, on a core shared with a busy loop, the renewals were late and leases
+#: lapsed in the shards renewed first: no takeover in 60 s, 2 runs in 3.
+LEASE = 10.0
 
 
 def _invoke(*args: str) -> tuple[int, str]:
@@ -202,7 +208,12 @@ async def test_a_dead_workers_jobs_are_taken_over_in_every_shard(
                 )
                 frozen += len(got[fleet.shard(shard).jobs]) if got else 0
             assert frozen == 30
-            [alive] = await run_workers(fleet, sim, ["alive"], len(ids), lease=1.0)
+            # Its lease lapsed in every shard (the last one leased last) before the live worker
+            # starts: that one's first takeover pass takes every job, whatever its lease.
+            last = partial(fleet._live, keys=[fleet.shard(shards - 1).workers])
+            while "frozen" in map(str, await fleet.call(last)):  # noqa: ASYNC110 - in Redis
+                await trio.sleep(0.02)
+            [alive] = await run_workers(fleet, sim, ["alive"], len(ids), lease=LEASE)
             assert alive.stats.claimed == 30
             assert alive.stats.recorded == 30
             fenced = [await fleet.lease("frozen", 60, join=False, shard=s) for s in range(shards)]
@@ -313,16 +324,15 @@ async def _reading(fleet: Fleet) -> bool:
 
 
 def test_results_followed_from_before_the_first_submit_come_from_every_shard(
-    redis_url: str, fleet_name: str, tmp_path: Path
+    redis_url: str, fleet_name: str, tmp_path: Path, zygote: Zygote
 ):
     """``results --follow`` started before the fleet existed learns its shards once it is
     submitted, and writes the results of all of them."""
     args = ["--redis", redis_url, "--fleet", fleet_name]
     out = tmp_path / "results.jsonl"
     ids = [f"f{i}" for i in range(30)]
-    writer = spawn(
-        [sys.executable, "-m", "vtpoll", "fleet", "results", *args, "-o", str(out), "--follow"],
-        stderr=subprocess.PIPE,
+    writer = zygote.spawn(
+        ["fleet", "results", *args, "-o", str(out), "--follow"], stderr=subprocess.PIPE
     )
 
     async def work() -> None:
@@ -553,10 +563,12 @@ async def test_a_dead_workers_jobs_come_before_new_ones(redis_url: str, fleet_na
             alive = Worker(fleet, client, name="alive", lease=1.0, capacity=1)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(alive.run)
-                await until_recorded(fleet, 303)
+                # The first 6 results say it all; the backlog's other 297, one at a time,
+                # cost a second of CPU for nothing more shown.
+                await until_recorded(fleet, 6)
                 nursery.cancel_scope.cancel()
-            results = await fleet.redis.xrange(fleet.shard(0).results)
+            results = await fleet.redis.xrange(fleet.shard(0).results, count=6)
     order = [entry.field_values["id"] for entry in results]
     assert alive.stats.claimed == 3
     # A read of new jobs under way as a place freed may come in between.
-    assert max(order.index(job_id) for job_id in dead) <= 5, order[:10]
+    assert set(dead) <= set(order), order

@@ -21,8 +21,11 @@ from pathlib import Path
 
 #: Starts a process (text mode) as the caller wants its children started.
 Spawn = Callable[..., subprocess.Popen[str]]
-#: Seconds redis-server may take to answer (it starts in ~10 ms), or a cluster to agree.
+#: Seconds redis-server may take to answer (it starts in ~10 ms).
 START_TIMEOUT = 10.0
+#: Seconds a cluster's nodes may take to agree that its state is ok, by gossip: a bound on a
+#: hang, not on speed (10 s ran out on a core shared with busy loops).
+AGREE_TIMEOUT = 60.0
 #: Hash slots of a Redis Cluster.
 SLOTS = 16384
 #: Ports tried for a cluster node before giving up (another process may take a free port
@@ -204,7 +207,11 @@ def start_cluster(
             if said != b"+OK":
                 raise RuntimeError(f"CLUSTER MEET {port}: {said!r}")
         for port in ports:
-            wait_until(lambda: _cluster_ok(port), f"cluster_state:ok on {port}")  # noqa: B023
+            wait_until(
+                lambda: _cluster_ok(port),  # noqa: B023 - this iteration's
+                f"cluster_state:ok on {port}",
+                timeout=AGREE_TIMEOUT,
+            )
     except BaseException:
         _kill(procs)
         raise
