@@ -443,6 +443,17 @@ def test_the_client_finds_the_servers_rate_whatever_its_header_says(
     assert refused / sent <= (0.2 if noise else 0.05)
 
 
+async def _thin_overrun(limiter: RateLimiter, gap: float) -> None:
+    """A 429, one answer ``gap`` s later, then as many 429s as show an overrun: too few
+    answers among them to measure the server by."""
+    limiter.throttled()
+    await trio.sleep(gap)
+    limiter.accepted()
+    await trio.sleep(gap)
+    for _ in range(OVERRUN_REFUSALS):
+        limiter.throttled()
+
+
 async def test_refusals_early_in_a_run_halve_to_no_less_than_half_its_pace_so_far(
     autojump_clock,
 ):
@@ -457,12 +468,7 @@ async def test_refusals_early_in_a_run_halve_to_no_less_than_half_its_pace_so_fa
             await limiter.acquire()
             limiter.accepted()
         await trio.sleep(0.1)
-    limiter.throttled()
-    await trio.sleep(0.05)
-    limiter.accepted()
-    await trio.sleep(0.05)
-    for _ in range(OVERRUN_REFUSALS):
-        limiter.throttled()
+    await _thin_overrun(limiter, 0.05)
     assert limiter.statistics().decreases == 1
     assert limiter.current_rate() == pytest.approx(301 / (trio.current_time() - start) / 2)
 
@@ -485,12 +491,7 @@ async def test_without_a_rate_it_is_unlimited_until_the_server_throttles(autojum
         await limiter.acquire()
         limiter.accepted()
     await trio.sleep(1)  # then a lull: one answer in 0.2 s, among refusals
-    limiter.throttled()
-    await trio.sleep(0.1)
-    limiter.accepted()
-    await trio.sleep(0.1)
-    for _ in range(OVERRUN_REFUSALS):
-        limiter.throttled()
+    await _thin_overrun(limiter, 0.1)
     # Too few answers to measure the server by: halved, but to no less than half of what it
     # took over the last seconds, not to the lull's pace (which would hold the next wave).
     assert limiter.current_rate() == pytest.approx(101 / ANSWERS_MEMORY / 2)
