@@ -157,6 +157,9 @@ class Learned:
             # few jobs have finished, the probes still pending move the fit's median up, and
             # every job's first look with it, past the early finishers (seen seconds late).
             due = min(due, self._first_due.setdefault(id(job), due))
+        # No longer between checks than max_delay, however far the plan puts the next: the
+        # looks again at the plan on the way there are not checks.
+        due = min(due, (seen or 0.0) + config.max_delay)
         due -= age
         replan_after = max(config.initial_delay * REPLAN, age * REPLAN / 4)
         if due > replan_after:

@@ -18,6 +18,7 @@ from video_translation_client import (
     StatusPollingConfig,
     VideoTranslationClient,
 )
+from video_translation_client._backoff import MIN_HINT
 from video_translation_client._decide import JobRecord, ServerView
 from video_translation_client._durations import PRIOR_SIGMA, DurationModel, Plan, _binned
 from video_translation_client._http import Answer
@@ -148,6 +149,37 @@ def test_a_first_look_is_brought_forward_never_put_off():
     at_start = Plan(PRIOR_SIGMA, config.checks_per_job).next(0.0, GUESS_DELAYS)
     assert schedule.model.fit.median > 2 * GUESS_DELAYS  # the fit has moved up
     assert first_look == pytest.approx(at_start, abs=config.initial_delay * REPLAN)
+
+
+def test_no_wait_between_checks_is_longer_than_max_delay():
+    """A plan that puts the next check far off is looked at again as the fit changes; those
+    looks are not checks, and the checks they lead to are still no further apart than
+    max_delay (every job pending, as a server that never finishes them: the fit's median
+    keeps moving up)."""
+    config = StatusPollingConfig(initial_delay=0.1, max_delay=0.2, jitter="none")
+    schedule = Learned(config)
+    server = ServerView(plain=True)
+    jobs = [JobRecord(f"j{i}", config, started=0.0, random=lambda: 0.5) for i in range(20)]
+    last = dict.fromkeys(range(len(jobs)), 0.0)
+    due = {k: schedule.first(job, 0.0, server) for k, job in enumerate(jobs)}
+    at = {k: action.delay for k, action in due.items()}
+    gaps = []
+    for _ in range(2000):
+        k = min(at, key=at.__getitem__)
+        now, job, action = at[k], jobs[k], due[k]
+        if action.replan:  # the job's loop asks again, as at its start
+            action = schedule.first(job, now, server)
+        else:
+            gaps.append(now - last[k])
+            last[k] = now
+            job.checks += 1
+            job.pending_age = now
+            action = schedule.after_pending(job, ANSWER, now, server)
+        due[k], at[k] = action, now + action.delay
+    assert len(gaps) > 100
+    # (A wait is never shorter than MIN_HINT: a look at the plan just short of its point
+    # checks that much later.)
+    assert max(gaps) <= config.max_delay + MIN_HINT
 
 
 # -- against the plain server, in process ----------------------------------------------------
