@@ -278,6 +278,12 @@ def failed(job: JobRecord, failure: Transient, now: float, server: ServerView) -
         url = failure.error.url if failure.error is not None else None
         what = failure.description.partition(": ")[2] or failure.description
         return missed(job, now, server, url=url, what=f"no status ({what})")
+    last = job.failing
+    if last is not None and last.status_code is None and server.last_success > job.failed_at:
+        # The server answered others since this job's last failure, which had no answer: the
+        # outage it backed off from is over, and this failure starts a backoff of its own
+        # (carried on, it waited up to max_delay after the server came back).
+        job.retry_backoff.reset()
     if failure.hint is not None:
         delay = clamp_hint(failure.hint, config)
     else:

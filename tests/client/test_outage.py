@@ -21,7 +21,7 @@ from video_translation_client import (
     VideoTranslationClient,
 )
 
-from .scripted import Scripted, status
+from .scripted import Scripted, error, status
 
 URL = "http://server.test"
 
@@ -93,6 +93,33 @@ async def test_with_the_defaults_an_outage_of_60_s_loses_no_job(autojump_clock):
     # Backoffs of 1 to 30 s: 7 or so retry times per job in 60 s, not 60 wake-ups.
     assert client.statistics().retries_denied < 15 * 100
     # Woken by the first answer, not by their next retry time (up to 30 s later).
+    assert took < 65 + 5
+
+
+async def test_a_failure_after_an_outage_backs_off_anew(autojump_clock):
+    """Down from 5 s to 65 s, then the first request of one job in five fails (a 503): its
+    retry comes after a first backoff, not after the one the job had reached through the
+    outage (up to max_delay, 30 s: the last jobs ended 22 s after the server was back)."""
+    start = trio.current_time()
+    outage = down_between(start, down_from=5, up_at=65, completes_at=30)
+    failed_once: set[str] = set()
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        job_id = request.url.path.rsplit("/", 1)[-1]
+        unlucky = int(job_id[1:]) % 5 == 0
+        if unlucky and trio.current_time() - start >= 65 and job_id not in failed_once:
+            failed_once.add(job_id)
+            return error(503)
+        response: httpx.Response = outage(request)
+        return response
+
+    server = Scripted([answer])
+    async with server.client() as http:
+        client = VideoTranslationClient(URL, http_client=http, batch=False)
+        results = await client.poll_many([f"j{i}" for i in range(100)])
+    took = trio.current_time() - start
+    assert [r.outcome for r in results] == [Outcome.COMPLETED] * 100
+    assert len(failed_once) == 20
     assert took < 65 + 5
 
 
