@@ -16,14 +16,25 @@ from ._durations import DurationModel, Plan
 from ._http import Answer
 
 #: The first guess of a job's median duration, in initial delays (5 s by default). Weak: the
-#: model's prior lets the run's own jobs outweigh it within a few, and until the probes have
-#: finished no other job commits to a check placed by it (see REPLAN). Tried against 1, 3, 5
-#: and 10 on the plain server's lognormal workloads: 5 and 10 spent the fewest requests.
+#: model's prior lets the run's own jobs outweigh it within a few, and no job commits to a
+#: far check placed by it (see REPLAN). Tried against 1, 3, 5 and 10 on the plain server's
+#: lognormal workloads: 5 and 10 spent the fewest requests.
 GUESS_DELAYS = 5.0
-#: Jobs checked densely (every half initial delay, or a quarter of their age) until this
-#: many of them have finished, so that the fit starts from real data.
-PROBES = 5
-PROBE_UNTIL = 5
+#: A job's first check comes anywhere within this share either way of the plan's first point
+#: at its start (and, as any first check, no later than the plan as fitted now puts it).
+#: Jobs started together all looked at one age: the fit saw one quantile of F, and every
+#: duration spread that put it there fitted alone (from a short median and a narrow spread to
+#: a long median and a wide one). The prior's pick among them was the long one, and the jobs
+#: that had just missed their first check were next checked seconds late. Spread, the first
+#: checks show F over an interval, and its shape with it. This replaces probe jobs checked
+#: densely until a few had finished (0.2-0.4 requests a job, the fit on the ridge meanwhile).
+FIRST_SPREAD = 0.4
+#: Keller's plan aims at this share of ``checks_per_job`` (the even checks of a poor fit, at
+#: all of it). Its count is of a smooth density; a job's checks are whole, the first one
+#: spread and each later one replanned: at the full budget they came to 8-21% more than the
+#: count on the plain server's lognormal workloads (200 jobs of median 6 s: 3.62 a job for 3
+#: at sigma 0.5, 2.78 for 2.4, 3.23 for 3 at sigma 1), at this share to 0.95-1.03 of it.
+BUDGET_SHARE = 0.9
 #: A check the plan puts further off than this many initial delays (or eighths of the job's
 #: age, at 0.5) is planned again then, from a fit of more jobs, rather than committed to.
 REPLAN = 0.5
@@ -83,10 +94,8 @@ class Learned:
       be a check spent where nothing has finished), and no later than the plan put it when the
       job started: a fit may bring it forward, never put it off. While what the server offers is not
       known yet, one job looks at once and the others wait for its answer.
-    - Until a few jobs have finished, the first jobs seen are probes, checked densely (every
-      half ``initial_delay`` or a quarter of their age), so that the fit starts from real
-      data; the others start from a guess on the short side (``initial_delay``), and what
-      their pending answers show moves it up.
+    - The first checks of jobs started together are spread over ages (``FIRST_SPREAD``), so
+      that the fit sees the shape of F early, not one quantile of it.
     - A fit that the data contradict (outside their nonparametric bounds at a quartile, as
       bimodal durations are) falls back to even checks, the median over ``checks_per_job``
       less a half, capped by ``max_delay``.
@@ -102,7 +111,6 @@ class Learned:
         self._plans: dict[float, Plan] = {}
         #: The jobs pending now (right-censored), by identity: forgotten when they end.
         self._pending: dict[int, JobRecord] = {}
-        self._probes: set[int] = set()
         #: Jobs not answered yet, by identity: the age their plan first put a check at.
         self._first_due: dict[int, float] = {}
         self._looking = False
@@ -135,7 +143,6 @@ class Learned:
     def ended(self, job: JobRecord) -> None:
         self._pending.pop(id(job), None)
         self._first_due.pop(id(job), None)
-        self._probes.discard(id(job))
 
     def _learned(self, job: JobRecord, now: float) -> Check:
         """The next check by the plan. Not committed to when it is far: the job looks again
@@ -143,8 +150,6 @@ class Learned:
         that a fit misled early on (a few short jobs, a guess) does not hold a job back."""
         config = job.config
         age = now - job.started
-        if self._warming() and self._probing(job):
-            return Check(delay=self._spread(job, max(config.initial_delay / 2, age / 4)))
         # A job that has been pending a while is next checked by twice its age at the latest:
         # early on, a fit that puts it deep in the left tail (few jobs seen yet) would
         # otherwise leave it unchecked for several times its age.
@@ -156,7 +161,11 @@ class Learned:
             # A job's first check is put off no later than its plan at the start put it: while
             # few jobs have finished, the probes still pending move the fit's median up, and
             # every job's first look with it, past the early finishers (seen seconds late).
-            due = min(due, self._first_due.setdefault(id(job), due))
+            first = self._first_due.get(id(job))
+            if first is None:
+                spread = 1 - FIRST_SPREAD + 2 * FIRST_SPREAD * job.random()
+                first = self._first_due[id(job)] = due * spread
+            due = min(due, first)
         # No longer between checks than max_delay, however far the plan puts the next: the
         # looks again at the plan on the way there are not checks.
         due = min(due, (seen or 0.0) + config.max_delay)
@@ -179,19 +188,10 @@ class Learned:
             return age + scale / (self.checks - 0.5)
         return self._plan(fit.sigma).next(age, scale)
 
-    def _warming(self) -> bool:
-        return len(self.model.finished) < PROBE_UNTIL
-
-    def _probing(self, job: JobRecord) -> bool:
-        """Whether the job is a probe: it is one already, or there are too few."""
-        if id(job) not in self._probes and len(self._probes) < PROBES:
-            self._probes.add(id(job))
-        return id(job) in self._probes
-
     def _plan(self, sigma: float) -> Plan:
         """The plan for this spread, from a cache by spread rounded to 0.05."""
         key = round(sigma * 20) / 20
         plan = self._plans.get(key)
         if plan is None:
-            plan = self._plans[key] = Plan(max(0.05, key), self.checks)
+            plan = self._plans[key] = Plan(max(0.05, key), self.checks * BUDGET_SHARE)
         return plan
