@@ -37,10 +37,13 @@ def config() -> StatusPollingConfig:
 
 
 def with_server(test: Callable[[TranslationServer, str], Awaitable[None]]) -> None:
-    """Run ``test(server, base_url)`` under asyncio against a fresh server on a free port."""
+    """Run ``test(server, base_url)`` under asyncio against a fresh server on a free port, one
+    like the original's: no hints, no held checks, no batch route."""
 
     async def main() -> None:
-        server = TranslationServer(completion_time=0.3, error_rate=0.0)
+        server = TranslationServer(
+            completion_time=0.3, error_rate=0.0, hints=False, max_wait=0, batch=False
+        )
         await server.start(port=0)
         try:
             await asyncio.wait_for(test(server, server.url), timeout=30)
@@ -51,13 +54,18 @@ def with_server(test: Callable[[TranslationServer, str], Awaitable[None]]) -> No
 
 
 def test_successful_completion():
-    """The job completes; the callback saw it pending, then completed."""
+    """The job completes; the callback saw it pending, then completed. (It completes once the
+    callback has seen it pending: its 0.3 s from the server's start were over before the
+    first check on a machine busy enough.)"""
 
     async def test(server: TranslationServer, base_url: str) -> None:
+        server.completion_time = 30.0
         status_changes = []
 
         async def status_callback(response):
             status_changes.append(response.status)
+            if response.status == JobStatus.pending:
+                server.completion_time = 0.0
 
         client = VideoTranslationClient(
             base_url=base_url, config=config(), on_status_change=status_callback
