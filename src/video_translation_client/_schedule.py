@@ -90,12 +90,12 @@ class Learned:
     checks where completions are likely, ``config.checks_per_job`` checks a job on average
     (Keller's checking density on the duration distribution learnt so far).
 
-    - A job's first check comes at the plan's first point, not at once (a look at age 0 would
+    - A job's first check comes near the plan's first point, not at once (a look at age 0 would
       be a check spent where nothing has finished), and no later than the plan put it when the
-      job started: a fit may bring it forward, never put it off. While what the server offers is not
-      known yet, one job looks at once and the others wait for its answer.
-    - The first checks of jobs started together are spread over ages (``FIRST_SPREAD``), so
-      that the fit sees the shape of F early, not one quantile of it.
+      job started: a fit may bring it forward, never put it off. Jobs' first checks are spread
+      over ages (``FIRST_SPREAD``), so that the fit sees the shape of F early, not one
+      quantile of it. While what the server offers is not known yet, one job looks at once and
+      the others wait for its answer.
     - A fit that the data contradict (outside their nonparametric bounds at a quartile, as
       bimodal durations are) falls back to even checks, the median over ``checks_per_job``
       less a half, capped by ``max_delay``.
@@ -150,16 +150,16 @@ class Learned:
         that a fit misled early on (a few short jobs, a guess) does not hold a job back."""
         config = job.config
         age = now - job.started
-        # A job that has been pending a while is next checked by twice its age at the latest:
-        # early on, a fit that puts it deep in the left tail (few jobs seen yet) would
-        # otherwise leave it unchecked for several times its age.
+        # A job that has been pending a while is next checked by 1 + GROWTH times its age at the
+        # latest: early on, a fit that puts it deep in the left tail (few jobs seen yet) would
+        # otherwise leave it unchecked for many times its age.
         due = self._due(job, now)
         seen = job.pending_age
         if seen is not None:
             due = min(due, seen + max(config.initial_delay, GROWTH * seen))
         else:
             # A job's first check is put off no later than its plan at the start put it: while
-            # few jobs have finished, the probes still pending move the fit's median up, and
+            # few jobs have finished, the jobs still pending move the fit's median up, and
             # every job's first look with it, past the early finishers (seen seconds late).
             first = self._first_due.get(id(job))
             if first is None:
