@@ -184,16 +184,19 @@ def run(
     with_fleet(redis.url, name, lambda fleet: _submit(fleet, ids, redis.shards))
     requests0 = metrics(url)["status_requests"]
     fleet_args = ("--redis", redis.url, "--fleet", name)
+    # What a worker says is kept: one that ends before the run does is reported with it.
+    logs = Path(tempfile.mkdtemp(prefix=f"{name}-"))
 
     def worker(i: int) -> subprocess.Popen[str]:
-        return vtpoll_process(
-            [
-                *("fleet", "worker", *fleet_args, "--base-url", url, "--name", f"w{i}"),
-                *("--lease", str(args.lease), "--capacity", str(args.capacity)),
-                *("--rate", str(args.rate)),
-            ],
-            stderr=subprocess.DEVNULL,
-        )
+        with (logs / f"w{i}.log").open("a") as log:
+            return vtpoll_process(
+                [
+                    *("fleet", "worker", *fleet_args, "--base-url", url, "--name", f"w{i}"),
+                    *("--lease", str(args.lease), "--capacity", str(args.capacity)),
+                    *("--rate", str(args.rate)),
+                ],
+                stderr=log,
+            )
 
     started = time.monotonic()
     workers = [worker(i) for i in range(n)]
@@ -236,6 +239,15 @@ def run(
             time.sleep(0.2)
         wall = time.monotonic() - started
         rss = [peak_rss_mib(w.pid) for w in workers if w.poll() is None]
+        for i, each in enumerate(workers):
+            if each.poll() is not None and not (chaos == "kill" and i == 0):
+                last = (logs / f"w{i}.log").read_text().strip().splitlines()[-3:]
+                print(
+                    f"{name}: worker w{i} ended before the run, exit {each.returncode}: "
+                    + (" | ".join(last) or "it said nothing")
+                    + f" (its log: {logs / f'w{i}.log'})",
+                    file=sys.stderr,
+                )
     finally:
         for each in workers:
             if each.poll() is None:
