@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import signal
 import subprocess
 import sys
@@ -175,6 +176,21 @@ def vtpoll_process(args: list[str], **kwargs: Any) -> subprocess.Popen[str]:
     return spawn([sys.executable, "-m", "vtpoll", *args], **kwargs)
 
 
+def ended_early(workers: list[subprocess.Popen[str]], logs: Path, chaos: str | None) -> list[str]:
+    """A line for each worker (``w{i}``, its stderr in ``logs/w{i}.log``) that has ended
+    while the run was still going, but the one the kill chaos ended: its exit code, its last
+    words and where the rest is."""
+    out = []
+    for i, each in enumerate(workers):
+        if each.poll() is None or (chaos == "kill" and i == 0):
+            continue
+        log = logs / f"w{i}.log"
+        last = log.read_text().strip().splitlines()[-3:]
+        said = " | ".join(last) or "it said nothing"
+        out.append(f"worker w{i} ended before the run, exit {each.returncode}: {said} ({log})")
+    return out
+
+
 def run(
     n: int, args: argparse.Namespace, redis: Redis, url: str, chaos: str | None
 ) -> dict[str, Any]:
@@ -239,20 +255,16 @@ def run(
             time.sleep(0.2)
         wall = time.monotonic() - started
         rss = [peak_rss_mib(w.pid) for w in workers if w.poll() is None]
-        for i, each in enumerate(workers):
-            if each.poll() is not None and not (chaos == "kill" and i == 0):
-                last = (logs / f"w{i}.log").read_text().strip().splitlines()[-3:]
-                print(
-                    f"{name}: worker w{i} ended before the run, exit {each.returncode}: "
-                    + (" | ".join(last) or "it said nothing")
-                    + f" (its log: {logs / f'w{i}.log'})",
-                    file=sys.stderr,
-                )
+        early = ended_early(workers, logs, chaos)
+        for said in early:
+            print(f"{name}: {said}", file=sys.stderr)
     finally:
         for each in workers:
             if each.poll() is None:
                 each.send_signal(signal.SIGCONT)
             stop(each)
+    if not early:
+        shutil.rmtree(logs, ignore_errors=True)
     commands = redis.commands() - commands0
     memory = redis.memory() - memory0
     requests = metrics(url)["status_requests"] - requests0

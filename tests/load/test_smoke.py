@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import gc
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -262,3 +264,31 @@ def test_plain(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: 
         assert row["lag_p50_s"] <= row["lag_p99_s"]
     assert_png(tmp_path / "plain_budgets.png")
     assert "schedule" in capsys.readouterr().out
+
+
+def test_a_fleet_worker_that_ends_before_the_run_is_reported(tmp_path: Path):
+    """fleet.py keeps each worker's stderr: one that ended while the run went on is named with
+    its exit code and last words (a worker of the 1,000,000-job run ended unseen); one still
+    running is not, nor the one the kill chaos ended."""
+    fleet = script("fleet")
+
+    def worker(i: int, program: str) -> subprocess.Popen[str]:
+        with (tmp_path / f"w{i}.log").open("a") as log:
+            return subprocess.Popen([sys.executable, "-c", program], stderr=log, text=True)
+
+    ended = worker(0, "import sys; sys.stderr.write('one\\ntwo\\nthree\\nboom\\n'); sys.exit(3)")
+    running = worker(1, "import time; time.sleep(60)")
+    quiet = worker(2, "pass")
+    try:
+        ended.wait(timeout=30)
+        quiet.wait(timeout=30)
+        workers = [ended, running, quiet]
+        said = fleet.ended_early(workers, tmp_path, None)
+        assert said == [
+            f"worker w0 ended before the run, exit 3: two | three | boom ({tmp_path / 'w0.log'})",
+            f"worker w2 ended before the run, exit 0: it said nothing ({tmp_path / 'w2.log'})",
+        ]
+        assert fleet.ended_early(workers, tmp_path, "kill") == said[1:]
+    finally:
+        running.kill()
+        running.wait()
