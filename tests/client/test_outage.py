@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import random
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -36,7 +37,7 @@ def refused() -> httpx.ConnectError:
 
 def down_between(
     start: float, down_from: float, up_at: float, completes_at: float, *, refusing: bool = False
-):
+) -> Callable[[httpx.Request], httpx.Response]:
     """A server answering pending (completed from ``completes_at``), with no answer at all
     from ``down_from`` to ``up_at`` seconds (connections refused, with ``refusing``)."""
 
@@ -110,8 +111,7 @@ async def test_a_failure_after_an_outage_backs_off_anew(autojump_clock):
         if unlucky and trio.current_time() - start >= 65 and job_id not in failed_once:
             failed_once.add(job_id)
             return error(503)
-        response: httpx.Response = outage(request)
-        return response
+        return outage(request)
 
     server = Scripted([answer])
     async with server.client() as http:

@@ -21,6 +21,7 @@ import pytest
 
 from tests._zygote import Zygote
 from tests.fleet.conftest import COREDIS_LEAK
+from tests.helpers import spawn, stop
 
 from .scripts import script
 
@@ -274,7 +275,7 @@ def test_a_fleet_worker_that_ends_before_the_run_is_reported(tmp_path: Path):
 
     def worker(i: int, program: str) -> subprocess.Popen[str]:
         with (tmp_path / f"w{i}.log").open("a") as log:
-            return subprocess.Popen([sys.executable, "-c", program], stderr=log, text=True)
+            return spawn([sys.executable, "-c", program], stderr=log)
 
     ended = worker(0, "import sys; sys.stderr.write('one\\ntwo\\nthree\\nboom\\n'); sys.exit(3)")
     running = worker(1, "import time; time.sleep(60)")
@@ -290,5 +291,4 @@ def test_a_fleet_worker_that_ends_before_the_run_is_reported(tmp_path: Path):
         ]
         assert fleet.ended_early(workers, tmp_path, "kill") == said[1:]
     finally:
-        running.kill()
-        running.wait()
+        stop(running)
