@@ -45,8 +45,13 @@ class WorkJob:
     def lag(self, elapsed: float, start: float) -> float:
         """Seconds from when the job could first be seen final to when it was, from the
         server's ``elapsed`` in the first final answer: from its completion, or from ``start``
-        (when polling began) if it completed before that."""
-        return elapsed - max(self.sent_duration, start - self.created)
+        (when polling began) if it completed before that.
+
+        That start is on this process's clock and ``elapsed`` on the server's, from when the
+        creation reached it, not from when it was sent (``created``): for a job that completed
+        before a late start, the difference is off by the creation request's latency, which
+        on a busy machine made lags of -44 ms. A lag is never less than none."""
+        return max(0.0, elapsed - max(self.sent_duration, start - self.created))
 
 
 def workload_args(parser: argparse.ArgumentParser) -> None:

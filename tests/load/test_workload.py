@@ -25,3 +25,11 @@ def test_lag_is_counted_from_the_start_of_polling_when_creation_ran_late():
     assert job.lag(elapsed=2.05, start=12.0) == pytest.approx(0.05)
     # A job still running when polling started is measured from its completion as usual.
     assert job.lag(elapsed=1.6, start=11.0) == pytest.approx(0.1)
+
+
+def test_lag_is_never_negative_when_the_creation_reached_the_server_late():
+    """Sent at 10, the creation reached the server at 10.05 (a busy machine); polling started
+    late, at 12, and the first answer came at once, at 12.0 on the client's clock and 1.95 s
+    after the server's creation: -0.05 s counted from the client's send, none in truth."""
+    job = WorkJob("a", duration=1.0, outcome="completed", sent_duration=1.5, created=10.0)
+    assert job.lag(elapsed=1.95, start=12.0) == 0.0
