@@ -1,14 +1,18 @@
-"""``vtpoll`` processes forked from one that imported it already, for the tests that start
-many: a ``vtpoll fleet`` process spends 0.6 s of CPU importing coredis, beartype, trio, httpx
-and the client before it reads its arguments, and the fleet tests started a dozen.
+"""Python processes forked from one that imported what they run already, for the tests that
+start many: a ``vtpoll fleet`` process spends 0.6 s of CPU importing coredis, beartype, trio,
+httpx and the client before it reads its arguments, a ``python -m sim_server`` 1 s importing
+Quart and hypercorn, a load script's client process 0.6 s; the fleet tests start a dozen of
+the first, the load scripts' smoke tests ten of the others.
 
-The zygote (``python -m tests._zygote FD``) imports the commands once, then forks a child for
-each request on the socket FD: the child takes the standard streams, environment, working
-directory and session it was sent, and runs ``vtpoll.main`` with its arguments, exiting as
-``python -m vtpoll`` does (the interpreter's own exit: its flushes, its exit status). Its
-signals, pipes and exit codes are a process's: the tests kill, freeze, interrupt and read it
-as they would any other. What only a fresh interpreter does (the import of ``vtpoll`` and its
-extras, ``-m``) the CLI tests show with processes of their own.
+The zygote (``python -m tests._zygote FD``) forks a child for each request on the socket FD:
+the child takes the standard streams, environment, working directory and session it was sent,
+and runs the program asked for (``-m vtpoll ARGS``, ``-m MODULE ARGS`` or ``SCRIPT.py ARGS``,
+as ``python`` takes them), exiting as ``python`` does (the interpreter's own exit: its flushes,
+its exit status). What a program imports, the zygote imports before its first fork of it, so
+that its later children find it there. Their signals, pipes and exit codes are a process's:
+the tests kill, freeze, interrupt and read them as they would any other. What only a fresh
+interpreter does (the imports themselves, ``-m`` finding the module) the tests of the command
+line and of the server's start show with processes of their own.
 
 The zygote is the children's parent, so it waits for them and sends their exit status back;
 :class:`Forked` is a :class:`subprocess.Popen` whose polls and waits ask for it.
@@ -16,9 +20,12 @@ The zygote is the children's parent, so it waits for them and sends their exit s
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import io
 import json
 import os
+import runpy
 import selectors
 import socket
 import subprocess
@@ -30,6 +37,15 @@ from typing import IO, Any
 
 #: Largest message either side sends (a request's argv and environment).
 MESSAGE = 1 << 20
+
+#: What ``python -m MODULE`` runs, by module: imported by the zygote before it forks one.
+_RUNS = {
+    "vtpoll": ("vtpoll._main", "vtpoll.fleet"),
+    "sim_server": ("sim_server._cli", "sim_server._server"),
+}
+#: What a load script's client process imports once it runs (the scripts import the library
+#: in the functions that poll, so that their measuring side does not): 0.4 s a process.
+_SCRIPTS_RUN = ("trio", "video_translation_client")
 
 
 # -- the zygote ------------------------------------------------------------------------------
@@ -47,9 +63,11 @@ def _serve(sock: socket.socket) -> None:
                 message, fds, _, _ = socket.recv_fds(sock, MESSAGE, 3)
                 if not message:
                     return
+                request = json.loads(message)
+                _prepare(request["program"])
                 pid = os.fork()
                 if pid == 0:
-                    _child(json.loads(message), fds, sock, selector)
+                    _child(request, fds, sock, selector)
                 for fd in fds:
                     os.close(fd)
                 # Readable once the child has ended: no SIGCHLD handler for children to inherit.
@@ -65,13 +83,36 @@ def _serve(sock: socket.socket) -> None:
                 sock.send(json.dumps({"ended": key.data, "code": code, "cpu": cpu}).encode())
 
 
+def _prepare(program: list[str]) -> None:
+    """Import what ``program`` will import (once: later calls find it in ``sys.modules``)."""
+    if program[0] == "-m":
+        for name in _RUNS.get(program[1], (program[1],)):
+            importlib.import_module(name)
+        return
+    # A script, as a module of its own name: its top level (its imports) runs here, its
+    # ``__main__`` part in the child. Its folder is on the path as ``python SCRIPT`` puts it.
+    path = Path(program[0]).resolve()
+    name = f"_zygote_script_{path.stem}"
+    if name in sys.modules:
+        return
+    for imported in _SCRIPTS_RUN:
+        importlib.import_module(imported)
+    sys.path.insert(0, str(path.parent))
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+
+
 def _child(
     request: dict[str, Any],
     fds: list[int],
     sock: socket.socket,
     selector: selectors.BaseSelector,
 ) -> None:
-    """Become ``vtpoll ARGV`` on the streams ``fds`` (stdin, stdout, stderr)."""
+    """Become ``python PROGRAM`` on the streams ``fds`` (stdin, stdout, stderr)."""
     for key in list(selector.get_map().values()):
         if key.data is not None:  # the other children's pidfds
             os.close(key.fd)
@@ -87,18 +128,21 @@ def _child(
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
-    import vtpoll
-
-    # As ``python -m vtpoll`` has it (importing vtpoll.__main__ would run it).
-    sys.argv = [str(Path(vtpoll.__file__).with_name("__main__.py")), *request["argv"]]
-    vtpoll.main(request["argv"])
+    program = request["program"]
+    if program[0] == "-m":
+        # As ``python -m`` has it: sys.argv[0] the module's file, the module run as __main__.
+        sys.argv = ["-m", *program[2:]]
+        runpy.run_module(program[1], run_name="__main__", alter_sys=True)
+    else:
+        sys.argv = [program[0], *program[1:]]
+        sys.path[0] = str(Path(program[0]).resolve().parent)
+        runpy.run_path(program[0], run_name="__main__")
+    # A program that returns exits 0, as the interpreter would (and must not return into the
+    # zygote's loop).
+    raise SystemExit(0)
 
 
 def main() -> None:
-    # What every child would import: once, here.
-    import vtpoll._main
-    import vtpoll.fleet  # noqa: F401
-
     _serve(socket.socket(fileno=int(sys.argv[1])))
 
 
@@ -158,9 +202,13 @@ class Zygote:
                     return None
             return self.codes[pid]
 
-    def spawn(
+    def spawn(self, argv: list[str], **streams: Any) -> Forked:
+        """``vtpoll ARGV`` (``argv`` without the ``vtpoll``): :meth:`python` of ``-m vtpoll``."""
+        return self.python(["-m", "vtpoll", *argv], **streams)
+
+    def python(
         self,
-        argv: list[str],
+        program: list[str],
         *,
         stdin: Any = None,
         stdout: Any = None,
@@ -168,7 +216,7 @@ class Zygote:
         env: dict[str, str] | None = None,
         start_new_session: bool = True,
     ) -> Forked:
-        """``vtpoll ARGV`` (``argv`` without the ``vtpoll``), its streams as
+        """``python PROGRAM`` (``-m MODULE ARGS`` or ``SCRIPT ARGS``), its streams as
         :class:`subprocess.Popen` takes them (None, DEVNULL, PIPE, a file), text mode, in a
         session of its own unless told."""
         theirs: list[int] = []
@@ -197,7 +245,7 @@ class Zygote:
             theirs.append(fd)
             ours.append(mine)
         request = {
-            "argv": argv,
+            "program": program,
             "env": dict(os.environ if env is None else env),
             "cwd": os.getcwd(),
             "session": start_new_session,
@@ -214,7 +262,7 @@ class Zygote:
                 assert said is not None
                 if "pid" in said:
                     break
-        return Forked(self, said["pid"], ["vtpoll", *argv], *ours)
+        return Forked(self, said["pid"], ["python", *program], *ours)
 
 
 class Forked(subprocess.Popen[str]):

@@ -5,7 +5,9 @@ The numbers themselves belong to full runs (load/README.md): nothing here depend
 this machine is. The scripts run one after another, in this process (their servers and clients
 are processes of their own, stopped by the scripts, and by the suite's check that nothing is
 left running), so that Python, the scripts' imports and matplotlib start once, not once a
-script.
+script. Their servers and clients are forked from the suite's zygote (tests/_zygote.py), not
+started: a server's start costs 1 s of CPU importing Quart and hypercorn, a client's 0.6 s, and
+these tests start seventeen.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import gc
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -28,19 +32,44 @@ from .scripts import script
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.fixture
+def forked(monkeypatch: pytest.MonkeyPatch, zygote: Zygote) -> Callable[[ModuleType], None]:
+    """Makes a load script's Python processes (``python ...``, through ``_common.spawn``)
+    children of the zygote; the others (redis-server) it starts as it would."""
+
+    def fork_from(module: ModuleType) -> None:
+        common = sys.modules["_common"]  # imported by the script
+        started: Callable[..., subprocess.Popen[str]] = common.spawn
+
+        def spawn(argv: list[str], **kwargs: Any) -> subprocess.Popen[str]:
+            if argv[0] != sys.executable:
+                return started(argv, **kwargs)
+            return zygote.python(argv[1:], **kwargs)
+
+        monkeypatch.setattr(common, "spawn", spawn)
+        if hasattr(module, "spawn"):  # imported by name
+            monkeypatch.setattr(module, "spawn", spawn)
+
+    return fork_from
+
+
+@pytest.fixture
 def run_script(
-    name: str,
-    folder: Path,
-    capsys: pytest.CaptureFixture[str],
-    *args: str,
-    workload: bool = True,
-) -> tuple[list[dict[str, Any]], str]:
-    """``load/NAME.py ARGS`` (with a seed and plots into ``folder`` for the workload
-    scripts): its JSON rows and what it printed."""
-    out = folder / f"{name}.json"
-    common = ["--seed", "3", "--plots", str(folder)] if workload else []
-    script(name).main([*args, *common, "--json", str(out)])
-    return json.loads(out.read_text()), capsys.readouterr().out
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], forked: Callable[[ModuleType], None]
+) -> Callable[..., tuple[list[dict[str, Any]], str]]:
+    """``run_script(NAME, *ARGS)``: ``load/NAME.py ARGS`` (with a seed and plots into the
+    test's folder for the workload scripts, its processes forked): its JSON rows and what it
+    printed."""
+
+    def run(name: str, *args: str, workload: bool = True) -> tuple[list[dict[str, Any]], str]:
+        out = tmp_path / f"{name}.json"
+        common = ["--seed", "3", "--plots", str(tmp_path)] if workload else []
+        module = script(name)
+        forked(module)
+        module.main([*args, *common, "--json", str(out)])
+        return json.loads(out.read_text()), capsys.readouterr().out
+
+    return run
 
 
 def assert_png(path: Path) -> None:
@@ -51,7 +80,7 @@ def assert_lags(row: dict[str, Any]) -> None:
     assert 0 <= row["lag_p50_ms"] <= row["lag_p99_ms"], row
 
 
-def test_policies(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+def test_policies(tmp_path: Path, run_script: Callable[..., Any]):
     """Every policy asked for has a row with its costs and lags; none loses a job.
 
     The script has two ways to poll: the original design's loop, written out in it, and the
@@ -60,8 +89,6 @@ def test_policies(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     """
     rows, stdout = run_script(
         "policies",
-        tmp_path,
-        capsys,
         *("--jobs", "24", "--time-scale", "0.02", "--longest", "20"),
         *("--policies", "batch", "--plain-policies", "original"),
     )
@@ -84,13 +111,11 @@ def test_policies(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     assert_png(tmp_path / "policies_requests.png")
 
 
-def test_scale(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+def test_scale(tmp_path: Path, run_script: Callable[..., Any]):
     """A row per size, with memory, CPU per check and rate. (Single requests are the same
     client code with batch off, and wrk's ceiling two busy CPU seconds: not run here.)"""
     rows, _ = run_script(
         "scale",
-        tmp_path,
-        capsys,
         *("--jobs", "30", "--time-scale", "0.05", "--single-up-to", "0", "--wrk-seconds", "0"),
     )
     assert [(r["jobs"], r["policy"]) for r in rows] == [(30, "batch")]
@@ -104,13 +129,11 @@ def test_scale(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     assert_png(tmp_path / "scale.png")
 
 
-def test_chaos(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+def test_chaos(tmp_path: Path, run_script: Callable[..., Any]):
     """Through faults, a rate limit and a server killed and restarted, no job is lost and every
     outcome is the server's (one policy: the script runs each the same way)."""
     rows, stdout = run_script(
         "chaos",
-        tmp_path,
-        capsys,
         *("--jobs", "16", "--time-scale", "0.05", "--fault-rate", "0.02", "--kill-at", "0.1"),
         *("--policies", "batch"),
     )
@@ -127,13 +150,11 @@ def test_chaos(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     assert_png(tmp_path / "chaos_lag_cdf.png")
 
 
-def test_hostile(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+def test_hostile(tmp_path: Path, run_script: Callable[..., Any]):
     """A gzip bomb and an endless body: each job fails naming the size limit, and the client's
     memory stays within a few MiB of where it started (the limit is 1 MiB)."""
     rows, _ = run_script(
         "hostile",
-        tmp_path,
-        capsys,
         *("--bomb-mib", "8", "--endless-mib", "4", "--max-retries", "0"),
         workload=False,
     )
@@ -146,13 +167,11 @@ def test_hostile(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
         assert row["rss_peak_mib"] - row["rss_before_mib"] < 32, row
 
 
-def test_patterns(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+def test_patterns(tmp_path: Path, run_script: Callable[..., Any]):
     """A row per way of calling and size; every outcome true; a check of its own costs a job at
     least one request, and batching never more than that."""
     rows, _ = run_script(
         "patterns",
-        tmp_path,
-        capsys,
         *("--sizes", "12", "--time-scale", "0.02", "--longest", "20"),
         *("--patterns", "tasks", "tasks-single"),
     )
@@ -169,12 +188,10 @@ def test_patterns(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     assert_png(tmp_path / "patterns_lag_cdf.png")
 
 
-def test_overhead(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+def test_overhead(tmp_path: Path, run_script: Callable[..., Any]):
     """A row for raw httpx and one for the library, each with its CPU per request and the
     ratio to httpx's."""
-    rows, stdout = run_script(
-        "overhead", tmp_path, capsys, "--requests", "40", "--rounds", "1", workload=False
-    )
+    rows, stdout = run_script("overhead", "--requests", "40", "--rounds", "1", workload=False)
     assert [r["client"] for r in rows] == ["httpx", "library"]
     for row in rows:
         assert row["requests"] == 40
@@ -193,15 +210,13 @@ def test_overhead(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
 def test_fleet(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-    zygote: Zygote,
+    forked: Callable[[ModuleType], None],
 ):
     """Two workers on a real redis-server, one killed with SIGKILL while it holds jobs, and on
     a real 3-master cluster: every job's true result once, the takeover timed, the costs
     counted, and what acknowledging the results leaves in Redis less than before."""
     fleet = script("fleet")
-    # Its five vtpoll processes forked rather than started: 3 s of CPU less (tests/_zygote.py).
-    monkeypatch.setattr(fleet, "vtpoll_process", zygote.spawn)
+    forked(fleet)
     out = tmp_path / "fleet.json"
     fleet.main(
         [
