@@ -385,7 +385,13 @@ class RateLimiter:
         since = max(overrun, self._measured_at, self._long_pause_until, self._trial_ended)
         thick, accepted, refused = self._thick(since)
         if thick:
-            pause = self._pauses(refused, accepted)
+            # Whether every request waits is judged over the whole overrun, not over the
+            # span a rate is measured on: that restarts at each long pause, and the first
+            # outcomes after one (a burst answered at one instant) were two refusals before
+            # two answers often enough, at 20% refusals at random, for pauses to follow one
+            # another for good (200 jobs of 2 s took 25 s, not 7).
+            _, overrun_accepted, overrun_refused = self._thick(overrun)
+            pause = self._pauses(overrun_refused, overrun_accepted)
             if accepted >= MEASURE_ANSWERS and now - since >= MIN_MEASURE:
                 # A cut on trial: under a limit, refusals stop under what the server
                 # accepted; refusals at random go on, refute it and teach the base share.

@@ -183,6 +183,32 @@ async def test_random_429s_neither_lower_the_rate_nor_pause_everyone(autojump_cl
     assert 0.03 <= limiter.statistics().base_share <= 0.1
 
 
+async def test_random_429s_answered_in_bursts_do_not_pause_every_request_for_good(autojump_clock):
+    """A server with no limit refusing a fifth of requests at random with ``Retry-After: 1``,
+    ten requests every half second, the two refusals of each burst read before its answers:
+    the first refusals pause every request (more refused than accepted yet), and one trial
+    of a cut shows the rest random; then nothing waits. (Judged over the span since the last
+    long pause, each burst's first two refusals were more than its answers so far, and every
+    burst paused the next for good: 200 jobs of 2 s took 25 s, not 7.)"""
+    limiter = RateLimiter(None)
+    delayed = []
+    for _ in range(30):
+        start = trio.current_time()
+        for _ in range(10):
+            await limiter.acquire()
+        delayed.append(trio.current_time() > start)
+        for i in range(10):
+            if i < 2:
+                limiter.refused(retry_after=1.0)
+            else:
+                limiter.accepted()
+        await trio.sleep(0.5)
+    assert delayed[0] is False
+    assert sum(delayed) <= 4, delayed
+    assert not any(delayed[8:]), delayed
+    assert limiter.current_rate() == math.inf
+
+
 async def _refused_a_sixth(limiter: RateLimiter, seconds: float) -> None:
     """A client sending as fast as its limiter allows, one request in six refused."""
     end = trio.current_time() + seconds
