@@ -108,8 +108,11 @@ class ServerView:
     dialect: str = "sim"
     #: The server is known to neither hint nor hold checks.
     plain: bool = False
-    #: Some request has had an outcome (an answer, or none at all) since the client began.
+    #: Some request has had an outcome other than a 429 (an answer, or none at all) since the
+    #: client began: what the server offers may show.
     heard: bool = True
+    #: The 429s the client has had.
+    refused: int = 0
     #: The retry budget is spent: retries are held back but for one probe a second.
     retries_spent: bool = False
 

@@ -113,16 +113,20 @@ class Learned:
         self._pending: dict[int, JobRecord] = {}
         #: Jobs not answered yet, by identity: the age their plan first put a check at.
         self._first_due: dict[int, float] = {}
-        self._looking = False
+        #: The job whose first look finds out what the server offers, by identity, and the
+        #: 429s the client had when it took the look.
+        self._looking: int | None = None
+        self._look_refused = 0
 
     def first(self, job: JobRecord, now: float, server: ServerView) -> Check:
         if server.plain:
             return self._learned(job, now)
         if server.heard:
             return Check()
-        if not self._looking:
+        if self._looking in (None, id(job)) or server.refused > self._look_refused:
             # The first look of the client: the others wait for what it shows of the server.
-            self._looking = True
+            # A 429 shows nothing (and delays only its own job): the next job to ask looks.
+            self._looking, self._look_refused = id(job), server.refused
             return Check(alone=True)
         return Check(replan=True)
 
@@ -143,6 +147,10 @@ class Learned:
     def ended(self, job: JobRecord) -> None:
         self._pending.pop(id(job), None)
         self._first_due.pop(id(job), None)
+        if self._looking == id(job):
+            # Ended (its deadline, its caller's scope) before the server showed anything: the
+            # next job to ask looks instead.
+            self._looking = None
 
     def _learned(self, job: JobRecord, now: float) -> Check:
         """The next check by the plan. Not committed to when it is far: the job looks again

@@ -156,7 +156,8 @@ class Session:
             route_known=self.state.route_known,
             dialect=self.fetcher.dialect.name,
             plain=self._plain(now),
-            heard=health.ever_answered or health.silent_since is not None,
+            heard=self.state.told,
+            refused=self.state.counters.throttled,
             retries_spent=self.state.budget.spent,
         )
 

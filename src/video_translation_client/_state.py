@@ -157,6 +157,9 @@ class ServerState:
         self.probing_hold = False
         #: An answer has been read as a status: the route and the dialect fit.
         self.route_known = False
+        #: Some request has had an outcome other than a 429 (an answer, or none at all): a
+        #: refusal shows nothing of what the server offers.
+        self.told = False
         #: Batch answers in a row that were no batches.
         self._malformed = 0
         #: Held checks failed with an HTTP answer (a proxy's 504) since one last succeeded,
@@ -212,6 +215,8 @@ class ServerState:
         if self._heard is not None:
             self._heard.set()
             self._heard = None
+        if result is not Result.REFUSED:
+            self.told = True
         if result is Result.REFUSED:
             self.counters.throttled += 1
             self.limiter.refused(retry_after, quota)

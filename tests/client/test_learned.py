@@ -7,10 +7,12 @@ from __future__ import annotations
 import math
 import random
 
+import httpx
 import pytest
 import trio
 
 from sim_server._jobs import Job
+from tests.client.scripted import Scripted, error, status
 from video_translation_client import (
     InvalidArgument,
     JobStatus,
@@ -348,3 +350,60 @@ async def test_a_negative_expected_duration_is_refused(autojump_clock, make_sim)
     client = VideoTranslationClient(URL, http_client=make_sim().client)
     with pytest.raises(InvalidArgument, match="expected_duration must be a finite number > 0"):
         await client.poll_until_complete("j", expected_duration=-1)
+
+
+async def test_a_refused_first_look_is_handed_on_not_followed_by_every_job(autojump_clock):
+    """On a plain server, the client's first look is refused (a 429 at random): the next job
+    looks instead, and the others wait for what its answer shows, then check by the learnt
+    plan. (A 429 counted as hearing from the server: the other 19 jobs checked at once, again
+    a second later, and the run cost 80 requests, not 42.)"""
+    start = trio.current_time()
+    refusals = [error(429, {"Retry-After": "1"})]
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if refusals:
+            return refusals.pop()
+        return status("pending" if trio.current_time() - start < 5 else "completed")
+
+    server = Scripted([answer])
+    async with server.client() as http:
+        client = VideoTranslationClient(URL, http_client=http, batch=False)
+        async with client, trio.open_nursery() as nursery:
+            for i in range(20):
+                nursery.start_soon(client.poll_until_complete, f"j{i}")
+    assert server.times.count(start) == 2
+    assert len(server.times) <= 50
+    assert client.statistics().jobs_completed == 20
+
+
+async def test_a_first_look_that_ends_unanswered_is_taken_over(autojump_clock):
+    """The job of the client's first look is cancelled by its caller while the server has not
+    answered it: another job looks instead (after at most a request's timeout), rather than
+    every other job waiting for an answer that will never come."""
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        if "first" in request.url.path:
+            await trio.sleep_forever()
+        return status("completed")
+
+    server = Scripted([answer])
+    async with server.client() as http:
+        client = VideoTranslationClient(URL, http_client=http, batch=False)
+        async with client, trio.open_nursery() as nursery:
+            looking = trio.CancelScope()
+
+            async def first() -> None:
+                with looking:
+                    await client.poll_until_complete("first")
+
+            nursery.start_soon(first)
+            await trio.testing.wait_all_tasks_blocked()  # its check is out, unanswered
+            async with trio.open_nursery() as others:
+                others.start_soon(client.poll_until_complete, "other")
+                await trio.testing.wait_all_tasks_blocked()  # waiting for what the look shows
+                cancelled = trio.current_time()
+                looking.cancel()
+                others.cancel_scope.deadline = cancelled + 60
+            ended = trio.current_time()
+    assert not others.cancel_scope.cancelled_caught
+    assert ended - cancelled <= client.config.request_timeout + 1
