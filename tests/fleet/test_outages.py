@@ -25,7 +25,7 @@ from vtpoll.fleet._redis import Fleet, open_fleet
 from vtpoll.fleet._worker import Worker
 
 GUARD = 20.0
-LEASE = 1.0
+LEASE = 3.0
 #: Every write in the AOF as it is written, synced each second: what a crash of the machine
 #: (not of the process alone, whose writes the kernel keeps) loses is at most the last second.
 AOF = ("--appendonly", "yes", "--appendfsync", "everysec", "--appendfilename", "fleet.aof")
