@@ -40,14 +40,16 @@ os.environ[RUN_MARK] = uuid.uuid4().hex
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
-    """``-n auto``: a worker more than the cores. A third of the suite's time is spent waiting
-    on servers and processes, and a worker waiting leaves its core to the spare one. With a
-    core of two busy: 89-97 s with three workers against 111-116 s with two (four: 108 s, each
-    worker's collection costing more than it overlaps)."""
+    """``-n auto``: two workers a core (at most four: ``--maxprocesses``). A third of the
+    suite's time is spent waiting on servers and processes, and a worker waiting leaves its
+    core to another. On 2 cores with one kept busy, clean clones: 84-91 s with four workers
+    against 104-106 s with three and 92 s with five (2026-12-03, once the load scripts' processes
+    were forked rather than started; before, three did better than four, 89-97 s against
+    108 s, each worker's start costing more than it overlapped)."""
     if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
         return None  # the count asked for, read by xdist's own hook
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (cores or 1) + 1
+    return 2 * (cores or 1)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
