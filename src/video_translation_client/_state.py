@@ -215,13 +215,12 @@ class ServerState:
         if self._heard is not None:
             self._heard.set()
             self._heard = None
-        if result is not Result.REFUSED:
-            self.told = True
         if result is Result.REFUSED:
             self.counters.throttled += 1
             self.limiter.refused(retry_after, quota)
             self.health.answered(now, success=False)
             return
+        self.told = True
         if result is Result.SILENT:
             self.budget.record_failure()
             self.health.no_answer(now)
