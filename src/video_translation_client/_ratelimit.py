@@ -20,8 +20,9 @@ server's ``Retry-After``, and a rate that finds the server's own), so this is wr
     learnt.
   - *While overrun, what the server accepts is its rate*, whatever its ``RateLimit-Policy``
     says (a stale or wrong one cannot pin the rate): the rate is cut to ``MARGIN`` of the
-    answers accepted per second since the overrun began (with fewer than
-    ``MEASURE_ANSWERS``, halved), at most once per ``cooldown``.
+    answers accepted per second since the overrun began (over ``MIN_MEASURE`` at least),
+    and since the last pause longer than a ``cooldown`` (the server's bucket refilled in
+    it); with fewer than ``MEASURE_ANSWERS``, halved; at most once per ``cooldown``.
   - *Every measured cut is a trial*, the rate held while two tests at the same level judge
     it: a limit, if fewer are refused under the cut than in the window that started it
     (G-test); random, if more are refused under it than the base share explains. Outcomes
@@ -29,15 +30,21 @@ server's ``Retry-After``, and a rate that finds the server's own), so this is wr
     limit's measure stands (with nothing refused under the cut, the rate goes back to just
     under all that was measured: the cut left out a token the server's bucket may have
     held); refusals at random restore the rate from before the first cut no trial
-    confirmed, and teach the base share.
+    confirmed (within a ``cooldown`` or so), and teach the base share.
   - *A refusal holds every request for its* ``Retry-After`` only where a limit is likely:
     once a trial has found one, or while more requests are refused than accepted.
     Otherwise only its own request waits (the client sees to that).
   - *Without 429s the rate probes upwards* from where it settled, slowly at first and
     faster the longer none comes (``probe`` times the square of the seconds since), up to
     the configured rate: a server that raises its limit is found. A 429 past the measure
-    sends the rate back under it, and a probe ended there or by a halving makes the next
-    one half as steep (the limit is most likely where it was).
+    sends the rate back under it, and a probe ended there or by a halving, or a measure
+    within two answers of the last one (the counting error of a token at either end of
+    its span), makes the next one half as steep (the limit is most likely where it was).
+    A probe that doubles the rate, the mirror of a halving, finds no limit left: the rate
+    goes back to the configured one, none if none was.
+
+Seven tuned constants, each named below with why; the rest is the cooldown, the counting
+error of a measure, and halving.
 """
 
 from __future__ import annotations
@@ -64,22 +71,13 @@ OVERRUN_GAP = 2.0
 MIN_MEASURE = 0.1
 #: Seconds of answers remembered for measuring.
 ANSWERS_MEMORY = 5.0
-#: A rate climbing past this many requests a second is no limit any more.
-UNLIMITED = 1e6
-#: A measure within this share of the last one finds the server's rate unchanged.
-STABLE = 0.1
 #: Refusals show an overrun when the base share (refusals at random, learnt from trials
 #: refuted, a prior of 1 in ``PRIOR`` before any) explains as many with a chance below
 #: ``ALPHA``: one run in a thousand a false alarm, which one trial then takes back.
 PRIOR = 50
 ALPHA = 1e-3
-#: How far above the rate it settled at a probe has climbed while it still counts as there.
-SETTLED = 0.005
 #: The fewest answers a measure is taken from: (answers - 1) / span errs by 1/4 at most.
 MEASURE_ANSWERS = 5
-#: A pause this long (a Retry-After in whole seconds) holds every request for longer than a
-#: server's burst makes up for after it: no rate is measured across one.
-LONG_PAUSE = 1.0
 
 
 @dataclass(slots=True)
@@ -189,7 +187,7 @@ class RateLimiter:
         #: not restart the overrun's measure (the client sent above the server's rate all along).
         self._measured_at = -math.inf
         self._paused_until = -math.inf
-        #: The end of the last pause of ``LONG_PAUSE`` or more: rates are measured after it.
+        #: The end of the last long pause (see :meth:`pause`): rates are measured after it.
         self._long_pause_until = -math.inf
         #: The first 429 of the current overrun, and the last one.
         self._overrun_since = self._last_throttled = -math.inf
@@ -272,19 +270,23 @@ class RateLimiter:
             return
         before = self._current
         if self._current < self._target:
-            # Back to just under the server's rate within a cooldown...
+            # Back to just under the server's rate within a cooldown or so...
             back = min(1.0, elapsed / self.cooldown) if self.cooldown else 1.0
             self._current += (self._target - self._current) * back
-            if self._current >= self._target * (1 - STABLE / 10):
-                self._current = self._target  # there: probe from it (never there otherwise)
+            if (self._target - self._current) * self.cooldown < 1:
+                # ...there once less than a request a cooldown short of it (never otherwise):
+                # the probe starts from there.
+                self._current = self._target
         if self._current >= self._target and self._trial is None:
             # ...then beyond it, slowly at first, faster the longer no 429 comes (a trial
             # holds the rate where it settled).
             since = now - max(self._decreased_at, self._trial_ended)
             self._current = max(self._current, self._target * (1 + self._probe * since * since))
-        self._current = min(self.rate, self._current)
-        if self._current > UNLIMITED:
+        if self._current >= 2 * self._target:
+            # Twice what the server was last found to take, and not a refusal: its limit
+            # is gone, or far above the client's needs (a halving's mirror).
             self._current = self.rate
+        self._current = min(self.rate, self._current)
         # The trapezoid: exact for a linear climb, close enough for the rest.
         self._tokens = min(self._burst_now(), self._tokens + elapsed * (before + self._current) / 2)
 
@@ -327,7 +329,10 @@ class RateLimiter:
         now = self._now()
         self._refill(now)
         self._paused_until = max(self._paused_until, now + max(0.0, seconds))
-        if seconds >= LONG_PAUSE:
+        if seconds > self.cooldown:
+            # Long: longer than answers to requests sent before a change take to come back,
+            # and what the server accepts just after (its bucket refilled) says nothing of
+            # its rate.
             self._long_pause_until = max(self._long_pause_until, now + seconds)
         # One request goes as the pause ends: the server said it would take one then.
         self._tokens = 1.0
@@ -368,7 +373,6 @@ class RateLimiter:
         self._last_throttled = now
         trial = self._trial
         known = self._server_rate
-        settled = known is not None and self._current <= known * MARGIN * (1 + SETTLED)
         if trial is not None:
             if now - trial.started >= self.cooldown:
                 trial.refused += 1
@@ -397,7 +401,7 @@ class RateLimiter:
                 # accepted; refusals at random go on, refute it and teach the base share.
                 shown = refused, refused + accepted
                 before = max(self._current, self._target, self._unconfirmed_from)
-                self._measured(now, self._accepted_rate(accepted, now - since))
+                self._measured(now, self._accepted_rate(accepted, now - since), now - since)
                 self._trial = _Trial(now, before, window=shown, unbiased=accepted / (now - since))
                 return pause
             elif accepted or self._current < math.inf:
@@ -410,21 +414,26 @@ class RateLimiter:
                 if self._current > self._target:
                     # A probe ended here: the next one climbs half as fast, as after a
                     # measure found where it was (the limit is most likely still here).
-                    self._probe = max(self.probe / 1000, self._probe / 2)
+                    self._slow_probe()
                 lowered = min(self._current / 2, max(accepted, 1) / span)
                 memory = max(MIN_MEASURE, min(ANSWERS_MEMORY, now - self._first_answer))
                 self._decrease(now, max(lowered, len(self._answers) / memory / 2))
             return pause
-        if known is not None and not settled and not self._probe_ended:
-            # A probe went past the rate settled under the last measure: back there, and
-            # probe half as fast next time (the limit is most likely where it was). Every
-            # request waits only if it went past the measure itself.
+        if known is not None and self._current > known and not self._probe_ended:
+            # A probe went past the last measure, and a refusal came: back under it, every
+            # request waiting this refusal out, and the next probe half as fast (the limit is
+            # most likely where it was). Under the measure, a refusal the test does not find
+            # thick is one at random.
             self._probe_ended = True
-            self._probe = max(self.probe / 1000, self._probe / 2)
-            past = self._current > known
+            self._slow_probe()
             self._decrease(now, known * MARGIN)
-            return past
+            return True
         return False
+
+    def _slow_probe(self) -> None:
+        """The next probe climbs half as fast (down to a thousandth of ``probe``): the limit is
+        most likely where the last one found it."""
+        self._probe = max(self.probe / 1000, self._probe / 2)
 
     @staticmethod
     def _accepted_rate(accepted: int, span: float) -> float:
@@ -454,13 +463,14 @@ class RateLimiter:
     def _base_share(self) -> float:
         return (self._base_refused + 1) / (self._base_outcomes + PRIOR)
 
-    def _measured(self, now: float, measured: float) -> None:
+    def _measured(self, now: float, measured: float, span: float) -> None:
         """Settle just under a measure, up or down (halvings while nothing could be measured
         may have gone below it), to be judged by a trial."""
         known = self._server_rate
-        if known is not None and abs(measured - known) <= STABLE * known:
-            # Found where it was: probe half as fast next time (cycles grow by sqrt 2).
-            self._probe = max(self.probe / 1000, self._probe / 2)
+        if known is not None and abs(measured - known) * span <= 2:
+            # Found where it was, within what counting answers can tell (a token at each end
+            # of the span): probe half as fast next time (cycles grow by sqrt 2).
+            self._slow_probe()
         else:
             self._probe = self.probe
         self._server_rate = measured

@@ -358,6 +358,19 @@ async def test_without_429s_the_rate_probes_upwards(autojump_clock):
     assert limiter.current_rate() == 100
 
 
+async def test_a_probe_that_doubles_the_rate_finds_no_limit_left(autojump_clock):
+    """Without a configured rate, a limit that is lifted leaves no pacing behind: once the
+    probe has doubled the rate settled at (in 1 / sqrt(probe) s, 22 s at the default) with
+    no refusal, the rate is none again (it climbed on as 1 + 0.002 t^2 for good, to 2.8
+    times the limit after 30 s, each request paced)."""
+    limiter = RateLimiter(None)
+    settled = await _settled(limiter, accepted_per_s=10)
+    await trio.sleep(20)
+    assert settled < limiter.current_rate() < math.inf  # short of twice what it went back to
+    await trio.sleep(10)
+    assert limiter.current_rate() == math.inf
+
+
 async def test_each_probe_that_finds_the_same_limit_makes_the_next_slower(autojump_clock):
     """An isolated 429 after a quiet climb: back to just under the last measure, and the
     next climb is half as steep, so a steady limit is probed less and less often."""
