@@ -111,20 +111,23 @@ class DurationModel:
 
     def _map(self, pending: list[float]) -> Lognormal:
         """The maximum a posteriori lognormal, by Nelder-Mead over (mu, log sigma)."""
-        intervals = list(self.finished)
-        ages = _binned(pending)
+        # In logs once, not at each of the hundred or so costs the search takes.
+        intervals = [
+            (math.log(low) if low > 0 else None, math.log(high)) for low, high in self.finished
+        ]
+        ages = [(math.log(age), count) for age, count in _binned(pending)]
         prior = self.prior
 
         def cost(mu: float, log_sigma: float) -> float:
             sigma = math.exp(log_sigma)
             total = ((mu - prior.mu) / PRIOR_MU_SD) ** 2 / 2
             total += ((log_sigma - math.log(PRIOR_SIGMA)) / PRIOR_LOG_SIGMA_SD) ** 2 / 2
-            for low, high in intervals:
-                a = _cdf((math.log(low) - mu) / sigma) if low > 0 else 0.0
-                b = _cdf((math.log(high) - mu) / sigma)
+            for log_low, log_high in intervals:
+                a = _cdf((log_low - mu) / sigma) if log_low is not None else 0.0
+                b = _cdf((log_high - mu) / sigma)
                 total -= math.log(max(1e-300, b - a))
-            for age, count in ages:
-                total -= count * _logsf((math.log(age) - mu) / sigma)
+            for log_age, count in ages:
+                total -= count * _logsf((log_age - mu) / sigma)
             return total
 
         start = self.fit
