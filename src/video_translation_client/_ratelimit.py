@@ -394,7 +394,9 @@ class RateLimiter:
             # outcomes after one (a burst answered at one instant) were two refusals before
             # two answers often enough, at 20% refusals at random, for pauses to follow one
             # another for good (200 jobs of 2 s took 25 s, not 7).
-            _, overrun_accepted, overrun_refused = self._thick(overrun)
+            overrun_accepted, overrun_refused = (
+                (accepted, refused) if since == overrun else self._counts(overrun)
+            )
             pause = self._pauses(overrun_refused, overrun_accepted)
             if accepted >= MEASURE_ANSWERS and now - since >= MIN_MEASURE:
                 # A cut on trial: under a limit, refusals stop under what the server
@@ -452,13 +454,18 @@ class RateLimiter:
 
     def _thick(self, since: float) -> tuple[bool, int, int]:
         """Whether the refusals since then are more than the base share explains (a binomial
-        test: the Chernoff bound on the chance of as many, below ``ALPHA``), and the answers
-        accepted since then (strictly after: the answers that came with the first 429 were
-        the server's burst)."""
-        refused = sum(1 for t in self._refused if t >= since)
-        accepted = sum(1 for t in self._answers if t > since)
+        test: the Chernoff bound on the chance of as many, below ``ALPHA``), and the counts
+        it was judged on (see :meth:`_counts`)."""
+        accepted, refused = self._counts(since)
         thick = refused > 1 and _unlikely(refused, refused + accepted, self._base_share())
         return thick, accepted, refused
+
+    def _counts(self, since: float) -> tuple[int, int]:
+        """The answers accepted since then (strictly after: the answers that came with the
+        first 429 were the server's burst) and the refusals."""
+        refused = sum(1 for t in self._refused if t >= since)
+        accepted = sum(1 for t in self._answers if t > since)
+        return accepted, refused
 
     def _base_share(self) -> float:
         return (self._base_refused + 1) / (self._base_outcomes + PRIOR)
