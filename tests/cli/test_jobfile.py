@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sim_server._models import JOB_ID_PATTERN
+from tests import strategies
 from video_translation_client import JobNotFound, JobResult, JobStatus, Outcome, StatusResponse
 from vtpoll._jobfile import (
     JOB_ID_RE,
@@ -76,7 +77,7 @@ def test_many_invalid_lines_are_summarised():
         read_ids([("f", [f"bad id {i}" for i in range(25)])])
 
 
-@given(st.lists(st.text(max_size=20), max_size=30))
+@given(st.lists(strategies.text(max_size=20), max_size=30))
 def test_read_ids_accepts_only_valid_ids(lines: list[str]):
     """Whatever the lines, the result holds only IDs the API accepts, or it raises InputError."""
     try:

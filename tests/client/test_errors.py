@@ -16,6 +16,7 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests import strategies
 from video_translation_client import (
     DIALECTS,
     AuthenticationError,
@@ -273,7 +274,7 @@ def test_nothing_logged_at_import():
     assert proc.stdout == proc.stderr == ""
 
 
-@given(st.one_of(st.none(), st.text()), st.one_of(st.none(), st.text()))
+@given(st.one_of(st.none(), strategies.text()), st.one_of(st.none(), strategies.text()))
 def test_retry_after_parsing_never_raises(retry_after, retry_after_ms):
     """Any header values give None or a non-negative number of seconds."""
     hint = parse_retry_after(retry_after, retry_after_ms)
@@ -311,7 +312,7 @@ json_values = st.recursive(
     st.none()
     | st.booleans()
     | st.integers()
-    | st.text()
+    | strategies.text()
     | st.sampled_from(["pending", "completed", "error"]),
     lambda children: (
         st.lists(children, max_size=3)
@@ -359,7 +360,7 @@ def test_ratelimit_policy_parsing(header: str | None, rate: float | None):
     assert parse_ratelimit_policy(header) == (pytest.approx(rate) if rate else None)
 
 
-@given(st.text(max_size=80))
+@given(strategies.text(max_size=80))
 def test_ratelimit_policy_parser_never_raises(value: str):
     """Whatever the header says, the parser answers a positive rate or None."""
     rate = parse_ratelimit_policy(value)

@@ -19,6 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sim_server import ServerSettings
+from tests import strategies
 from tests._zygote import Zygote
 from tests.conftest import Sim
 from tests.fleet.conftest import start_redis
@@ -109,7 +110,7 @@ def test_a_jobs_shard_is_a_stable_hash_of_its_id():
 
 
 @given(
-    workers=st.sets(st.text(min_size=1, max_size=8), min_size=1, max_size=12),
+    workers=st.sets(strategies.text(min_size=1, max_size=8), min_size=1, max_size=12),
     shards=st.integers(min_value=1, max_value=16),
 )
 def test_every_shard_is_read_and_every_worker_reads_one(workers: set[str], shards: int):
@@ -120,8 +121,8 @@ def test_every_shard_is_read_and_every_worker_reads_one(workers: set[str], shard
 
 
 @given(
-    workers=st.sets(st.text(min_size=1, max_size=8), min_size=1, max_size=12),
-    joining=st.text(min_size=1, max_size=8),
+    workers=st.sets(strategies.text(min_size=1, max_size=8), min_size=1, max_size=12),
+    joining=strategies.text(min_size=1, max_size=8),
     shards=st.integers(min_value=1, max_value=16),
 )
 def test_a_worker_joining_gives_the_others_no_new_shard(

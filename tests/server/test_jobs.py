@@ -17,6 +17,7 @@ from sim_server._jobs import JobStore, auto_job, valid_job_id
 from sim_server._protocol import parse_wait
 from sim_server._server import run_server
 from sim_server._settings import ServerSettings
+from tests import strategies
 from tests.helpers import stop_signals_kept
 
 times = st.floats(min_value=0, max_value=1e7, allow_nan=False)
@@ -41,7 +42,7 @@ def test_terminal_state_is_sticky(duration, a, b):
         assert job.result_at(late) == "error"
 
 
-@given(st.text())
+@given(strategies.text())
 def test_parse_wait_never_raises(value):
     """Any Prefer header value gives a non-negative finite wait or None."""
     wait = parse_wait([value])
@@ -57,7 +58,7 @@ def test_parse_wait_examples():
     assert parse_wait(["wait=-3"]) is None
 
 
-@given(st.text(max_size=200))
+@given(strategies.text(max_size=200))
 def test_valid_job_id_matches_the_rule(job_id):
     """IDs are valid exactly when 1 to 128 characters from [A-Za-z0-9._:-]."""
     allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:-")
