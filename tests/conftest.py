@@ -13,7 +13,7 @@ import uuid
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -37,6 +37,8 @@ settings.load_profile("deterministic")
 RUN_MARK = "VTPOLL_TEST_RUN"
 os.environ[RUN_MARK] = uuid.uuid4().hex
 
+T = TypeVar("T")
+
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
@@ -50,6 +52,34 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
         return None  # the count asked for, read by xdist's own hook
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return 2 * (cores or 1)
+
+
+def long_first(items: list[T], workers: int, long: Callable[[T], bool]) -> list[T]:
+    """``items`` with the ``long`` ones at the heads of the shares worksteal first hands out,
+    dealt round: worker k gets the k-th of ``workers`` contiguous shares, each ``left //
+    workers left`` items, and a worker stealing takes the tail of another's queue, so the
+    heads stay where they are. The rest keep their order."""
+    heads = [item for item in items if long(item)]
+    rest = iter([item for item in items if not long(item)])
+    ordered: list[T] = []
+    for k in range(workers):
+        share = (len(items) - len(ordered)) // (workers - k)
+        dealt = heads[k::workers]
+        ordered += dealt
+        ordered += [next(rest) for _ in range(share - len(dealt))]
+    ordered += rest
+    return ordered
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under xdist, a test marked ``long`` (seconds of wall time: processes, real servers)
+    starts first in a worker's share (:func:`long_first`), so that none starts last and holds
+    the run's end while the other workers idle (one did, by 10 s). Every worker computes the
+    same order from the same count, as xdist requires."""
+    workers = getattr(config, "workerinput", {}).get("workercount", 0)
+    if workers > 1:
+        items[:] = long_first(items, workers, lambda item: bool(item.get_closest_marker("long")))
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -587,6 +587,7 @@ def test_standard_output_closed_from_the_start_is_a_write_failure(url: str):
     assert done.stderr == "vtpoll: error: cannot write standard output: it is closed\n"
 
 
+@pytest.mark.long
 def test_a_reader_closing_standard_output_ends_the_run_quietly(url: str):
     """'watch -o - | head -1': once the reader has gone, the next result ends the run with
     141 (128 + SIGPIPE) and nothing more on stderr: no traceback, no summary."""

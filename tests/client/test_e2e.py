@@ -28,6 +28,7 @@ ROOT = Path(__file__).parents[2]
 EXAMPLES = ["quickstart_asyncio.py", "quickstart_trio.py"]
 
 
+@pytest.mark.long
 def test_quick_starts_run_and_are_in_the_readme(capsys: pytest.CaptureFixture[str]):
     """Both quick-start programs print pending (unless the job ended before their first
     check), then the final status and time; the library guide shows them both and the README

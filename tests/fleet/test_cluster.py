@@ -56,6 +56,7 @@ def _spread_name(nodes: list[str], base: str) -> str:
 
 # coredis's cluster client makes a connection object (and its memory streams) per node it
 # learns of, and leaves those it never connects to the garbage collector.
+@pytest.mark.long
 @pytest.mark.filterwarnings(COREDIS_LEAK)
 def test_a_sharded_fleet_runs_on_a_redis_cluster_through_any_node(
     redis_cluster: list[str], fleet_name: str, tmp_path: Path

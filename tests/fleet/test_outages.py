@@ -251,6 +251,7 @@ async def test_workers_reconnect_once_the_sentinel_is_back(tmp_path: Path, make_
     assert [w.stats.claimed for w in workers] == [0, 0]
 
 
+@pytest.mark.long
 async def test_a_frozen_sentinel_does_not_hold_up_a_workers_renewals(tmp_path: Path, make_sim):
     """The sentinel frozen (SIGSTOP): a worker asking it for the primary at each renewal
     gives up within a twelfth of a lease and renews on the primary it has, every third of a

@@ -472,6 +472,7 @@ async def test_a_worker_fenced_in_one_shard_hands_back_its_jobs_in_the_others(
             assert {job.deliveries for job in claimed} == {1}
 
 
+@pytest.mark.long
 async def test_a_worker_steals_no_more_than_its_free_room(
     redis_url: str, fleet_name: str, make_sim
 ):

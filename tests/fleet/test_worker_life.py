@@ -121,6 +121,7 @@ async def test_a_job_delivered_too_often_is_recorded_failed(
     assert worker.stats.dead_letters == 1
 
 
+@pytest.mark.long
 async def test_two_workers_ride_through_a_redis_outage(tmp_path: Path, make_sim):
     """Redis frozen for two leases while two workers poll their jobs: neither stops, neither
     takes the other's jobs when Redis comes back (every lease ran out meanwhile), and every

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import coredis.exceptions
+import pytest
 from click.testing import CliRunner
 
 from sim_server.testing import recorded_results
@@ -81,6 +82,7 @@ def _fenced(name: str) -> Callable[[Fleet], Awaitable[bool]]:
     return fenced
 
 
+@pytest.mark.long
 def test_three_workers_one_killed_one_frozen_every_job_once(
     redis_url: str, fleet_name: str, tmp_path: Path, zygote: Zygote
 ):
