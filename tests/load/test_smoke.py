@@ -80,6 +80,7 @@ def assert_lags(row: dict[str, Any]) -> None:
     assert 0 <= row["lag_p50_ms"] <= row["lag_p99_ms"], row
 
 
+@pytest.mark.long
 def test_policies(tmp_path: Path, run_script: Callable[..., Any]):
     """Every policy asked for has a row with its costs and lags; none loses a job.
 
@@ -111,6 +112,7 @@ def test_policies(tmp_path: Path, run_script: Callable[..., Any]):
     assert_png(tmp_path / "policies_requests.png")
 
 
+@pytest.mark.long
 def test_scale(tmp_path: Path, run_script: Callable[..., Any]):
     """A row per size, with memory, CPU per check and rate. (Single requests are the same
     client code with batch off, and wrk's ceiling two busy CPU seconds: not run here.)"""
@@ -129,6 +131,7 @@ def test_scale(tmp_path: Path, run_script: Callable[..., Any]):
     assert_png(tmp_path / "scale.png")
 
 
+@pytest.mark.long
 def test_chaos(tmp_path: Path, run_script: Callable[..., Any]):
     """Through faults, a rate limit and a server killed and restarted, no job is lost and every
     outcome is the server's (one policy: the script runs each the same way)."""
@@ -167,6 +170,7 @@ def test_hostile(tmp_path: Path, run_script: Callable[..., Any]):
         assert row["rss_peak_mib"] - row["rss_before_mib"] < 32, row
 
 
+@pytest.mark.long
 def test_patterns(tmp_path: Path, run_script: Callable[..., Any]):
     """A row per way of calling and size; every outcome true; a check of its own costs a job at
     least one request, and batching never more than that."""
@@ -188,6 +192,7 @@ def test_patterns(tmp_path: Path, run_script: Callable[..., Any]):
     assert_png(tmp_path / "patterns_lag_cdf.png")
 
 
+@pytest.mark.long
 def test_overhead(tmp_path: Path, run_script: Callable[..., Any]):
     """A row for raw httpx and one for the library, each with its CPU per request and the
     ratio to httpx's."""
@@ -206,6 +211,7 @@ def test_overhead(tmp_path: Path, run_script: Callable[..., Any]):
 
 # coredis's cluster client leaves the memory streams of nodes it never connects to to the
 # garbage collector (as in tests/fleet/test_cluster.py).
+@pytest.mark.long
 @pytest.mark.filterwarnings(COREDIS_LEAK)
 def test_fleet(
     tmp_path: Path,

@@ -134,6 +134,7 @@ async def test_restart_with_db_keeps_jobs(tmp_path):
             assert (await client.post("/jobs", json={"job_id": "keep"})).status_code == 409
 
 
+@pytest.mark.long
 def test_two_workers_share_jobs_and_the_key_and_die_with_their_master():
     """With --workers 2 a job made through one worker is found by whichever answers next; the
     API key given as SIM_SERVER_API_KEY guards both. When the master is killed (kill -9) the
