@@ -20,6 +20,7 @@ The zygote is the children's parent, so it waits for them and sends their exit s
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib
 import importlib.util
@@ -39,6 +40,10 @@ from typing import IO, Any
 #: Largest message either side sends (a request's argv and environment).
 MESSAGE = 1 << 20
 
+#: What a socket of the zygote's is there for: a connection that asks for children, or the
+#: listener that the run's other test processes connect to.
+_ASKS, _JOINS = "asks", "joins"
+
 #: What ``python -m MODULE`` runs, by module: imported by the zygote before it forks one.
 _RUNS = {
     "vtpoll": ("vtpoll._main", "vtpoll.fleet"),
@@ -52,18 +57,31 @@ _SCRIPTS_RUN = ("trio", "video_translation_client")
 # -- the zygote ------------------------------------------------------------------------------
 
 
-def _serve(sock: socket.socket) -> None:
-    """Fork a child per request until the tests close the socket; tell each child's pid, and
-    its exit status once it has ended. Nothing here is cleaned up on the way out (no ``with``,
-    no ``finally``): a child leaves this function by raising ``SystemExit`` through it."""
+def _serve(control: socket.socket, listener: socket.socket | None) -> None:
+    """Fork a child per request on a connection (``control``, or one ``listener`` accepted:
+    a worker's of this run) until ``control`` closes; tell the connection that asked each
+    child's pid, and its exit status once it has ended. Nothing here is cleaned up on the way
+    out (no ``with``, no ``finally``): a child leaves this function by raising ``SystemExit``
+    through it."""
     selector = selectors.DefaultSelector()
-    selector.register(sock, selectors.EVENT_READ, None)
+    selector.register(control, selectors.EVENT_READ, _ASKS)
+    if listener is not None:
+        selector.register(listener, selectors.EVENT_READ, _JOINS)
     while True:
         for key, _ in selector.select():
-            if key.data is None:
+            sock = key.fileobj
+            if key.data == _JOINS:
+                assert isinstance(sock, socket.socket)
+                selector.register(sock.accept()[0], selectors.EVENT_READ, _ASKS)
+            elif key.data == _ASKS:
+                assert isinstance(sock, socket.socket)
                 message, fds, _, _ = socket.recv_fds(sock, MESSAGE, 3)
                 if not message:
-                    return
+                    if sock is control:
+                        return
+                    selector.unregister(sock)
+                    sock.close()
+                    continue
                 request = json.loads(message)
                 _prepare(request["program"])
                 # What the zygote holds, the collector leaves alone from now on, in the zygote
@@ -74,20 +92,23 @@ def _serve(sock: socket.socket) -> None:
                 gc.freeze()
                 pid = os.fork()
                 if pid == 0:
-                    _child(request, fds, sock, selector)
+                    _child(request, fds, selector)
                 for fd in fds:
                     os.close(fd)
                 # Readable once the child has ended: no SIGCHLD handler for children to inherit.
                 ended = os.pidfd_open(pid)
-                selector.register(ended, selectors.EVENT_READ, pid)
+                selector.register(ended, selectors.EVENT_READ, (pid, sock))
                 sock.send(json.dumps({"pid": pid}).encode())
             else:
+                pid, asked = key.data
                 selector.unregister(key.fd)
                 os.close(key.fd)
-                _, status, usage = os.wait4(key.data, 0)
+                _, status, usage = os.wait4(pid, 0)
                 code = os.waitstatus_to_exitcode(status)
                 cpu = usage.ru_utime + usage.ru_stime
-                sock.send(json.dumps({"ended": key.data, "code": code, "cpu": cpu}).encode())
+                # The worker that asked may have ended meanwhile, its connection with it.
+                with contextlib.suppress(OSError):
+                    asked.send(json.dumps({"ended": pid, "code": code, "cpu": cpu}).encode())
 
 
 def _prepare(program: list[str]) -> None:
@@ -113,20 +134,16 @@ def _prepare(program: list[str]) -> None:
     spec.loader.exec_module(module)
 
 
-def _child(
-    request: dict[str, Any],
-    fds: list[int],
-    sock: socket.socket,
-    selector: selectors.BaseSelector,
-) -> None:
+def _child(request: dict[str, Any], fds: list[int], selector: selectors.BaseSelector) -> None:
     """Become ``python PROGRAM`` on the streams ``fds`` (stdin, stdout, stderr)."""
-    for key in list(selector.get_map().values()):
-        if key.data is not None:  # the other children's pidfds
+    for key in list(selector.get_map().values()):  # the sockets, the other children's pidfds
+        if isinstance(key.fileobj, socket.socket):
+            # Detached, not only closed: the object would otherwise close the number again
+            # when collected, by then perhaps a socket of the child's.
+            os.close(key.fileobj.detach())
+        else:
             os.close(key.fd)
     selector.close()
-    # Detached, not only closed: the object would otherwise close the number again when
-    # collected, by then perhaps a socket of the child's.
-    os.close(sock.detach())
     if request["session"]:
         os.setsid()
     for target, fd in enumerate(fds):
@@ -150,37 +167,67 @@ def _child(
 
 
 def main() -> None:
-    _serve(socket.socket(fileno=int(sys.argv[1])))
+    """``python -m tests._zygote CONTROL [LISTENER]``: the socket numbers it was handed."""
+    listener = socket.socket(fileno=int(sys.argv[2])) if len(sys.argv) > 2 else None
+    _serve(socket.socket(fileno=int(sys.argv[1])), listener)
 
 
 # -- the tests' side -------------------------------------------------------------------------
 
 
 class Zygote:
-    """A zygote process and the socket to it (one per test process)."""
+    """A connection to a zygote: to one of this test process's own (:meth:`start`), or to
+    the run's, which the main process of an xdist run starts for its workers to share
+    (:meth:`join`): each worker started its own, which imported the same programs again, 2 s
+    of CPU each."""
 
     #: CPU seconds of the children ended so far, of every zygote of this process: this
     #: process's getrusage counts them only once the zygote has ended (a profile of the tests'
     #: CPU adds them to the test that ended them).
     children_cpu = 0.0
 
-    def __init__(self, spawn: Any) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.proc: subprocess.Popen[str] = spawn(
-            [sys.executable, "-m", "tests._zygote", str(theirs.fileno())],
-            pass_fds=[theirs.fileno()],
-            stdin=subprocess.DEVNULL,
-            cwd=Path(__file__).parent.parent,
-        )
-        theirs.close()
-        self.sock = ours
+    def __init__(self, sock: socket.socket, proc: subprocess.Popen[str] | None) -> None:
+        self.sock = sock
+        self.proc = proc
         self.codes: dict[int, int] = {}
         self.lock = threading.Lock()
 
+    @classmethod
+    def start(cls, spawn: Any, listen: str | None = None) -> Zygote:
+        """A zygote of this process's, ended by :meth:`close`; the others of the run may
+        :meth:`join` it at the unix socket ``listen``."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        handed = [theirs]
+        if listen is not None:
+            # Listening before the zygote runs: a worker may connect at once.
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            listener.bind(listen)
+            listener.listen()
+            handed.append(listener)
+        numbers = [sock.fileno() for sock in handed]
+        proc = spawn(
+            [sys.executable, "-m", "tests._zygote", *map(str, numbers)],
+            pass_fds=numbers,
+            stdin=subprocess.DEVNULL,
+            cwd=Path(__file__).parent.parent,
+        )
+        for sock in handed:
+            sock.close()
+        return cls(ours, proc)
+
+    @classmethod
+    def join(cls, path: str) -> Zygote:
+        """A connection to the zygote listening at ``path``."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        sock.connect(path)
+        return cls(sock, None)
+
     def close(self) -> None:
-        """End the zygote (its children are the tests' to stop)."""
+        """End the connection, and the zygote if it is this process's (its children are the
+        tests' to stop)."""
         self.sock.close()
-        self.proc.wait(timeout=10)
+        if self.proc is not None:
+            self.proc.wait(timeout=10)
 
     def _next(self, timeout: float | None) -> dict[str, Any] | None:
         """The next message (an ended child's noted), or None if none came within
@@ -191,7 +238,7 @@ class Zygote:
         except (BlockingIOError, TimeoutError):
             return None
         if not message:
-            raise RuntimeError(f"the zygote ended ({self.proc.wait()})")
+            raise RuntimeError("the zygote ended")
         said: dict[str, Any] = json.loads(message)
         if "ended" in said:
             self.codes[said["ended"]] = said["code"]

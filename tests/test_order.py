@@ -1,4 +1,5 @@
-"""The suite's own order under xdist (tests/conftest.py): long tests first in each share."""
+"""The suite's own order under xdist (tests/conftest.py): long tests first in each share, the
+tests of a costly set-up together."""
 
 from __future__ import annotations
 
@@ -7,21 +8,42 @@ import pytest
 from tests.conftest import long_first
 
 
-@pytest.mark.parametrize(("count", "longs", "workers"), [(705, 9, 4), (10, 7, 3), (5, 0, 2)])
-def test_each_share_starts_with_its_long_ones(count: int, longs: int, workers: int):
-    """Worksteal's first shares, cut as it cuts them, each start with the long items dealt
-    to it; nothing lost, nothing twice, the others in their order."""
-    items = list(range(count))
-    long = set(range(count - longs, count))  # last in collection, as the load tests are
-    ordered = long_first(items, workers, long.__contains__)
-    assert sorted(ordered) == items
-    assert [i for i in ordered if i not in long] == [i for i in items if i not in long]
-    shares, left = [], list(ordered)
+def shares(ordered: list[int], workers: int) -> list[list[int]]:
+    """The contiguous shares worksteal first hands out, cut as it cuts them."""
+    cut, left = [], list(ordered)
     for k in range(workers):
         size = len(left) // (workers - k)
-        shares.append(left[:size])
+        cut.append(left[:size])
         left = left[size:]
+    return cut
+
+
+@pytest.mark.parametrize(("count", "longs", "workers"), [(705, 9, 4), (10, 7, 3), (5, 0, 2)])
+def test_each_share_starts_with_its_long_ones(count: int, longs: int, workers: int):
+    """Each share starts with the long items dealt to it; nothing lost, nothing twice, the
+    others in their order."""
+    items = list(range(count))
+    long = set(range(count - longs, count))  # last in collection, as the load tests are
+    ordered = long_first(items, workers, lambda i: i if i in long else None)
+    assert sorted(ordered) == items
+    assert [i for i in ordered if i not in long] == [i for i in items if i not in long]
     dealt = sorted(long)
-    for k, share in enumerate(shares):
+    for k, share in enumerate(shares(ordered, workers)):
         mine = dealt[k::workers][: len(share)]
         assert share[: len(mine)] == mine
+
+
+def test_a_units_items_start_one_share_together():
+    """Items of one unit (a module's, whose set-up each process pays) head one share, one
+    after another, among units of their own."""
+    items = list(range(100))
+    together = set(range(60, 72))
+
+    def unit(i: int) -> object:
+        return "together" if i in together else ("long", i) if i in (90, 95) else None
+
+    ordered = long_first(items, 4, unit)
+    assert sorted(ordered) == items
+    heads = [share[:12] for share in shares(ordered, 4)]
+    assert heads[0] == sorted(together)
+    assert [h[0] for h in heads[1:3]] == [90, 95]

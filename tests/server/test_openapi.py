@@ -17,6 +17,9 @@ from hypothesis import HealthCheck, settings
 
 from sim_server import ServerSettings, create_app
 
+#: Schemathesis's import, the document and its tests are built once a process (2.5 s of CPU).
+pytestmark = pytest.mark.together
+
 #: What the document lists, one test each. Named here, since collecting may not load it: a
 #: new route fails test_each_operation_is_driven until it is added.
 OPERATIONS = [
