@@ -16,8 +16,9 @@ server's ``Retry-After``, and a rate that finds the server's own), so this is wr
     first 429 of a run of them (429s ``OVERRUN_GAP`` apart at most) are an overrun when
     the share of requests a server refuses at random (the *base share*: 1 in ``PRIOR``
     until trials teach it) explains as many with a chance below ``ALPHA`` (the Chernoff
-    bound). Random 429s are common (concurrency caps, proxies) and lower nothing once
-    learnt.
+    bound). The test looks back ``ANSWERS_MEMORY`` at most; under ``PRIOR /
+    ANSWERS_MEMORY`` requests a second, over ``PRIOR`` requests, the gap stretched alike.
+    Random 429s are common (concurrency caps, proxies) and lower nothing once learnt.
   - *While overrun, what the server accepts is its rate*, whatever its ``RateLimit-Policy``
     says (a stale or wrong one cannot pin the rate): the rate is cut to ``MARGIN`` of the
     answers accepted per second since the overrun began (over ``MIN_MEASURE`` at least),
@@ -64,12 +65,12 @@ _EPSILON = 1e-9
 MARGIN = 0.97
 #: Seconds without a 429 after which an overrun is over: the next 429 starts a new one, whose
 #: rate is measured afresh (between overruns the server's bucket refills, and answers then
-#: say nothing of its rate).
+#: say nothing of its rate). Stretched with the memory (``RateLimiter._memory``).
 OVERRUN_GAP = 2.0
 #: The shortest span a rate is measured over: answers come in clumps (a pool's connections
 #: answered together), and a few over an instant would measure any rate at all.
 MIN_MEASURE = 0.1
-#: Seconds of answers remembered for measuring.
+#: Seconds of answers remembered for measuring (at least: see ``RateLimiter._memory``).
 ANSWERS_MEMORY = 5.0
 #: Refusals show an overrun when the base share (refusals at random, learnt from trials
 #: refuted, a prior of 1 in ``PRIOR`` before any) explains as many with a chance below
@@ -346,7 +347,7 @@ class RateLimiter:
         """The server accepted a request (any answer but a 429): what the rate is measured by."""
         now = self._now()
         self._answers.append(now)
-        _forget_before(self._answers, now - ANSWERS_MEMORY)
+        _forget_before(self._answers, now - self._memory())
         self._first_answer = min(self._first_answer, now)
         trial = self._trial
         if trial is not None and now - trial.started >= self.cooldown:
@@ -366,8 +367,9 @@ class RateLimiter:
         now = self._now()
         self._refill(now)
         self._refused.append(now)
-        _forget_before(self._refused, now - ANSWERS_MEMORY)
-        if now - self._last_throttled > OVERRUN_GAP:
+        memory = self._memory()
+        _forget_before(self._refused, now - memory)
+        if now - self._last_throttled > OVERRUN_GAP * memory / ANSWERS_MEMORY:
             self._overrun_since = now
             self._probe_ended = False
         self._last_throttled = now
@@ -378,7 +380,7 @@ class RateLimiter:
                 trial.refused += 1
                 self._judge(now, trial)
             return False
-        overrun = max(self._overrun_since, now - ANSWERS_MEMORY)
+        overrun = max(self._overrun_since, now - memory)
         if now - self._decreased_at < self.cooldown:
             # The answer to a request sent before the last decrease, most likely.
             thick, accepted, refused = self._thick(overrun)
@@ -431,6 +433,15 @@ class RateLimiter:
             self._decrease(now, known * MARGIN)
             return True
         return False
+
+    def _memory(self) -> float:
+        """Seconds of answers and refusals remembered: ``ANSWERS_MEMORY``, or as long as
+        ``PRIOR`` requests take at the current rate if longer (under 10 requests a second),
+        the gap that ends an overrun stretched in proportion. At a few requests a second, a
+        few seconds hold too few for the binomial test to tell an overrun: a client at 2.4/s
+        against a server taking 2/s was refused once every 2.5 s, each refusal seen alone, one
+        request in six for good."""
+        return max(ANSWERS_MEMORY, PRIOR / self._current)
 
     def _slow_probe(self) -> None:
         """The next probe climbs half as fast (down to a thousandth of ``probe``): the limit is
