@@ -15,19 +15,17 @@ import uuid
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import httpx
 import pytest
 import trio
 from hypothesis import settings
 
-from sim_server import ServerSettings, create_app
-from sim_server._state import SimState, sim_state
-from sim_server.testing import SimTransport, create_jobs
 from tests._zygote import Zygote
 from tests.helpers import spawn, stop
-from video_translation_client import _client as client_module
+
+if TYPE_CHECKING:
+    from tests.sim import Sim
 
 # The suite must give the same verdict on every run: hypothesis explores the same examples
 # each time, and keeps no database of past failures between runs.
@@ -131,6 +129,8 @@ def repeatable_jitter(request: pytest.FixtureRequest, monkeypatch: pytest.Monkey
     """A client made without ``random=`` draws its jitter from a generator seeded by the
     test's name, so that a test sees the same delays on every run. (Tests meant to hold for
     any draw say so with seeds of their own.)"""
+    from video_translation_client import _client as client_module
+
     seed = zlib.crc32(request.node.nodeid.encode())
     monkeypatch.setattr(client_module, "default_random", lambda: random.Random(seed).random)
 
@@ -197,27 +197,12 @@ def zygote() -> Iterator[Zygote]:
             stop(made.proc)
 
 
-class Sim:
-    """The app in process on trio's clock, with an httpx client over it."""
-
-    def __init__(self, settings: ServerSettings) -> None:
-        self.app = create_app(settings, backend="trio", clock=trio.current_time)
-        self.state: SimState = sim_state(self.app)
-        self.client = httpx.AsyncClient(transport=SimTransport(self.app), base_url="http://sim")
-
-    def metric(self, name: str) -> float:
-        """A sample of the server's Prometheus registry, through prometheus_client's API."""
-        value = self.state.metrics.registry.get_sample_value(name)
-        assert value is not None, name
-        return value
-
-    async def create(self, job_id: str, duration: float, outcome: str = "completed") -> None:
-        spec = {"job_id": job_id, "duration": duration, "outcome": outcome}
-        await create_jobs(self.client, [spec], creators=1)
-
-
 @pytest.fixture
 async def make_sim() -> AsyncIterator[Callable[..., Sim]]:
+    """``make_sim(**settings)``: a :class:`tests.sim.Sim`, closed after the test."""
+    from sim_server import ServerSettings
+    from tests.sim import Sim
+
     made: list[Sim] = []
 
     def make(**settings: Any) -> Sim:

@@ -14,7 +14,7 @@ import trio
 
 from sim_server._jobs import Job
 from tests.client.scripted import Scripted, error, status
-from tests.conftest import Sim
+from tests.sim import Sim
 from video_translation_client import (
     InvalidArgument,
     JobStatus,

@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 from sim_server import ServerSettings
 from tests import strategies
 from tests._zygote import Zygote
-from tests.conftest import Sim
 from tests.fleet.conftest import start_redis
 from tests.helpers import stop, wait_for
+from tests.sim import Sim
 from video_translation_client import VideoTranslationClient
 from vtpoll import cli
 from vtpoll.fleet._options import with_fleet
