@@ -16,8 +16,8 @@ server's ``Retry-After``, and a rate that finds the server's own), so this is wr
     first 429 of a run of them (429s ``OVERRUN_GAP`` apart at most) are an overrun when
     the share of requests a server refuses at random (the *base share*: 1 in ``PRIOR``
     until trials teach it) explains as many with a chance below ``ALPHA`` (the Chernoff
-    bound). The test looks back ``ANSWERS_MEMORY`` at most; under ``PRIOR /
-    ANSWERS_MEMORY`` requests a second, over ``PRIOR`` requests, the gap stretched alike.
+    bound). The test looks back ``ANSWERS_MEMORY``, or over ``PRIOR`` requests at the
+    limiter's rate if that is longer (under 10 requests a second), the gap stretched alike.
     Random 429s are common (concurrency caps, proxies) and lower nothing once learnt.
   - *While overrun, what the server accepts is its rate*, whatever its ``RateLimit-Policy``
     says (a stale or wrong one cannot pin the rate): the rate is cut to ``MARGIN`` of the
@@ -420,8 +420,8 @@ class RateLimiter:
                     # measure found where it was (the limit is most likely still here).
                     self._slow_probe()
                 lowered = min(self._current / 2, max(accepted, 1) / span)
-                memory = max(MIN_MEASURE, min(ANSWERS_MEMORY, now - self._first_answer))
-                self._decrease(now, max(lowered, len(self._answers) / memory / 2))
+                answered = max(MIN_MEASURE, min(memory, now - self._first_answer))
+                self._decrease(now, max(lowered, len(self._answers) / answered / 2))
             return pause
         if known is not None and self._current > known and not self._probe_ended:
             # A probe went past the last measure, and a refusal came: back under it, every
@@ -436,11 +436,13 @@ class RateLimiter:
 
     def _memory(self) -> float:
         """Seconds of answers and refusals remembered: ``ANSWERS_MEMORY``, or as long as
-        ``PRIOR`` requests take at the current rate if longer (under 10 requests a second),
-        the gap that ends an overrun stretched in proportion. At a few requests a second, a
-        few seconds hold too few for the binomial test to tell an overrun: a client at 2.4/s
-        against a server taking 2/s was refused once every 2.5 s, each refusal seen alone, one
-        request in six for good."""
+        ``PRIOR`` requests take at the limiter's rate if longer (under 10 requests a second:
+        a rate configured so, or cut so once), the gap that ends an overrun stretched in
+        proportion. At a few requests a second, a few seconds hold too few for the binomial
+        test to tell an overrun: a client at 2.4/s against a server taking 2/s was refused
+        once every 2.5 s, each refusal seen alone, one request in six for good. (Not the rate
+        the client sends at: over an idle spell it is low, and a span holding one would
+        measure the server's rate low.)"""
         return max(ANSWERS_MEMORY, PRIOR / self._current)
 
     def _slow_probe(self) -> None:

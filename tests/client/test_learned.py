@@ -7,12 +7,15 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import httpx
 import pytest
 import trio
 
+from sim_server import ServerSettings
 from sim_server._jobs import Job
+from sim_server._state import SimState
 from tests.client.scripted import Scripted, error, status
 from tests.sim import Sim
 from video_translation_client import (
@@ -35,7 +38,7 @@ from video_translation_client._schedule import (
 )
 
 URL = "http://sim"
-PLAIN = {"hints": False, "batch": False, "max_wait": 0}
+PLAIN: dict[str, Any] = {"hints": False, "batch": False, "max_wait": 0}
 ANSWER = Answer(JobStatus.PENDING, {}, hint=None, wait_applied=None)
 
 
@@ -222,22 +225,22 @@ def test_jobs_started_together_first_look_at_ages_spread_over_the_plans_first_po
 
 class PlainServer:
     """The simulation server as ``make_sim(**PLAIN)`` answers a status check (no hint, no
-    batch route, no holding): each job as its own ``Job.view`` shows it, without the ETA. The
-    schedule learns from nothing else, and the app in process over ASGI cost 30-50% more CPU
-    a run (routing, middleware, metrics) for nothing these tests prove; the test that needs
-    the server's faults keeps it."""
+    batch route, no holding): each job as the server's own state shows it. The schedule
+    learns from nothing else, and the app in process over ASGI cost 30-50% more CPU a run
+    (routing, middleware, metrics) for nothing these tests prove; the test that needs the
+    server's faults keeps it."""
 
     def __init__(self) -> None:
-        self.jobs: dict[str, Job] = {}
+        self.state = SimState(ServerSettings(**PLAIN), trio.current_time)
         self.client = httpx.AsyncClient(transport=httpx.MockTransport(self.answer))
 
     def answer(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
         if path == "/jobs":  # the batch route, which a plain server lacks
             return httpx.Response(404, json={"error": "not_found", "detail": path})
-        view = dict(self.jobs[path.removeprefix("/jobs/")].view(trio.current_time()))
-        del view["eta"]
-        return httpx.Response(200, json=view)
+        job = self.state.store.get(path.removeprefix("/jobs/"))
+        assert job is not None, path
+        return httpx.Response(200, json=self.state.view(job, trio.current_time()))
 
 
 @pytest.fixture
@@ -251,6 +254,7 @@ async def make_plain() -> AsyncIterator[Callable[[], PlainServer]]:
     yield make
     for server in made:
         await server.client.aclose()
+        server.state.store.close()
 
 
 def add_jobs(
@@ -258,11 +262,7 @@ def add_jobs(
 ) -> None:
     now = trio.current_time()
     for job_id, duration in durations.items():
-        job = Job(job_id, now, duration, outcome)  # type: ignore[arg-type]
-        if isinstance(server, PlainServer):
-            server.jobs[job_id] = job
-        else:
-            server.state.store.add(job)
+        server.state.store.add(Job(job_id, now, duration, outcome))  # type: ignore[arg-type]
 
 
 def lognormal(n: int, sigma: float, seed: int, median: float = 6.0) -> dict[str, float]:

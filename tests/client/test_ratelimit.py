@@ -610,8 +610,9 @@ async def test_a_thin_overrun_at_a_few_requests_a_second_is_told(autojump_clock)
     """A client set to 2.4/s against a server that takes 2/s (burst 2): one request in six
     refused, a refusal every 2.5 s. Remembered for seconds alone (5 s, a new overrun after
     2 s without a 429), each refusal was seen by itself, never more than chance explains, and
-    17% of requests were refused for good. Remembered for as long as the base share's prior
-    spans in requests (25 s here), they are one overrun, cut to the rate the server takes."""
+    15% of requests were refused for good. Remembered for as long as the base share's prior
+    spans in requests at the limiter's rate (21 s at 2.4/s), they are one overrun, cut to the
+    rate the server takes."""
     limiter = RateLimiter(2.4)
     server_rate, burst = 2.0, 2.0
     tokens, updated = burst, trio.current_time()
@@ -633,3 +634,18 @@ async def test_a_thin_overrun_at_a_few_requests_a_second_is_told(autojump_clock)
             await trio.sleep((1 - tokens) / server_rate)
     assert refused / sent <= 0.05
     assert (sent - refused) / seconds >= 0.9 * server_rate
+
+
+async def test_refusals_in_a_row_at_a_few_requests_a_second_cut_the_rate(autojump_clock):
+    """Half a minute answered at 2/s, then every request refused: the rate is cut at once,
+    halved with nothing accepted to measure (its floor, half what was accepted lately, is
+    taken over the answers remembered, not over 5 s of them: that left it where it was)."""
+    limiter = RateLimiter(2)
+    end = trio.current_time() + 30
+    while trio.current_time() < end:
+        await limiter.acquire()
+        limiter.accepted()
+    for _ in range(OVERRUN_REFUSALS):
+        await limiter.acquire()
+        limiter.throttled()
+    assert limiter.current_rate() < 0.6 * 2  # about halved (and climbing back since)
