@@ -4,8 +4,10 @@ httpx and the client before it reads its arguments, a ``python -m sim_server`` 1
 Quart and hypercorn, a load script's client process 0.6 s; the fleet tests start a dozen of
 the first, the load scripts' smoke tests ten of the others.
 
-The zygote (``python -m tests._zygote FD``) forks a child for each request on the socket FD:
-the child takes the standard streams, environment, working directory and session it was sent,
+The zygote (``python -m tests._zygote CONTROL [LISTENER]``) forks a child for each request on
+a connection: the socket CONTROL of the process that started it, or one LISTENER accepted (the
+main process of an xdist run starts one zygote for the run, and each worker connects). The
+child takes the standard streams, environment, working directory and session it was sent,
 and runs the program asked for (``-m vtpoll ARGS``, ``-m MODULE ARGS`` or ``SCRIPT.py ARGS``,
 as ``python`` takes them), exiting as ``python`` does (the interpreter's own exit: its flushes,
 its exit status). What a program imports, the zygote imports before its first fork of it, so
@@ -14,8 +16,9 @@ the tests kill, freeze, interrupt and read them as they would any other. What on
 interpreter does (the imports themselves, ``-m`` finding the module) the tests of the command
 line and of the server's start show with processes of their own.
 
-The zygote is the children's parent, so it waits for them and sends their exit status back;
-:class:`Forked` is a :class:`subprocess.Popen` whose polls and waits ask for it.
+The zygote is the children's parent, so it waits for them and sends their exit status back
+on the connection that asked; :class:`Forked` is a :class:`subprocess.Popen` whose polls and
+waits ask for it. It ends when CONTROL closes.
 """
 
 from __future__ import annotations
@@ -181,9 +184,9 @@ class Zygote:
     (:meth:`join`): each worker started its own, which imported the same programs again, 2 s
     of CPU each."""
 
-    #: CPU seconds of the children ended so far, of every zygote of this process: this
-    #: process's getrusage counts them only once the zygote has ended (a profile of the tests'
-    #: CPU adds them to the test that ended them).
+    #: CPU seconds of the children this process asked for, ended so far: its getrusage never
+    #: counts them (they are the zygote's children; a zygote of its own counts once ended),
+    #: so a profile of the tests' CPU adds them to the test that ended them.
     children_cpu = 0.0
 
     def __init__(self, sock: socket.socket, proc: subprocess.Popen[str] | None) -> None:
@@ -238,7 +241,8 @@ class Zygote:
         except (BlockingIOError, TimeoutError):
             return None
         if not message:
-            raise RuntimeError("the zygote ended")
+            ended = "" if self.proc is None else f" ({self.proc.wait()})"
+            raise RuntimeError(f"the zygote ended{ended}")
         said: dict[str, Any] = json.loads(message)
         if "ended" in said:
             self.codes[said["ended"]] = said["code"]

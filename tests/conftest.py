@@ -6,6 +6,7 @@ from tests import _bytecode  # noqa: F401
 # isort: split
 import contextlib
 import gc
+import itertools
 import os
 import random
 import shutil
@@ -72,7 +73,7 @@ def long_first(items: list[T], workers: int, unit: Callable[[T], object]) -> lis
         share = (len(items) - len(ordered)) // (workers - k)
         dealt = [item for head in heads[k::workers] for item in head]
         ordered += dealt
-        ordered += [next(rest) for _ in range(share - len(dealt))]
+        ordered += itertools.islice(rest, max(0, share - len(dealt)))
     ordered += rest
     return ordered
 
@@ -176,10 +177,12 @@ def pytest_xdist_setupnodes(config: pytest.Config, specs: list[Any]) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     for made, folder in _shared_zygote:
-        made.close()
-        assert made.proc is not None
-        stop(made.proc)
-        shutil.rmtree(folder, ignore_errors=True)
+        try:
+            made.close()
+        finally:
+            assert made.proc is not None
+            stop(made.proc)
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

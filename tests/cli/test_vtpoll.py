@@ -2,9 +2,9 @@
 
 Commands run in process through click's ``CliRunner`` (with their real exit codes: every
 command ends through ``ctx.exit``); a process of its own only where a real process is the
-point: signals, kill -9 and ``--resume``, pipes, forked from the suite's zygote
+point: signals, kill -9, pipes, two writers of one file, forked from the suite's zygote
 (``tests._zygote``); started afresh where the start itself matters: the installed script,
-the terminal display, a limit set before it runs.
+the terminal display, a file-size limit or a closed standard output set before it runs.
 """
 
 from __future__ import annotations
