@@ -45,10 +45,9 @@ T = TypeVar("T")
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     """``-n auto``: two workers a core (at most four: ``--maxprocesses``). A third of the
     suite's time is spent waiting on servers and processes, and a worker waiting leaves its
-    core to another. On 2 cores with one kept busy, clean clones: 84-91 s with four workers
-    against 104-106 s with three and 92 s with five (2026-12-03, once the load scripts' processes
-    were forked rather than started; before, three did better than four, 89-97 s against
-    108 s, each worker's start costing more than it overlapped)."""
+    core to another. On 2 cores with one kept busy, a clean clone: 62-67 s with four workers
+    against 75 s with three and 65 s with five (2026-12-03, the long tests first, one zygote
+    for the run; before, 84-91 s with four against 104-106 s with three and 92 s with five)."""
     if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
         return None  # the count asked for, read by xdist's own hook
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
