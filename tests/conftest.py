@@ -61,12 +61,15 @@ def long_first(items: list[T], workers: int, unit: Callable[[T], object]) -> lis
     contiguous shares, each ``left // workers left`` items, and a worker stealing takes the
     tail of another's queue, so the heads stay where they are. The rest keep their order."""
     units: dict[object, list[T]] = {}
+    free: list[T] = []
     for item in items:
         key = unit(item)
-        if key is not None:
+        if key is None:
+            free.append(item)
+        else:
             units.setdefault(key, []).append(item)
     heads = list(units.values())
-    rest = iter([item for item in items if unit(item) is None])
+    rest = iter(free)
     ordered: list[T] = []
     for k in range(workers):
         share = (len(items) - len(ordered)) // (workers - k)
@@ -174,13 +177,20 @@ def pytest_xdist_setupnodes(config: pytest.Config, specs: list[Any]) -> None:
     os.environ[SHARED_ZYGOTE] = path
 
 
+def _end(made: Zygote) -> None:
+    """Close the connection, and stop the zygote if it is this process's own."""
+    try:
+        made.close()
+    finally:
+        if made.proc is not None:
+            stop(made.proc)
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     for made, folder in _shared_zygote:
         try:
-            made.close()
+            _end(made)
         finally:
-            assert made.proc is not None
-            stop(made.proc)
             shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -194,9 +204,7 @@ def zygote() -> Iterator[Zygote]:
     try:
         yield made
     finally:
-        made.close()
-        if made.proc is not None:
-            stop(made.proc)
+        _end(made)
 
 
 @pytest.fixture

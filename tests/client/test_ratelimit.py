@@ -29,6 +29,28 @@ def run(fn):
     return trio.run(fn, clock=MockClock(autojump_threshold=0))
 
 
+class Bucket:
+    """A server's token bucket on trio's clock: ``rate`` a second, ``burst`` at most."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens, self.updated = float(burst), trio.current_time()
+
+    def takes(self) -> bool:
+        """Whether a request arriving now is accepted (a token taken) or refused."""
+        now = trio.current_time()
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+    def retry_after(self) -> float:
+        """What a refusal's ``Retry-After-Ms`` says: when the next token comes."""
+        return (1 - self.tokens) / self.rate
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     rate=st.floats(0.5, 200),
@@ -444,18 +466,8 @@ def test_the_client_finds_the_servers_rate_whatever_its_header_says(
     async def main() -> None:
         nonlocal sent, refused
         limiter = RateLimiter(client_rate)
-        tokens, updated = float(burst), trio.current_time()
+        server = Bucket(server_rate, burst)
         end = trio.current_time() + seconds
-
-        def server_takes() -> bool:
-            nonlocal tokens, updated
-            now = trio.current_time()
-            tokens = min(burst, tokens + (now - updated) * server_rate)
-            updated = now
-            if tokens >= 1:
-                tokens -= 1
-                return True
-            return False
 
         async def sender() -> None:
             nonlocal sent, refused
@@ -468,13 +480,13 @@ def test_the_client_finds_the_servers_rate_whatever_its_header_says(
                     if limiter.throttled(quota):
                         limiter.pause(1)
                     await trio.sleep(1)  # the refused request's own Retry-After
-                elif server_takes():
+                elif server.takes():
                     limiter.accepted()
                 else:
                     refused += 1
                     if limiter.throttled(quota):
-                        limiter.pause((1 - tokens) / server_rate)  # the 429's Retry-After-Ms
-                    await trio.sleep((1 - tokens) / server_rate)
+                        limiter.pause(server.retry_after())
+                    await trio.sleep(server.retry_after())
 
         async with trio.open_nursery() as nursery:
             for _ in range(32):
@@ -614,8 +626,7 @@ async def test_a_thin_overrun_at_a_few_requests_a_second_is_told(autojump_clock)
     spans in requests at the limiter's rate (21 s at 2.4/s), they are one overrun, cut to the
     rate the server takes."""
     limiter = RateLimiter(2.4)
-    server_rate, burst = 2.0, 2.0
-    tokens, updated = burst, trio.current_time()
+    server = Bucket(2.0, 2)
     sent = refused = 0
     seconds = 120
     end = trio.current_time() + seconds
@@ -623,17 +634,14 @@ async def test_a_thin_overrun_at_a_few_requests_a_second_is_told(autojump_clock)
         await limiter.acquire()
         sent += 1
         await trio.sleep(0.05)  # the request's round trip
-        now = trio.current_time()
-        tokens, updated = min(burst, tokens + (now - updated) * server_rate), now
-        if tokens >= 1:
-            tokens -= 1
+        if server.takes():
             limiter.accepted()
         else:
             refused += 1
-            limiter.refused((1 - tokens) / server_rate)
-            await trio.sleep((1 - tokens) / server_rate)
+            limiter.refused(server.retry_after())
+            await trio.sleep(server.retry_after())
     assert refused / sent <= 0.05
-    assert (sent - refused) / seconds >= 0.9 * server_rate
+    assert (sent - refused) / seconds >= 0.9 * server.rate
 
 
 async def test_refusals_in_a_row_at_a_few_requests_a_second_cut_the_rate(autojump_clock):
