@@ -77,12 +77,13 @@ async def test_completion_time_and_error_rate_change_a_running_server():
             httpx.AsyncClient(base_url=server.url) as http,
         ):
             server.error_rate = 1.0
-            # The default job's clock starts with the server: a second leaves room for a busy
-            # machine to ask before it ends.
-            server.completion_time = 1.0
-            assert (server.error_rate, server.completion_time) == (1.0, 1.0)
+            server.completion_time = 3600.0
+            assert (server.error_rate, server.completion_time) == (1.0, 3600.0)
             assert (await http.get("/status")).json() == {"result": "pending"}
-            await trio.sleep(1.1)
+            # The default job's clock starts with the server: asked at least this long after
+            # the change, it has ended, however slow the machine (a sleep is a lower bound).
+            server.completion_time = 0.05
+            await trio.sleep(0.05)
             assert (await http.get("/status")).json() == {"result": "error"}
             server.completion_time = 3600.0
             assert (await http.get("/status")).json() == {"result": "pending"}
