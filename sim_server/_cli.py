@@ -13,7 +13,6 @@ from typing import Any
 import click
 
 from ._dialects import DIALECTS
-from ._server import run_server
 from ._settings import ServerSettings
 
 _HELP = {
@@ -69,6 +68,15 @@ def _settings_options(func: Any) -> Any:
     for f in reversed(fields(ServerSettings)):
         func = _option(f.name, getattr(defaults, f.name))(func)
     return func
+
+
+def run_server(settings: ServerSettings) -> int:
+    """:func:`sim_server.run_server`, imported when a server runs: ``vtpoll --help`` imports
+    this module for the command's summary, and Quart and hypercorn cost it a third of a
+    second of CPU."""
+    from ._server import run_server
+
+    return run_server(settings)
 
 
 #: What ``--plain`` sets: a backend like the original one, for trying a client against it.

@@ -14,7 +14,8 @@ import sys
 import pytest
 
 #: Run vtpoll.main(argv) for each argv of sys.argv[2] (JSON) with the modules of sys.argv[1]
-#: (comma-separated) not installed; print each run's [exit code, stdout, stderr] as JSON.
+#: (comma-separated) not installed; print each run's [exit code, stdout, stderr] as JSON, then
+#: the server's frameworks that the runs imported.
 WITHOUT = """
 import contextlib, io, json, sys
 
@@ -40,11 +41,17 @@ for argv in json.loads(sys.argv[2]):
             code = exit.code
     runs.append([code, out.getvalue(), err.getvalue()])
 print(json.dumps(runs))
+print(json.dumps(sorted({"hypercorn", "quart"} & sys.modules.keys())))
 """
 
 
 def vtpoll_without(modules: str, *argvs: list[str]) -> list[tuple[int, str, str]]:
     """Each command line's exit code, output and error output, with ``modules`` missing."""
+    return runs_without(modules, *argvs)[0]
+
+
+def runs_without(modules: str, *argvs: list[str]) -> tuple[list[tuple[int, str, str]], list[str]]:
+    """:func:`vtpoll_without`, and which of Quart and hypercorn the runs imported."""
     done = subprocess.run(
         [sys.executable, "-c", WITHOUT, modules, json.dumps(argvs)],
         capture_output=True,
@@ -52,7 +59,8 @@ def vtpoll_without(modules: str, *argvs: list[str]) -> list[tuple[int, str, str]
         timeout=60,
         check=True,
     )
-    return [(code, out, err) for code, out, err in json.loads(done.stdout)]
+    runs, imported = map(json.loads, done.stdout.splitlines()[-2:])
+    return [(code, out, err) for code, out, err in runs], imported
 
 
 def needs(what: str, extra: str) -> str:
@@ -73,13 +81,17 @@ def test_without_rich_a_command_names_the_cli_extra():
 
 def test_without_coredis_fleet_names_the_fleet_extra_and_the_help_still_works():
     """With no coredis, every fleet command line is one line naming the fleet extra, exit 2;
-    'vtpoll --help' still works and says that fleet needs it."""
+    'vtpoll --help' still works and says that fleet needs it, without importing the server's
+    Quart and hypercorn (a third of a second) to list 'serve'."""
     fleet = [["fleet"], ["fleet", "--help"], ["fleet", "submit", "a"]]
-    *refused, (code, out, err) = vtpoll_without("coredis", *fleet, ["--help"])
+    runs, imported = runs_without("coredis", *fleet, ["--help"])
+    *refused, (code, out, err) = runs
     assert refused == [(2, "", "vtpoll: error: " + needs("'vtpoll fleet'", "fleet"))] * 3
     assert (code, err) == (0, "")
     assert 'fleet   (needs the "fleet" extra)' in out
     assert "watch" in out
+    assert "serve" in out
+    assert imported == []
 
 
 def test_a_module_of_no_extra_is_not_blamed_on_one():
