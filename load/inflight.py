@@ -19,6 +19,8 @@ import httpx
 import trio
 from _common import print_table, server, write_json
 
+from sim_server.testing import tls
+
 COLUMNS = [
     ("mode", "mode"),
     ("concurrency", "tasks"),
@@ -31,7 +33,9 @@ async def run(url: str, total: int, concurrency: int, pool: int, capped: bool) -
     limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
     limiter = anyio.CapacityLimiter(pool)
     left = total
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+    async with httpx.AsyncClient(
+        base_url=url, limits=limits, timeout=30, verify=tls(url)
+    ) as client:
         await client.get("/jobs/bench")
 
         async def worker() -> None:
@@ -61,7 +65,7 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     with server("--completion-time", "3600") as (url, _):
-        httpx.post(f"{url}/jobs", json={"job_id": "bench"}).raise_for_status()
+        httpx.post(f"{url}/jobs", json={"job_id": "bench"}, verify=tls(url)).raise_for_status()
         for capped in (False, True, False, True):
             rps = trio.run(run, url, args.requests, args.concurrency, args.pool, capped)
             row = {

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import trio
 
-from sim_server.testing import create_jobs
+from sim_server.testing import create_jobs, tls
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import (
@@ -51,7 +51,7 @@ def client_main(url: str, which: str, count: int) -> None:
 
     async def with_httpx() -> None:
         limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
-        async with httpx.AsyncClient(base_url=url, limits=limits) as http:
+        async with httpx.AsyncClient(base_url=url, limits=limits, verify=tls(url)) as http:
             queue = list(reversed(ids))
 
             async def worker() -> None:

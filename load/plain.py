@@ -44,7 +44,7 @@ from trio.testing import MockClock
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import percentile, print_table, pyplot, save, server, standard_args, write_json
 
-from sim_server.testing import create_jobs
+from sim_server.testing import create_jobs, tls
 from video_translation_client import StatusPollingConfig, VideoTranslationClient
 
 #: (name, sigma, share of jobs ten times longer)
@@ -116,7 +116,7 @@ def connect(url: str | None) -> httpx.AsyncClient:
     """An httpx client to the server: ``url``, or the plain app in this process (on trio's
     virtual clock: exact and fast, the server costing nothing of the client's time)."""
     if url is not None:
-        return httpx.AsyncClient(base_url=url, timeout=30)
+        return httpx.AsyncClient(base_url=url, timeout=30, verify=tls(url))
     from sim_server import ServerSettings, create_app
     from sim_server.testing import SimTransport
 

@@ -61,6 +61,8 @@ from _common import (
 )
 from _workload import WorkJob, create_all, workload, workload_args, workload_argv
 
+from sim_server.testing import tls
+
 POLICIES = [
     "fixed-1s",
     "original",
@@ -140,7 +142,7 @@ async def original_policy(
     limiter = trio.CapacityLimiter(IN_FLIGHT)
     sent = 0
     limits = httpx.Limits(max_connections=IN_FLIGHT, max_keepalive_connections=IN_FLIGHT)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=10) as http:
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=10, verify=tls(url)) as http:
 
         async def one(job: WorkJob) -> None:
             nonlocal sent

@@ -22,6 +22,8 @@ import trio
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import print_table, run_wrk, server, write_json
 
+from sim_server.testing import tls
+
 #: The table printed at the end (and checked in load/README.md against the JSON): a wrk row
 #: has no held long-polls, a held row no request rate.
 COLUMNS = [
@@ -60,7 +62,7 @@ async def hold_many(host: str, port: int, n: int, url: str, pid: int) -> dict[st
             stream = await trio.open_tcp_stream(host, port)
             await stream.send_all(request)
             streams.append(stream)
-        async with httpx.AsyncClient(timeout=10) as client:
+        async with httpx.AsyncClient(timeout=10, verify=tls(url)) as client:
             while True:  # bounded by fail_after above
                 text = (await client.get(f"{url}/metrics")).text
                 held = float(re.search(r"^sim_long_polls_held (\S+)$", text, re.M).group(1))  # type: ignore[union-attr]
@@ -96,7 +98,7 @@ def main() -> None:
     rows: list[dict[str, object]] = []
     for workers in args.workers:
         with server("--completion-time", "3600", "--workers", str(workers)) as (url, _):
-            httpx.post(f"{url}/jobs", json={"job_id": "bench"}).raise_for_status()
+            httpx.post(f"{url}/jobs", json={"job_id": "bench"}, verify=tls(url)).raise_for_status()
             rps = run_wrk(f"{url}/jobs/bench", args.duration, args.connections, args.threads)
             rows.append(
                 {"measure": "wrk GET /jobs/{id}", "workers": workers, "requests_per_s": rps}
@@ -105,7 +107,7 @@ def main() -> None:
 
     for n in args.holds:
         with server("--completion-time", "3600", "--max-wait", "60") as (url, proc):
-            httpx.post(f"{url}/jobs", json={"job_id": "held"}).raise_for_status()
+            httpx.post(f"{url}/jobs", json={"job_id": "held"}, verify=tls(url)).raise_for_status()
             host, port = url.removeprefix("http://").split(":")
             row = trio.run(hold_many, host, int(port), n, url, proc.pid)
             rows.append({"measure": "held long-polls", "workers": 1, **row})
