@@ -46,8 +46,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import trio
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import metrics, print_table, server, spawn, stop, write_json
@@ -191,6 +194,77 @@ def ended_early(workers: list[subprocess.Popen[str]], logs: Path, chaos: str | N
     return out
 
 
+class Watch:
+    """A run's progress, read on a fleet connection until every result is in; the chaos
+    struck once a tenth of them are, while w0 holds some; the takeover timed."""
+
+    def __init__(
+        self,
+        name: str,
+        args: argparse.Namespace,
+        chaos: str | None,
+        redis: Redis,
+        workers: list[subprocess.Popen[str]],
+        worker: Callable[[int], subprocess.Popen[str]],
+        started: float,
+    ) -> None:
+        self.name, self.args, self.chaos, self.redis = name, args, chaos, redis
+        self.workers, self.worker = workers, worker
+        #: When the workers started (``time.monotonic()``).
+        self.started = started
+        self.struck: float | None = None
+        self.takeover: float | None = None
+        self.restarted = False
+        self.wall = math.nan
+
+    async def until_done_or_chaos(self, fleet: Fleet) -> bool:
+        """Look at the progress every 0.2 s until every result is in (False), or the chaos is
+        due (True: the caller strikes, with this connection closed, which a Redis restarted or
+        frozen would break)."""
+        jobs, chaos = self.args.jobs, self.chaos
+        while True:
+            done, pending = await _progress(fleet)
+            now = time.monotonic()
+            if chaos and self.struck is None and pending.get("w0", 0) > 0 and done > jobs / 10:
+                self.struck = now
+                return True
+            gone = pending.get("w0", 0) == 0
+            if chaos == "kill" and self.struck is not None and self.takeover is None and gone:
+                self.takeover = now - self.struck
+            if done >= jobs:
+                self.wall = now - self.started
+                return False
+            if now - self.started > self.args.timeout:
+                raise SystemExit(
+                    f"{self.name}: {done} of {jobs} results after {self.args.timeout} s"
+                )
+            if all(w.poll() is not None for w in self.workers):  # none left to finish: said now
+                codes = [w.returncode for w in self.workers]
+                raise SystemExit(
+                    f"{self.name}: {done} of {jobs} results, every worker ended {codes}"
+                )
+            await trio.sleep(0.2)
+
+    def strike(self) -> None:
+        """The chaos, on worker w0 or on Redis."""
+        w0 = self.workers[0]
+        if self.chaos == "kill":
+            w0.send_signal(signal.SIGKILL)
+        elif self.chaos == "freeze-worker":
+            w0.send_signal(signal.SIGSTOP)
+            time.sleep(2 * self.args.lease)
+            w0.send_signal(signal.SIGCONT)
+        elif self.chaos == "restart-worker":
+            w0.send_signal(signal.SIGTERM)
+            w0.wait(timeout=60)
+            self.workers[0] = self.worker(0)
+        elif self.chaos == "freeze-redis":
+            self.redis.freeze(self.args.redis_freeze)
+        else:
+            self.redis.restart()
+            self.restarted = True
+
+
 def run(
     n: int, args: argparse.Namespace, redis: Redis, url: str, chaos: str | None
 ) -> dict[str, Any]:
@@ -216,44 +290,14 @@ def run(
 
     started = time.monotonic()
     workers = [worker(i) for i in range(n)]
-    struck = takeover = None
-    restarted = False
+    watch = Watch(name, args, chaos, redis, workers, worker, started)
     try:
-        while True:
-            done, pending = with_fleet(redis.url, name, _progress)
-            now = time.monotonic()
-            if chaos and struck is None and pending.get("w0", 0) > 0 and done > args.jobs / 10:
-                struck = now
-                if chaos == "kill":
-                    workers[0].send_signal(signal.SIGKILL)
-                elif chaos == "freeze-worker":
-                    workers[0].send_signal(signal.SIGSTOP)
-                    time.sleep(2 * args.lease)
-                    workers[0].send_signal(signal.SIGCONT)
-                elif chaos == "restart-worker":
-                    workers[0].send_signal(signal.SIGTERM)
-                    workers[0].wait(timeout=60)
-                    workers[0] = worker(0)
-                elif chaos == "freeze-redis":
-                    redis.freeze(args.redis_freeze)
-                else:
-                    redis.restart()
-                    restarted = True
-                continue
-            gone = pending.get("w0", 0) == 0
-            if chaos == "kill" and struck is not None and takeover is None and gone:
-                takeover = now - struck
-            if done >= args.jobs:
-                break
-            if now - started > args.timeout:
-                raise SystemExit(f"{name}: {done} of {args.jobs} results after {args.timeout} s")
-            if all(w.poll() is not None for w in workers):  # none left to finish: said now
-                codes = [w.returncode for w in workers]
-                raise SystemExit(
-                    f"{name}: {done} of {args.jobs} results, every worker ended {codes}"
-                )
-            time.sleep(0.2)
-        wall = time.monotonic() - started
+        # One connection up to the chaos, one after it: opened anew for each look at the
+        # progress, five times a second, they cost the script most of its CPU (a cluster's
+        # the most: its discovery).
+        while with_fleet(redis.url, name, watch.until_done_or_chaos):
+            watch.strike()
+        wall = watch.wall
         rss = [peak_rss_mib(w.pid) for w in workers if w.poll() is None]
         early = ended_early(workers, logs, chaos)
         for said in early:
@@ -283,7 +327,7 @@ def run(
         records = [json.loads(line) for line in out]
     acked = redis.memory() - memory0
     outcomes = {record["job_id"]: record["outcome"] for record in records}
-    counted = not restarted  # a restarted Redis counts from 0 again
+    counted = not watch.restarted  # a restarted Redis counts from 0 again
     return {
         "backend": redis.backend,
         "shards": redis.shards,
@@ -297,7 +341,7 @@ def run(
         "redis_bytes_per_job": round(memory / args.jobs) if counted else None,
         "redis_bytes_per_job_acked": round(acked / args.jobs) if counted else None,
         "peak_rss_mib_per_worker": round(max(rss), 1) if rss else None,
-        "takeover_s": round(takeover, 1) if takeover is not None else None,
+        "takeover_s": round(watch.takeover, 1) if watch.takeover is not None else None,
         "results": len(records),
         "duplicates": len(records) - len(outcomes),
         "true": set(outcomes) == set(ids) and set(outcomes.values()) == {"completed"},
