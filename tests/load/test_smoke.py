@@ -13,6 +13,7 @@ these tests start seventeen.
 from __future__ import annotations
 
 import gc
+import importlib
 import json
 import subprocess
 import sys
@@ -27,9 +28,17 @@ from tests._zygote import Zygote
 from tests.fleet.conftest import COREDIS_LEAK
 from tests.helpers import spawn, stop
 
-from .scripts import script
+from .scripts import LOAD, script
 
 PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(autouse=True)
+def small_plots(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scripts' plots drawn at a low resolution: what is checked is that each is drawn
+    and written, not its pixels."""
+    monkeypatch.syspath_prepend(str(LOAD))  # where the scripts import it from
+    monkeypatch.setattr(importlib.import_module("_common"), "DPI", 20)
 
 
 @pytest.fixture
