@@ -51,6 +51,8 @@ _ASKS, _JOINS = "asks", "joins"
 _RUNS = {
     "vtpoll": ("vtpoll._main", "vtpoll.fleet"),
     "sim_server": ("sim_server._cli", "sim_server._server"),
+    # Not the module itself: run as __main__ once imported, runpy warns that it was.
+    "tests.cli.prepared": ("vtpoll._main", "vtpoll.fleet"),
 }
 #: What a load script's client process imports once it runs (the scripts import the library
 #: in the functions that poll, so that their measuring side does not): 0.4 s a process.

@@ -2,9 +2,9 @@
 
 Commands run in process through click's ``CliRunner`` (with their real exit codes: every
 command ends through ``ctx.exit``); a process of its own only where a real process is the
-point: signals, kill -9, pipes, two writers of one file, forked from the suite's zygote
-(``tests._zygote``); started afresh where the start itself matters: the installed script,
-the terminal display, a file-size limit or a closed standard output set before it runs.
+point: signals, kill -9, pipes, two writers of one file, a terminal, a file-size limit,
+forked from the suite's zygote (``tests._zygote``); started afresh where the start itself
+matters: the installed script, a closed standard output set before it runs.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import fcntl
 import json
 import os
 import re
-import resource
 import select
 import signal
 import socket
@@ -36,12 +35,12 @@ import vtpoll.watch as vtpoll_watch
 from sim_server import TranslationServer
 from sim_server.testing import create_jobs
 from tests._zygote import Zygote
+from tests.cli.prepared import FILE_SIZE_LIMIT
 from tests.helpers import (
     fill_up_after,
     head_1,
     metric,
     read_until,
-    spawn,
     stop,
     wait_for,
 )
@@ -88,6 +87,23 @@ def run():
         return Done(result.exit_code, result.stdout, result.stderr)
 
     return run
+
+
+def prepared(zygote: Zygote, setup: str, *args: str) -> Done:
+    """``vtpoll ARGS`` run to its end in a process of its own prepared by ``setup`` (see
+    ``tests.cli.prepared``), forked from the zygote."""
+    proc = zygote.python(
+        ["-m", "tests.cli.prepared", setup, *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=RUN_TIMEOUT)
+    finally:
+        stop(proc)
+    return Done(proc.returncode, stdout, stderr)
 
 
 def start_vtpoll(zygote: Zygote, *args: str) -> subprocess.Popen[str]:
@@ -372,13 +388,13 @@ def test_demo_runs_to_the_end(tmp_path: Path, run):
     assert len(records(out)) == 8
 
 
-def test_live_display_on_a_terminal(url: str):
+def test_live_display_on_a_terminal(url: str, zygote: Zygote):
     """On a terminal the progress bar, counts, rates and times are drawn."""
     ids = create(url, 3, duration=0.5)
     main, secondary = os.openpty()
     env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
-    proc = spawn(
-        [VTPOLL, "watch", *ids, "--base-url", url],
+    proc = zygote.spawn(
+        ["watch", *ids, "--base-url", url],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=secondary,
@@ -552,30 +568,26 @@ def test_a_full_disk_ends_in_one_line_the_summary_and_how_to_resume(
     assert sorted(r["job_id"] for r in records(out)) == sorted(jobs)
 
 
-def test_a_file_the_system_refuses_to_grow_is_a_write_failure(url: str, tmp_path: Path):
+def test_a_file_the_system_refuses_to_grow_is_a_write_failure(
+    url: str, tmp_path: Path, zygote: Zygote
+):
     """The same through the operating system: a file size limit (EFBIG at the limit) in a
     real process: exit 3, one line with the system's words, the results before it kept."""
     jobs = create(url, 8, duration=0.1)
     out = tmp_path / "out.jsonl"
-
-    def limit_file_size() -> None:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails instead of killing
-        resource.setrlimit(resource.RLIMIT_FSIZE, (600, 600))
-
-    done = subprocess.run(
-        [VTPOLL, "watch", *jobs, "-o", str(out), "-q", "--base-url", url],
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
-        env={**os.environ, "NO_COLOR": "1"},
-        preexec_fn=limit_file_size,
-        check=False,
+    done = prepared(
+        zygote, "file-size-limit", "watch", *jobs, "-o", str(out), "-q", "--base-url", url
     )
     assert done.returncode == 3, done.stderr
     assert f"vtpoll: error: cannot write {out}: File too large\n" in done.stderr
     assert "vtpoll summary" in done.stderr
     assert "run the same command with --resume" in done.stderr
     assert "Traceback" not in done.stderr
+    # The records written before the limit are whole; the last, cut at the limit, is not.
+    *whole, _ = out.read_text().split("\n")
+    assert whole
+    assert {json.loads(line)["job_id"] for line in whole} < set(jobs)
+    assert out.stat().st_size == FILE_SIZE_LIMIT
 
 
 def test_standard_output_closed_from_the_start_is_a_write_failure(url: str):
@@ -706,30 +718,11 @@ def test_sigterm_while_the_demo_makes_its_jobs_ends_it_at_once(
         httpx.get(url + "/health", timeout=5)
 
 
-def test_sigterm_as_the_process_ends_is_said(url: str):
+def test_sigterm_as_the_process_ends_is_said(url: str, zygote: Zygote):
     """A SIGTERM at the very end of a watch's process, once all is said: its line, exit 143
     (the interpreter's teardown, which resets the handler, is never reached)."""
     [job] = create(url, 1, duration=0.1)
-    program = (
-        "import os, signal, sys\n"
-        "from vtpoll import main\n"
-        "from vtpoll._errors import Terminations\n"
-        "end = Terminations.end_process\n"
-        "def late(code):\n"
-        "    os.kill(os.getpid(), signal.SIGTERM)\n"
-        "    end(code)\n"
-        "Terminations.end_process = staticmethod(late)\n"
-        "sys.argv[0] = 'vtpoll'\n"
-        "main()\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", program, "watch", job, "-q", "--base-url", url],
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
-        env={**os.environ, "NO_COLOR": "1"},
-        check=False,
-    )
+    done = prepared(zygote, "sigterm-at-the-end", "watch", job, "-q", "--base-url", url)
     assert done.returncode == 143, done.stderr
     assert done.stderr.endswith("vtpoll: interrupted after the run ended\n")
 
