@@ -14,13 +14,16 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import httpx
 import pytest
 
 from sim_server.testing import tls
 from sim_server.testing import wait_healthy as wait_healthy
+
+if TYPE_CHECKING:
+    from tests._zygote import Zygote
 
 #: How long a stopped process's session may take to empty before the rest is killed.
 SESSION_GRACE = 5.0
@@ -125,16 +128,24 @@ def session_members(sid: int) -> list[int]:
 
 
 def start_server(
-    *args: str, timeout: float = 15.0, env: dict[str, str] | None = None
+    *args: str,
+    timeout: float = 15.0,
+    env: dict[str, str] | None = None,
+    zygote: Zygote | None = None,
 ) -> tuple[subprocess.Popen[str], str]:
-    """``python -m sim_server --port 0 ARGS`` in a session of its own: the process and its
-    URL (the first line it prints). The caller stops it with :func:`stop`."""
-    proc = spawn(
-        [sys.executable, "-m", "sim_server", "--host", "127.0.0.1", "--port", "0", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-    )
+    """``python -m sim_server --port 0 ARGS`` in a session of its own, forked from ``zygote``
+    if given (its start then costs no second of CPU importing Quart and hypercorn): the
+    process and its URL (the first line it prints). The caller stops it with :func:`stop`."""
+    program = ["-m", "sim_server", "--host", "127.0.0.1", "--port", "0", *args]
+    streams: dict[str, Any] = {
+        "stdout": subprocess.PIPE,
+        "stderr": subprocess.PIPE,
+        "env": {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+    }
+    if zygote is None:
+        proc = spawn([sys.executable, *program], **streams)
+    else:
+        proc = zygote.python(program, **streams)
     try:
         assert proc.stdout is not None
         ready, _, _ = select.select([proc.stdout], [], [], timeout)
@@ -162,11 +173,14 @@ def stop_signals_kept() -> Iterator[None]:
 
 @contextmanager
 def server_process(
-    *args: str, timeout: float = 15.0, env: dict[str, str] | None = None
+    *args: str,
+    timeout: float = 15.0,
+    env: dict[str, str] | None = None,
+    zygote: Zygote | None = None,
 ) -> Iterator[str]:
     """:func:`start_server`, yielding its URL; stopped with SIGINT after, which it must
     answer by exiting 0 within 10 s."""
-    proc, url = start_server(*args, timeout=timeout, env=env)
+    proc, url = start_server(*args, timeout=timeout, env=env, zygote=zygote)
     try:
         yield url
     finally:

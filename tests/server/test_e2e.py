@@ -19,6 +19,7 @@ import trio
 
 from sim_server import TranslationServer
 from sim_server.testing import tls
+from tests._zygote import Zygote
 from tests.helpers import (
     session_members,
     start_server,
@@ -135,12 +136,15 @@ async def test_restart_with_db_keeps_jobs(tmp_path):
 
 
 @pytest.mark.long
-def test_two_workers_share_jobs_and_the_key_and_die_with_their_master():
+def test_two_workers_share_jobs_and_the_key_and_die_with_their_master(zygote: Zygote):
     """With --workers 2 a job made through one worker is found by whichever answers next; the
     API key given as SIM_SERVER_API_KEY guards both. When the master is killed (kill -9) the
     workers end too, and a new server can take the same port."""
     key = {"X-Api-Key": "env-key-123"}
-    proc, url = start_server("--workers", "2", env={"SIM_SERVER_API_KEY": "env-key-123"})
+    # The masters forked from the zygote (a second of CPU each importing the app, otherwise);
+    # their workers are interpreters of their own, started by multiprocessing.
+    env = {"SIM_SERVER_API_KEY": "env-key-123"}
+    proc, url = start_server("--workers", "2", env=env, zygote=zygote)
     # No certificates loaded over plain http: httpx loads them for every client it makes, 30 ms
     # of CPU each, and this test makes 52 (1.5 s of its 3.3 s).
     verify = tls(url)
@@ -165,7 +169,7 @@ def test_two_workers_share_jobs_and_the_key_and_die_with_their_master():
     # to the new server's whole process group (as `timeout` and systemd do) ends it: only the
     # master acts on it, and it stops its workers.
     port = url.rsplit(":", 1)[1]
-    proc, again = start_server("--port", port, "--workers", "2")
+    proc, again = start_server("--port", port, "--workers", "2", zygote=zygote)
     try:
         assert again == url
         wait_healthy(url)
