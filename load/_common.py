@@ -225,4 +225,7 @@ def save(fig: Any, folder: Path, name: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
     fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    # pyplot holds every figure it made until closed: the smoke tests draw six in one
+    # process, 23,000 objects that each full collection of the rest of its tests went over.
+    pyplot().close(fig)
     print(f"wrote {path}")
