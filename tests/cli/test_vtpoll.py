@@ -33,7 +33,7 @@ from click.testing import CliRunner
 import vtpoll.demo as vtpoll_demo
 import vtpoll.watch as vtpoll_watch
 from sim_server import TranslationServer
-from sim_server.testing import create_jobs
+from sim_server.testing import create_jobs, tls
 from tests._zygote import Zygote
 from tests.cli.prepared import FILE_SIZE_LIMIT
 from tests.helpers import (
@@ -717,7 +717,7 @@ def test_sigterm_while_the_demo_makes_its_jobs_ends_it_at_once(
     assert not out.exists()
     [url] = servers
     with pytest.raises(httpx.ConnectError):
-        httpx.get(url + "/health", timeout=5)
+        httpx.get(url + "/health", timeout=5, verify=tls(url))
 
 
 def test_sigterm_as_the_process_ends_is_said(url: str, zygote: Zygote):

@@ -31,7 +31,7 @@ from tests.helpers import (
 
 
 async def create_poll_and_long_poll(url: str) -> None:
-    async with httpx.AsyncClient(base_url=url, timeout=5) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=5, verify=tls(url)) as client:
         r = await client.post("/jobs", json={"job_id": "e2e", "duration": 0.1, "outcome": "error"})
         assert r.status_code == 201
         result = None
@@ -83,7 +83,9 @@ async def test_stop_answers_held_long_polls_promptly():
     with trio.fail_after(20):
         server = TranslationServer(max_wait=60)
         await server.start(port=0)
-        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        async with httpx.AsyncClient(
+            base_url=server.url, timeout=30, verify=tls(server.url)
+        ) as client:
             await client.post("/jobs", json={"job_id": "long", "duration": 600})
 
             async def hold() -> None:
@@ -104,7 +106,7 @@ async def test_dropped_connection_over_the_wire():
     with trio.fail_after(20):
         async with (
             TranslationServer(fault_drop=1.0, auto_create=True) as server,
-            httpx.AsyncClient(base_url=server.url, timeout=5) as client,
+            httpx.AsyncClient(base_url=server.url, timeout=5, verify=tls(server.url)) as client,
         ):
             with pytest.raises(httpx.RemoteProtocolError):
                 await client.get("/jobs/x")
@@ -118,7 +120,7 @@ async def test_restart_with_db_keeps_jobs(tmp_path):
     with trio.fail_after(20):
         async with (
             TranslationServer(db=db) as server,
-            httpx.AsyncClient(base_url=server.url) as client,
+            httpx.AsyncClient(base_url=server.url, verify=tls(server.url)) as client,
         ):
             body = {"job_id": "keep", "duration": 3600, "outcome": "error"}
             assert (await client.post("/jobs", json=body)).status_code == 201
@@ -126,7 +128,7 @@ async def test_restart_with_db_keeps_jobs(tmp_path):
             assert (await client.post("/jobs", json=body)).status_code == 201
         async with (
             TranslationServer(db=db) as server,
-            httpx.AsyncClient(base_url=server.url) as client,
+            httpx.AsyncClient(base_url=server.url, verify=tls(server.url)) as client,
         ):
             kept = (await client.get("/jobs/keep")).json()
             assert kept["result"] == "pending"
@@ -260,5 +262,5 @@ async def test_a_request_hypercorn_cannot_read_gets_a_json_error():
             assert head.startswith(b"HTTP/1.1 431 "), head
             assert b"content-type: application/json" in head.lower()
             assert json.loads(body)["error"] == "request_header_fields_too_large"
-            async with httpx.AsyncClient(base_url=server.url) as client:
+            async with httpx.AsyncClient(base_url=server.url, verify=tls(server.url)) as client:
                 assert (await client.get("/healthz")).status_code == 200  # still serving
