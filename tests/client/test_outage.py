@@ -212,10 +212,11 @@ async def test_connections_refused_from_the_start_fail_within_seconds(autojump_c
     """Nothing listens at the URL (every connection refused, none ever answered): every job
     fails as unreachable within five seconds, naming the URL, not after all its retries."""
     server = Scripted([refused()])
+    ids = [f"n{i}" for i in range(100)]
     start = trio.current_time()
     async with server.client() as http:
         client = VideoTranslationClient(URL, http_client=http, batch=batch)
-        results = await client.poll_many([f"n{i}" for i in range(300)])
+        results = await client.poll_many(ids)
     took = trio.current_time() - start
     assert all(r.outcome is Outcome.FAILED for r in results)
     assert all(isinstance(r.error, ServerUnreachable) for r in results)
@@ -223,7 +224,9 @@ async def test_connections_refused_from_the_start_fail_within_seconds(autojump_c
         results[0].error
     )
     assert took <= 5.0
-    assert len(server.log) < 300 + 20
+    # A look a job and a few retries (with no retry budget, 3 a job): the margin is not a
+    # share of the jobs, and 100 show that as well as 300 did.
+    assert len(server.log) < len(ids) + 20
 
 
 async def test_connections_refused_after_an_answer_are_ridden_through(autojump_clock):
