@@ -35,13 +35,23 @@ OPERATIONS = [
 ]
 
 
+#: Not fuzzed: the vendors' routes. In the simulator's dialect they answer 404 before reading
+#: a parameter, and what a generated value meets on the way (routing, the gate) the fuzzing of
+#: /jobs/{job_id} meets too. Their coverage cases still run (0.5 s of CPU less each).
+NOT_FUZZED = ["GET /v1/dubbing/{job_id}", "GET /v2/video_translate/{job_id}"]
+
+
 @functools.cache
 def _schema() -> Any:
     import schemathesis
+    from schemathesis.config import SchemathesisConfig
 
     # A short long-poll cap: generated requests may ask to wait, and the run must stay fast.
     app = create_app(ServerSettings(auto_create=True, max_wait=0.01), backend="asyncio")
-    return schemathesis.openapi.from_asgi("/openapi.json", app)
+    config = SchemathesisConfig.from_dict(
+        {"operations": [{"include-name": NOT_FUZZED, "phases": {"fuzzing": {"enabled": False}}}]}
+    )
+    return schemathesis.openapi.from_asgi("/openapi.json", app, config=config)
 
 
 def test_document_lists_every_route():
