@@ -113,7 +113,7 @@ async def test_same_seed_same_faults_through_the_app(autojump_clock, make_sim):
         sim = make_sim(seed=99, **{f"fault_{k}": v for k, v in MIXED.items()}, slow_delay=0.01)
         await sim.create("x", 1000)
         outcomes = []
-        for _ in range(300):
+        for _ in range(100):  # with this seed, the tenth distinct answer comes at the 53rd
             try:
                 r = await sim.client.get("/jobs/x")
                 outcomes.append((r.status_code, r.headers["content-type"], len(r.content)))
