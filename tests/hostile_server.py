@@ -36,7 +36,11 @@ def hostile_server(answer: Handler) -> Iterator[tuple[str, list[dict[str, str]]]
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, name="hostile server", daemon=True)
+    # shutdown() returns when serve_forever next wakes: by default every 0.5 s, which each test
+    # using this server waited out.
+    thread = threading.Thread(
+        target=server.serve_forever, args=(0.02,), name="hostile server", daemon=True
+    )
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_port}", seen
