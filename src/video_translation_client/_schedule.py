@@ -12,7 +12,7 @@ from __future__ import annotations
 from ._backoff import MIN_HINT, clamp_hint
 from ._config import StatusPollingConfig
 from ._decide import Check, JobRecord, ServerView
-from ._durations import DurationModel, Plan
+from ._durations import DurationModel, Plan, plan
 from ._http import Answer
 
 #: The first guess of a job's median duration, in initial delays (5 s by default). Weak: the
@@ -108,7 +108,6 @@ class Learned:
         self.checks = config.checks_per_job
         self.model = DurationModel(guess=GUESS_DELAYS * config.initial_delay)
         self._hinted = Hinted()
-        self._plans: dict[float, Plan] = {}
         #: The jobs pending now (right-censored), by identity: forgotten when they end.
         self._pending: dict[int, JobRecord] = {}
         #: Jobs not answered yet, by identity: the age their plan first put a check at.
@@ -197,9 +196,5 @@ class Learned:
         return self._plan(fit.sigma).next(age, scale)
 
     def _plan(self, sigma: float) -> Plan:
-        """The plan for this spread, from a cache by spread rounded to 0.05."""
-        key = round(sigma * 20) / 20
-        plan = self._plans.get(key)
-        if plan is None:
-            plan = self._plans[key] = Plan(max(0.05, key), self.checks * BUDGET_SHARE)
-        return plan
+        """The plan for this spread rounded to 0.05 (:func:`plan` keeps them)."""
+        return plan(max(0.05, round(sigma * 20) / 20), self.checks * BUDGET_SHARE)
