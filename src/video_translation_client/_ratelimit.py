@@ -210,9 +210,9 @@ class RateLimiter:
         #: The first answer on this clock: what the server took "over the last seconds" is
         #: taken over no more seconds than answers have been coming.
         self._first_answer = math.inf
-        # Per event loop: one limiter may serve a trio run and later an asyncio one.
+        # Per event loop: one limiter may serve a trio run and later an asyncio one. A run
+        # with a lock is one the limiter has joined (see :meth:`_joined`).
         self._lock: RunVar[anyio.Lock | None] = RunVar("RateLimiter lock", default=None)
-        self._run: RunVar[bool] = RunVar("RateLimiter run", default=False)
         self._acquired = 0
         self._waiting = 0
         self._wait_time = 0.0
@@ -222,14 +222,23 @@ class RateLimiter:
         return f"<RateLimiter rate={self.rate:g}/s burst={self.burst}>"
 
     def _now(self) -> float:
-        """The running loop's clock. Each run (a second ``trio.run``, an ``asyncio.run``) has
-        a clock of its own, started anywhere: the times kept from an earlier run (the bucket's
-        refill, a pause, the refusals and answers remembered, a trial) would hold requests
-        for as long as the clocks differ. They are dropped; the rate learnt is kept, and
-        probes on as if just settled."""
-        now = anyio.current_time()
-        if not self._run.get():
-            self._run.set(True)
+        """The running loop's clock, the run joined first (see :meth:`_joined`)."""
+        self._joined()
+        return anyio.current_time()
+
+    def _joined(self) -> anyio.Lock:
+        """This run's lock, made when the limiter first serves the run. Each run (a second
+        ``trio.run``, an ``asyncio.run``) has a clock of its own, started anywhere: the times
+        kept from an earlier run (the bucket's refill, a pause, the refusals and answers
+        remembered, a trial) would hold requests for as long as the clocks differ. They are
+        dropped then; the rate learnt is kept, and probes on as if just settled. (A run
+        variable costs microseconds to read: asked once an acquisition, not at each look at
+        the clock.)"""
+        lock = self._lock.get()
+        if lock is None:
+            lock = anyio.Lock()
+            self._lock.set(lock)
+            now = anyio.current_time()
             self._updated = None
             self._tokens = self._burst_now()  # a new run starts as a new limiter does: full
             self._paused_until = self._long_pause_until = -math.inf
@@ -243,7 +252,7 @@ class RateLimiter:
                 self._target = max(self._target, self._trial.before)
                 self._server_rate = None
                 self._trial = None
-        return now
+        return lock
 
     def current_rate(self) -> float:
         self._refill(self._now())
@@ -293,15 +302,12 @@ class RateLimiter:
 
     async def acquire(self) -> None:
         """Wait for a token, in FIFO order with the other callers."""
-        lock = self._lock.get()
-        if lock is None:
-            lock = anyio.Lock()
-            self._lock.set(lock)
+        lock = self._joined()
         self._waiting += 1
         try:
             async with lock:
                 while True:
-                    now = self._now()
+                    now = anyio.current_time()
                     self._refill(now)
                     wait = self._paused_until - now
                     if wait <= 0:
