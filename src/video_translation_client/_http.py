@@ -13,6 +13,7 @@ API key in their headers and the body in their state, and an error may live on i
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +42,8 @@ QUOTED = 60
 REASON_CHARS = 200
 #: Fields of a JSON error body that hold the reason, the most telling first.
 REASON_FIELDS = ("detail", "message", "error", "title")
+#: Jobs whose status URL a fetcher keeps (see :meth:`StatusFetcher._job_url`).
+KEPT_URLS = 4096
 
 
 @dataclass(slots=True)
@@ -267,6 +270,7 @@ class StatusFetcher:
         self.dialect = dialect
         self._headers = {"Accept": "application/json", "Accept-Encoding": ACCEPT_ENCODING}
         self._secrets = [api_key] if api_key else []
+        self._urls: dict[str | None, httpx.URL] = {}
         if api_key is not None:
             name, value = dialect.auth(api_key)
             self._headers[name] = value
@@ -287,9 +291,7 @@ class StatusFetcher:
     ) -> Answer:
         """One attempt, bounded by ``limit`` seconds as a cancel scope. ``wait`` is sent as
         ``Prefer: wait=N`` (None: no preference)."""
-        reply = await self._get(
-            http, self.dialect.status_path(job_id).encode(), wait, limit, job_id
-        )
+        reply = await self._get(http, lambda: self._job_url(job_id), wait, limit, job_id)
         return self._classify(reply, job_id)
 
     async def fetch_batch(
@@ -298,7 +300,8 @@ class StatusFetcher:
         """One batch request. Raises :class:`BatchUnsupported` if the server has no batch
         endpoint, :class:`Transient` if the whole batch failed; otherwise maps each ID to its
         answer, or to the error for that job alone."""
-        reply = await self._get(http, self.dialect.batch_path(ids).encode(), wait, limit, None)
+        batch = self.dialect.batch_path(ids).encode()
+        reply = await self._get(http, lambda: self._url(batch), wait, limit, None)
         code = reply.status_code
         if code in (404, 405, 501):
             raise BatchUnsupported(f"batch request answered {code}", missing=True)
@@ -316,23 +319,38 @@ class StatusFetcher:
             )
         return _batch_answers(reply, ids, self.dialect)
 
+    def _job_url(self, job_id: str | None) -> httpx.URL:
+        """The URL of a job's status, built once while the job is among the last
+        ``KEPT_URLS`` asked: each check of a job asks for the same one, and httpx parses and
+        checks a URL whole to build it (45 us, loaded machine)."""
+        url = self._urls.get(job_id)
+        if url is None:
+            if len(self._urls) >= KEPT_URLS:
+                del self._urls[next(iter(self._urls))]
+            url = self._urls[job_id] = self._url(self.dialect.status_path(job_id).encode())
+        return url
+
+    def _url(self, path: bytes) -> httpx.URL:
+        """``path`` under the base URL."""
+        return self.base.copy_with(raw_path=self.base.raw_path.rstrip(b"/") + path)
+
     async def _get(
         self,
         http: httpx.AsyncClient,
-        path: bytes,
+        where: Callable[[], httpx.URL],
         wait: int | None,
         limit: float,
         job_id: str | None,
     ) -> Reply:
-        """GET ``path`` under the base URL, following same-origin redirects; transport
-        failures become :class:`Transient`, described but not chained."""
+        """GET ``where()``, following same-origin redirects; transport failures become
+        :class:`Transient`, described but not chained."""
         headers = dict(self._headers)
         if wait is not None:
             headers["Prefer"] = f"wait={wait}"
         failure: str | None = None
         refused = False
         try:
-            url = self.base.copy_with(raw_path=self.base.raw_path.rstrip(b"/") + path)
+            url = where()
             # httpx's own timeouts are not enforced by every transport: the cancel scope is
             # the guarantee, httpx's timeout a courtesy to the connection pool.
             with anyio.fail_after(limit):
