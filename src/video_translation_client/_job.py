@@ -124,20 +124,22 @@ class JobPoll:
                 return self.record.last
 
     def _first(self) -> Check:
-        return self._schedule.first(self.record, anyio.current_time(), self._view())
+        now = anyio.current_time()
+        return self._schedule.first(self.record, now, self._view(now))
 
     def verdict(self) -> VideoTranslationError:
-        return deadline_verdict(self.record, anyio.current_time(), self._view())
+        now = anyio.current_time()
+        return deadline_verdict(self.record, now, self._view(now))
 
     async def _wait(self, check: Check) -> None:
         """Wait as ``check`` says, never past the last-check point before the deadline; past
         it, the last check has been made: wait for the deadline's cancel scope."""
         await self._sleep(check.delay, check.until_recovery, check.until_probe)
-        if check.hold and check.unheld_delay and not self._view().may_hold:
+        if check.hold and check.unheld_delay and not self._view(anyio.current_time()).may_hold:
             await self._sleep(check.unheld_delay, False)
 
-    def _view(self) -> ServerView:
-        return self.session.view(self.record.job_id)
+    def _view(self, now: float) -> ServerView:
+        return self.session.view(self.record.job_id, now)
 
     async def _sleep(self, delay: float, until_recovery: bool, until_probe: bool = False) -> None:
         if not delay:
@@ -171,7 +173,8 @@ class JobPoll:
         reserved = session.reserve_retry(job_id) if retry else False
         if reserved is None:
             # The server fails most requests: this retry is held back, not sent.
-            return held_back(record, anyio.current_time(), self._view())
+            now = anyio.current_time()
+            return held_back(record, now, self._view(now))
         if hold:  # fitted to the deadline as it stands now, after the wait
             hold = record.fit_hold(hold, anyio.current_time())
         record.requests += 1
@@ -181,9 +184,11 @@ class JobPoll:
             finally:
                 session.retried(reserved)
         except JobNotFound as error:
-            return not_found(record, error, anyio.current_time(), self._view())
+            now = anyio.current_time()
+            return not_found(record, error, now, self._view(now))
         except Transient as failure:
-            action = failed(record, failure, anyio.current_time(), self._view())
+            now = anyio.current_time()
+            action = failed(record, failure, now, self._view(now))
             if isinstance(action, Check):
                 logger.debug(
                     "%s: %s; %s in %.3f s",
@@ -200,7 +205,7 @@ class JobPoll:
         now = anyio.current_time()
         # A woken batch's answer is decided without the server's state: skip building it (a
         # thousand jobs in held batches are woken a hundred thousand times).
-        view = _UNUSED if answer.woken else self._view()
+        view = _UNUSED if answer.woken else self._view(now)
         action = answered(record, answer, now, view, self._schedule)
         if not answer.woken:
             self.session.state.counters.checks += 1

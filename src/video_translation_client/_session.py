@@ -141,8 +141,8 @@ class Session:
         state = self.state
         return job_id is not None and state.counters.pending > 1 and state.may_batch(now)
 
-    def view(self, job_id: str | None) -> ServerView:
-        now = anyio.current_time()
+    def view(self, job_id: str | None, now: float) -> ServerView:
+        """What the job's decision at ``now`` needs of the server's state."""
         health = self.state.health
         return ServerView(
             ever_answered=health.ever_answered,
