@@ -132,6 +132,11 @@ class Reply:
     #: The URL asked.
     url: httpx.URL
 
+    @property
+    def shown_url(self) -> str:
+        """The URL asked, fit to show: made for an error only, not for every answer."""
+        return redact_url(str(self.url))
+
 
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
     return (url.scheme, url.host, url.port)
@@ -410,7 +415,6 @@ class StatusFetcher:
 
     def _classify(self, reply: Reply, job_id: str | None) -> Answer:
         code = reply.status_code
-        url = redact_url(str(reply.url))
         if 200 <= code < 300:
             data, not_json = _decode(reply.body)
             try:
@@ -420,7 +424,10 @@ class StatusFetcher:
             except StatusFieldError as exc:
                 kind = UnknownStatus if exc.unknown else InvalidResponse
                 invalid = kind(
-                    f"{job_name(job_id)}: {exc}", job_id=job_id, status_code=code, url=url
+                    f"{job_name(job_id)}: {exc}",
+                    job_id=job_id,
+                    status_code=code,
+                    url=reply.shown_url,
                 )
                 # Not JSON, or no status field: maybe not the route that was meant.
                 raise Transient(
@@ -437,14 +444,14 @@ class StatusFetcher:
                 f"{self._because(reply)}",
                 job_id=job_id,
                 status_code=code,
-                url=url,
+                url=reply.shown_url,
             )
         if code in (404, 410):
             raise JobNotFound(
                 f"the server does not know {job_name(job_id)} ({code}){self._because(reply)}",
                 job_id=job_id,
                 status_code=code,
-                url=url,
+                url=reply.shown_url,
             )
         if 400 <= code < 500:
             raise RequestRejected(
@@ -452,7 +459,7 @@ class StatusFetcher:
                 f"{self._because(reply)}",
                 job_id=job_id,
                 status_code=code,
-                url=url,
+                url=reply.shown_url,
             )
         # 5xx outside the usual set (501, 505, ...) and anything stranger: keep trying.
         raise _transient(reply, f"HTTP {code} for {job_name(job_id)}")
