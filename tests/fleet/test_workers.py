@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import re
+import select
 import signal
 import subprocess
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from click.testing import CliRunner
 
 from sim_server.testing import recorded_results
 from tests._zygote import Zygote
-from tests.helpers import metric, server_process, stop, wait_for
+from tests.helpers import metric, stop, wait_for
 from vtpoll import cli
 from vtpoll.fleet._options import with_fleet
 from vtpoll.fleet._redis import Fleet
@@ -71,6 +73,28 @@ async def _consumers(fleet: Fleet) -> set[str]:
     return names or set()
 
 
+@contextmanager
+def _server(zygote: Zygote, *args: str) -> Iterator[str]:
+    """``python -m sim_server --port 0 ARGS`` forked by the zygote, which imported Quart and
+    hypercorn once a run (0.6 s of CPU a process started afresh): its URL; stopped with SIGINT
+    after, which it must answer by exiting 0."""
+    proc = zygote.python(
+        ["-m", "sim_server", "--host", "127.0.0.1", "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], GUARD)
+        assert ready, f"the server printed no URL within {GUARD:g} s"
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:"), url
+        yield url
+    finally:
+        stop(proc, signal.SIGINT)
+    assert proc.returncode == 0, f"server exited with {proc.returncode} after SIGINT"
+
+
 def _fenced(name: str) -> Callable[[Fleet], Awaitable[bool]]:
     """Whether ``name``'s lease is gone in some shard: its next renewal fails."""
 
@@ -98,7 +122,7 @@ def test_three_workers_one_killed_one_frozen_every_job_once(
     server = ("--auto-create", "--seed", "5", "--completion-time", "1.0")
     # The shard count fixed first, as a first submit would: workers wait for it to read.
     assert with_fleet(redis_url, fleet_name, lambda fleet: fleet.load_shards(SHARDS)) == SHARDS
-    with server_process(*server, "--rate-limit", str(FLEET_RATE * 1.25)) as url:
+    with _server(zygote, *server, "--rate-limit", str(FLEET_RATE * 1.25)) as url:
         workers = [
             zygote.spawn(
                 [
