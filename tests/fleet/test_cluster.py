@@ -79,7 +79,7 @@ def test_a_sharded_fleet_runs_on_a_redis_cluster_through_any_node(
         assert _exists(_node_of(redis_cluster, key), key) == b":1"
 
     async def work() -> None:
-        sim = await sim_of(ids)
+        sim = sim_of()
         with trio.fail_after(GUARD):
             async with open_fleet(redis_cluster_url, fleet_name) as fleet:
                 assert fleet.shards == SHARDS

@@ -49,27 +49,24 @@ def _invoke(*args: str) -> tuple[int, str]:
     return done.exit_code, done.output
 
 
-async def until_recorded(fleet: Fleet, count: int) -> None:
-    """Until the shards' results streams hold ``count`` results in all."""
-    recorded = 0
-    while recorded < count:
+async def until_recorded(workers: list[Worker], count: int) -> None:
+    """Until ``workers`` have recorded ``count`` results in all: their own counters, looked at
+    in this process (a look at the shards' results streams cost a Redis call a shard)."""
+    while sum(worker.stats.recorded for worker in workers) < count:  # noqa: ASYNC110 - a counter
         await trio.sleep(0.02)
-        recorded = 0
-        for shard in range(fleet.count):
-            recorded += await fleet.redis.xlen(fleet.shard(shard).results)
 
 
-async def sim_of(ids: list[str]) -> Sim:
+#: Jobs made by the simulation app when first polled, each done at once: a request each to
+#: create them cost more CPU than the workers' polls.
+AT_ONCE: dict[str, Any] = {"auto_create": True, "completion_time": 0.0}
+#: Jobs made when first polled, still pending an hour later.
+PENDING: dict[str, Any] = {"auto_create": True, "completion_time": 3600.0}
+
+
+def sim_of() -> Sim:
     """The simulation app (not a fixture's: for tests that also run commands, outside trio),
-    each job of ``ids`` done at once; :func:`close` it."""
-    return await created(Sim(ServerSettings(error_rate=0.0)), ids)
-
-
-async def created(sim: Sim, ids: list[str]) -> Sim:
-    """``sim``, each job of ``ids`` created in it, done at once."""
-    for job_id in ids:
-        await sim.create(job_id, 0.0)
-    return sim
+    each job done at once; :func:`close` it."""
+    return Sim(ServerSettings(error_rate=0.0, **AT_ONCE))
 
 
 async def close(sim: Sim) -> None:
@@ -98,8 +95,11 @@ async def run_workers(
     async with trio.open_nursery() as nursery:
         for worker in workers:
             nursery.start_soon(worker.run)
-        await until_recorded(fleet, count)
+        await until_recorded(workers, count)
         nursery.cancel_scope.cancel()
+    # What they counted is in Redis: each result once, in its shard's results stream.
+    held = [await fleet.redis.xlen(fleet.shard(shard).results) for shard in range(fleet.count)]
+    assert sum(held) == count
     return workers
 
 
@@ -149,7 +149,7 @@ def test_jobs_spread_over_shards_and_each_is_recorded_once(
     )
 
     async def work() -> None:
-        sim = await sim_of(ids)
+        sim = sim_of()
         with trio.fail_after(GUARD):
             async with open_fleet(redis_url, fleet_name) as fleet:
                 assert fleet.shards == SHARDS
@@ -197,7 +197,7 @@ async def test_a_dead_workers_jobs_are_taken_over_in_every_shard(
     the live worker claims them in each shard, polls and records them; the frozen one's
     renewal finds it fenced."""
     ids = [f"d{i}" for i in range(30)]
-    sim = await created(make_sim(), ids)
+    sim = make_sim(**AT_ONCE)
     with trio.fail_after(GUARD):
         async with open_fleet(redis_url, fleet_name) as fleet:
             assert await fleet.submit(ids, None, shards) == 30
@@ -305,7 +305,7 @@ async def test_a_worker_started_before_the_first_submit_waits_for_it(
 ):
     """It cannot know the shards until then: once the submit fixes 3, it reads all 3."""
     ids = [f"e{i}" for i in range(12)]
-    sim = await created(make_sim(), ids)
+    sim = make_sim(**AT_ONCE)
     with trio.fail_after(GUARD):
         async with open_fleet(redis_url, fleet_name) as fleet:
             [worker] = workers_of(fleet, sim, ["early"])
@@ -314,7 +314,7 @@ async def test_a_worker_started_before_the_first_submit_waits_for_it(
                 await trio.testing.wait_all_tasks_blocked()
                 async with open_fleet(redis_url, fleet_name) as submitter:
                     assert await submitter.submit(ids, None, SHARDS) == 12
-                await until_recorded(fleet, len(ids))
+                await until_recorded([worker], len(ids))
                 nursery.cancel_scope.cancel()
             assert worker.serving == frozenset(range(SHARDS))
 
@@ -337,7 +337,7 @@ def test_results_followed_from_before_the_first_submit_come_from_every_shard(
     )
 
     async def work() -> None:
-        sim = await sim_of(ids)
+        sim = sim_of()
         with trio.fail_after(GUARD):
             async with open_fleet(redis_url, fleet_name) as fleet:
                 assert await fleet.submit(ids, None, SHARDS) == 30
@@ -405,7 +405,7 @@ async def test_a_worker_with_room_takes_jobs_from_a_shard_it_does_not_read(
     busy = next(f"busy-{k}" for k in range(100) if served(f"busy-{k}", ["idle"], shards) == {1})
     assert served("idle", [busy], shards) == {0}
     ids = [i for i in (f"x{k}" for k in range(40)) if shard_of(i, shards) == 1][:10]
-    sim = await created(make_sim(), ids)
+    sim = make_sim(**AT_ONCE)
     with trio.fail_after(GUARD):
         async with open_fleet(redis_url, fleet_name) as fleet:
             assert await fleet.submit(ids, None, shards) == 10
@@ -437,9 +437,7 @@ async def test_a_worker_fenced_in_one_shard_hands_back_its_jobs_in_the_others(
     renewed)."""
     shards = 2
     ids = [f"h{i}" for i in range(20)]
-    sim = make_sim()
-    for job_id in ids:
-        await sim.create(job_id, 3600.0)
+    sim = make_sim(**PENDING)
     with trio.fail_after(GUARD):
         async with open_fleet(redis_url, fleet_name) as fleet:
             assert await fleet.submit(ids, None, shards) == 20
@@ -481,9 +479,7 @@ async def test_a_worker_steals_no_more_than_its_free_room(
     shards = 16
     mine = served("idle", ["busy"], shards)
     ids = [i for i in (f"y{k}" for k in range(200)) if shard_of(i, shards) not in mine][:30]
-    sim = make_sim()
-    for job_id in ids:
-        await sim.create(job_id, 3600.0)
+    sim = make_sim(**PENDING)
     with trio.fail_after(GUARD):
         async with open_fleet(redis_url, fleet_name) as fleet:
             assert await fleet.submit(ids, None, shards) == 30
@@ -548,7 +544,7 @@ async def test_a_dead_workers_jobs_come_before_new_ones(redis_url: str, fleet_na
     filled by new jobs, they waited 90 s in a kill -9 run of load/fleet.py)."""
     dead = [f"old{i}" for i in range(3)]
     new = [f"new{i}" for i in range(300)]
-    sim = await created(make_sim(), dead + new)
+    sim = make_sim(**AT_ONCE)
     with trio.fail_after(GUARD * 3):
         async with open_fleet(redis_url, fleet_name) as fleet:
             assert await fleet.submit(dead, None, 1) == 3
@@ -567,7 +563,7 @@ async def test_a_dead_workers_jobs_come_before_new_ones(redis_url: str, fleet_na
                 nursery.start_soon(alive.run)
                 # The first 6 results say it all; the backlog's other 297, one at a time,
                 # cost a second of CPU for nothing more shown.
-                await until_recorded(fleet, 6)
+                await until_recorded([alive], 6)
                 nursery.cancel_scope.cancel()
             results = await fleet.redis.xrange(fleet.shard(0).results, count=6)
     order = [entry.field_values["id"] for entry in results]
