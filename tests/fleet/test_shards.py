@@ -15,7 +15,7 @@ import pytest
 import trio
 import trio.testing
 from click.testing import CliRunner
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sim_server import ServerSettings
@@ -109,6 +109,13 @@ def test_a_jobs_shard_is_a_stable_hash_of_its_id():
     assert shard_of("anything", 1) == 0
 
 
+#: The rendezvous properties' examples: 25 (of 100) still fail served() with no fallback
+#: shard, the last shard left out, a fallback by rank, or the top worker sought among the
+#: first 8 alone; at a third of the CPU.
+RENDEZVOUS = settings(max_examples=25)
+
+
+@RENDEZVOUS
 @given(
     workers=st.sets(strategies.text(min_size=1, max_size=8), min_size=1, max_size=12),
     shards=st.integers(min_value=1, max_value=16),
@@ -120,6 +127,7 @@ def test_every_shard_is_read_and_every_worker_reads_one(workers: set[str], shard
     assert set().union(*read.values()) == set(range(shards))
 
 
+@RENDEZVOUS
 @given(
     workers=st.sets(strategies.text(min_size=1, max_size=8), min_size=1, max_size=12),
     joining=strategies.text(min_size=1, max_size=8),
