@@ -38,8 +38,10 @@ async def recorded(fleet: Fleet) -> int:
 
 async def until(check: Callable[[], Awaitable[bool]]) -> None:
     """Until ``check`` holds: a state in Redis, or a worker's counter (no event to wait on)."""
+    # A look every 50 ms, not 20: most are Redis calls (through Sentinel), and nothing here
+    # is timed finer than a tenth of a lease.
     while not await check():  # noqa: ASYNC110
-        await trio.sleep(0.02)
+        await trio.sleep(0.05)
 
 
 async def results_of(fleet: Fleet) -> list[dict[str, Any]]:
