@@ -204,10 +204,10 @@ async def test_a_429_pauses_every_worker(redis_url: str, fleet_name: str):
 
 
 async def test_two_workers_share_the_rate_in_blocks(redis_url: str, fleet_name: str):
-    """Two workers, 60 tasks each, 2,400 requests at a fleet rate of 2,000/s: never faster than
-    the rate (2,400 slots take at least 1.2 s less a block), and at most 0.1 Redis calls per
+    """Two workers, 60 tasks each, 1,200 requests at a fleet rate of 1,000/s: never faster than
+    the rate (1,200 slots take at least 1.2 s less a block), and at most 0.1 Redis calls per
     request (slots reserved in blocks sized by each worker's demand)."""
-    rate, total = 2000.0, 2400
+    rate, total = 1000.0, 1200
     with trio.fail_after(GUARD):
         async with open_fleet(redis_url, fleet_name) as fleet:
             limiters = [FleetRateLimiter(fleet, rate), FleetRateLimiter(fleet, rate)]
