@@ -124,22 +124,25 @@ class JobPoll:
                 return self.record.last
 
     def _first(self) -> Check:
-        now = anyio.current_time()
-        return self._schedule.first(self.record, now, self._view(now))
+        return self._schedule.first(self.record, *self._at_now())
 
     def verdict(self) -> VideoTranslationError:
-        now = anyio.current_time()
-        return deadline_verdict(self.record, now, self._view(now))
+        return deadline_verdict(self.record, *self._at_now())
 
     async def _wait(self, check: Check) -> None:
         """Wait as ``check`` says, never past the last-check point before the deadline; past
         it, the last check has been made: wait for the deadline's cancel scope."""
         await self._sleep(check.delay, check.until_recovery, check.until_probe)
-        if check.hold and check.unheld_delay and not self._view(anyio.current_time()).may_hold:
+        if check.hold and check.unheld_delay and not self._at_now()[1].may_hold:
             await self._sleep(check.unheld_delay, False)
 
     def _view(self, now: float) -> ServerView:
         return self.session.view(self.record.job_id, now)
+
+    def _at_now(self) -> tuple[float, ServerView]:
+        """The time and the server's state at this instant: what a decision is given."""
+        now = anyio.current_time()
+        return now, self._view(now)
 
     async def _sleep(self, delay: float, until_recovery: bool, until_probe: bool = False) -> None:
         if not delay:
@@ -173,8 +176,7 @@ class JobPoll:
         reserved = session.reserve_retry(job_id) if retry else False
         if reserved is None:
             # The server fails most requests: this retry is held back, not sent.
-            now = anyio.current_time()
-            return held_back(record, now, self._view(now))
+            return held_back(record, *self._at_now())
         if hold:  # fitted to the deadline as it stands now, after the wait
             hold = record.fit_hold(hold, anyio.current_time())
         record.requests += 1
@@ -184,11 +186,9 @@ class JobPoll:
             finally:
                 session.retried(reserved)
         except JobNotFound as error:
-            now = anyio.current_time()
-            return not_found(record, error, now, self._view(now))
+            return not_found(record, error, *self._at_now())
         except Transient as failure:
-            now = anyio.current_time()
-            action = failed(record, failure, now, self._view(now))
+            action = failed(record, failure, *self._at_now())
             if isinstance(action, Check):
                 logger.debug(
                     "%s: %s; %s in %.3f s",
