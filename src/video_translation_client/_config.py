@@ -34,7 +34,9 @@ class StatusPollingConfig:
         max_retries: Transient failures of one job in a row, while the server answers others,
             before the job fails.
         outage_timeout: Seconds a job rides through a server that answers nothing at all (a
-            restart, an outage) before it fails as unreachable; its deadline still bounds it.
+            restart, an outage) before it fails as unreachable, or that fails every request
+            (a proxy's 503s meanwhile) before it fails as retries exhausted; its deadline
+            still bounds it.
         max_attempts: Checks of one job before it ends as a timeout while still pending (the
             original design's max_attempts); None = no limit but the deadline.
         long_poll: Let the server hold a pending check open up to this many seconds (Prefer:

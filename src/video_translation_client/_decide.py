@@ -117,9 +117,14 @@ class ServerView(NamedTuple):
     refused: int = 0
     #: The retry budget is spent: retries are held back but for one probe a second.
     retries_spent: bool = False
+    #: The first failure (an answer or none) since the last success, None after a success.
+    failing_since: float | None = None
 
     def silent_for(self, now: float) -> float:
         return 0.0 if self.silent_since is None else now - self.silent_since
+
+    def failing_for(self, now: float) -> float:
+        return 0.0 if self.failing_since is None else now - self.failing_since
 
 
 class JobRecord:
@@ -302,12 +307,15 @@ def failed(job: JobRecord, failure: Transient, now: float, server: ServerView) -
         # Flow control: not counted.
         return Check(delay=delay, hold=hold, note="asking again (throttled)")
     if failure.status_code is not None or server.last_answer > job.failed_at:
-        # The server answers (this failure, or others since this job's last one): this job's
-        # own trouble, or an intermittent one.
-        job.failures += 1
-        if job.failures > config.max_retries:
-            return Fail(exhausted(job, failure))
-        note = f"retry {job.failures} of {config.max_retries}"
+        # The server answers (this failure, or others since this job's last one).
+        counted = job.failures
+        ended = _failing(job, failure, now, server)
+        if ended is not None:
+            return Fail(ended)
+        if job.failures > counted:
+            note = f"retry {job.failures} of {config.max_retries}"
+        else:
+            note = f"retry (every request failing for {server.failing_for(now):.1f} s)"
     else:
         error = _silence(job, failure, now, server)
         if error is not None:
@@ -363,16 +371,13 @@ def held_back(job: JobRecord, now: float, server: ServerView) -> Action:
     assert failing is not None
     if now >= job.retry_at:
         # Nothing has succeeded since this job failed, and its whole backoff has passed that
-        # way: a silent server is an outage (ridden through, up to outage_timeout), failing
-        # answers count as one more failure.
+        # way: an outage, silent or answering failures, ridden through up to outage_timeout.
         if failing.status_code is None and server.silent_since is not None:
             error = _silence(job, failing, now, server)
-            if error is not None:
-                return Fail(error)
         else:
-            job.failures += 1
-            if job.failures > job.config.max_retries:
-                return Fail(exhausted(job, failing, held_back=True))
+            error = _failing_too_long(job, failing, now, server)
+        if error is not None:
+            return Fail(error)
         job.retry_at = now + _fit_refused(job.retry_backoff.next_delay(), failing, now, server)
     if server.retries_spent:
         # Until the server answers again, this job's own retry time, or its turn to be the
@@ -381,6 +386,37 @@ def held_back(job: JobRecord, now: float, server: ServerView) -> Action:
     # Held back by the retries in flight: room may free up any moment.
     delay = min(job.retry_at - now, HELD_BACK_SPREAD * (0.5 + job.random()))
     return Check(delay=delay, until_recovery=True)
+
+
+def _failing(
+    job: JobRecord, failure: Transient, now: float, server: ServerView
+) -> RetriesExhausted | None:
+    """The server answered the job's request with a failure: counted towards ``max_retries``,
+    unless the trouble is the server's. It is when the server fails most requests (the retry
+    budget is spent) and has failed every one since this job's last failure (a restart behind
+    a proxy that answers 503 meanwhile): ridden through as a silent server is (see
+    :func:`_failing_too_long`). One job failing alone does not spend the budget: its failures
+    count."""
+    if not server.retries_spent or server.last_success > job.failed_at:
+        job.failures += 1
+        if job.failures > job.config.max_retries:
+            return exhausted(job, failure)
+        return None
+    return _failing_too_long(job, failure, now, server)
+
+
+def _failing_too_long(
+    job: JobRecord, failure: Transient, now: float, server: ServerView
+) -> RetriesExhausted | None:
+    """Every request has failed for ``outage_timeout``: the job ends. Until then it rides
+    through, and a retry held back meanwhile counts no failure (it sent nothing). Counted at
+    each backoff that passed, 30 jobs held back by the budget through 30 s of 503s all ended
+    "6 failures in a row" after 2 requests each."""
+    failing_for = server.failing_for(now)
+    if failing_for < job.config.outage_timeout:
+        return None
+    why = f"every request has failed for {failing_for:.1f} s (outage_timeout)"
+    return exhausted(job, failure, why=why)
 
 
 def _silence(
@@ -443,10 +479,9 @@ def timeout(job: JobRecord, why: str) -> PollTimeout:
     )
 
 
-def exhausted(job: JobRecord, failure: Transient, *, held_back: bool = False) -> RetriesExhausted:
-    why = f"{job.failures} transient failures in a row"
-    if held_back:
-        why += " (the last retries held back: the server fails most requests)"
+def exhausted(job: JobRecord, failure: Transient, *, why: str | None = None) -> RetriesExhausted:
+    if why is None:
+        why = f"{job.failures} transient failures in a row"
     error = RetriesExhausted(
         f"{job_name(job.job_id)}: {why}, the last: {failure.description}",
         job_id=job.job_id,

@@ -159,6 +159,7 @@ class Session:
             heard=self.state.told,
             refused=self.state.counters.throttled,
             retries_spent=self.state.budget.spent,
+            failing_since=health.failing_since,
         )
 
     def _plain(self, now: float) -> bool:

@@ -75,13 +75,21 @@ class Health:
     next answer.
     """
 
-    __slots__ = ("last_answer", "last_success", "silent_since", "silent_since_wall")
+    __slots__ = (
+        "failing_since",
+        "last_answer",
+        "last_success",
+        "silent_since",
+        "silent_since_wall",
+    )
 
     def __init__(self) -> None:
         self.last_answer = -math.inf
         self.last_success = -math.inf
         self.silent_since: float | None = None
         self.silent_since_wall: datetime | None = None
+        #: The first failure since the last success (a 429 is none: flow control).
+        self.failing_since: float | None = None
 
     @property
     def ever_answered(self) -> bool:
@@ -91,9 +99,15 @@ class Health:
         self.last_answer = now
         if success:
             self.last_success = now
+            self.failing_since = None
         self.silent_since = self.silent_since_wall = None
 
+    def failed(self, now: float) -> None:
+        if self.failing_since is None:
+            self.failing_since = now
+
     def no_answer(self, now: float) -> None:
+        self.failed(now)
         if self.silent_since is None:
             self.silent_since = now
             self.silent_since_wall = datetime.now(UTC)
@@ -229,6 +243,7 @@ class ServerState:
         if result is Result.FAILED:
             self.budget.record_failure()
             self.health.answered(now, success=False)
+            self.health.failed(now)
             if held:
                 self._held_failures += 1
                 self._held_failed = now

@@ -95,6 +95,22 @@ def _assert_action(action: Action, expected: Check | type[Exception]) -> None:
         # An HTTP failure counts; the retry waits the retry backoff, and sleeps until recovery.
         (FAIL_500, 0, UP, 1.0, Check(delay=1.0, until_recovery=True, note="retry 1 of 2")),
         (FAIL_500, 2, UP, 1.0, RetriesExhausted),
+        # The server fails most requests and every one since this job's last failure: its
+        # trouble, not the job's, ridden through up to outage_timeout since its last success.
+        (
+            FAIL_500,
+            2,
+            ServerView(last_answer=2.0, last_success=0.0, retries_spent=True, failing_since=0.0),
+            29.0,
+            Check(delay=1.0, until_recovery=True, note="retry (every request failing for 29.0 s)"),
+        ),
+        (
+            FAIL_500,
+            2,
+            ServerView(last_answer=2.0, last_success=0.0, retries_spent=True, failing_since=0.0),
+            30.0,
+            RetriesExhausted,
+        ),
         # No answer from a server that never answered: counted as a failure.
         (
             NO_ANSWER,
@@ -195,20 +211,23 @@ def test_the_hinted_schedule(checks, answer, server, expected):
 
 def test_a_held_back_retry_waits_for_the_server_or_its_backoff():
     """A retry the budget held back: within about a second, no request; after its whole
-    backoff with nothing succeeding, one more failure."""
+    backoff with nothing succeeding, a new retry time, and no failure counted: the job sent
+    nothing."""
     record = job(failing=FAIL_500, failed_at=10.0, retry_at=12.0)
-    server = ServerView(last_answer=10.0, last_success=5.0)
+    server = ServerView(last_answer=10.0, last_success=5.0, failing_since=10.0)
     assert held_back(record, 11.0, server) == Check(delay=1.0, until_recovery=True)
-    assert record.failures == 0
     assert held_back(record, 12.0, server) == Check(delay=1.0, until_recovery=True)
-    assert record.failures == 1
+    assert record.retry_at > 12.0
+    assert record.failures == 0
 
 
 def test_a_retry_held_back_by_a_spent_budget_sleeps_till_its_backoff_or_its_turn():
     """While the budget is spent, a held-back retry does not wake every second to ask: it
-    waits for the server's answer, its whole backoff or its turn to be the probe."""
+    waits for the server's answer, its whole backoff or its turn to be the probe. A backoff
+    passed so is no failure of the job's (it sent nothing, and the server fails everyone):
+    the job rides through, up to outage_timeout since the server's last success."""
     record = job(failing=FAIL_500, failed_at=10.0, retry_at=14.0)
-    server = ServerView(last_answer=10.0, last_success=5.0, retries_spent=True)
+    server = ServerView(last_answer=10.0, last_success=5.0, retries_spent=True, failing_since=6.0)
     expected = Check(delay=3.0, until_recovery=True, until_probe=True)
     assert held_back(record, 11.0, server) == expected
     assert record.failures == 0
@@ -216,7 +235,12 @@ def test_a_retry_held_back_by_a_spent_budget_sleeps_till_its_backoff_or_its_turn
         delay=record.retry_at - 14.0, until_recovery=True, until_probe=True
     )
     assert record.retry_at > 14.0
-    assert record.failures == 1
+    assert record.failures == 0
+    record.retry_at = 36.0  # outage_timeout (30 s) after the first failure
+    action = held_back(record, 36.0, server)
+    assert isinstance(action, Fail)
+    assert type(action.error) is RetriesExhausted
+    assert "every request has failed for 30.0 s (outage_timeout)" in str(action.error)
 
 
 REFUSED = Transient("ConnectError: refused", refused=True)

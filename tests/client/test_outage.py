@@ -16,6 +16,7 @@ import trio
 
 from video_translation_client import (
     Outcome,
+    RetriesExhausted,
     ServerUnreachable,
     StatusPollingConfig,
     VideoTranslationClient,
@@ -45,6 +46,28 @@ def down_between(
         if down_from <= now < up_at:
             raise refused() if refusing else httpx.ConnectError("connection refused")
         return status("completed" if now >= completes_at else "pending")
+
+    return answer
+
+
+def failing_between(
+    start: float, down_from: float, up_at: float, completes_at: float
+) -> Callable[[httpx.Request], httpx.Response]:
+    """A server answering pending (completed from ``completes_at``), single checks and
+    batches, with a 503 to every request from ``down_from`` to ``up_at`` seconds: a restart
+    behind a proxy that answers meanwhile."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        now = trio.current_time() - start
+        if down_from <= now < up_at:
+            return error(503)
+        result = "completed" if now >= completes_at else "pending"
+        if request.url.path != "/jobs":
+            return status(result)
+        ids = request.url.params["ids"].split(",")
+        return httpx.Response(
+            200, json={"jobs": [{"job_id": i, "result": result} for i in ids], "unknown": []}
+        )
 
     return answer
 
@@ -148,12 +171,15 @@ async def test_a_restart_loses_no_job(autojump_clock):
     assert len(server.log) - len(failed) == jobs
 
 
-async def test_a_server_silent_for_good_fails_every_job_as_unreachable(autojump_clock):
-    """After answering, the server goes silent and stays so: every job ends failed, as
-    unreachable since the silence began, once it has lasted outage_timeout; none as a
-    timeout (the jobs' state is not known), and none held up waiting for a probe."""
+@pytest.mark.parametrize("fault", ["silence", "503"])
+async def test_a_server_down_for_good_fails_every_job_after_outage_timeout(autojump_clock, fault):
+    """After answering, the server goes silent (or answers 503 to every request) and stays
+    so: every job ends failed once that has lasted outage_timeout; none as a timeout (the
+    jobs' state is not known), and none held up waiting for a probe. Silent: unreachable
+    since the silence began. 503s: RetriesExhausted saying so (the server answers)."""
     start = trio.current_time()
-    server = Scripted([down_between(start, down_from=5, up_at=10**9, completes_at=10**9)])
+    down = down_between if fault == "silence" else failing_between
+    server = Scripted([down(start, down_from=5, up_at=10**9, completes_at=10**9)])
     async with server.client() as http:
         client = VideoTranslationClient(
             URL,
@@ -164,11 +190,33 @@ async def test_a_server_silent_for_good_fails_every_job_as_unreachable(autojump_
         results = await client.poll_many([f"s{i}" for i in range(30)])
     took = trio.current_time() - start
     assert [r.outcome for r in results] == [Outcome.FAILED] * 30
-    assert all(isinstance(r.error, ServerUnreachable) for r in results)
-    assert all(isinstance(r.error, ConnectionError) for r in results)
-    assert "has answered nothing since " in str(results[0].error)
-    assert results[0].error.since is not None  # type: ignore[union-attr]
-    assert 35 <= took < 45  # silent from about 5 s, 30 s of outage_timeout, a backoff
+    if fault == "silence":
+        assert all(isinstance(r.error, ServerUnreachable) for r in results)
+        assert all(isinstance(r.error, ConnectionError) for r in results)
+        assert "has answered nothing since " in str(results[0].error)
+        assert results[0].error.since is not None  # type: ignore[union-attr]
+    else:
+        assert all(type(r.error) is RetriesExhausted for r in results)
+        assert "every request has failed for " in str(results[0].error)
+        assert "(outage_timeout), the last: HTTP 503" in str(results[0].error)
+    assert 35 <= took < 45  # down from about 5 s, 30 s of outage_timeout, a backoff
+
+
+@pytest.mark.parametrize("batch", [False, True])
+async def test_with_the_defaults_60_s_of_503s_to_every_request_lose_no_job(autojump_clock, batch):
+    """Every default: the server answers 503 to every request for 60 s (its jobs finish
+    meanwhile), then comes back: every job ends completed, as after 60 s of silence. Retries
+    held back by the budget are no failures of the job's: counted, 30 jobs through 30 s of
+    503s all ended RetriesExhausted ("6 failures in a row") after 2 requests each."""
+    jobs = 30
+    start = trio.current_time()
+    server = Scripted([failing_between(start, down_from=5, up_at=65, completes_at=30)])
+    async with server.client() as http:
+        client = VideoTranslationClient(URL, http_client=http, batch=batch)
+        results = await client.poll_many([f"j{i}" for i in range(jobs)])
+    assert [r.outcome for r in results] == [Outcome.COMPLETED] * jobs
+    during = [t for t, _ in server.log if 5 <= t - start < 65]
+    assert len(during) < jobs + 60 + 10  # the budget's probes, not each job's retries
 
 
 @pytest.mark.parametrize("before", ["pending", "503"])
@@ -187,9 +235,7 @@ async def test_the_deadline_in_an_outage_is_a_failure_not_a_timeout(autojump_clo
         return outage(request)
 
     server = Scripted([answer])
-    # A job held back after a 503 counts a failure at each backoff that passes: with the
-    # default max_retries, some were exhausted before their deadline.
-    config = StatusPollingConfig(timeout=20, max_retries=20)
+    config = StatusPollingConfig(timeout=20)
     async with server.client() as http:
         client = VideoTranslationClient(URL, config, http_client=http, batch=batch)
         results = await client.poll_many([f"t{i}" for i in range(20)])
