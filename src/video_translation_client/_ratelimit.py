@@ -44,8 +44,9 @@ server's ``Retry-After``, and a rate that finds the server's own), so this is wr
     A probe that doubles the rate, the mirror of a halving, finds no limit left: the rate
     goes back to the configured one, none if none was.
 
-Seven tuned constants, each named below with why; the rest is the cooldown, the counting
-error of a measure, and halving.
+Six tuned constants, each named below with why; the rest is the cooldown, the counting
+error of a measure (and the fewest answers a measure is taken from, which follows from it),
+and halving.
 """
 
 from __future__ import annotations
@@ -77,8 +78,13 @@ ANSWERS_MEMORY = 5.0
 #: ``ALPHA``: one run in a thousand a false alarm, which one trial then takes back.
 PRIOR = 50
 ALPHA = 1e-3
-#: The fewest answers a measure is taken from: (answers - 1) / span errs by 1/4 at most.
-MEASURE_ANSWERS = 5
+#: Not tuned: a rate measured as (answers - 1) / span errs by a token at each end of the
+#: span, two answers' worth.
+_COUNTING_ERROR = 2
+#: Not tuned: the fewest answers a measure is taken from, so that its counting error is at
+#: most half of what it counts, no coarser than the halving that stands in for a measure
+#: with fewer (5).
+MEASURE_ANSWERS = 1 + 2 * _COUNTING_ERROR
 
 
 @dataclass(slots=True)
@@ -493,7 +499,7 @@ class RateLimiter:
         """Settle just under a measure, up or down (halvings while nothing could be measured
         may have gone below it), to be judged by a trial."""
         known = self._server_rate
-        if known is not None and abs(measured - known) * span <= 2:
+        if known is not None and abs(measured - known) * span <= _COUNTING_ERROR:
             # Found where it was, within what counting answers can tell (a token at each end
             # of the span): probe half as fast next time (cycles grow by sqrt 2).
             self._slow_probe()
