@@ -95,7 +95,7 @@ def create_app(
                 state.injector,
                 slow_delay=settings.slow_delay,
                 on_fault=lambda kind: metrics.faults.labels(kind).inc(),
-                retry_after=settings.dialect != "elevenlabs",
+                retry_after=settings.fault_hints and settings.dialect != "elevenlabs",
             ),
             metrics,
         ),

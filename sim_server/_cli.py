@@ -30,6 +30,8 @@ _HELP = {
     "fault_502": "Probability per status request of a 502.",
     "fault_503": "Probability per status request of a 503 with Retry-After.",
     "fault_429": "Probability per status request of a 429 with Retry-After.",
+    "fault_hints": "Injected 429s and 503s say Retry-After: 1 (off: nothing, as a proxy's or a"
+    " concurrency cap's refusals often do).",
     "fault_slow": "Probability per status request of answering --slow-delay seconds late.",
     "slow_delay": "Delay of a slow response, seconds.",
     "fault_drop": "Probability per status request of closing the connection mid-response.",

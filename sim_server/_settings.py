@@ -58,6 +58,8 @@ class ServerSettings:
     fault_502: float = 0.0
     fault_503: float = 0.0
     fault_429: float = 0.0
+    #: Whether injected 429s and 503s say when to come back (``Retry-After: 1``).
+    fault_hints: bool = True
     fault_slow: float = 0.0
     slow_delay: float = 2.0
     fault_drop: float = 0.0

@@ -53,11 +53,19 @@ def test_no_rates_no_faults():
 
 
 @pytest.mark.parametrize(
-    ("kind", "retry_after"), [("500", None), ("502", None), ("503", "1"), ("429", "1")]
+    ("kind", "hints", "retry_after"),
+    [
+        ("500", True, None),
+        ("502", True, None),
+        ("503", True, "1"),
+        ("429", True, "1"),
+        ("429", False, None),
+    ],
 )
-async def test_error_faults(autojump_clock, make_sim, kind, retry_after):
-    """Error faults answer their status code (503 and 429 with Retry-After) on status reads."""
-    sim = make_sim(**{f"fault_{kind}": 1.0})
+async def test_error_faults(autojump_clock, make_sim, kind, hints, retry_after):
+    """Error faults answer their status code (503 and 429 with Retry-After, unless
+    --no-fault-hints) on status reads."""
+    sim = make_sim(**{f"fault_{kind}": 1.0}, fault_hints=hints)
     await sim.create("f", 10)  # creation is never faulted
     for path in ("/jobs/f", "/jobs/f/status", "/status", "/jobs?ids=f"):
         r = await sim.client.get(path)
