@@ -351,9 +351,10 @@ class RateLimiter:
         self._tokens = 1.0
 
     def refused(self, retry_after: float | None = None, quota: float | None = None) -> None:
-        """A 429: every request waits out its ``retry_after`` while the server is overrun."""
-        if self.throttled(quota) and retry_after is not None:
-            self.pause(retry_after)
+        """A 429: every request waits out its ``retry_after`` while the server is overrun, or a
+        ``cooldown`` if it says nothing of when to come back."""
+        if self.throttled(quota):
+            self.pause(self.cooldown if retry_after is None else retry_after)
 
     def accepted(self) -> None:
         """The server accepted a request (any answer but a 429): what the rate is measured by."""
@@ -482,7 +483,7 @@ class RateLimiter:
         test: the Chernoff bound on the chance of as many, below ``ALPHA``), and the counts
         it was judged on (see :meth:`_counts`)."""
         accepted, refused = self._counts(since)
-        thick = refused > 1 and _unlikely(refused, refused + accepted, self._base_share())
+        thick = refused > 1 and unlikely(refused, refused + accepted, self._base_share())
         return thick, accepted, refused
 
     def _counts(self, since: float) -> tuple[int, int]:
@@ -519,11 +520,11 @@ class RateLimiter:
         share = refused / outcomes
         if _fewer(trial.window, (refused, outcomes)):
             limit = True
-        elif refused > 1 and not _unlikely(*trial.window, share):
+        elif refused > 1 and not unlikely(*trial.window, share):
             # As many refused under the cut as here, however long it went on, the window
             # would not be shown thicker: nothing a limit would do.
             limit = False
-        elif refused and _unlikely(refused, outcomes, self._base_share()):
+        elif refused and unlikely(refused, outcomes, self._base_share()):
             limit = False
         else:
             return
@@ -580,7 +581,7 @@ def _kl(q: float, p: float) -> float:
     return sum(x * math.log(x / y) for x, y in ((q, p), (1 - q, 1 - p)) if x > 0)
 
 
-def _unlikely(k: int, n: int, p: float) -> bool:
+def unlikely(k: int, n: int, p: float) -> bool:
     """Whether k or more successes in n trials of chance p are less likely than ``ALPHA``, by
     the Chernoff bound exp(-n KL(k/n || p)) (Hoeffding 1963): no tail sums, and on the safe
     side."""

@@ -158,6 +158,7 @@ class Session:
             plain=self._plain(now),
             heard=self.state.told,
             refused=self.state.counters.throttled,
+            requests=self.state.counters.requests,
             retries_spent=self.state.budget.spent,
             failing_since=health.failing_since,
         )

@@ -52,6 +52,9 @@ def pending(**fields: object) -> Answer:
 
 FAIL_500 = Transient("HTTP 500", status_code=500)
 FAIL_429 = Transient("HTTP 429", status_code=429, hint=3.0)
+#: A 429 that says nothing of when to come back (ElevenLabs', a proxy's).
+BARE_429 = Transient("HTTP 429", status_code=429)
+THROTTLED = "asking again (throttled)"
 NO_ANSWER = Transient("ConnectError")
 NOTE_1_5 = "retry (no answer from the server for 1.5 s)"
 NOTE_2_0 = "retry (no answer from the server for 2.0 s)"
@@ -91,7 +94,11 @@ def _assert_action(action: Action, expected: Check | type[Exception]) -> None:
     ("failure", "failures", "server", "now", "expected"),
     [
         # A 429 is flow control: its hint, and no failure counted.
-        (FAIL_429, 0, UP, 1.0, Check(delay=3.0, note="asking again (throttled)")),
+        (FAIL_429, 0, UP, 1.0, Check(delay=3.0, note=THROTTLED)),
+        # Without one: at once while refusals look random (the limiter paces every request)...
+        (BARE_429, 0, ServerView(refused=1, requests=100), 1.0, Check(note=THROTTLED)),
+        # ...the retry backoff when the server refuses most requests.
+        (BARE_429, 0, ServerView(refused=60, requests=100), 1.0, Check(delay=1.0, note=THROTTLED)),
         # An HTTP failure counts; the retry waits the retry backoff, and sleeps until recovery.
         (FAIL_500, 0, UP, 1.0, Check(delay=1.0, until_recovery=True, note="retry 1 of 2")),
         (FAIL_500, 2, UP, 1.0, RetriesExhausted),
@@ -139,6 +146,20 @@ def test_what_follows_a_failure(failure, failures, server, now, expected):
     """The table of failures: flow control, the job's own failures, the server's silence."""
     record = job(failures=failures, failed_at=0.0)
     _assert_action(failed(record, failure, now, server), expected)
+
+
+def test_a_job_refused_in_a_row_more_often_than_chance_explains_backs_off():
+    """429s that say nothing of when to come back: a job asks again at once while its run of
+    them is as likely as the limiter's test allows at the client's share of refusals (5%
+    here: 2 in a row), then backs off as after a failure (4 in a row at 5%: 6e-6); an
+    answer ends the run."""
+    record = job()
+    server = ServerView(refused=5, requests=100)
+    delays = [failed(record, BARE_429, 1.0, server).delay for _ in range(4)]  # type: ignore[union-attr]
+    assert delays[:2] == [0.0, 0.0]
+    assert delays[2:] == [1.0, 2.0]
+    answered(record, pending(), 2.0, server, Hinted())
+    assert failed(record, BARE_429, 3.0, server) == Check(note=THROTTLED)
 
 
 def test_an_answer_that_woke_for_another_job_is_no_check():
