@@ -1,6 +1,6 @@
-"""The load scripts that draw no plot (fleet, overhead, hostile), each run end to end on a
-tiny workload: its report has the right shape and its invariants hold (every job's result
-once, costs positive, memory bounded).
+"""The load scripts that draw no plot (fleet, overhead, hostile, refusals), each run end to
+end on a tiny workload: its report has the right shape and its invariants hold (every job's
+result once, costs positive, memory bounded).
 
 The numbers themselves belong to full runs (load/README.md): nothing here depends on how fast
 this machine is.
@@ -40,6 +40,51 @@ def test_hostile(tmp_path: Path, run_script: Callable[..., Any]):
         assert row["requests"] == 1
         assert 0 < row["sent_mib"] < row["body_mib"], row
         assert row["rss_peak_mib"] - row["rss_before_mib"] < 32, row
+
+
+@pytest.mark.long
+def test_refusals(tmp_path: Path, run_script: Callable[..., Any]):
+    """A row per share of 429s at random (with Retry-After and without) and per client rate
+    against a real limit (here in ElevenLabs' dialect, whose 429s say nothing of when to come
+    back): every job ends completed, the run without 429s is the yardstick
+    (x 1), and a floor is drawn only where a Retry-After imposes one."""
+    rows, stdout = run_script(
+        "refusals",
+        *("--workloads", "A", "--modes", "single", "--shares", "0.2"),
+        *("--dialects", "elevenlabs", "--rates", "none", "--runs", "1", "--scale", "20"),
+        workload=False,
+    )
+    assert [(r["scenario"], r.get("share"), r.get("retry_after")) for r in rows] == [
+        ("random", 0.0, None),
+        ("random", 0.2, True),
+        ("random", 0.2, False),
+        ("limit", None, False),
+    ]
+    for row in rows:
+        assert row["lost"] == 0, row
+        assert row["jobs"] == (10 if row["scenario"] == "random" else 30)
+        assert row["requests_per_job"] >= 1, row
+        assert 0 <= row["refused_share"] < 1, row
+    assert rows[0]["x_none"] == 1
+    assert rows[0]["floor_x"] == 1
+    assert rows[1]["floor_x"] >= 1
+    assert rows[2]["floor_x"] == 1  # nothing imposed a wait
+    for row in rows[3:]:
+        assert row["refused_worst"] == row["refused_share"]  # one run
+        assert row["accepted_per_s"] > 0
+    assert "floor x" in stdout
+
+
+def test_the_refusals_floor_grows_with_the_share():
+    """The least a client loses to refusals that each say Retry-After: nothing without
+    refusals or without the hint; more at a higher share (the draws are the same, so each
+    job is refused at least as often)."""
+    floor = script("refusals").floor_extra
+    lengths = [1.5 + k / 100 for k in range(200)]
+    assert floor(lengths, 0.0, 1.0, 7) == 0
+    assert floor(lengths, 0.2, 0.0, 7) == 0
+    low, high = floor(lengths, 0.05, 1.0, 7), floor(lengths, 0.2, 1.0, 7)
+    assert 0 < low <= high
 
 
 @pytest.mark.long
