@@ -89,7 +89,7 @@ Action = Check | Done | Fail
 class ServerView(NamedTuple):
     """What a decision needs of the server's state, read at one instant. A named tuple, not a
     frozen dataclass: as unchangeable, and built in a third of the time (a frozen dataclass
-    sets each of its 14 fields through ``object.__setattr__``), once for nearly every
+    sets each of its fields through ``object.__setattr__``), once for nearly every
     decision."""
 
     #: Whether the server has answered anything since the client started.
