@@ -28,8 +28,8 @@ _HELP = {
     "batch": "Offer the batch route, GET /jobs?ids=a,b,c (off: it answers 404).",
     "fault_500": "Probability per status request of a 500.",
     "fault_502": "Probability per status request of a 502.",
-    "fault_503": "Probability per status request of a 503 with Retry-After.",
-    "fault_429": "Probability per status request of a 429 with Retry-After.",
+    "fault_503": "Probability per status request of a 503 (with Retry-After: see --fault-hints).",
+    "fault_429": "Probability per status request of a 429 (with Retry-After: see --fault-hints).",
     "fault_hints": "Injected 429s and 503s say Retry-After: 1 (off: nothing, as a proxy's or a"
     " concurrency cap's refusals often do).",
     "fault_slow": "Probability per status request of answering --slow-delay seconds late.",

@@ -322,7 +322,8 @@ def failed(job: JobRecord, failure: Transient, now: float, server: ServerView) -
         if job.failures > counted:
             note = f"retry {job.failures} of {config.max_retries}"
         else:
-            note = f"retry (every request failing for {server.failing_for(now):.1f} s)"
+            failing_for = min(server.failing_for(now), now - job.started)
+            note = f"retry (every request failing for {failing_for:.1f} s)"
     else:
         error = _silence(job, failure, now, server)
         if error is not None:
@@ -419,13 +420,16 @@ def _failing(
     unless the trouble is the server's. It is when the server fails most requests (the retry
     budget is spent) and has failed every one since this job's last failure (a restart behind
     a proxy that answers 503 meanwhile): ridden through as a silent server is (see
-    :func:`_failing_too_long`). One job failing alone does not spend the budget: its failures
-    count."""
+    :func:`_failing_too_long`). A job failing alone spends the budget only at 10 failures more
+    than successes, and its failures count until then: one polled alone with ``max_retries``
+    of 10 or more (or a few failing alike) cannot be told from a server failing everyone, and
+    rides through as well."""
     if not server.retries_spent or server.last_success > job.failed_at:
         job.failures += 1
         if job.failures > job.config.max_retries:
             return exhausted(job, failure)
         return None
+    job.failures = 0  # the server's trouble breaks the job's own run of failures
     return _failing_too_long(job, failure, now, server)
 
 
@@ -436,7 +440,9 @@ def _failing_too_long(
     through, and a retry held back meanwhile counts no failure (it sent nothing). Counted at
     each backoff that passed, 30 jobs held back by the budget through 30 s of 503s all ended
     "6 failures in a row" after 2 requests each."""
-    failing_for = server.failing_for(now)
+    # Since the job began, at most: a failure an hour before it (the last jobs of an outage,
+    # then an idle client) says nothing of how long the server has been failing it.
+    failing_for = min(server.failing_for(now), now - job.started)
     if failing_for < job.config.outage_timeout:
         return None
     why = f"every request has failed for {failing_for:.1f} s (outage_timeout)"

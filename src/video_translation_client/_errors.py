@@ -116,7 +116,8 @@ class UnknownStatus(InvalidResponse):
 
 
 class RetriesExhausted(VideoTranslationError):
-    """The job failed transiently too many times in a row; ``__cause__`` is the last failure.
+    """The job failed transiently too many times in a row (``max_retries``), or the server
+    failed every request for ``outage_timeout``; ``__cause__`` is the last failure.
     ``requests`` counts the requests sent for the job."""
 
     def __init__(self, message: str, *, job_id: str | None = None, requests: int = 0) -> None:

@@ -8,7 +8,8 @@ server's ``Retry-After``, and a rate that finds the server's own), so this is wr
   rate (``None``) nothing is paced until the server throttles: from then on, its own rate.
 - **FIFO**: callers are served in the order they asked (anyio's ``Lock`` is fair), so no job
   starves behind luckier ones.
-- **Pause**: ``pause(seconds)`` stops everyone until then (a 429's ``Retry-After``).
+- **Pause**: ``pause(seconds)`` stops everyone until then (a 429's ``Retry-After``, or a
+  ``cooldown`` for one that says nothing of when to come back).
 - **Adaptive**: the limiter counts the answers the server accepts (``accepted()``) and the
   429s it gets (``refused()``), and learns the server's rate by one law:
 
@@ -32,7 +33,8 @@ server's ``Retry-After``, and a rate that finds the server's own), so this is wr
     under all that was measured: the cut left out a token the server's bucket may have
     held); refusals at random restore the rate from before the first cut no trial
     confirmed (within a ``cooldown`` or so), and teach the base share.
-  - *A refusal holds every request for its* ``Retry-After`` only where a limit is likely:
+  - *A refusal holds every request for its* ``Retry-After`` (a ``cooldown`` if it says
+    nothing) only where a limit is likely:
     once a trial has found one, or while more requests are refused than accepted.
     Otherwise only its own request waits (the client sees to that).
   - *Without 429s the rate probes upwards* from where it settled, slowly at first and
@@ -354,7 +356,10 @@ class RateLimiter:
         """A 429: every request waits out its ``retry_after`` while the server is overrun, or a
         ``cooldown`` if it says nothing of when to come back."""
         if self.throttled(quota):
-            self.pause(self.cooldown if retry_after is None else retry_after)
+            if retry_after is not None:
+                self.pause(retry_after)
+            elif self.cooldown:  # a pause of nothing would hand out a token
+                self.pause(self.cooldown)
 
     def accepted(self) -> None:
         """The server accepted a request (any answer but a 429): what the rate is measured by."""

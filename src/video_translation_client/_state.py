@@ -315,3 +315,5 @@ class ServerState:
         self._recovered = self._heard = None
         self._turn = None
         self._held.clear()
+        # Times on the last loop's clock, which this one does not share.
+        self.health.failing_since = None

@@ -148,6 +148,18 @@ def test_what_follows_a_failure(failure, failures, server, now, expected):
     _assert_action(failed(record, failure, now, server), expected)
 
 
+def test_failures_from_before_a_job_began_do_not_end_it():
+    """The server has failed every request since long before this job began (the last jobs
+    of an outage, then an idle client): the job's ride-through is measured from its own
+    start, not from the server's first failure, and it rides on."""
+    record = job(started=3600.0, failing=FAIL_500, failed_at=3600.5)
+    server = ServerView(last_success=-1.0, retries_spent=True, failing_since=0.0)
+    action = failed(record, FAIL_500, 3601.0, server)
+    assert action == Check(
+        delay=1.0, until_recovery=True, note="retry (every request failing for 1.0 s)"
+    )
+
+
 def test_a_job_refused_in_a_row_more_often_than_chance_explains_backs_off():
     """429s that say nothing of when to come back: a job asks again at once while its run of
     them is as likely as the limiter's test allows at the client's share of refusals (5%

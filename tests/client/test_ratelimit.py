@@ -343,6 +343,18 @@ async def test_an_overrun_pauses_everyone_for_its_retry_after_or_a_cooldown(
     assert limiter.statistics().paused_for == (0.25 if retry_after is None else retry_after)
 
 
+async def test_an_overrun_without_a_hint_or_a_cooldown_hands_out_no_token(autojump_clock):
+    """With no cooldown there is nothing to pause for: no pause, and so not the one token a
+    pause lets go at its end (each refused job would ask again unpaced)."""
+    limiter = RateLimiter(10, 1, cooldown=0)
+    await limiter.acquire()  # the bucket's one token
+    for _ in range(OVERRUN_REFUSALS):
+        limiter.refused()
+    start = trio.current_time()
+    await limiter.acquire()
+    assert trio.current_time() > start
+
+
 async def test_refusals_under_the_cut_count_after_a_cooldown(autojump_clock):
     """Answers to requests sent before the cut come within a cooldown of it and say nothing
     of the cut; refusals after it do: two then, among few answers, show them random."""
