@@ -315,15 +315,16 @@ def failed(job: JobRecord, failure: Transient, now: float, server: ServerView) -
         delay = job.retry_backoff.next_delay()
     if failure.status_code is not None or server.last_answer > job.failed_at:
         # The server answers (this failure, or others since this job's last one).
-        counted = job.failures
-        ended = _failing(job, failure, now, server)
+        if _servers_trouble(job, server):
+            job.failures = 0  # the server's trouble breaks the job's own run of failures
+            ended = _failing_too_long(job, failure, now, server)
+            note = f"retry (every request failing for {_failing_for(job, now, server):.1f} s)"
+        else:
+            job.failures += 1
+            ended = exhausted(job, failure) if job.failures > config.max_retries else None
+            note = f"retry {job.failures} of {config.max_retries}"
         if ended is not None:
             return Fail(ended)
-        if job.failures > counted:
-            note = f"retry {job.failures} of {config.max_retries}"
-        else:
-            failing_for = min(server.failing_for(now), now - job.started)
-            note = f"retry (every request failing for {failing_for:.1f} s)"
     else:
         error = _silence(job, failure, now, server)
         if error is not None:
@@ -413,24 +414,23 @@ def held_back(job: JobRecord, now: float, server: ServerView) -> Action:
     return Check(delay=delay, until_recovery=True)
 
 
-def _failing(
-    job: JobRecord, failure: Transient, now: float, server: ServerView
-) -> RetriesExhausted | None:
-    """The server answered the job's request with a failure: counted towards ``max_retries``,
-    unless the trouble is the server's. It is when the server fails most requests (the retry
-    budget is spent) and has failed every one since this job's last failure (a restart behind
-    a proxy that answers 503 meanwhile): ridden through as a silent server is (see
-    :func:`_failing_too_long`). A job failing alone spends the budget only at 10 failures more
-    than successes, and its failures count until then: one polled alone with ``max_retries``
-    of 10 or more (or a few failing alike) cannot be told from a server failing everyone, and
-    rides through as well."""
-    if not server.retries_spent or server.last_success > job.failed_at:
-        job.failures += 1
-        if job.failures > job.config.max_retries:
-            return exhausted(job, failure)
-        return None
-    job.failures = 0  # the server's trouble breaks the job's own run of failures
-    return _failing_too_long(job, failure, now, server)
+def _servers_trouble(job: JobRecord, server: ServerView) -> bool:
+    """Whether a failure answered to the job's request is the server's trouble rather than
+    the job's, and so not counted towards ``max_retries``: the server fails most requests
+    (the retry budget is spent) and has failed every one since this job's last failure (a
+    restart behind a proxy that answers 503 meanwhile). The job rides through it as through
+    a silent server (see :func:`_failing_too_long`). A job failing alone spends the budget
+    only at 10 failures more than successes, and its failures count until then: one polled
+    alone with ``max_retries`` of 10 or more (or a few failing alike) cannot be told from a
+    server failing everyone, and rides through as well."""
+    return server.retries_spent and server.last_success <= job.failed_at
+
+
+def _failing_for(job: JobRecord, now: float, server: ServerView) -> float:
+    """How long every request has failed, since the job began at most: a failure an hour
+    before it (the last jobs of an outage, then an idle client) says nothing of how long the
+    server has been failing it."""
+    return min(server.failing_for(now), now - job.started)
 
 
 def _failing_too_long(
@@ -440,9 +440,7 @@ def _failing_too_long(
     through, and a retry held back meanwhile counts no failure (it sent nothing). Counted at
     each backoff that passed, 30 jobs held back by the budget through 30 s of 503s all ended
     "6 failures in a row" after 2 requests each."""
-    # Since the job began, at most: a failure an hour before it (the last jobs of an outage,
-    # then an idle client) says nothing of how long the server has been failing it.
-    failing_for = min(server.failing_for(now), now - job.started)
+    failing_for = _failing_for(job, now, server)
     if failing_for < job.config.outage_timeout:
         return None
     why = f"every request has failed for {failing_for:.1f} s (outage_timeout)"
