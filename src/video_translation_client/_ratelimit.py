@@ -24,11 +24,13 @@ server's ``Retry-After``, and a rate that finds the server's own), so this is wr
     says (a stale or wrong one cannot pin the rate): the rate is cut to ``MARGIN`` of the
     answers accepted per second since the overrun began (over ``MIN_MEASURE`` at least),
     and since the last pause longer than a ``cooldown`` (the server's bucket refilled in
-    it); with fewer than ``MEASURE_ANSWERS``, halved; at most once per ``cooldown``.
+    it); with fewer than ``MEASURE_ANSWERS``, halved (with no rate to halve, cut only once
+    as many are refused, most of what was sent); at most once per ``cooldown``.
   - *Every measured cut is a trial*, the rate held while two tests at the same level judge
     it: a limit, if fewer are refused under the cut than in the window that started it
     (G-test); random, if more are refused under it than the base share explains. Outcomes
-    within a ``cooldown`` of the cut answer requests sent before it, and are not counted. A
+    within a ``cooldown`` of the cut, and those of the requests in flight at it (first in,
+    first out), answer requests sent before it, and are not counted. A
     limit's measure stands (with nothing refused under the cut, the rate goes back to just
     under all that was measured: the cut left out a token the server's bucket may have
     held); refusals at random restore the rate from before the first cut no trial
@@ -103,6 +105,9 @@ class _Trial:
     #: The measure without the token the bucket may have held: settled under once nothing
     #: is refused under the cut.
     unbiased: float = 0.0
+    #: The outcomes reported before the first of a request sent under the cut (the requests
+    #: in flight at the cut answered first).
+    sent_before: int = 0
     #: The outcomes since the grace for requests sent before it: answers, refusals.
     answers: int = 0
     refused: int = 0
@@ -222,6 +227,9 @@ class RateLimiter:
         # with a lock is one the limiter has joined (see :meth:`_joined`).
         self._lock: RunVar[anyio.Lock | None] = RunVar("RateLimiter lock", default=None)
         self._acquired = 0
+        #: Outcomes reported (answers and refusals): those past the requests acquired are of
+        #: requests sent since.
+        self._reported = 0
         self._waiting = 0
         self._wait_time = 0.0
         self._decreases = 0
@@ -368,7 +376,8 @@ class RateLimiter:
         _forget_before(self._answers, now - self._memory())
         self._first_answer = min(self._first_answer, now)
         trial = self._trial
-        if trial is not None and now - trial.started >= self.cooldown:
+        self._reported += 1
+        if trial is not None and self._under(now, trial):
             trial.answers += 1
             self._judge(now, trial)
 
@@ -385,6 +394,7 @@ class RateLimiter:
         now = self._now()
         self._refill(now)
         self._refused.append(now)
+        self._reported += 1
         memory = self._memory()
         _forget_before(self._refused, now - memory)
         if now - self._last_throttled > OVERRUN_GAP * memory / ANSWERS_MEMORY:
@@ -394,7 +404,7 @@ class RateLimiter:
         trial = self._trial
         known = self._server_rate
         if trial is not None:
-            if now - trial.started >= self.cooldown:
+            if self._under(now, trial):
                 trial.refused += 1
                 self._judge(now, trial)
             return False
@@ -424,10 +434,21 @@ class RateLimiter:
                 shown = refused, refused + accepted
                 before = max(self._current, self._target, self._unconfirmed_from)
                 self._measured(now, self._accepted_rate(accepted, now - since), now - since)
-                self._trial = _Trial(now, before, window=shown, unbiased=accepted / (now - since))
+                self._trial = _Trial(
+                    now,
+                    before,
+                    window=shown,
+                    unbiased=accepted / (now - since),
+                    sent_before=max(self._reported, self._acquired),
+                )
                 return pause
-            elif accepted or self._current < math.inf:
-                # Too little to measure yet: at least halve, and no faster than the server
+            elif self._current < math.inf or overrun_accepted < overrun_refused >= MEASURE_ANSWERS:
+                # Too little to measure yet. With no rate to halve, a cut without a measure
+                # needs as many refusals as a measure needs answers, most of what was sent:
+                # a client with none checks a job or two a second at the start of a run (the
+                # learning schedule's probes), and 3 refusals in 4 at 20% at random cut it to
+                # 1 request/s before the jobs came due (one run in six held so for 8 s and
+                # more). Otherwise, at least halve, and no faster than the server
                 # accepted since the overrun began, but to no less than half of what it
                 # accepted over the last seconds (it took that much: a few refusals in a lull
                 # of the client's own work would otherwise pin it to the lull's pace). No
@@ -462,6 +483,17 @@ class RateLimiter:
         the client sends at: over an idle spell it is low, and a span holding one would
         measure the server's rate low.)"""
         return max(ANSWERS_MEMORY, PRIOR / self._current)
+
+    def _under(self, now: float, trial: _Trial) -> bool:
+        """Whether an outcome reported now is of a request sent under the trial's cut: a
+        ``cooldown`` after it, and once the requests in flight at the cut have been answered
+        (first in, first out; a burst of 600 at a server answering 1,000 a second took longer
+        than a cooldown, and the refusals of requests sent before the cut refuted 1 trial in
+        10 of a real limit). Requests that are never answered (a timeout, a cancelled check)
+        or held longer stop being waited for after the limiter's memory."""
+        if now - trial.started < self.cooldown:
+            return False
+        return self._reported > trial.sent_before or now - trial.started >= self._memory()
 
     def _slow_probe(self) -> None:
         """The next probe climbs half as fast (down to a thousandth of ``probe``): the limit is

@@ -16,6 +16,7 @@ from video_translation_client import RateLimiter
 from video_translation_client._ratelimit import (
     ANSWERS_MEMORY,
     MARGIN,
+    MEASURE_ANSWERS,
     OVERRUN_GAP,
     PRIOR,
     unlikely,
@@ -527,15 +528,35 @@ def test_the_client_finds_the_servers_rate_whatever_its_header_says(
     assert refused / sent <= (0.2 if noise else 0.05)
 
 
-async def _thin_overrun(limiter: RateLimiter, gap: float) -> None:
-    """A 429, one answer ``gap`` s later, then as many 429s as show an overrun: too few
-    answers among them to measure the server by."""
+async def _thin_overrun(limiter: RateLimiter, gap: float, refusals: int = MEASURE_ANSWERS) -> None:
+    """A 429, one answer ``gap`` s later, then 429s up to ``refusals`` (by default as many as
+    an unlimited limiter cuts on without a measure): too few answers among them to measure
+    the server by."""
+    assert refusals > OVERRUN_REFUSALS  # an overrun, whatever the prior
     limiter.throttled()
     await trio.sleep(gap)
     limiter.accepted()
     await trio.sleep(gap)
-    for _ in range(OVERRUN_REFUSALS):
+    for _ in range(refusals - 1):
         limiter.throttled()
+
+
+async def test_a_few_refusals_among_a_lull_s_checks_leave_an_unlimited_rate_alone(
+    autojump_clock,
+):
+    """A client with no rate of its own, checking a job or two a second at the start of a run
+    (the learning schedule's probes), refused 3 times in 4 by a server refusing 20% at
+    random: too few answers to measure, and too few refusals to cut on without one. Cutting
+    to half the lull's pace held the 200 jobs that came due next at 1 request/s for 8 s and
+    more, one run in six (load/refusals.py, A, 20%)."""
+    limiter = RateLimiter(None)
+    await _thin_overrun(limiter, 0.5, refusals=3)
+    assert limiter.current_rate() == math.inf
+    assert limiter.statistics().decreases == 0
+    # As many refusals as a measure takes answers, most of what was sent: a cut, without one.
+    limiter.throttled()
+    limiter.throttled()
+    assert limiter.current_rate() < math.inf
 
 
 async def test_refusals_early_in_a_run_halve_to_no_less_than_half_its_pace_so_far(
@@ -686,3 +707,31 @@ async def test_refusals_in_a_row_at_a_few_requests_a_second_cut_the_rate(autojum
         await limiter.acquire()
         limiter.throttled()
     assert limiter.current_rate() < 0.6 * 2  # about halved (and climbing back since)
+
+
+async def test_the_refusals_of_requests_in_flight_at_a_cut_do_not_judge_it(autojump_clock):
+    """600 requests sent at once by a client with no rate of its own, at a server answering
+    1,000 a second and taking 100 of them: the answers to the burst take 0.6 s, longer than
+    a cooldown, and those after the cut on trial are of requests sent before it. Counted,
+    their refusals (9 in 10, as in the window that started the trial) refuted it: the limit
+    taken for refusals at random, a base share of 0.39 learnt, and 49% of a run's requests
+    refused (1 run in 10, load/refusals.py, limit, no Retry-After)."""
+    limiter = RateLimiter(None)
+    for _ in range(600):
+        await limiter.acquire()
+    on_trial = None
+    for k in range(600):
+        await trio.sleep(0.001)
+        if k % 10 == 0:
+            limiter.accepted()
+        else:
+            limiter.throttled()
+        if on_trial is None and limiter.statistics().trial:
+            on_trial = k
+    assert on_trial is not None and on_trial < 600 - 250  # a cooldown's worth and more after
+    assert limiter.statistics().trial  # nothing sent under the cut has been answered yet
+    await _answered(limiter, 5)  # what is sent under it is all taken
+    stats = limiter.statistics()
+    assert stats.trial is False
+    assert stats.server_rate is not None  # the limit's measure stands
+    assert stats.base_share < 0.05
