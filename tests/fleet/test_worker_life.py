@@ -206,7 +206,10 @@ async def test_entries_a_lost_reply_left_with_a_worker_are_polled(
             worker = Worker(fleet, client, name="w", lease=1.0, capacity=10)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(worker.run)
-                # Its own entries read at start (none), it waits out the pause.
+                # Its own entries read at start (none), it waits out the pause. (The pause is
+                # watched by a task of its own: seen paused says nothing of the start's read,
+                # which on a busy machine then found the entries below and resumed them.)
+                await worker._resumed.wait()
                 while worker.stats.paused_waits < 1:  # noqa: ASYNC110 - a counter, no event
                     await trio.sleep(0.02)
                 assert len(await take(fleet, "w", 3)) == 3  # the read whose reply was lost
