@@ -442,7 +442,9 @@ class RateLimiter:
                     sent_before=max(self._reported, self._acquired),
                 )
                 return pause
-            elif self._current < math.inf or overrun_accepted < overrun_refused >= MEASURE_ANSWERS:
+            elif self._current < math.inf or (
+                overrun_refused >= MEASURE_ANSWERS and overrun_refused > overrun_accepted
+            ):
                 # Too little to measure yet. With no rate to halve, a cut without a measure
                 # needs as many refusals as a measure needs answers, most of what was sent:
                 # a client with none checks a job or two a second at the start of a run (the
