@@ -27,7 +27,9 @@ server's ``Retry-After``, and a rate that finds the server's own), so this is wr
     it); with fewer than ``MEASURE_ANSWERS``, halved (with no rate to halve, cut only once
     as many are refused, most of what was sent); at most once per ``cooldown``.
   - *Every measured cut is a trial*, the rate held while two tests at the same level judge
-    it: a limit, if fewer are refused under the cut than in the window that started it
+    it (from half of it, climbing back within a ``cooldown``: the overrun emptied the
+    server's bucket, and requests arriving bunched would be refused at the measure itself):
+    a limit, if fewer are refused under the cut than in the window that started it
     (G-test); random, if more are refused under it than the base share explains. Outcomes
     within a ``cooldown`` of the cut, and those of the requests in flight at it (first in,
     first out), answer requests sent before it, and are not counted. A
@@ -39,6 +41,8 @@ server's ``Retry-After``, and a rate that finds the server's own), so this is wr
     nothing) only where a limit is likely:
     once a trial has found one, or while more requests are refused than accepted.
     Otherwise only its own request waits (the client sees to that).
+  - *A lowered rate allows no burst*: the server that lowered it takes bursts of a size we
+    do not know.
   - *Without 429s the rate probes upwards* from where it settled, slowly at first and
     faster the longer none comes (``probe`` times the square of the seconds since), up to
     the configured rate: a server that raises its limit is found. A 429 past the measure
@@ -275,12 +279,12 @@ class RateLimiter:
         return self._current
 
     def _burst_now(self) -> float:
-        """The bucket's size, shrunk in proportion to a lowered rate: a second's worth of the
-        configured rate would overrun the server that made us lower it. (Without a configured
-        rate, a lowered one allows no burst.)"""
-        if self.rate == math.inf:
-            return float(self.burst)
-        return max(1.0, self.burst * self._current / self.rate)
+        """The bucket's size: the configured burst, none while the rate is lowered. The
+        server that made us lower it takes bursts of its own size, which we do not know: a
+        bucket shrunk in proportion (72 tokens at 72/s, from 300 at 300/s) filled in a lull
+        of the client's own work and sent them at once, refused past the server's burst of
+        10 (a tenth of a run's requests refused, and the trial of a limit refuted)."""
+        return 1.0 if self._current < self.rate else float(self.burst)
 
     def _refill(self, now: float) -> None:
         if self._current == math.inf:  # no limit, configured or learnt
@@ -549,6 +553,13 @@ class RateLimiter:
         self._measured_at = now
         self._current = max(self._current, min(self.rate, measured * MARGIN))
         self._decrease(now, measured * MARGIN)
+        # The overrun emptied the server's bucket, and requests arriving bunched (a busy
+        # machine, a network's jitter) were refused under a cut at the measure as often as
+        # in the window that started it: the trial took the limit for chance and the rate
+        # went back over it (32 senders against 100/s with up to 50 ms of jitter learnt a
+        # base share of 0.23-0.31 in a third of runs). Halved, the rate climbs back within a
+        # cooldown (see _refill), and the server's bucket refills meanwhile.
+        self._current = max(self.min_rate, self._current / 2)
 
     def _judge(self, now: float, trial: _Trial) -> None:
         """One more outcome under the cut. A limit: fewer refused under it than in the window
