@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import random
 import ssl
+import subprocess
+import sys
 
 import httpx
 import pytest
@@ -346,6 +348,17 @@ def test_no_ca_bundle_is_loaded_for_an_http_server(monkeypatch):
         assert loads
     finally:
         pool_module.tls_context.cache_clear()
+
+
+def test_the_library_imports_httpx_s_transport_up_front():
+    """httpx imports httpcore (with h11, h2 and trio's pieces) only when its first client is
+    made; the library imports it with itself, so that the first client of a process does not
+    pay for it between entering and its first answers."""
+    probe = "import sys, video_translation_client; print('httpcore' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=30
+    )
+    assert done.stdout.strip() == "True"
 
 
 # -- a wrong route said at once -------------------------------------------------------------
