@@ -556,9 +556,10 @@ class RateLimiter:
         # The overrun emptied the server's bucket, and requests arriving bunched (a busy
         # machine, a network's jitter) were refused under a cut at the measure as often as
         # in the window that started it: the trial took the limit for chance and the rate
-        # went back over it (32 senders against 100/s with up to 50 ms of jitter learnt a
-        # base share of 0.23-0.31 in a third of runs). Halved, the rate climbs back within a
-        # cooldown (see _refill), and the server's bucket refills meanwhile.
+        # went back over it (32 senders against 100/s with 2-50 ms of jitter each way
+        # learnt a base share of 0.23-0.31 in 6 runs of 30, none halved). Halved, the rate
+        # climbs back within a cooldown (see _refill), and the server's bucket refills
+        # meanwhile.
         self._current = max(self.min_rate, self._current / 2)
 
     def _judge(self, now: float, trial: _Trial) -> None:

@@ -771,8 +771,8 @@ def test_a_limit_is_told_from_refusals_at_random_when_requests_arrive_bunched(se
     random. (A cut on trial held at the measure began with the server's bucket emptied by
     the overrun, and the bunched requests under it were refused as often as in the window
     that started it: the trial took the limit for chance, the rate went back over it and a
-    base share of 0.23-0.31 was learnt, in a third of such runs; on a busy machine, 6 runs
-    in 20 of ``load/refusals.py``'s limit row refused 5-42%.)"""
+    base share of 0.23-0.31 was learnt, in 6 of 30 such runs with 2-50 ms of jitter; on a
+    busy machine, 6 runs in 20 of ``load/refusals.py``'s limit row refused 5-42%.)"""
     draw = random.Random(seed)
     sent = refused = 0
 
