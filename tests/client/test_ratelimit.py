@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 import re
+from collections.abc import Callable
 
 import pytest
 import trio
@@ -485,6 +486,68 @@ async def test_lowered_rate_is_enforced(autojump_clock):
     assert trio.current_time() - start == pytest.approx(5 / lowered, rel=1e-3)
 
 
+#: The server of the simulations below: its bucket allows this many requests a second...
+SERVER_RATE = 100.0
+#: ...and at most this many at once.
+SERVER_BURST = 10
+
+
+def _senders_against_a_bucket(
+    client_rate: float,
+    seconds: float,
+    *,
+    there: Callable[[], float],
+    back: Callable[[], float] | None = None,
+    refused_at_random: Callable[[], bool] = lambda: False,
+    quota: float | None = None,
+) -> tuple[int, int, float]:
+    """32 senders wanting all they can get through a limiter set to ``client_rate``, against
+    a server whose bucket allows ``SERVER_RATE`` (``SERVER_BURST`` at once), for ``seconds``
+    of trio's clock: each request takes ``there()`` s to reach the server and ``back()`` s to
+    come back (none if not given), is refused at random where ``refused_at_random()`` says
+    (with ``Retry-After: 1``) and otherwise by the bucket (with its own), its 429s declaring
+    ``quota``. Returns the requests sent, those refused and the base share learnt."""
+    sent = refused = 0
+
+    async def main() -> float:
+        nonlocal sent, refused
+        limiter = RateLimiter(client_rate)
+        server = Bucket(SERVER_RATE, SERVER_BURST)
+        end = trio.current_time() + seconds
+
+        async def sender() -> None:
+            nonlocal sent, refused
+            while trio.current_time() < end:
+                await limiter.acquire()
+                sent += 1
+                await trio.sleep(there())
+                if refused_at_random():
+                    refused += 1
+                    if limiter.throttled(quota):
+                        limiter.pause(1)
+                    await trio.sleep(1)  # the refused request's own Retry-After
+                    continue
+                taken = server.takes()
+                if back is not None:
+                    await trio.sleep(back())
+                if taken:
+                    limiter.accepted()
+                else:
+                    refused += 1
+                    wait = max(0.0, server.retry_after())
+                    if limiter.throttled(quota):
+                        limiter.pause(wait)
+                    await trio.sleep(wait)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(32):
+                nursery.start_soon(sender)
+        return limiter.statistics().base_share
+
+    base_share = run(main)
+    return sent, refused, base_share
+
+
 @pytest.mark.parametrize(
     ("quota", "client_rate", "noise", "seconds"),
     [
@@ -513,42 +576,16 @@ def test_the_client_finds_the_servers_rate_whatever_its_header_says(
     them once its refusals are thick: over 20 s, at least 0.75 R, and at most 20% refused in
     all (the limiter before random 429s were told from overruns settled at 3 requests/s
     here)."""
-    server_rate, burst = 100.0, 10
     draw = random.Random(1).random
-    sent = refused = 0
-
-    async def main() -> None:
-        nonlocal sent, refused
-        limiter = RateLimiter(client_rate)
-        server = Bucket(server_rate, burst)
-        end = trio.current_time() + seconds
-
-        async def sender() -> None:
-            nonlocal sent, refused
-            while trio.current_time() < end:
-                await limiter.acquire()
-                sent += 1
-                await trio.sleep(0.001)  # the request's round trip
-                if draw() < noise:
-                    refused += 1
-                    if limiter.throttled(quota):
-                        limiter.pause(1)
-                    await trio.sleep(1)  # the refused request's own Retry-After
-                elif server.takes():
-                    limiter.accepted()
-                else:
-                    refused += 1
-                    if limiter.throttled(quota):
-                        limiter.pause(server.retry_after())
-                    await trio.sleep(server.retry_after())
-
-        async with trio.open_nursery() as nursery:
-            for _ in range(32):
-                nursery.start_soon(sender)
-
-    run(main)
+    sent, refused, _ = _senders_against_a_bucket(
+        client_rate,
+        seconds,
+        there=lambda: 0.001,
+        refused_at_random=lambda: draw() < noise,
+        quota=quota,
+    )
     accepted = sent - refused
-    assert accepted / seconds >= (0.75 if noise else 0.9) * server_rate
+    assert accepted / seconds >= (0.75 if noise else 0.9) * SERVER_RATE
     assert refused / sent <= (0.2 if noise else 0.05)
 
 
@@ -774,37 +811,11 @@ def test_a_limit_is_told_from_refusals_at_random_when_requests_arrive_bunched(se
     base share of 0.23-0.31 was learnt, in 6 of 30 such runs with 2-50 ms of jitter; on a
     busy machine, 6 runs in 20 of ``load/refusals.py``'s limit row refused 5-42%.)"""
     draw = random.Random(seed)
-    sent = refused = 0
 
-    async def main() -> float:
-        nonlocal sent, refused
-        limiter = RateLimiter(300)
-        server = Bucket(100, 10)
-        end = trio.current_time() + 15
+    def jitter() -> float:
+        return draw.uniform(0.001, 0.05)
 
-        async def sender() -> None:
-            nonlocal sent, refused
-            while trio.current_time() < end:
-                await limiter.acquire()
-                sent += 1
-                await trio.sleep(draw.uniform(0.001, 0.05))
-                taken = server.takes()
-                await trio.sleep(draw.uniform(0.001, 0.05))
-                if taken:
-                    limiter.accepted()
-                else:
-                    refused += 1
-                    wait = max(0.0, server.retry_after())
-                    if limiter.throttled():
-                        limiter.pause(wait)
-                    await trio.sleep(wait)
-
-        async with trio.open_nursery() as nursery:
-            for _ in range(32):
-                nursery.start_soon(sender)
-        return limiter.statistics().base_share
-
-    base_share = run(main)
-    assert (sent - refused) / 15 >= 0.9 * 100
+    sent, refused, base_share = _senders_against_a_bucket(300, 15, there=jitter, back=jitter)
+    assert (sent - refused) / 15 >= 0.9 * SERVER_RATE
     assert refused / sent <= 0.05
     assert base_share < 0.05

@@ -15,6 +15,7 @@ import trio
 
 from tests.fleet.conftest import start_redis
 from tests.fleet.test_redis import take, until_recorded, wipe
+from tests.fleet.test_shards import until_recorded as until_counted
 from tests.helpers import stop
 from video_translation_client import VideoTranslationClient
 from vtpoll.fleet._metrics import WorkerMetrics, serving
@@ -156,8 +157,7 @@ async def test_two_workers_ride_through_a_redis_outage(tmp_path: Path, make_sim)
                     # Redis holds the last results before their worker has its reply and
                     # counts them: cancelled then, the workers had counted 19 of 20 (seen
                     # once in 14 runs of the suite).
-                    while sum(w.stats.recorded for w in workers) < len(ids):  # noqa: ASYNC110
-                        await trio.sleep(0.02)
+                    await until_counted(workers, len(ids))
                     nursery.cancel_scope.cancel()
                 results = await one.redis.xrange(one.keys.results, "-", "+")
     finally:
