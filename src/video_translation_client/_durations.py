@@ -17,6 +17,9 @@ checking next, after a pending answer at age a, at the x where ∫_a^x n(t) dt =
 of R checks per job, τ = I² / (2 (R - ½)²) with I = ∫ sqrt(f(t) (1 - F(t))) dt. A lognormal's
 plan is the same table whatever its median (the family scales: with T = s·T0, N(t) = N0(t/s)),
 so one table per spread and budget serves every job, a job's own expected duration included.
+Keller's density minimises the mean lag; the plan holds it from a quantile of F on
+(``TAIL_HELD``), so that the longest jobs, where a lognormal's hazard falls, are not checked
+ever more rarely: their lags were a run's worst.
 """
 
 from __future__ import annotations
@@ -37,6 +40,13 @@ PRIOR_SIGMA = 1.0
 PRIOR_LOG_SIGMA_SD = 1.0
 #: A fit is poor when it strays this far outside the nonparametric bounds at a quartile.
 POOR_FIT = 0.15
+#: Past this quantile of F the plan checks at least as densely as it does there. Keller's
+#: density minimises the mean lag; a lognormal's hazard falls in its tail, and the plan's gaps
+#: grow with it (at sigma 1, 6-9 s between checks of jobs of 20-60 s), which is where the few
+#: worst lags are. Held, they cost 0.05 requests a job at sigma 1 (200 jobs of median 6 s
+#: started together, 40 runs: lag p99 5.3 s, at most 6.7, against 6.0 s, at most 8.8), and at
+#: sigma 0.5 nothing measurable (its gaps grow slowly, and few jobs outlive the quantile long).
+TAIL_HELD = 0.9
 #: Points of the plan's table, log-spaced over the bulk of the distribution.
 GRID = 400
 _SQRT2 = math.sqrt(2.0)
@@ -238,6 +248,9 @@ class Plan:
         integral = _trapezoid(times, integrand)
         tau = integral**2 / (2 * max(0.1, checks - 0.5) ** 2)
         density = [r / math.sqrt(2 * tau) for r in root_h]
+        held = bisect.bisect_left(times, dist.quantile(TAIL_HELD))
+        for k in range(held, len(density)):
+            density[k] = max(density[k], density[held])
         # N(t): the checks expected by age t; from 0 to the grid's first point, its density
         # there (the hazard of a lognormal vanishes at 0, so this overestimates slightly).
         cumulative = [density[0] * times[0]]
