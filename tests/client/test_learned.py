@@ -55,7 +55,15 @@ ANSWER = Answer(JobStatus.PENDING, {}, hint=None, wait_applied=None)
 
 @pytest.mark.parametrize(
     ("sigma", "checks", "lag_p99"),
-    [(0.5, 3.0, 2.5), (1.0, 3.0, 4.7), (0.5, 2.4, 3.1), (1.0, 4.0, 3.4)],
+    [
+        (0.5, 3.0, 2.5),
+        (1.0, 3.0, 4.7),
+        (0.5, 2.4, 3.1),
+        (1.0, 4.0, 3.4),
+        # Wide spreads: the tail held past TAIL_HELD is paid for within the budget.
+        (1.5, 3.0, 10.0),
+        (2.0, 3.0, 24.0),
+    ],
 )
 def test_the_plan_spends_its_budget_and_bounds_the_lag(sigma, checks, lag_p99):
     """On the true distribution (median 6 s), the plan costs its budget of checks per job and
@@ -167,7 +175,7 @@ def test_a_first_look_is_brought_forward_never_put_off():
     server = ServerView(plain=True)
 
     earliest, latest = FIRST_RANGE
-    at_plan = (1 - earliest) / (latest - earliest)  # the draw of a first look at the plan's
+    at_plan = (1 - earliest) / (latest - earliest)  # the draw that puts it at the plan's point
 
     def record(job_id: str) -> JobRecord:
         return JobRecord(job_id, config, started=0.0, random=lambda: at_plan)
