@@ -27,7 +27,7 @@ from video_translation_client import (
     VideoTranslationClient,
 )
 from video_translation_client._backoff import MIN_HINT
-from video_translation_client._decide import JobRecord, ServerView
+from video_translation_client._decide import Check, JobRecord, ServerView
 from video_translation_client._durations import (
     PRIOR_SIGMA,
     TAIL_HELD,
@@ -165,6 +165,15 @@ def test_pending_ages_are_binned_where_they_are():
     assert all(1.0 <= age <= 11.0 for age, _ in groups)
 
 
+def _checked_at(schedule: Learned, job: JobRecord, now: float, action: Check) -> float:
+    """When the job's next check goes out, ``action`` decided at ``now``: the job's loop
+    asks the schedule again at each replan, as at its start."""
+    while action.replan:
+        now += action.delay
+        action = schedule.first(job, now, ServerView(plain=True))
+    return now + action.delay
+
+
 def test_a_first_look_is_brought_forward_never_put_off():
     """Jobs started together, none finished yet: jobs pending at growing ages move the fit's
     median up, and with it where the plan would first check the others; a job not yet checked
@@ -213,12 +222,9 @@ def test_a_job_seen_pending_is_checked_again_by_twice_its_age():
     # Its waits drawn at the middle of their spread: as planned.
     job = JobRecord("job", config, started=27.0, random=lambda: 0.5)
     job.checks, job.pending_age = 1, 3.0
-    now, action = 30.0, schedule.after_pending(job, ANSWER, 30.0, server)
-    while action.replan:  # the job's loop asks again, as at its start
-        now += action.delay
-        action = schedule.first(job, now, server)
+    checked = _checked_at(schedule, job, 30.0, schedule.after_pending(job, ANSWER, 30.0, server))
     assert schedule.model.fit.median > 20
-    assert now + action.delay - job.started == pytest.approx(2 * job.pending_age, rel=0.01)
+    assert checked - job.started == pytest.approx(2 * job.pending_age, rel=0.01)
 
 
 def test_no_wait_between_checks_is_longer_than_max_delay():
@@ -266,11 +272,7 @@ def test_jobs_started_together_first_look_at_ages_spread_over_the_plans_first_po
     for k in range(11):
         # The first draw spreads the first look; the others, the later waits (by nothing).
         job = JobRecord(f"j{k}", config, started=0.0, random=iter([k / 10] + [0.5] * 99).__next__)
-        now, action = 0.0, schedule.first(job, 0.0, server)
-        while action.replan:
-            now += action.delay
-            action = schedule.first(job, now, server)
-        looks.append(now + action.delay)
+        looks.append(_checked_at(schedule, job, 0.0, schedule.first(job, 0.0, server)))
         schedule.ended(job)
     earliest, latest = FIRST_RANGE
     spread = [at_start * min(1.0, earliest + (latest - earliest) * k / 10) for k in range(11)]
