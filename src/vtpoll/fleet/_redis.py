@@ -23,7 +23,6 @@ import anyio
 import coredis
 import coredis.exceptions
 import coredis.retry
-from coredis import PureToken
 from coredis.connection import TCPLocation
 from coredis.pool import SentinelConnectionPool
 from coredis.response.types import StreamPendingExt
@@ -65,7 +64,7 @@ RETRIED_REPLIES = ("MASTERDOWN", "READONLY")
 #: Longest wait for one reply (a blocking read adds its own block time).
 REPLY_TIMEOUT = 10.0
 SCHEMES = ("redis", "rediss", "unix", SENTINEL)
-#: Seconds of acknowledgements that share one done-marker set (and expire together).
+#: Seconds of acknowledgements that share one done-marker table (and expire together).
 BUCKET = 3600
 #: IDs per submit script call.
 SUBMIT_CHUNK = 1000
@@ -183,6 +182,7 @@ class Fleet:
         self._ack = register(_scripts.ACK)
         self._cancel = register(_scripts.CANCEL)
         self._acker = register(_scripts.ACKER)
+        self._marked = register(_scripts.MARKED)
 
     async def call(self, make: Callable[[], Awaitable[T]], *, retry: bool = True) -> T:
         """``await make()``, retried with backoff while Redis cannot be reached, is loading
@@ -385,7 +385,7 @@ class Fleet:
         hour = int(time.time() // BUCKET)
         expiry = 0 if retention <= 0 else math.ceil(((hour + 1) * BUCKET + retention) * 1000)
         at = self.shard(shard)
-        keys = [at.state, at.results, at.counts, at.buckets, at.bucket(hour)]
+        keys = [at.state, at.results, at.counts, at.buckets, at.table(hour)]
         args = [str(expiry)] + [value for pair in written for value in pair]
         acked: int = await self.call(lambda: self._ack(keys=keys, args=args))
         return acked
@@ -421,12 +421,9 @@ class Fleet:
         redis, keys = self.redis, self.shard(self.shard_of(job_id))
         state = await self.call(lambda: redis.hget(keys.state, job_id))
         if state is None:
-            marker = _scripts.marker(job_id)
-            now_ms = int(time.time() * 1000)
-            live = partial(redis.zrange, keys.buckets, now_ms, "+inf", PureToken.BYSCORE)
-            for bucket in await self.call(live):
-                if await self.call(partial(redis.sismember, str(bucket), marker)):
-                    return {"job_id": job_id, "state": "acknowledged"}
+            marked = partial(self._marked, keys=[keys.buckets], args=[job_id])
+            if await self.call(marked):
+                return {"job_id": job_id, "state": "acknowledged"}
             return None
         state = str(state)
         if state.startswith("done:"):

@@ -13,8 +13,9 @@ fenced), reserve (the fleet's rate limit hands out the next slots).
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
+
+from vtpoll.fleet._marks import ADD, FIND
 
 #: The consumer group every worker reads the jobs stream in.
 GROUP = "pollers"
@@ -79,16 +80,15 @@ class Keys:
 
     @property
     def buckets(self) -> str:
-        """Sorted set: the done-marker sets alive, scored by their expiry (ms)."""
+        """Sorted set: the done-marker tables alive (one an hour), scored by their expiry (ms)."""
         return self._key("done")
 
-    def bucket(self, index: int) -> str:
-        """Set: the jobs acknowledged in the hour ``index`` (hours since the epoch), each a
-        done marker that keeps a resubmitted ID from being polled again (:func:`marker`: the
-        first 16 hex digits of its ID's SHA-1, 64 bits: a collision among 10 million IDs has a
-        chance of about 3 in a million; an ID of any length costs the same few bytes). The set
-        expires ``--retention`` after its hour."""
-        return self._key(f"done:{index}")
+    def table(self, index: int) -> str:
+        """Hash, with its sets ``TABLE:0``, ``TABLE:1``, ...: the done markers of the jobs
+        acknowledged in the hour ``index`` (hours since the epoch), which keep a resubmitted ID
+        from being polled again (see ``_marks``). The table and its sets expire
+        ``--retention`` after its hour."""
+        return self._key(f"marks:{index}")
 
     @property
     def results(self) -> str:
@@ -146,11 +146,6 @@ NOW_MS = """
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 """
-#: Hex digits of an ID's SHA-1 kept as its done marker (see Keys.bucket).
-MARKER_DIGITS = 16
-MARKER = f"""
-local function marker(id) return string.sub(redis.sha1hex(id), 1, {MARKER_DIGITS}) end
-"""
 #: A job's end: its result appended, its state pointed at it (the caller counts them).
 FINISH = """
 local function finish(state, results, id, record)
@@ -158,11 +153,6 @@ local function finish(state, results, id, record)
   redis.call('HSET', state, id, 'done:' .. result)
 end
 """
-
-
-def marker(job_id: str) -> str:
-    """The done marker of ``job_id``, as the scripts compute it."""
-    return hashlib.sha1(job_id.encode()).hexdigest()[:MARKER_DIGITS]
 
 
 #: KEYS: shards, epoch (both shard 0's). ARGV: the shard count to write if the fleet has none
@@ -190,24 +180,18 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')
 )
 
 #: KEYS: state, jobs, epoch, counts, buckets. ARGV: deadline (epoch s, or ""), a new epoch
-#: token, then the IDs. An ID is new unless the state or a live done-marker set has it (the
-#: sets share the fleet's hash tag). The epoch is written if the fleet has none; returns
+#: token, then the IDs. An ID is new unless the state or a live done-marker table has it (the
+#: tables share the shard's hash tag). The epoch is written if the fleet has none; returns
 #: {how many IDs were new, the epoch}.
 SUBMIT = (
     NOW_MS
-    + MARKER
+    + FIND
     + """
 redis.call('SET', KEYS[3], ARGV[2], 'NX')
-local done = redis.call('ZRANGEBYSCORE', KEYS[5], now, '+inf')
+local done = tables(KEYS[5], now)
 local added = 0
 for i = 3, #ARGV do
-  local known = redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1
-  local mark = (not known) and #done > 0 and marker(ARGV[i])
-  for _, bucket in ipairs(done) do
-    if known then break end
-    known = redis.call('SISMEMBER', bucket, mark) == 1
-  end
-  if not known then
+  if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 0 and not marked(done, ARGV[i]) then
     local entry = redis.call('XADD', KEYS[2], '*', 'id', ARGV[i], 'deadline', ARGV[1])
     redis.call('HSET', KEYS[1], ARGV[i], entry)
     added = added + 1
@@ -289,30 +273,39 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
 
-#: KEYS: state, results, counts, buckets, the bucket of this hour. ARGV: the bucket's expiry
+#: KEYS: state, results, counts, buckets, the table of this hour. ARGV: the table's expiry
 #: (ms; 0 keeps no marker), then (result entry ID, job ID) pairs. Results written out are
-#: removed, and each job's state cut to a marker in the hour's bucket. Returns how many.
+#: removed, and each job's state cut to a marker in the hour's table. Returns how many.
 ACK = (
     NOW_MS
-    + MARKER
+    + FIND
+    + ADD
     + """
 local acked = 0
+local marks = ARGV[1] ~= '0' and Table(KEYS[5], ARGV[1])
 for i = 2, #ARGV, 2 do
   if redis.call('XDEL', KEYS[2], ARGV[i]) == 1 then
     redis.call('HDEL', KEYS[1], ARGV[i + 1])
-    if ARGV[1] ~= '0' then
-      redis.call('SADD', KEYS[5], marker(ARGV[i + 1]))
-    end
+    if marks then marks.add(ARGV[i + 1]) end
     acked = acked + 1
   end
 end
-if acked > 0 and ARGV[1] ~= '0' then
-  redis.call('PEXPIREAT', KEYS[5], ARGV[1])
+if acked > 0 and marks then
+  marks.close()
   redis.call('ZADD', KEYS[4], ARGV[1], KEYS[5])
   redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
 end
 redis.call('HINCRBY', KEYS[3], 'acked', acked)
 return acked
+"""
+)
+
+#: KEYS: buckets. ARGV: a job ID. 1 if a live done-marker table has it, else 0.
+MARKED = (
+    NOW_MS
+    + FIND
+    + """
+return marked(tables(KEYS[1], now), ARGV[1]) and 1 or 0
 """
 )
 
