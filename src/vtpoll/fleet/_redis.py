@@ -64,6 +64,10 @@ RETRIED_REPLIES = ("MASTERDOWN", "READONLY")
 #: Longest wait for one reply (a blocking read adds its own block time).
 REPLY_TIMEOUT = 10.0
 SCHEMES = ("redis", "rediss", "unix", SENTINEL)
+#: Shards a worker renews its lease in at once: a renewal takes about one round trip whatever
+#: the shard count (64 in sequence, on a loaded machine, came late for a short lease), within
+#: the pool's room beside the readers (see ``_client``).
+LEASES_AT_ONCE = 16
 #: Seconds of acknowledgements that share one done-marker table (and expire together).
 BUCKET = 3600
 #: IDs per submit script call.
@@ -469,6 +473,29 @@ class Fleet:
         expiry, epoch = reply
         self._saw(shard, epoch if epoch is None else str(epoch))
         return int(expiry)
+
+    async def leases(
+        self, worker: str, ttl: float, *, join: bool, room: int | None = None
+    ) -> list[int]:
+        """:meth:`lease` in every shard, :data:`LEASES_AT_ONCE` at a time: the expiries, by
+        shard. An error in a shard is raised as itself (the first, if several)."""
+        expiries = [0] * self.count
+        limit = anyio.CapacityLimiter(LEASES_AT_ONCE)
+
+        async def one(shard: int) -> None:
+            async with limit:
+                expiries[shard] = await self.lease(worker, ttl, join=join, room=room, shard=shard)
+
+        try:
+            async with anyio.create_task_group() as tg:
+                for shard in range(self.count):
+                    tg.start_soon(one, shard)
+        except ExceptionGroup as group:
+            first: BaseException = group
+            while isinstance(first, BaseExceptionGroup):
+                first = first.exceptions[0]
+            raise first from None
+        return expiries
 
     async def live_workers(self) -> list[str]:
         """The workers whose lease in shard 0 is alive (every worker holds one in each

@@ -173,8 +173,8 @@ class Worker:
                 tg.start_soon(self._resume_then_read, tg)
         except* Fenced as fenced:
             # Fenced in one shard, it stops in all: what it holds in the others is handed
-            # back now, rather than left there until its leases in them run out (a lease
-            # renewed just before, in the shards renewed first) and taken then.
+            # back now, rather than left there until its leases in them run out (renewed
+            # in the same pass that found it fenced) and taken then.
             with anyio.CancelScope(shield=True), anyio.move_on_after(LEAVE_WITHIN):
                 await self.leave()
             raise fenced.exceptions[0] from None
@@ -199,15 +199,14 @@ class Worker:
     # -- lease -----------------------------------------------------------------------------------
 
     async def _renew(self, *, join: bool = False) -> None:
-        """This worker's lease in every shard, then the shards it reads anew; through Sentinel,
-        on the primary the sentinels name now (a failover is followed within a third of a
-        lease, even while the old primary still serves)."""
+        """This worker's lease in every shard (renewed at once), then the shards it reads anew;
+        through Sentinel, on the primary the sentinels name now (a failover is followed within
+        a third of a lease, even while the old primary still serves)."""
         await self.fleet.follow_primary(within=self.lease * FOLLOW_FOR)
-        room = self.capacity.value
-        for shard in range(self.fleet.count):
-            expiry = await self.fleet.lease(
-                self.name, self.lease, join=join, room=room, shard=shard
-            )
+        expiries = await self.fleet.leases(
+            self.name, self.lease, join=join, room=self.capacity.value
+        )
+        for shard, expiry in enumerate(expiries):
             if expiry < 0:
                 raise Fenced(
                     f"worker {self.name}: its lease expired and its jobs were taken over"
