@@ -3,7 +3,7 @@ and chaos runs that must each end with every job's true result once.
 
     uv run python load/fleet.py [--jobs 100000] [--workers 1 2 4] [--backends single cluster]
                                 [--chaos kill freeze-worker restart-worker freeze-redis
-                                 restart-redis] [--chaos-workers 4] [--redis-freeze 30]
+                                 restart-redis all] [--chaos-workers 4] [--redis-freeze 30]
                                 [--completion-time 10] [--lease 10] [--capacity 10000]
                                 [--rate 2000] [--json PATH]
 
@@ -31,8 +31,10 @@ the kill until none of its jobs is pending under its name); ``freeze-worker``, w
 ``restart-worker``, w0 stopped by SIGTERM (its jobs handed back) and started again under its
 name; ``freeze-redis``, redis-server stopped for ``--redis-freeze`` s; ``restart-redis``,
 redis-server killed (SIGKILL: up to the last second of writes lost) and started again on its
-AOF. After a Redis restart its counters start again, so commands and bytes per job are not
-given for that run.
+AOF. ``all`` strikes the five in one run, in that order, once 10, 25, 40, 55 and 70% of the
+results are in, the workers' faults each on a worker of its own (w0, w1, w2; at least three
+``--chaos-workers``). After a Redis restart its counters start again, so commands and bytes
+per job are not given for that run.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import trio
 
@@ -78,6 +80,33 @@ COLUMNS = [
     ("true", "true"),
 ]
 CHAOS = ("kill", "freeze-worker", "restart-worker", "freeze-redis", "restart-redis")
+#: The faults struck on a worker (the others strike Redis).
+ON_A_WORKER = CHAOS[:3]
+#: The share of the results in when a fault strikes, alone or in ``all`` (in CHAOS's order).
+SHARES = (0.1, 0.25, 0.4, 0.55, 0.7)
+
+
+class Fault(NamedTuple):
+    """A fault of a chaos run: what, once which share of the results is in, on which worker
+    (None: on Redis)."""
+
+    kind: str
+    share: float
+    worker: int | None
+
+
+def faults(chaos: str | None) -> list[Fault]:
+    """What a run of ``chaos`` strikes, in order."""
+    if chaos is None:
+        return []
+    if chaos != "all":
+        return [Fault(chaos, SHARES[0], 0 if chaos in ON_A_WORKER else None)]
+    return [
+        Fault(kind, share, i if kind in ON_A_WORKER else None)
+        for i, (kind, share) in enumerate(zip(CHAOS, SHARES, strict=True))
+    ]
+
+
 #: The single Redis's persistence: every write in the AOF, synced each second.
 AOF = ("--appendonly", "yes", "--appendfsync", "everysec")
 
@@ -183,9 +212,10 @@ def ended_early(workers: list[subprocess.Popen[str]], logs: Path, chaos: str | N
     """A line for each worker (``w{i}``, its stderr in ``logs/w{i}.log``) that has ended
     while the run was still going, but the one the kill chaos ended: its exit code, its last
     words and where the rest is."""
+    killed = {f.worker for f in faults(chaos) if f.kind == "kill"}
     out = []
     for i, each in enumerate(workers):
-        if each.poll() is None or (chaos == "kill" and i == 0):
+        if each.poll() is None or i in killed:
             continue
         log = logs / f"w{i}.log"
         last = log.read_text().strip().splitlines()[-3:]
@@ -195,8 +225,9 @@ def ended_early(workers: list[subprocess.Popen[str]], logs: Path, chaos: str | N
 
 
 class Watch:
-    """A run's progress, read on a fleet connection until every result is in; the chaos
-    struck once a tenth of them are, while w0 holds some; the takeover timed."""
+    """A run's progress, read on a fleet connection until every result is in; each fault of
+    the chaos struck once its share of them is in (on a worker: while it holds some); the
+    takeover of a killed worker timed."""
 
     def __init__(
         self,
@@ -208,11 +239,14 @@ class Watch:
         worker: Callable[[int], subprocess.Popen[str]],
         started: float,
     ) -> None:
-        self.name, self.args, self.chaos, self.redis = name, args, chaos, redis
+        self.name, self.args, self.redis = name, args, redis
         self.workers, self.worker = workers, worker
         #: When the workers started (``time.monotonic()``).
         self.started = started
-        self.struck: float | None = None
+        #: The faults still to strike, the next first.
+        self.faults = faults(chaos)
+        #: The worker killed, and when.
+        self.killed: tuple[int, float] | None = None
         self.takeover: float | None = None
         self.restarted = False
         self.wall = math.nan
@@ -221,16 +255,18 @@ class Watch:
         """Look at the progress every 0.2 s until every result is in (False), or the chaos is
         due (True: the caller strikes, with this connection closed, which a Redis restarted or
         frozen would break)."""
-        jobs, chaos = self.args.jobs, self.chaos
+        jobs = self.args.jobs
         while True:
             done, pending = await _progress(fleet)
             now = time.monotonic()
-            if chaos and self.struck is None and pending.get("w0", 0) > 0 and done > jobs / 10:
-                self.struck = now
-                return True
-            gone = pending.get("w0", 0) == 0
-            if chaos == "kill" and self.struck is not None and self.takeover is None and gone:
-                self.takeover = now - self.struck
+            if self.faults:
+                due, on = self.faults[0], self.faults[0].worker
+                if done > jobs * due.share and (on is None or pending.get(f"w{on}", 0) > 0):
+                    return True
+            if self.killed is not None and self.takeover is None:
+                i, at = self.killed
+                if pending.get(f"w{i}", 0) == 0:
+                    self.takeover = now - at
             if done >= jobs:
                 self.wall = now - self.started
                 return False
@@ -246,19 +282,26 @@ class Watch:
             await trio.sleep(0.2)
 
     def strike(self) -> None:
-        """The chaos, on worker w0 or on Redis."""
-        w0 = self.workers[0]
-        if self.chaos == "kill":
-            w0.send_signal(signal.SIGKILL)
-        elif self.chaos == "freeze-worker":
-            w0.send_signal(signal.SIGSTOP)
+        """The next fault, on its worker or on Redis."""
+        fault = self.faults.pop(0)
+        i = fault.worker or 0
+        on = self.workers[i]
+        print(
+            f"{self.name}: {fault.kind}" + (f" w{i}" if fault.worker is not None else ""),
+            file=sys.stderr,
+        )
+        if fault.kind == "kill":
+            on.send_signal(signal.SIGKILL)
+            self.killed = (i, time.monotonic())
+        elif fault.kind == "freeze-worker":
+            on.send_signal(signal.SIGSTOP)
             time.sleep(2 * self.args.lease)
-            w0.send_signal(signal.SIGCONT)
-        elif self.chaos == "restart-worker":
-            w0.send_signal(signal.SIGTERM)
-            w0.wait(timeout=60)
-            self.workers[0] = self.worker(0)
-        elif self.chaos == "freeze-redis":
+            on.send_signal(signal.SIGCONT)
+        elif fault.kind == "restart-worker":
+            on.send_signal(signal.SIGTERM)
+            on.wait(timeout=60)
+            self.workers[i] = self.worker(i)
+        elif fault.kind == "freeze-redis":
             self.redis.freeze(self.args.redis_freeze)
         else:
             self.redis.restart()
@@ -355,7 +398,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--backends", nargs="*", choices=("single", "cluster"), default=["single", "cluster"]
     )
-    parser.add_argument("--chaos", nargs="*", choices=CHAOS, default=list(CHAOS))
+    parser.add_argument("--chaos", nargs="*", choices=[*CHAOS, "all"], default=list(CHAOS))
     parser.add_argument("--chaos-workers", type=int, default=4)
     parser.add_argument("--redis-freeze", type=float, default=30.0)
     parser.add_argument("--completion-time", type=float, default=10.0)
@@ -365,6 +408,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timeout", type=float, default=1800.0, help="per run, seconds")
     parser.add_argument("--json", type=Path, help="write the table's rows here as JSON")
     args = parser.parse_args(argv)
+    if "all" in args.chaos and args.chaos_workers < len(ON_A_WORKER):
+        parser.error(f"--chaos all strikes {len(ON_A_WORKER)} workers: --chaos-workers too few")
     rows = []
     serve = ["--auto-create", "--error-rate", "0", "--seed", "1"]
     serve += ["--completion-time", str(args.completion_time)]

@@ -63,7 +63,7 @@ def test_a_sharded_fleet_runs_on_a_redis_cluster_through_any_node(
 ):
     """3 shards on 3 nodes, reached through a node that does not serve shard 0 (a plain
     client gets MOVED): two workers record every job once, results and status sum the
-    shards."""
+    shards; once acknowledged, no ID is queued again."""
     fleet_name = _spread_name(redis_cluster, fleet_name)
     redis_cluster_url = next(url for url in redis_cluster if _moved(url, Keys(fleet_name).jobs))
     args = ["--redis", redis_cluster_url, "--fleet", fleet_name]
@@ -101,6 +101,11 @@ def test_a_sharded_fleet_runs_on_a_redis_cluster_through_any_node(
     report = json.loads(status.output)
     assert (report["submitted"], report["done"], report["acknowledged"]) == (30, 30, 30)
     assert report["shards"] == SHARDS
+    # The done markers live in each shard's slot: none of the IDs is queued again.
+    again = CliRunner().invoke(cli, ["fleet", "submit", *args, *ids, "c-new"])
+    assert "submitted 1 new jobs" in again.output, again.output
+    job = CliRunner().invoke(cli, ["fleet", "status", *args, "--job", "c7"])
+    assert job.output == "c7: acknowledged\n"
 
 
 @pytest.mark.filterwarnings(COREDIS_LEAK)

@@ -150,7 +150,7 @@ def test_fleet(
 def test_a_fleet_worker_that_ends_before_the_run_is_reported(tmp_path: Path):
     """fleet.py keeps each worker's stderr: one that ended while the run went on is named with
     its exit code and last words (a worker of the 1,000,000-job run ended unseen); one still
-    running is not, nor the one the kill chaos ended."""
+    running is not, nor the one the kill chaos ended (alone or among all five faults)."""
     fleet = script("fleet")
 
     def worker(i: int, program: str) -> subprocess.Popen[str]:
@@ -170,5 +170,7 @@ def test_a_fleet_worker_that_ends_before_the_run_is_reported(tmp_path: Path):
             f"worker w2 ended before the run, exit 0: it said nothing ({tmp_path / 'w2.log'})",
         ]
         assert fleet.ended_early(workers, tmp_path, "kill") == said[1:]
+        assert fleet.ended_early(workers, tmp_path, "all") == said[1:]  # w0 is the one killed
+        assert fleet.ended_early(workers, tmp_path, "freeze-worker") == said
     finally:
         stop(running)
