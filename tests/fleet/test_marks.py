@@ -66,7 +66,7 @@ async def test_a_table_grows_a_set_at_a_time_keeps_intsets_and_forgets_nothing(
     expiry = int(time.time() * 1000) + 3_600_000
     with trio.fail_after(GUARD):
         async with open_fleet(redis_url, fleet_name) as fleet:
-            table, index = fleet.keys.table(1), fleet.keys.buckets
+            table, index = fleet.keys.table(1), fleet.keys.tables
             for k in range(0, len(added), 1000):
                 await fleet.redis.eval(_ADD, keys=[table], args=[str(expiry), *added[k : k + 1000]])
             await fleet.redis.zadd(index, {table: expiry})
@@ -93,9 +93,9 @@ async def test_a_marker_set_from_before_tables_is_read_until_it_expires(
     its IDs from being queued again, and says them acknowledged."""
     with trio.fail_after(GUARD):
         async with open_fleet(redis_url, fleet_name) as fleet:
-            old = fleet.keys.buckets.removesuffix(":done") + ":done:480000"
+            old = fleet.keys.tables.removesuffix(":done") + ":done:480000"
             await fleet.redis.sadd(old, [hashlib.sha1(b"old-job").hexdigest()[:16]])
-            await fleet.redis.zadd(fleet.keys.buckets, {old: int(time.time() * 1000) + 60_000})
+            await fleet.redis.zadd(fleet.keys.tables, {old: int(time.time() * 1000) + 60_000})
             assert await fleet.submit(["old-job", "new-job"], None) == 1
             assert await fleet.job("old-job") == {"job_id": "old-job", "state": "acknowledged"}
             assert await fleet.job("never") is None

@@ -322,7 +322,7 @@ class Fleet:
                 reply: list[Any] = await self.call(
                     partial(
                         self._submit,
-                        keys=[keys.state, keys.jobs, keys.epoch, keys.counts, keys.buckets],
+                        keys=[keys.state, keys.jobs, keys.epoch, keys.counts, keys.tables],
                         args=args,
                     )
                 )
@@ -389,7 +389,7 @@ class Fleet:
         hour = int(time.time() // BUCKET)
         expiry = 0 if retention <= 0 else math.ceil(((hour + 1) * BUCKET + retention) * 1000)
         at = self.shard(shard)
-        keys = [at.state, at.results, at.counts, at.buckets, at.table(hour)]
+        keys = [at.state, at.results, at.counts, at.tables, at.table(hour)]
         args = [str(expiry)] + [value for pair in written for value in pair]
         acked: int = await self.call(lambda: self._ack(keys=keys, args=args))
         return acked
@@ -425,7 +425,7 @@ class Fleet:
         redis, keys = self.redis, self.shard(self.shard_of(job_id))
         state = await self.call(lambda: redis.hget(keys.state, job_id))
         if state is None:
-            marked = partial(self._marked, keys=[keys.buckets], args=[job_id])
+            marked = partial(self._marked, keys=[keys.tables], args=[job_id])
             if await self.call(marked):
                 return {"job_id": job_id, "state": "acknowledged"}
             return None

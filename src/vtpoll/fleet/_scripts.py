@@ -79,7 +79,7 @@ class Keys:
         return self._key("counts")
 
     @property
-    def buckets(self) -> str:
+    def tables(self) -> str:
         """Sorted set: the done-marker tables alive (one an hour), scored by their expiry (ms)."""
         return self._key("done")
 
@@ -179,7 +179,7 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')
 """
 )
 
-#: KEYS: state, jobs, epoch, counts, buckets. ARGV: deadline (epoch s, or ""), a new epoch
+#: KEYS: state, jobs, epoch, counts, tables. ARGV: deadline (epoch s, or ""), a new epoch
 #: token, then the IDs. An ID is new unless the state or a live done-marker table has it (the
 #: tables share the shard's hash tag). The epoch is written if the fleet has none; returns
 #: {how many IDs were new, the epoch}.
@@ -273,7 +273,7 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
 
-#: KEYS: state, results, counts, buckets, the table of this hour. ARGV: the table's expiry
+#: KEYS: state, results, counts, tables, the table of this hour. ARGV: the table's expiry
 #: (ms; 0 keeps no marker), then (result entry ID, job ID) pairs. Results written out are
 #: removed, and each job's state cut to a marker in the hour's table. Returns how many.
 ACK = (
@@ -300,7 +300,7 @@ return acked
 """
 )
 
-#: KEYS: buckets. ARGV: a job ID. 1 if a live done-marker table has it, else 0.
+#: KEYS: tables. ARGV: a job ID. 1 if a live done-marker table has it, else 0.
 MARKED = (
     NOW_MS
     + FIND
