@@ -1,30 +1,31 @@
 """Done markers: what is left in Redis of an acknowledged job, so that its ID, submitted again
 within ``--retention``, is not polled again; about 10 bytes a job.
 
-A marker is the first 63 bits of the ID's SHA-1 written as a decimal integer (an ID of any
-length costs the same; a false "done" among 10 million markers and 10 million new IDs has a
-chance of about 1 in 100,000). Redis keeps a set of integers as an intset, 8 bytes a member,
-while it holds at most ``set-max-intset-entries`` (512 by default); a set of strings costs
-56-68 bytes a member (a hash table's entry and string). So the markers of one hour's
-acknowledgements are spread over as many small sets as keep each an intset, grown one set at a
-time by linear hashing (Litwin, 1980): a table (a hash: ``level``, ``split``, ``count``) and its
-sets ``TABLE:0`` to ``TABLE:(2^level + split - 1)``. A marker lives in set ``h mod 2^level``, or
-``h mod 2^(level + 1)`` if that is below ``split``, where ``h`` is its last 9 decimal digits
-(exact in Lua's doubles, and as evenly spread as the hash). When the table averages more than
+A marker is the first 64 bits of the ID's SHA-1 with the top bit cleared (a positive 63-bit
+number), written as a decimal integer: an ID of any length costs the same, and a false "done"
+among 10 million markers and 10 million new IDs has a chance of about 1 in 100,000. Redis
+keeps a set of integers as an intset, 8 bytes a member, while it holds at most
+``set-max-intset-entries`` (512 by default); a set of strings costs 56-68 bytes a member (a
+hash table's entry and string). So the markers of one hour's acknowledgements are spread over
+as many small sets as keep each an intset, grown one set at a time by linear hashing (Litwin,
+1980): a table (a hash: ``level``, ``split``, ``count``) and its sets ``TABLE:0`` to
+``TABLE:(2^level + split - 1)``. A marker lives in set ``h mod 2^level``, or ``h mod
+2^(level + 1)`` if that is below ``split``, where ``h`` is its last 9 decimal digits (exact in
+Lua's doubles, and as evenly spread as the hash). When the table averages more than
 :data:`LOAD` a set, set ``split`` is split in two and ``split`` moves on, so no set outgrows
-about twice :data:`LOAD`: the intset's limit is more than 4 standard deviations above that.
+about twice :data:`LOAD`.
 
 The scripts use these as Lua text, put before their own.
 """
 
 from __future__ import annotations
 
-#: Markers a table holds per set before it grows by one set: an unsplit set holds up to twice
-#: this (384), about 5 standard deviations under 512.
+#: Markers a table holds per set before it grows by one set: a set not yet split in a round
+#: holds up to twice this on average (384), 6.5 standard deviations under the intset's 512.
 LOAD = 192
 
-#: Lua: ``marker(id)``, ``address(mark, level, split)``, ``tables(index, now)`` (the live
-#: hours' tables, read once per script) and ``marked(tables, id)``.
+#: Lua: ``marker(id)``, ``address(mark, level, split)``, ``tables(index, hex_sets, now)``
+#: (the live hours' tables and older sets, read once per script) and ``marked(tables, id)``.
 FIND = f"""
 local LOAD = {LOAD}
 local function marker(id)
@@ -51,16 +52,15 @@ local function address(mark, level, split)
   if a < split then a = h % 2 ^ (level + 1) end
   return string.format('%d', a)
 end
-local function tables(index, now)
+local function tables(index, hex_sets, now)
   local out = {{}}
   for _, key in ipairs(redis.call('ZRANGEBYSCORE', index, now, '+inf')) do
-    if string.find(key, ':done:', 1, true) then
-      -- A set of 16 hex digits a member, from versions before tables: read until it expires.
-      out[#out + 1] = {{key, -1, 0}}
-    else
-      local t = redis.call('HMGET', key, 'level', 'split')
-      out[#out + 1] = {{key, tonumber(t[1]) or 0, tonumber(t[2]) or 0}}
-    end
+    local t = redis.call('HMGET', key, 'level', 'split')
+    out[#out + 1] = {{key, tonumber(t[1]) or 0, tonumber(t[2]) or 0}}
+  end
+  -- Sets of 16 hex digits a member, from versions before tables: read until they expire.
+  for _, key in ipairs(redis.call('ZRANGEBYSCORE', hex_sets, now, '+inf')) do
+    out[#out + 1] = {{key, -1, 0}}
   end
   return out
 end

@@ -322,7 +322,7 @@ class Fleet:
                 reply: list[Any] = await self.call(
                     partial(
                         self._submit,
-                        keys=[keys.state, keys.jobs, keys.epoch, keys.counts, keys.tables],
+                        keys=[keys.state, keys.jobs, keys.epoch, keys.counts, *keys.marks],
                         args=args,
                     )
                 )
@@ -425,7 +425,7 @@ class Fleet:
         redis, keys = self.redis, self.shard(self.shard_of(job_id))
         state = await self.call(lambda: redis.hget(keys.state, job_id))
         if state is None:
-            marked = partial(self._marked, keys=[keys.tables], args=[job_id])
+            marked = partial(self._marked, keys=keys.marks, args=[job_id])
             if await self.call(marked):
                 return {"job_id": job_id, "state": "acknowledged"}
             return None

@@ -81,7 +81,21 @@ class Keys:
     @property
     def tables(self) -> str:
         """Sorted set: the done-marker tables alive (one an hour), scored by their expiry (ms)."""
+        return self._key("marks")
+
+    @property
+    def hex_sets(self) -> str:
+        """Sorted set: the done-marker sets of versions before tables (``done:HOUR``, 16 hex
+        digits a member), scored by their expiry (ms): read, never written, until they expire.
+        Apart from :attr:`tables`, so that such a version, run beside this one or after it,
+        finds only sets there."""
         return self._key("done")
+
+    @property
+    def marks(self) -> list[str]:
+        """Where done markers are looked for: :attr:`tables`, :attr:`hex_sets` (the scripts'
+        KEYS in that order)."""
+        return [self.tables, self.hex_sets]
 
     def table(self, index: int) -> str:
         """Hash, with its sets ``TABLE:0``, ``TABLE:1``, ...: the done markers of the jobs
@@ -179,7 +193,7 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')
 """
 )
 
-#: KEYS: state, jobs, epoch, counts, tables. ARGV: deadline (epoch s, or ""), a new epoch
+#: KEYS: state, jobs, epoch, counts, tables, hex sets. ARGV: deadline (epoch s, or ""), a new epoch
 #: token, then the IDs. An ID is new unless the state or a live done-marker table has it (the
 #: tables share the shard's hash tag). The epoch is written if the fleet has none; returns
 #: {how many IDs were new, the epoch}.
@@ -188,7 +202,7 @@ SUBMIT = (
     + FIND
     + """
 redis.call('SET', KEYS[3], ARGV[2], 'NX')
-local done = tables(KEYS[5], now)
+local done = tables(KEYS[5], KEYS[6], now)
 local added = 0
 for i = 3, #ARGV do
   if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 0 and not marked(done, ARGV[i]) then
@@ -300,12 +314,12 @@ return acked
 """
 )
 
-#: KEYS: tables. ARGV: a job ID. 1 if a live done-marker table has it, else 0.
+#: KEYS: tables, hex sets. ARGV: a job ID. 1 if a live done marker has it, else 0.
 MARKED = (
     NOW_MS
     + FIND
     + """
-return marked(tables(KEYS[1], now), ARGV[1]) and 1 or 0
+return marked(tables(KEYS[1], KEYS[2], now), ARGV[1]) and 1 or 0
 """
 )
 
