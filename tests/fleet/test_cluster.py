@@ -19,6 +19,7 @@ from tests.fleet.test_shards import close, run_workers, sim_of
 from vtpoll import cli
 from vtpoll.fleet._redis import FleetError, check_url, open_fleet
 from vtpoll.fleet._scripts import Keys
+from vtpoll.fleet._shards import MAX_SHARDS
 
 GUARD = 20.0
 SHARDS = 3
@@ -119,7 +120,8 @@ def test_a_new_fleet_on_a_redis_cluster_needs_shards(redis_cluster: list[str], f
 
 
 def test_a_fleet_is_reached_through_redis_sentinel(redis_sentinel_url: str, fleet_name: str):
-    """``redis+sentinel://HOST:PORT/SERVICE``: the primary the sentinel names serves the fleet."""
+    """``redis+sentinel://HOST:PORT/SERVICE``: the primary the sentinel names serves the fleet,
+    through a pool as large as a plain URL's."""
     args = ["--redis", redis_sentinel_url, "--fleet", fleet_name]
     submitted = CliRunner().invoke(cli, ["fleet", "submit", *args, "s1", "s2"])
     assert submitted.exit_code == 0, submitted.output
@@ -127,6 +129,13 @@ def test_a_fleet_is_reached_through_redis_sentinel(redis_sentinel_url: str, flee
     status = CliRunner().invoke(cli, ["fleet", "status", *args, "--json"])
     assert status.exit_code == 0, status.output
     assert json.loads(status.output)["queued"] == 2
+
+    async def pool() -> int:
+        async with open_fleet(redis_sentinel_url, fleet_name) as fleet:
+            return int(fleet.redis.connection_pool.max_connections)
+
+    # The readers of up to 64 shards hold a connection each; renewals need room beside them.
+    assert trio.run(pool) > 2 * MAX_SHARDS
 
 
 @pytest.mark.parametrize(

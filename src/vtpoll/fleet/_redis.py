@@ -607,7 +607,7 @@ async def _client(url: str, *, cluster: bool) -> AsyncIterator[Client]:
             password=named.password,
             **options,
         )
-        primary: coredis.Redis[str] = sentinel.primary_for(named.service)
+        primary: coredis.Redis[str] = sentinel.primary_for(named.service, **pool)
         async with sentinel, primary:
             yield primary
         return
