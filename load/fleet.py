@@ -286,10 +286,9 @@ class Watch:
         fault = self.faults.pop(0)
         i = fault.worker or 0
         on = self.workers[i]
-        print(
-            f"{self.name}: {fault.kind}" + (f" w{i}" if fault.worker is not None else ""),
-            file=sys.stderr,
-        )
+        on_whom = f" w{i}" if fault.worker is not None else ""
+        since = time.monotonic() - self.started
+        print(f"{self.name}: {fault.kind}{on_whom} at {since:.0f} s", file=sys.stderr)
         if fault.kind == "kill":
             on.send_signal(signal.SIGKILL)
             self.killed = (i, time.monotonic())
