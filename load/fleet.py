@@ -4,6 +4,7 @@ and chaos runs that must each end with every job's true result once.
     uv run python load/fleet.py [--jobs 100000] [--workers 1 2 4] [--backends single cluster]
                                 [--chaos kill freeze-worker restart-worker freeze-redis
                                  restart-redis all] [--chaos-workers 4] [--redis-freeze 30]
+                                [--chaos-on single cluster]
                                 [--completion-time 10] [--lease 10] [--capacity 10000]
                                 [--rate 2000] [--json PATH]
 
@@ -24,7 +25,8 @@ the nodes, after minus before), each worker's peak RSS, and of the results file:
 duplicates, and whether every outcome is the server's (``true``: every job of ``--auto-create``
 completes).
 
-Chaos runs (on the single Redis, named in ``--backends`` or not; ``--chaos-workers`` workers),
+Chaos runs (on the single Redis, or the backends ``--chaos-on`` names, named in ``--backends``
+or not; a cluster takes the workers' faults only; ``--chaos-workers`` workers),
 each once 10% of the results are in: ``kill``, worker w0 killed with SIGKILL (takeover: from
 the kill until none of its jobs is pending under its name); ``freeze-worker``, w0 stopped
 (SIGSTOP) for two leases, then let go (fenced: its late results are dropped);
@@ -399,6 +401,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--chaos", nargs="*", choices=[*CHAOS, "all"], default=list(CHAOS))
     parser.add_argument("--chaos-workers", type=int, default=4)
+    parser.add_argument("--chaos-on", nargs="*", choices=("single", "cluster"), default=["single"])
     parser.add_argument("--redis-freeze", type=float, default=30.0)
     parser.add_argument("--completion-time", type=float, default=10.0)
     parser.add_argument("--lease", type=float, default=10.0)
@@ -409,17 +412,21 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if "all" in args.chaos and args.chaos_workers < len(ON_A_WORKER):
         parser.error(f"--chaos all strikes {len(ON_A_WORKER)} workers: --chaos-workers too few")
+    if "cluster" in args.chaos_on and not set(args.chaos) <= set(ON_A_WORKER):
+        parser.error(
+            "--chaos-on cluster: only the workers' faults strike it: " + ", ".join(ON_A_WORKER)
+        )
     rows = []
     serve = ["--auto-create", "--error-rate", "0", "--seed", "1"]
     serve += ["--completion-time", str(args.completion_time)]
     with server(*serve) as (url, _):
-        # The chaos runs are the single Redis's, whether or not --backends names it.
-        backends = [*args.backends, *(["single"] if args.chaos else [])]
+        # The chaos runs are --chaos-on's backends', whether or not --backends names them.
+        backends = [*args.backends, *(args.chaos_on if args.chaos else [])]
         for backend in dict.fromkeys(sorted(backends, key=("single", "cluster").index)):
             runs: list[tuple[int, str | None]] = []
             if backend in args.backends:
                 runs += [(n, None) for n in args.workers]
-            if backend == "single":
+            if backend in args.chaos_on:
                 runs += [(args.chaos_workers, chaos) for chaos in args.chaos]
             with tempfile.TemporaryDirectory() as folder:
                 redis = Redis(Path(folder), backend)

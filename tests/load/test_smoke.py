@@ -147,6 +147,24 @@ def test_fleet(
     gc.collect()
 
 
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--chaos-on", "cluster", "--chaos", "freeze-redis"], "only the workers' faults"),
+        (["--chaos", "all", "--chaos-workers", "2"], "--chaos-workers too few"),
+    ],
+)
+def test_fleet_refuses_chaos_it_cannot_strike(
+    args: list[str], said: str, capsys: pytest.CaptureFixture[str]
+):
+    """Redis's faults strike the single Redis only, and ``all`` needs a worker for each of
+    the workers' three faults: refused before anything starts."""
+    with pytest.raises(SystemExit) as exited:
+        script("fleet").main(args)
+    assert exited.value.code == 2
+    assert said in capsys.readouterr().err
+
+
 def test_a_fleet_worker_that_ends_before_the_run_is_reported(tmp_path: Path):
     """fleet.py keeps each worker's stderr: one that ended while the run went on is named with
     its exit code and last words (a worker of the 1,000,000-job run ended unseen); one still
