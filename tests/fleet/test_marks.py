@@ -42,7 +42,9 @@ async def test_a_marker_is_the_ids_sha1_as_a_positive_63_bit_integer(redis_url: 
     with trio.fail_after(GUARD):
         async with open_fleet(redis_url, "marks") as fleet:
             script = (
-                FIND + "local out = {} for i = 1, #ARGV do out[i] = marker(ARGV[i]) end return out"
+                FIND
+                + "local out = {} for i = 1, #ARGV do"
+                + " out[i] = marker(redis.sha1hex(ARGV[i])) end return out"
             )
             got = await fleet.redis.eval(script, keys=[], args=ids)
     assert isinstance(got, list)

@@ -24,14 +24,13 @@ from __future__ import annotations
 #: holds up to twice this on average (384), 6.5 standard deviations under the intset's 512.
 LOAD = 192
 
-#: Lua: ``marker(id)``, ``address(mark, level, split)``, ``tables(index, hex_sets, now)``
-#: (the live hours' tables and older sets, read once per script) and ``marked(tables, id)``.
-FIND = f"""
-local LOAD = {LOAD}
-local function marker(id)
-  local hex = redis.sha1hex(id)
+#: Lua: ``marker(hex)`` (of the ID whose SHA-1 is ``hex``, which the caller computes once),
+#: ``address(mark, level, split)``, ``tables(index, hex_sets, now)`` (the live hours' tables
+#: and older sets, read once per script) and ``marked(tables, id)``.
+FIND = """
+local function marker(hex)
   -- Base 10^7 digits, least significant first: exact in a double at every step.
-  local digits = {{0}}
+  local digits = {0}
   for k = 1, 16, 4 do
     local carry = tonumber(string.sub(hex, k, k + 3), 16)
     if k == 1 then carry = carry % 32768 end
@@ -53,24 +52,25 @@ local function address(mark, level, split)
   return string.format('%d', a)
 end
 local function tables(index, hex_sets, now)
-  local out = {{}}
+  local out = {}
   for _, key in ipairs(redis.call('ZRANGEBYSCORE', index, now, '+inf')) do
     local t = redis.call('HMGET', key, 'level', 'split')
-    out[#out + 1] = {{key, tonumber(t[1]) or 0, tonumber(t[2]) or 0}}
+    out[#out + 1] = {key, tonumber(t[1]) or 0, tonumber(t[2]) or 0}
   end
   -- Sets of 16 hex digits a member, from versions before tables: read until they expire.
   for _, key in ipairs(redis.call('ZRANGEBYSCORE', hex_sets, now, '+inf')) do
-    out[#out + 1] = {{key, -1, 0}}
+    out[#out + 1] = {key, -1, 0}
   end
   return out
 end
 local function marked(live, id)
   if #live == 0 then return false end
-  local mark = marker(id)
+  local hex = redis.sha1hex(id)
+  local mark = marker(hex)
   for _, t in ipairs(live) do
     local found
     if t[2] < 0 then
-      found = redis.call('SISMEMBER', t[1], string.sub(redis.sha1hex(id), 1, 16))
+      found = redis.call('SISMEMBER', t[1], string.sub(hex, 1, 16))
     else
       found = redis.call('SISMEMBER', t[1] .. ':' .. address(mark, t[2], t[3]), mark)
     end
@@ -82,17 +82,22 @@ end
 
 #: Lua (after :data:`FIND`): ``Table(key, expiry)``, whose ``add(id)`` marks a job done, its
 #: sets split as it grows, and ``close()`` saves the table and sets every key's expiry.
-ADD = """
+ADD = (
+    f"""
+local LOAD = {LOAD}
+"""
+    + """
 local function Table(key, expiry)
   local t = redis.call('HMGET', key, 'level', 'split', 'count')
   local self = {level = tonumber(t[1]) or 0, split = tonumber(t[2]) or 0,
                 count = tonumber(t[3]) or 0, touched = {}}
   local function grow()
-    local from = key .. ':' .. string.format('%d', self.split)
+    local stays = string.format('%d', self.split)
+    local from = key .. ':' .. stays
     local to = key .. ':' .. string.format('%d', self.split + 2 ^ self.level)
     local moved = {}
     for _, mark in ipairs(redis.call('SMEMBERS', from)) do
-      if address(mark, self.level + 1, 0) ~= string.format('%d', self.split) then
+      if address(mark, self.level + 1, 0) ~= stays then
         moved[#moved + 1] = mark
       end
     end
@@ -105,7 +110,7 @@ local function Table(key, expiry)
     if self.split == 2 ^ self.level then self.level, self.split = self.level + 1, 0 end
   end
   function self.add(id)
-    local mark = marker(id)
+    local mark = marker(redis.sha1hex(id))
     local set = key .. ':' .. address(mark, self.level, self.split)
     self.count = self.count + redis.call('SADD', set, mark)
     self.touched[set] = true
@@ -119,3 +124,4 @@ local function Table(key, expiry)
   return self
 end
 """
+)
